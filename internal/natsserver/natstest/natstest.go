@@ -1,0 +1,57 @@
+// Package natstest starts an embedded JetStream server for a test: a random port, a store
+// under t.TempDir(), everything stopped when the test ends.
+//
+//	srv, nc, js := natstest.Run(t)
+//	...
+//	srv = natstest.Restart(t, srv) // same store, same port: nc reconnects
+package natstest
+
+import (
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/memmie/memmie/internal/natsserver"
+)
+
+// Run starts a server and connects a client to it. The client reconnects forever, so that it
+// survives Restart.
+func Run(t testing.TB) (*natsserver.Server, *nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	srv := start(t, natsserver.Config{Port: -1, StoreDir: t.TempDir()})
+	nc, err := nats.Connect(srv.ClientURL(),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(20*time.Millisecond),
+		nats.ReconnectJitter(0, 0),
+	)
+	if err != nil {
+		t.Fatalf("connect to %s: %v", srv.ClientURL(), err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	return srv, nc, js
+}
+
+// Restart shuts srv down and starts a new server on the same store directory and port.
+func Restart(t testing.TB, srv *natsserver.Server) *natsserver.Server {
+	t.Helper()
+	cfg := srv.Config()
+	cfg.Port = srv.Port()
+	srv.Shutdown()
+	return start(t, cfg)
+}
+
+func start(t testing.TB, cfg natsserver.Config) *natsserver.Server {
+	t.Helper()
+	srv, err := natsserver.Start(cfg)
+	if err != nil {
+		t.Fatalf("start nats server: %v", err)
+	}
+	t.Cleanup(srv.Shutdown)
+	return srv
+}
