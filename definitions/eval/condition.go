@@ -1,6 +1,7 @@
 package eval
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -31,10 +32,15 @@ import (
 //
 // Member access is nil-safe with JSONPath semantics: a missing key, an index out of range, or
 // a member of a value that is not an object or list gives nil, so
-// $.steps.skipped.output.valid == true is false rather than an error. Operators that need a
-// value still fail on nil ($.input.missing > 10 is an error); write ($.input.n ?? 0) > 10 to
-// default it. Numbers compare across kinds: $.input.n == 3 holds for the float64 3 that
-// encoding/json decodes.
+// $.steps.skipped.output.valid == true is false rather than an error, and a condition whose
+// result is nil counts as false. Operators that need a value still fail on nil
+// ($.input.missing > 10 is an error); write ($.input.n ?? 0) > 10 to default it. Any other
+// non-boolean result is an error.
+//
+// Numbers follow JSON: scope numbers are float64 and compare with integer literals
+// ($.input.n == 3 holds for the 3 that encoding/json decodes); % works on them too (with
+// math.Mod semantics); and x in a..b is a bounds check (x an integer with a <= x <= b), so a
+// large range costs nothing.
 type Condition struct {
 	src     string
 	program *vm.Program
@@ -48,10 +54,6 @@ var ConditionBuiltins = []string{
 	"lower", "upper", "trim", "trimPrefix", "trimSuffix", "hasPrefix", "hasSuffix",
 	"indexOf", "lastIndexOf", "max", "min", "first", "last", "keys", "values",
 }
-
-// getFunc is the function nil-safe member access is rewritten to. Users cannot call it: the
-// validation pass rejects every call that is not an allowed builtin.
-const getFunc = "$get"
 
 // CompileCondition compiles an expression once; evaluation is bounded in cost.
 func CompileCondition(src string) (*Condition, error) {
@@ -87,7 +89,9 @@ func compileCondition(src string) (*Condition, error) {
 		expr.MaxNodes(MaxConditionNodes),
 		expr.DisableAllBuiltins(),
 		expr.Function(getFunc, nilSafeGet),
-		expr.Patch(nilSafeMembers{}),
+		expr.Function(modFunc, modulo),
+		expr.Function(inRangeFunc, inRange),
+		expr.Patch(rewrite{}),
 	}
 	for _, name := range ConditionBuiltins {
 		opts = append(opts, expr.EnableBuiltin(name))
@@ -123,6 +127,14 @@ func (c *Condition) String() string { return c.src }
 // reported up to that key ($.input), plus the references inside the key.
 func (c *Condition) Refs() []string { return slices.Clone(c.refs) }
 
+// The functions the rewrite pass calls. Users cannot call them: the validation pass rejects
+// every call that is not an allowed builtin.
+const (
+	getFunc     = "$get"
+	modFunc     = "$mod"
+	inRangeFunc = "$inRange"
+)
+
 // nilSafeGet reads a member with JSONPath semantics: a key of an object or an index of a list,
 // nil when it does not exist.
 func nilSafeGet(args ...any) (any, error) {
@@ -133,33 +145,104 @@ func nilSafeGet(args ...any) (any, error) {
 	case string:
 		v, _ := lookupName(args[0], k)
 		return v, nil
-	case int:
-		v, _ := lookupIndex(args[0], int64(k))
-		return v, nil
-	case float64:
-		if k != math.Trunc(k) || math.Abs(k) > 1<<53 {
+	default:
+		i, ok := integer(k)
+		if !ok {
 			return nil, nil
 		}
-		v, _ := lookupIndex(args[0], int64(k))
+		v, _ := lookupIndex(args[0], i)
 		return v, nil
 	}
-	return nil, nil
 }
 
-// nilSafeMembers rewrites every member access a.b into $get(a, "b").
-type nilSafeMembers struct{}
+// modulo is % for the float64 numbers of JSON data as well as for integers.
+func modulo(args ...any) (any, error) {
+	if len(args) != 2 {
+		return nil, fmt.Errorf("%s: want 2 arguments, got %d", modFunc, len(args))
+	}
+	a, aInt := args[0].(int)
+	b, bInt := args[1].(int)
+	if aInt && bInt {
+		if b == 0 {
+			return nil, errors.New("integer divide by zero")
+		}
+		return a % b, nil
+	}
+	x, ok1 := number(args[0])
+	y, ok2 := number(args[1])
+	if !ok1 || !ok2 {
+		return nil, fmt.Errorf("invalid operation: %T %% %T", args[0], args[1])
+	}
+	if y == 0 {
+		return nil, errors.New("divide by zero")
+	}
+	return math.Mod(x, y), nil
+}
 
-func (nilSafeMembers) Visit(node *ast.Node) {
-	m, ok := (*node).(*ast.MemberNode)
-	if !ok {
-		return
+// inRange is x in from..to without building the range: true when x is an integer (of any
+// number type) between from and to inclusive.
+func inRange(args ...any) (any, error) {
+	if len(args) != 3 {
+		return nil, fmt.Errorf("%s: want 3 arguments, got %d", inRangeFunc, len(args))
 	}
-	call := &ast.CallNode{
-		Callee:    &ast.IdentifierNode{Value: getFunc},
-		Arguments: []ast.Node{m.Node, m.Property},
+	from, ok1 := integer(args[1])
+	to, ok2 := integer(args[2])
+	if !ok1 || !ok2 {
+		return nil, fmt.Errorf("invalid range: %T..%T", args[1], args[2])
 	}
-	call.Callee.SetLocation(m.Location())
-	ast.Patch(node, call)
+	x, ok := integer(args[0])
+	return ok && from <= x && x <= to, nil
+}
+
+// number reads an int or float64, the number types of conditions.
+func number(v any) (float64, bool) {
+	switch x := v.(type) {
+	case int:
+		return float64(x), true
+	case float64:
+		return x, true
+	}
+	return 0, false
+}
+
+// integer reads an int, or a float64 that holds an integer.
+func integer(v any) (int64, bool) {
+	switch x := v.(type) {
+	case int:
+		return int64(x), true
+	case float64:
+		if x != math.Trunc(x) || math.Abs(x) > 1<<53 {
+			return 0, false
+		}
+		return int64(x), true
+	}
+	return 0, false
+}
+
+// rewrite makes the compiled program follow JSON semantics: every member access a.b becomes
+// $get(a, "b"), a % b becomes $mod(a, b), and x in a..b becomes $inRange(x, a, b).
+type rewrite struct{}
+
+func (rewrite) Visit(node *ast.Node) {
+	switch n := (*node).(type) {
+	case *ast.MemberNode:
+		patchCall(node, getFunc, n.Node, n.Property)
+	case *ast.BinaryNode:
+		switch n.Operator {
+		case "%":
+			patchCall(node, modFunc, n.Left, n.Right)
+		case "in":
+			if r, ok := n.Right.(*ast.BinaryNode); ok && r.Operator == ".." {
+				patchCall(node, inRangeFunc, n.Left, r.Left, r.Right)
+			}
+		}
+	}
+}
+
+func patchCall(node *ast.Node, fn string, args ...ast.Node) {
+	callee := &ast.IdentifierNode{Value: fn}
+	callee.SetLocation((*node).Location())
+	ast.Patch(node, &ast.CallNode{Callee: callee, Arguments: args})
 }
 
 // conditionCheck walks an author's expression: it rejects what conditions may not use and

@@ -8,6 +8,7 @@ import (
 	"math"
 	"reflect"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -169,8 +170,8 @@ func scalarString(v any) (string, bool) {
 		if err != nil {
 			return "", false
 		}
-		if _, err := strconv.ParseInt(string(x), 10, 64); err == nil {
-			return string(x), true
+		if !strings.ContainsAny(string(x), ".eE") {
+			return string(x), true // an integer, kept exact however long
 		}
 		return scalarString(f)
 	}
