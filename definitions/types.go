@@ -46,6 +46,22 @@ const (
 	MaxAttempts                   = 100
 	MaxBackoffMS                  = 3_600_000 // one hour
 	MaxMultiplier                 = 10.0
+
+	// MaxIDLength bounds the ids of schemas, workflows and providers.
+	MaxIDLength = 128
+	// MaxStepIDLength bounds step ids, variable names and service names.
+	MaxStepIDLength = 64
+	// MinPriority and MaxPriority bound a provider binding's priority. Higher runs first.
+	MinPriority = 0
+	MaxPriority = 100
+	// DefaultMethod is the HTTP method of an api_call step or a compensation that names none.
+	DefaultMethod = "POST"
+)
+
+// Schema types: what a schema describes.
+const (
+	SchemaInput  = "input"
+	SchemaOutput = "output"
 )
 
 // Workflow is a declarative list of steps, run in order.
@@ -83,7 +99,12 @@ type Step struct {
 	InputMap  map[string]any `json:"input_map,omitempty"`
 	OutputMap map[string]any `json:"output_map,omitempty"`
 	Condition string         `json:"condition,omitempty"`
-	// Variables names keys of the step's output that are exported into $.vars for later steps.
+	// Variables names keys of the step's output that are exported into $.vars for later steps:
+	// a step with variables [score] whose output is {"score": 0.9} sets $.vars.score to 0.9. A
+	// key missing from the output exports null; a later step exporting the same name replaces
+	// it. Names are identifiers; when the output's keys are known (an output_map, or a
+	// transform's input_map) each name must be one of them. The workflow output_map, later
+	// input_maps and conditions read them; nothing else does.
 	Variables      []string      `json:"variables,omitempty"`
 	TimeoutSeconds int           `json:"timeout_seconds,omitempty"`
 	Compensation   *Compensation `json:"compensation,omitempty"`
@@ -97,6 +118,14 @@ func (s *Step) Timeout() int {
 		return s.TimeoutSeconds
 	}
 	return DefaultStepTimeoutSeconds
+}
+
+// HTTPMethod returns the step's method with the default applied.
+func (s *Step) HTTPMethod() string {
+	if s.Method == "" {
+		return DefaultMethod
+	}
+	return s.Method
 }
 
 // FailureAction returns on_failure with the default applied.
@@ -123,6 +152,14 @@ type Compensation struct {
 	Endpoint string         `json:"endpoint"`
 	Method   string         `json:"method,omitempty"`
 	InputMap map[string]any `json:"input_map,omitempty"`
+}
+
+// HTTPMethod returns the compensation's method with the default applied.
+func (c *Compensation) HTTPMethod() string {
+	if c.Method == "" {
+		return DefaultMethod
+	}
+	return c.Method
 }
 
 // RetryPolicy bounds the attempts of a step and the waits between them.
