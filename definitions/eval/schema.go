@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/santhosh-tekuri/jsonschema/v6/kind"
 	"golang.org/x/text/language"
 	"golang.org/x/text/message"
 )
@@ -124,6 +125,13 @@ func problems(e *jsonschema.ValidationError) []string {
 // not the "allOf failed" nodes above them.
 func collectProblems(e *jsonschema.ValidationError, out *[]string) {
 	if len(e.Causes) == 0 {
+		// Lists the library builds by walking the instance come in map order.
+		switch k := e.ErrorKind.(type) {
+		case *kind.AdditionalProperties:
+			slices.Sort(k.Properties)
+		case *kind.Required:
+			slices.Sort(k.Missing)
+		}
 		ptr := "/" + strings.Join(escapePointer(e.InstanceLocation), "/")
 		*out = append(*out, ptr+": "+e.ErrorKind.LocalizedString(schemaPrinter))
 		return
