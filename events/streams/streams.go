@@ -1,0 +1,126 @@
+// Package streams holds the JetStream configuration of memmie's streams. It is the only part of
+// the vocabulary that imports NATS code; it creates nothing itself.
+//
+//	for _, cfg := range streams.Configs(streams.Options{Replicas: 3}) {
+//		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil { ... }
+//	}
+package streams
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/memmie/memmie/events"
+)
+
+// Stream names.
+const (
+	Blobs       = "MEMMIE_BLOBS"
+	Executions  = "MEMMIE_EXECUTIONS"
+	Deltas      = "MEMMIE_DELTAS"
+	Definitions = "MEMMIE_DEFINITIONS"
+	DeadLetter  = "MEMMIE_DEADLETTER"
+)
+
+// DuplicateWindow is how long JetStream remembers a Nats-Msg-Id. Two minutes (the server's
+// default) covers a publisher's retries and a consumer's redeliveries after a crash (its
+// AckWait is 30 s). A longer window costs memory for every id held; past it, correctness does
+// not depend on the window: a re-decided execution event is recognised by the execution's
+// state, and a re-published blob event by the blob's.
+const DuplicateWindow = 2 * time.Minute
+
+// MaxMsgSize bounds one message. It equals NATS' default max_payload (1 MiB), which a publish
+// cannot exceed anyway; the stream limit makes the failure explicit. An event leaves room for
+// its headers (events.MaxEventSize).
+const MaxMsgSize = 1 << 20
+
+// Options vary the configurations per deployment.
+type Options struct {
+	// Replicas of every stream. Defaults to 1; use 3 on a cluster.
+	Replicas int
+	// Storage of every stream. Defaults to jetstream.FileStorage: the streams are the source
+	// of truth. Tests may use jetstream.MemoryStorage.
+	Storage jetstream.StorageType
+}
+
+// Configs returns the configuration of every stream, in a fixed order: blobs, executions,
+// deltas, definitions, dead letter.
+//
+// Common choices, and why:
+//   - Limits retention, no MaxAge, MaxMsgs, MaxBytes or per-subject limit: nothing expires,
+//     because projections are rebuilt from the streams.
+//   - Discard new, except on executions (message schedules require discard old): should an
+//     operator add a limit, a full stream refuses writes loudly rather than dropping history.
+//     With no limit set, the policy never applies.
+//   - AllowDirect: handlers read the last message of a subject (a blob's last delta, a
+//     definition's current revision, an execution's last event) without a consumer.
+//   - Deletes and purges stay allowed: an operator may have to erase a blob's content (privacy
+//     requests), and schedules purge their own message.
+//   - S2 compression on file storage: events are JSON, which compresses well; reads are rare
+//     next to appends.
+func Configs(opts Options) []jetstream.StreamConfig {
+	if opts.Replicas <= 0 {
+		opts.Replicas = 1
+	}
+	compression := jetstream.S2Compression
+	if opts.Storage == jetstream.MemoryStorage {
+		compression = jetstream.NoCompression
+	}
+	base := func(name, description, subject string) jetstream.StreamConfig {
+		return jetstream.StreamConfig{
+			Name:              name,
+			Description:       description,
+			Subjects:          []string{subject},
+			Retention:         jetstream.LimitsPolicy,
+			MaxConsumers:      -1,
+			MaxMsgs:           -1,
+			MaxBytes:          -1,
+			MaxAge:            0,
+			MaxMsgsPerSubject: -1,
+			MaxMsgSize:        MaxMsgSize,
+			Discard:           jetstream.DiscardNew,
+			Storage:           opts.Storage,
+			Replicas:          opts.Replicas,
+			Duplicates:        DuplicateWindow,
+			AllowDirect:       true,
+			Compression:       compression,
+		}
+	}
+
+	blobs := base(Blobs, "Blob events written by clients", events.SubjectBlobs)
+
+	executions := base(Executions, "Every queue entry, state change and step result of every execution", events.SubjectExecutions)
+	// Durable timers (retry backoffs, attempt timeouts, deadlines) are message schedules on
+	// memmie.executions.<id>.schedule.<kind>, fired into the same stream. Schedules need
+	// rollups (each schedule replaces the last on its subject) and discard old.
+	executions.AllowMsgSchedules = true
+	executions.AllowRollup = true
+	executions.Discard = jetstream.DiscardOld
+	// A decision is an input plus the events decided on it, appended as one atomic batch
+	// (all or none), guarded by the expected last sequence of the execution's subjects.
+	executions.AllowAtomicPublish = true
+
+	deltas := base(Deltas, "Every change of every blob, in version order per blob", events.SubjectDeltas)
+	// The deltas of one execution take consecutive versions of a blob: all or none.
+	deltas.AllowAtomicPublish = true
+
+	definitions := base(Definitions, "Every registered revision of every definition", events.SubjectDefinitions)
+	// `memmie apply` registers a set of definitions: all or none.
+	definitions.AllowAtomicPublish = true
+
+	deadLetter := base(DeadLetter, "Messages that could not be processed, with the reason", events.SubjectDeadLetter)
+
+	return []jetstream.StreamConfig{blobs, executions, deltas, definitions, deadLetter}
+}
+
+// Config returns the configuration of the stream called name.
+func Config(name string, opts Options) (jetstream.StreamConfig, error) {
+	for _, cfg := range Configs(opts) {
+		if cfg.Name == name {
+			return cfg, nil
+		}
+	}
+	return jetstream.StreamConfig{}, fmt.Errorf("stream config: unknown stream %q", name)
+}
