@@ -1,0 +1,162 @@
+package streams_test
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/memmie/memmie/events"
+	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/internal/natsserver/natstest"
+)
+
+func TestConfigsChooseEveryLimit(t *testing.T) {
+	cfgs := streams.Configs(streams.Options{})
+	names := []string{}
+	for _, cfg := range cfgs {
+		names = append(names, cfg.Name)
+		assert.Equal(t, jetstream.FileStorage, cfg.Storage, cfg.Name)
+		assert.Equal(t, jetstream.LimitsPolicy, cfg.Retention, cfg.Name)
+		assert.Zero(t, cfg.MaxAge, "%s expires nothing", cfg.Name)
+		assert.EqualValues(t, -1, cfg.MaxMsgs, cfg.Name)
+		assert.EqualValues(t, -1, cfg.MaxBytes, cfg.Name)
+		assert.EqualValues(t, -1, cfg.MaxMsgsPerSubject, cfg.Name)
+		assert.EqualValues(t, streams.MaxMsgSize, cfg.MaxMsgSize, cfg.Name)
+		assert.Greater(t, int(cfg.MaxMsgSize), events.MaxEventSize, "an event and its headers fit in a message")
+		assert.Equal(t, streams.DuplicateWindow, cfg.Duplicates, cfg.Name)
+		assert.True(t, cfg.AllowDirect, cfg.Name)
+		assert.Equal(t, 1, cfg.Replicas, cfg.Name)
+	}
+	assert.Equal(t, []string{streams.Blobs, streams.Executions, streams.Deltas, streams.Definitions, streams.DeadLetter}, names)
+
+	exec, err := streams.Config(streams.Executions, streams.Options{Replicas: 3, Storage: jetstream.MemoryStorage})
+	require.NoError(t, err)
+	assert.True(t, exec.AllowMsgSchedules)
+	assert.True(t, exec.AllowAtomicPublish)
+	assert.Equal(t, 3, exec.Replicas)
+	assert.Equal(t, jetstream.MemoryStorage, exec.Storage)
+	assert.Equal(t, jetstream.NoCompression, exec.Compression)
+	_, err = streams.Config("NOPE", streams.Options{})
+	assert.Error(t, err)
+}
+
+// The server accepts every configuration as it is (no silent rewrite), and the executions stream
+// deduplicates, fires schedules and takes atomic batches guarded by the expected last sequence.
+func TestServerAcceptsConfigs(t *testing.T) {
+	_, nc, js := natstest.Run(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	for _, cfg := range streams.Configs(streams.Options{}) {
+		s, err := js.CreateOrUpdateStream(ctx, cfg)
+		require.NoError(t, err, cfg.Name)
+		got := s.CachedInfo().Config
+		assert.Equal(t, cfg.Subjects, got.Subjects, cfg.Name)
+		assert.Equal(t, cfg.Discard, got.Discard, cfg.Name)
+		assert.Equal(t, cfg.AllowMsgSchedules, got.AllowMsgSchedules, cfg.Name)
+		assert.Equal(t, cfg.AllowAtomicPublish, got.AllowAtomicPublish, cfg.Name)
+		assert.Equal(t, cfg.AllowRollup, got.AllowRollup, cfg.Name)
+		assert.Equal(t, cfg.Compression, got.Compression, cfg.Name)
+		// Updating with the same configuration is a no-op, as at every start.
+		_, err = js.CreateOrUpdateStream(ctx, cfg)
+		require.NoError(t, err, cfg.Name)
+	}
+
+	const ex = "e1"
+	at := time.Now().UTC().Truncate(time.Second)
+	queued := events.NewExecution(&events.ExecutionQueued{ExecutionID: ex, WorkflowID: "wf", Workflow: json.RawMessage(`{}`)}, events.SourceAPI, at)
+
+	t.Run("duplicate event ids are dropped", func(t *testing.T) {
+		b, err := events.Marshal(queued)
+		require.NoError(t, err)
+		first, err := js.Publish(ctx, queued.Subject, b, jetstream.WithMsgID(queued.ID))
+		require.NoError(t, err)
+		again, err := js.Publish(ctx, queued.Subject, b, jetstream.WithMsgID(queued.ID))
+		require.NoError(t, err)
+		assert.True(t, again.Duplicate)
+		assert.Equal(t, first.Sequence, again.Sequence)
+	})
+
+	t.Run("a timer schedule fires a timer.fired event into the history", func(t *testing.T) {
+		fire := events.NewExecution(&events.TimerFired{ExecutionID: ex, Kind: events.TimerStepTimeout, Run: 1, StepID: "s", Attempt: 1, DueAt: at},
+			events.SourceTimers, at)
+		b, err := events.Marshal(fire)
+		require.NoError(t, err)
+		msg := nats.NewMsg(events.TimerSubject(ex, events.TimerStepTimeout))
+		msg.Data = b
+		msg.Header.Set("Nats-Schedule", "@at "+at.Format(time.RFC3339))
+		msg.Header.Set("Nats-Schedule-Target", fire.Subject)
+		_, err = js.PublishMsg(ctx, msg)
+		require.NoError(t, err)
+
+		stream, err := js.Stream(ctx, streams.Executions)
+		require.NoError(t, err)
+		require.Eventually(t, func() bool {
+			m, err := stream.GetLastMsgForSubject(ctx, fire.Subject)
+			if err != nil {
+				return false
+			}
+			got, err := events.Decode(m.Data)
+			return err == nil && got.ID == fire.ID
+		}, 10*time.Second, 20*time.Millisecond)
+	})
+
+	t.Run("an input and its decisions append atomically, guarded by the last sequence", func(t *testing.T) {
+		stream, err := js.Stream(ctx, streams.Executions)
+		require.NoError(t, err)
+		info, err := stream.Info(ctx, jetstream.WithSubjectFilter(events.ExecutionFilter(ex)))
+		require.NoError(t, err)
+		last := info.State.LastSeq
+
+		batch := func(id string, expect uint64, evs ...events.Event) (*nats.Msg, error) {
+			for i, ev := range evs {
+				b, err := events.Marshal(ev)
+				require.NoError(t, err)
+				m := nats.NewMsg(ev.Subject)
+				m.Data = b
+				m.Header.Set(events.HeaderMsgID, ev.ID)
+				m.Header.Set("Nats-Batch-Id", id)
+				m.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
+				if i == 0 {
+					m.Header.Set("Nats-Expected-Last-Subject-Sequence", strconv.FormatUint(expect, 10))
+					m.Header.Set("Nats-Expected-Last-Subject-Sequence-Subject", events.ExecutionFilter(ex))
+				}
+				if i < len(evs)-1 {
+					require.NoError(t, nc.PublishMsg(m))
+					continue
+				}
+				m.Header.Set("Nats-Batch-Commit", "1")
+				return nc.RequestMsg(m, 5*time.Second)
+			}
+			return nil, nil
+		}
+		started := events.NewExecution(&events.ExecutionStarted{ExecutionID: ex, Run: 1}, events.SourceDispatcher, at)
+		skipped := events.NewExecution(&events.StepSkipped{ExecutionID: ex, Run: 1, StepID: "s"}, events.SourceCore, at)
+
+		reply, err := batch("stale", last-1, started, skipped)
+		require.NoError(t, err)
+		var ack struct {
+			Error *struct{ ErrCode int `json:"err_code"` } `json:"error"`
+		}
+		require.NoError(t, json.Unmarshal(reply.Data, &ack))
+		require.NotNil(t, ack.Error, "a batch decided on an old state is refused: %s", reply.Data)
+		assert.Equal(t, 10071, ack.Error.ErrCode, "wrong last sequence")
+
+		reply, err = batch("current", last, started, skipped)
+		require.NoError(t, err)
+		var ok struct {
+			Seq   uint64 `json:"seq"`
+			Count int    `json:"count"`
+		}
+		require.NoError(t, json.Unmarshal(reply.Data, &ok), string(reply.Data))
+		assert.Equal(t, last+2, ok.Seq, string(reply.Data))
+		assert.Equal(t, 2, ok.Count, string(reply.Data))
+	})
+}
