@@ -6,13 +6,13 @@ type Type string
 
 // The execution's inputs: facts that happen to an execution from outside the core (see doc.go).
 const (
-	TypeExecutionQueued        Type = "memmie.execution.queued"
-	TypeExecutionStarted       Type = "memmie.execution.started"
-	TypeStepReported           Type = "memmie.execution.step.reported"
-	TypeCompensationReported   Type = "memmie.execution.compensation.reported"
-	TypeTimerFired             Type = "memmie.execution.timer.fired"
-	TypeCancelRequested        Type = "memmie.execution.cancel_requested"
-	TypeRetryRequested         Type = "memmie.execution.retry_requested"
+	TypeExecutionQueued      Type = "memmie.execution.queued"
+	TypeExecutionStarted     Type = "memmie.execution.started"
+	TypeStepReported         Type = "memmie.execution.step.reported"
+	TypeCompensationReported Type = "memmie.execution.compensation.reported"
+	TypeTimerFired           Type = "memmie.execution.timer.fired"
+	TypeCancelRequested      Type = "memmie.execution.cancel_requested"
+	TypeRetryRequested       Type = "memmie.execution.retry_requested"
 )
 
 // The core's decisions: what the execution does about its inputs.

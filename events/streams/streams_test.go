@@ -143,7 +143,9 @@ func TestServerAcceptsConfigs(t *testing.T) {
 		reply, err := batch("stale", last-1, started, skipped)
 		require.NoError(t, err)
 		var ack struct {
-			Error *struct{ ErrCode int `json:"err_code"` } `json:"error"`
+			Error *struct {
+				ErrCode int `json:"err_code"`
+			} `json:"error"`
 		}
 		require.NoError(t, json.Unmarshal(reply.Data, &ack))
 		require.NotNil(t, ack.Error, "a batch decided on an old state is refused: %s", reply.Data)
