@@ -1,0 +1,26 @@
+// Package stream writes and reads event streams on JetStream: it creates the streams, appends
+// messages with optimistic concurrency, and loads an entity's history.
+//
+// An append carries an expectation: the sequence of the last message the writer knows on a
+// filter subject (one execution's subjects, memmie.executions.<id>.>). Several messages are
+// appended as one atomic batch (ADR-50), so an input event and the events decided from it are
+// stored together or not at all:
+//
+//	ack, err := stream.Append(ctx, js, "MEMMIE_EXECUTIONS", msgs, stream.Expect{
+//		FilterSubject:  "memmie.executions." + id + ".>",
+//		LastSubjectSeq: lastSeq, // 0: nothing stored on the filter yet
+//	})
+//	switch {
+//	case errors.Is(err, stream.ErrConflict):
+//		// another writer got there first: reload the history and decide again
+//	case err != nil:
+//		// NATS unreachable, timeout, ...: retry the same append later
+//	}
+//	lastSeq = ack.LastSeq
+//
+// A retried append that had already landed reports success with Ack.Duplicate set, so a
+// writer that lost the ack can simply try again.
+//
+// The package knows nothing of events or executions, and never decides anything: it moves
+// bytes with the headers that make concurrent writers safe.
+package stream

@@ -1,0 +1,180 @@
+package stream
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// DefaultLoadTimeout bounds Load when ctx has no deadline.
+const DefaultLoadTimeout = time.Minute
+
+// LastBySubject returns the last message of stream on subject, which may hold wildcards
+// (memmie.executions.<id>.>). When there is none the error matches jetstream.ErrMsgNotFound.
+//
+// It asks with a direct get, answered by any replica without going through the stream
+// leader (StreamConfig.AllowDirect); on a stream without direct gets it falls back to the
+// leader's message API.
+func LastBySubject(ctx context.Context, js jetstream.JetStream, stream, subject string) (*jetstream.RawStreamMsg, error) {
+	ctx, cancel := withDefaultTimeout(ctx, js)
+	defer cancel()
+	m, err := directGetLast(ctx, js, stream, subject)
+	if errors.Is(err, nats.ErrNoResponders) {
+		m, err = leaderGetLast(ctx, js, stream, subject)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("last message on %s in %s: %w", subject, stream, err)
+	}
+	return m, nil
+}
+
+// directGetLast sends the request in the body, not in the subject, because the subject may
+// hold wildcards, which a subject we publish to must not.
+func directGetLast(ctx context.Context, js jetstream.JetStream, stream, subject string) (*jetstream.RawStreamMsg, error) {
+	req, err := json.Marshal(struct {
+		LastBySubject string `json:"last_by_subj"`
+	}{subject})
+	if err != nil {
+		return nil, err
+	}
+	resp, err := js.Conn().RequestWithContext(ctx, apiPrefix(js)+"DIRECT.GET."+stream, req)
+	if err != nil {
+		return nil, err
+	}
+	return decodeDirectGet(resp)
+}
+
+// decodeDirectGet reads a direct get answer: the stored message, with its coordinates in
+// Nats-* headers, or an empty message with a Status header.
+func decodeDirectGet(resp *nats.Msg) (*jetstream.RawStreamMsg, error) {
+	if len(resp.Data) == 0 {
+		if status := resp.Header.Get("Status"); status != "" {
+			if status == "404" {
+				return nil, jetstream.ErrMsgNotFound
+			}
+			return nil, fmt.Errorf("direct get: status %s: %s", status, resp.Header.Get("Description"))
+		}
+	}
+	seq, err := strconv.ParseUint(resp.Header.Get(jetstream.SequenceHeader), 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("direct get: sequence header: %w", err)
+	}
+	ts, err := time.Parse(time.RFC3339Nano, resp.Header.Get(jetstream.TimeStampHeaer))
+	if err != nil {
+		return nil, fmt.Errorf("direct get: timestamp header: %w", err)
+	}
+	subject := resp.Header.Get(jetstream.SubjectHeader)
+	if subject == "" {
+		return nil, errors.New("direct get: no subject header")
+	}
+	return &jetstream.RawStreamMsg{
+		Subject:  subject,
+		Sequence: seq,
+		Header:   resp.Header,
+		Data:     resp.Data,
+		Time:     ts,
+	}, nil
+}
+
+func leaderGetLast(ctx context.Context, js jetstream.JetStream, stream, subject string) (*jetstream.RawStreamMsg, error) {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, err
+	}
+	return s.GetLastMsgForSubject(ctx, subject)
+}
+
+// apiPrefix is the JetStream API subject prefix of js, domain included.
+func apiPrefix(js jetstream.JetStream) string {
+	opts := js.Options()
+	switch {
+	case opts.Domain != "":
+		return "$JS." + opts.Domain + ".API."
+	case opts.APIPrefix != "":
+		if opts.APIPrefix[len(opts.APIPrefix)-1] != '.' {
+			return opts.APIPrefix + "."
+		}
+		return opts.APIPrefix
+	}
+	return jetstream.DefaultAPIPrefix
+}
+
+// Load returns the messages of stream on filterSubject, in stream order, up to the last one
+// stored when Load starts: messages appended while it reads are left out, so it always ends.
+// An entity with no messages yields an empty slice. The last message's Sequence is the
+// LastSubjectSeq for the next Append.
+//
+// It reads with an ordered consumer, deleted when done. Without a deadline on ctx,
+// DefaultLoadTimeout applies.
+func Load(ctx context.Context, js jetstream.JetStream, stream, filterSubject string) ([]jetstream.RawStreamMsg, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultLoadTimeout)
+		defer cancel()
+	}
+	last, err := LastBySubject(ctx, js, stream, filterSubject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load %s from %s: %w", filterSubject, stream, err)
+	}
+	msgs, err := readUpTo(ctx, js, stream, filterSubject, last.Sequence)
+	if err != nil {
+		return nil, fmt.Errorf("load %s from %s: %w", filterSubject, stream, err)
+	}
+	return msgs, nil
+}
+
+func readUpTo(ctx context.Context, js jetstream.JetStream, stream, filterSubject string, lastSeq uint64) ([]jetstream.RawStreamMsg, error) {
+	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{filterSubject},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		// A consumer left behind (the delete below failed) goes away on its own.
+		InactiveThreshold: time.Minute,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if info := cons.CachedInfo(); info != nil {
+			delCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			_ = js.DeleteConsumer(delCtx, stream, info.Name)
+			cancel()
+		}
+	}()
+	it, err := cons.Messages()
+	if err != nil {
+		return nil, err
+	}
+	defer it.Stop()
+
+	var out []jetstream.RawStreamMsg
+	for {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return nil, err
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, jetstream.RawStreamMsg{
+			Subject:  msg.Subject(),
+			Sequence: md.Sequence.Stream,
+			Header:   msg.Headers(),
+			Data:     msg.Data(),
+			Time:     md.Timestamp,
+		})
+		// NumPending 0 ends the read even if lastSeq was deleted meanwhile.
+		if md.Sequence.Stream >= lastSeq || md.NumPending == 0 {
+			return out, nil
+		}
+	}
+}
