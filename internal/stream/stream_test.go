@@ -127,11 +127,17 @@ func TestAppendConflict(t *testing.T) {
 		n      int
 		expect func(last uint64) stream.Expect
 	}{
-		{"single, stale sequence", 1, func(last uint64) stream.Expect { return stream.Expect{FilterSubject: filter("e1"), LastSubjectSeq: last - 1} }},
-		{"batch, stale sequence", 3, func(last uint64) stream.Expect { return stream.Expect{FilterSubject: filter("e1"), LastSubjectSeq: last - 1} }},
+		{"single, stale sequence", 1, func(last uint64) stream.Expect {
+			return stream.Expect{FilterSubject: filter("e1"), LastSubjectSeq: last - 1}
+		}},
+		{"batch, stale sequence", 3, func(last uint64) stream.Expect {
+			return stream.Expect{FilterSubject: filter("e1"), LastSubjectSeq: last - 1}
+		}},
 		{"single, zero means none yet", 1, func(uint64) stream.Expect { return stream.Expect{FilterSubject: filter("e1")} }},
 		{"batch, zero means none yet", 3, func(uint64) stream.Expect { return stream.Expect{FilterSubject: filter("e1")} }},
-		{"single, sequence from the future", 1, func(last uint64) stream.Expect { return stream.Expect{FilterSubject: filter("e1"), LastSubjectSeq: last + 10} }},
+		{"single, sequence from the future", 1, func(last uint64) stream.Expect {
+			return stream.Expect{FilterSubject: filter("e1"), LastSubjectSeq: last + 10}
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
