@@ -38,7 +38,7 @@ func Decide(s State, ev events.Event, now time.Time) ([]events.Event, error) {
 	if s.ExecutionID == "" {
 		return nil, fmt.Errorf("decide on %s %s: empty state", ev.Type, ev.ID)
 	}
-	d := &decider{s: s.clone(), now: now.UTC()}
+	d := &decider{s: s.Clone(), now: now.UTC()}
 	d.progress()
 	if d.err != nil {
 		return nil, fmt.Errorf("decide on %s %s: %w", ev.Type, ev.ID, d.err)

@@ -28,6 +28,14 @@ type run struct {
 	// last is the input fed last; decided the decisions it led to.
 	last    events.Event
 	decided []events.Event
+	// log records every input with its now and decisions, for golden histories.
+	log []logged
+}
+
+type logged struct {
+	now       time.Time
+	in        events.Event
+	decisions []events.Event
 }
 
 // queueOpt changes the queued event of a test execution.
@@ -122,6 +130,7 @@ func (r *run) feed(in events.Event) []events.Event {
 	after, err := execution.Decide(r.s, in, r.now)
 	require.NoError(r.t, err)
 	require.Empty(r.t, after, "deciding again once the decisions are applied decides nothing")
+	r.log = append(r.log, logged{now: r.now, in: in, decisions: r.decided})
 	return r.decided
 }
 

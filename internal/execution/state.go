@@ -578,8 +578,9 @@ func (s *State) index(id string) int {
 	return -1
 }
 
-// clone returns a copy that Apply can change without touching s.
-func (s *State) clone() State {
+// Clone returns a copy that Apply can change without touching s: keep one to roll back to when
+// an append fails.
+func (s *State) Clone() State {
 	c := *s
 	c.Steps = slices.Clone(s.Steps)
 	for i := range c.Steps {
