@@ -33,6 +33,15 @@ func assertProblems(t *testing.T, err error, want []string) {
 	}
 }
 
+func TestProblemString(t *testing.T) {
+	assert.Equal(t, "w.yaml:3: steps[0].id: is required", Problem{File: "w.yaml", Line: 3, Field: "steps[0].id", Message: "is required"}.String())
+	assert.Equal(t, "w.yaml:1: the document is empty", Problem{File: "w.yaml", Line: 1, Message: "the document is empty"}.String())
+	assert.Equal(t, "steps[0].id: is required", Problem{Field: "steps[0].id", Message: "is required"}.String())
+	probs := Problems{{File: "a", Line: 1, Message: "x"}, {File: "b", Line: 2, Field: "f", Message: "y"}}
+	assert.Equal(t, "a:1: x\nb:2: f: y", probs.Error())
+	assert.NoError(t, Problems(nil).Err())
+}
+
 func TestInvalidDefinitions(t *testing.T) {
 	tests := []struct {
 		name string
@@ -375,6 +384,55 @@ steps:
     input_map: {x: 1}
     condition: $.input.x == == 1
 `, want: []string{"w.yaml:7: steps[0].condition: "}},
+		{name: "template and path syntax errors", file: "w.yaml", doc: `
+id: wf
+steps:
+  - id: a
+    type: transform
+    input_map:
+      unclosed: "Hello {$.input.name"
+      wildcard: $.steps[*]
+      descendant: $.input..x
+      fine: "{{$ is a literal brace"
+`, want: []string{
+			"w.yaml:7: steps[0].input_map.unclosed: compile template \"Hello {$.input.name\": at offset 6: unclosed placeholder",
+			"w.yaml:8: steps[0].input_map.wildcard: compile path \"$.steps[*]\": not a singular query",
+			"w.yaml:9: steps[0].input_map.descendant: compile path \"$.input..x\": not a singular query",
+		}},
+		{name: "condition calls an unknown function", file: "w.yaml", doc: `
+id: wf
+steps:
+  - id: a
+    type: transform
+    input_map: {x: 1}
+    condition: now() > 0
+`, want: []string{"w.yaml:7: steps[0].condition: compile condition \"now() > 0\": at offset 0: "}},
+		{name: "endpoint with a query string", file: "w.yaml", doc: `
+id: wf
+steps:
+  - id: a
+    type: api_call
+    service: studio
+    endpoint: /search?q={q}
+    input_map: {q: $.input.q}
+`, want: []string{"w.yaml:7: steps[0].endpoint: compile endpoint \"/search?q={q}\": at offset 7: query strings and fragments are not allowed"}},
+		{name: "compensation reads a later step", file: "w.yaml", doc: `
+id: wf
+steps:
+  - id: a
+    type: api_call
+    service: studio
+    endpoint: /x
+    compensation:
+      service: studio
+      endpoint: /undo/{id}
+      input_map:
+        id: $.steps.a.output.id
+        later: $.steps.b.output
+  - id: b
+    type: transform
+    input_map: {x: 1}
+`, want: []string{"w.yaml:13: steps[0].compensation.input_map.later: $.steps.b.output refers to step \"b\", which does not run before this step"}},
 		{name: "unknown scope root", file: "w.yaml", doc: `
 id: wf
 steps:

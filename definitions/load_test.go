@@ -152,6 +152,20 @@ func TestAliasBomb(t *testing.T) {
 	assert.True(t, strings.HasPrefix(got[0], "bomb.yaml:"), got[0])
 }
 
+// Long keys repeated through aliases make long field paths; they are bounded too.
+func TestAliasBombWithLongKeys(t *testing.T) {
+	key := strings.Repeat("k", 8000)
+	doc := "id: wf\nsteps:\n  - id: a\n    type: transform\n    input_map:\n" +
+		// Keys longer than 1024 characters must be explicit (? key : value) in YAML.
+		"      l0: &l0\n        ? " + key + "1\n        :\n          ? " + key + "2\n          : 1\n" +
+		"      l1: &l1 [" + strings.TrimSuffix(strings.Repeat("*l0,", 100), ",") + "]\n" +
+		"      l2: &l2 [" + strings.TrimSuffix(strings.Repeat("*l1,", 100), ",") + "]\n"
+	_, err := ParseWorkflow("bomb.yaml", []byte(doc))
+	got := problemLines(t, err)
+	require.Len(t, got, 1, strings.Join(got, "\n"))
+	assert.Contains(t, got[0], "MiB of field paths (YAML alias bomb?)")
+}
+
 func TestAliasesWithinLimitsWork(t *testing.T) {
 	doc := `
 id: wf

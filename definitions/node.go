@@ -22,6 +22,9 @@ const (
 	// MaxNodes bounds the nodes visited while decoding one document, aliases expanded. It stops
 	// alias bombs ("billion laughs"), which are tiny on disk and huge once expanded.
 	MaxNodes = 200_000
+	// maxPathBytes bounds the summed length of the field paths of the visited nodes, which
+	// long keys repeated through aliases would otherwise make huge.
+	maxPathBytes = 32 << 20
 )
 
 var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
@@ -86,6 +89,7 @@ func trimYAMLPrefix(s string) string {
 type decoder struct {
 	*reporter
 	visited   int
+	pathBytes int
 	exhausted bool
 }
 
@@ -103,9 +107,14 @@ func (d *decoder) enter(n *yaml.Node, path string, depth int) *yaml.Node {
 		n = n.Alias
 	}
 	d.visited++
-	if d.visited > MaxNodes {
+	d.pathBytes += len(path)
+	if d.visited > MaxNodes || d.pathBytes > maxPathBytes {
 		d.exhausted = true
-		d.at(n.Line, path, "the document expands to more than %d nodes (YAML alias bomb?)", MaxNodes)
+		if d.visited > MaxNodes {
+			d.at(n.Line, path, "the document expands to more than %d nodes (YAML alias bomb?)", MaxNodes)
+		} else {
+			d.at(n.Line, path, "the document expands to more than %d MiB of field paths (YAML alias bomb?)", maxPathBytes>>20)
+		}
 		return nil
 	}
 	if depth > MaxDepth {

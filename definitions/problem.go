@@ -75,11 +75,13 @@ type reporter struct {
 	file  string
 	lines map[string]int
 	bad   map[string]bool
-	probs Problems
+	// badBelow holds the parents of the paths in bad.
+	badBelow map[string]bool
+	probs    Problems
 }
 
 func newReporter(file string) *reporter {
-	return &reporter{file: file, lines: map[string]int{}, bad: map[string]bool{}}
+	return &reporter{file: file, lines: map[string]int{}, bad: map[string]bool{}, badBelow: map[string]bool{}}
 }
 
 // at reports a structural problem at a known line.
@@ -88,6 +90,13 @@ func (r *reporter) at(line int, field, format string, args ...any) {
 		line = 1
 	}
 	r.bad[field] = true
+	for p := field; p != ""; {
+		p = parentPath(p)
+		if r.badBelow[p] {
+			break
+		}
+		r.badBelow[p] = true
+	}
 	r.probs = append(r.probs, Problem{File: r.file, Line: line, Field: field, Message: fmt.Sprintf(format, args...)})
 }
 
@@ -103,10 +112,8 @@ func (r *reporter) add(field, format string, args ...any) {
 			break
 		}
 	}
-	for b := range r.bad {
-		if strings.HasPrefix(b, field) && (strings.HasPrefix(b[len(field):], ".") || strings.HasPrefix(b[len(field):], "[")) {
-			return
-		}
+	if r.badBelow[field] {
+		return
 	}
 	r.probs = append(r.probs, Problem{File: r.file, Line: r.line(field), Field: field, Message: fmt.Sprintf(format, args...)})
 }
