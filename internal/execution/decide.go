@@ -102,7 +102,9 @@ func (d *decider) waitingForRetry() {
 	s := &d.s
 	switch {
 	case s.CancelRequested:
-		d.emit(&events.ExecutionCancelled{ExecutionID: s.ExecutionID, Run: s.Run, Reason: s.CancelReason})
+		// The failed run has its end (retry_scheduled): the cancel ends the run that waited
+		// to be queued.
+		d.emit(&events.ExecutionCancelled{ExecutionID: s.ExecutionID, Run: s.Run + 1, Reason: s.CancelReason})
 	case s.RetryDue:
 		d.emit(&events.ExecutionRequeued{ExecutionID: s.ExecutionID, Run: s.Run + 1, RetryCount: s.RetryCount + 1})
 	}
@@ -125,19 +127,17 @@ func (d *decider) running() {
 	}
 	if i := s.activeStep(); i >= 0 {
 		st := &s.Steps[i]
-		switch st.Status {
-		case StepReported:
+		switch {
+		case st.Status == StepReported:
 			d.stepReported(i)
-		case StepRetryScheduled:
-			switch {
-			case s.stopping():
-				// No more attempts: the step ends with its last error.
-				d.emit(&events.StepFailed{ExecutionID: s.ExecutionID, AttemptRef: d.ref(i, st.Attempt),
-					Error: *st.Error, Retryable: true})
-			case st.RetryDue:
-				d.emit(&events.StepScheduled{ExecutionID: s.ExecutionID, AttemptRef: d.ref(i, st.Attempt+1),
-					Request: *st.Request, Deadline: d.now.Add(d.stepTimeout(i))})
-			}
+		case st.Status == StepRetryScheduled && s.stopping():
+			// A cancel or the deadline: no more attempts. The step ends failed with its last
+			// error when the rollback starts (see Apply of execution.compensating); it gets no
+			// second result for the attempt that already has one.
+			d.stop()
+		case st.Status == StepRetryScheduled && st.RetryDue:
+			d.emit(&events.StepScheduled{ExecutionID: s.ExecutionID, AttemptRef: d.ref(i, st.Attempt+1),
+				Request: *st.Request, Deadline: d.now.Add(d.stepTimeout(i))})
 		}
 		return // StepScheduled: wait for the report or the timeout
 	}

@@ -406,12 +406,16 @@ steps:
 			moves: []move{
 				{start(), []events.Type{stepScheduled}},
 				{reply("call", 500, nil), []events.Type{stepRetry}},
-				{fire(events.TimerExecutionDeadline, ""), []events.Type{stepFailed, compensating, failed}},
+				{fire(events.TimerExecutionDeadline, ""), []events.Type{compensating, failed}},
 				{staleTimer(events.TimerStepRetry, "call", 2), nothing},
 			},
 			check: func(t *testing.T, r *run) {
 				assert.Equal(t, events.CodeDeadlineExceeded, r.s.Error.Code)
 				assert.Equal(t, 1, r.s.StaleCount, "the retry timer came after the end")
+				assert.Equal(t, execution.StepFailed, r.s.Steps[0].Status)
+				assert.True(t, r.s.Steps[0].Stopped)
+				assert.Equal(t, events.ErrorHTTP, r.s.Steps[0].Error.Kind, "it keeps its last error")
+				assert.Len(t, find[*events.StepFailed](r), 0, "the attempt has its result already: retry_scheduled")
 			},
 		},
 		{
@@ -538,7 +542,13 @@ steps:
 			moves: []move{
 				{start(), []events.Type{stepScheduled}},
 				{reply("call", 500, nil), []events.Type{stepRetry}},
-				{cancel(), []events.Type{stepFailed, compensating, cancelled}},
+				{cancel(), []events.Type{compensating, cancelled}},
+				{staleTimer(events.TimerStepRetry, "call", 2), nothing},
+			},
+			check: func(t *testing.T, r *run) {
+				assert.Equal(t, execution.StepFailed, r.s.Steps[0].Status)
+				assert.True(t, r.s.Steps[0].Stopped)
+				assert.Empty(t, r.s.Pending().Timers)
 			},
 		},
 		{
@@ -661,6 +671,11 @@ steps:
 				{reply("call", 500, nil), []events.Type{stepFailed, compensating, retryLater}},
 				{cancel(), []events.Type{cancelled}},
 				{staleTimer(events.TimerExecutionRetry, "", 0), nothing},
+			},
+			check: func(t *testing.T, r *run) {
+				assert.Equal(t, 2, find[*events.ExecutionCancelled](r)[0].Run, "run 1 ended with retry_scheduled; run 2 never starts")
+				assert.Equal(t, execution.StatusCancelled, r.s.Status)
+				assert.False(t, r.s.Pending().Dispatch)
 			},
 		},
 		{

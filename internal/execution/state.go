@@ -79,6 +79,9 @@ type Step struct {
 	// Run is the run that recorded the step's result; a re-run reuses results of earlier runs.
 	Run    int `json:"run,omitempty"`
 	Output any `json:"output,omitempty"`
+	// Stopped says the step failed because the run stopped (a cancel, the deadline) while it
+	// waited for a retry.
+	Stopped bool `json:"stopped,omitempty"`
 	// Generation counts how often a succeeded, then compensated, step was reset to run again.
 	// It makes the idempotency keys of the new effect differ from the undone one's.
 	Generation int `json:"generation,omitempty"`
@@ -259,6 +262,13 @@ func (s *State) apply(ev events.Event) error {
 		}
 		s.Status = StatusCompensating
 		s.Stop = &Stop{Outcome: d.Outcome, Error: d.Error, Retryable: d.Retryable}
+		for i := range s.Steps {
+			if st := &s.Steps[i]; st.Status == StepRetryScheduled {
+				// Its remaining attempts will not be made: it fails with its last error.
+				st.Status, st.Retryable, st.Stopped = StepFailed, true, true
+				st.RetryAt, st.RetryDue = time.Time{}, false
+			}
+		}
 	case *events.ExecutionCompleted:
 		if err := s.expect(d.Run, StatusRunning); err != nil {
 			return err
@@ -271,10 +281,14 @@ func (s *State) apply(ev events.Event) error {
 		s.Status, s.EndedAt = StatusFailed, ev.Time
 		s.Error, s.CompensationFailed, s.Retryable = &d.Error, d.CompensationFailed, d.Retryable
 	case *events.ExecutionCancelled:
-		if err := s.expect(d.Run, StatusQueued, StatusCompensating, StatusRetryScheduled); err != nil {
+		run := d.Run
+		if s.Status == StatusRetryScheduled {
+			run-- // it ends the run that waited to be queued
+		}
+		if err := s.expect(run, StatusQueued, StatusCompensating, StatusRetryScheduled); err != nil {
 			return err
 		}
-		s.Status, s.EndedAt = StatusCancelled, ev.Time
+		s.Status, s.Run, s.EndedAt = StatusCancelled, d.Run, ev.Time
 	case *events.ExecutionRetryScheduled:
 		if err := s.expect(d.Run, StatusCompensating); err != nil {
 			return err
@@ -510,7 +524,7 @@ func (s *State) requeued(d *events.ExecutionRequeued) {
 		case StepSkipped:
 			keep = true
 		case StepFailed:
-			keep = s.workflow.Steps[i].FailureAction() == definitions.OnFailureContinue
+			keep = !st.Stopped && s.workflow.Steps[i].FailureAction() == definitions.OnFailureContinue
 		}
 		if keep {
 			st.Compensation = nil
