@@ -47,9 +47,11 @@ type Condition struct {
 	refs    []string
 }
 
-// ConditionBuiltins lists the builtin functions a condition may call. Each runs in time linear
+// ConditionBuiltins returns the builtin functions a condition may call. Each runs in time linear
 // in its arguments and cannot multiply its input.
-var ConditionBuiltins = []string{
+func ConditionBuiltins() []string { return slices.Clone(conditionBuiltins) }
+
+var conditionBuiltins = []string{
 	"len", "type", "abs", "ceil", "floor", "round", "int", "float", "string",
 	"lower", "upper", "trim", "trimPrefix", "trimSuffix", "hasPrefix", "hasSuffix",
 	"indexOf", "lastIndexOf", "max", "min", "first", "last", "keys", "values",
@@ -93,7 +95,7 @@ func compileCondition(src string) (*Condition, error) {
 		expr.Function(inRangeFunc, inRange),
 		expr.Patch(rewrite{}),
 	}
-	for _, name := range ConditionBuiltins {
+	for _, name := range conditionBuiltins {
 		opts = append(opts, expr.EnableBuiltin(name))
 	}
 	program, err := expr.Compile(src, opts...)
@@ -296,7 +298,7 @@ func (v *conditionCheck) check(n ast.Node) {
 		v.check(n.Key)
 		v.check(n.Value)
 	case *ast.BuiltinNode:
-		if !slices.Contains(ConditionBuiltins, n.Name) {
+		if !slices.Contains(conditionBuiltins, n.Name) {
 			v.fail(n, "function %s is not allowed in a condition", n.Name)
 			return
 		}
@@ -304,7 +306,7 @@ func (v *conditionCheck) check(n ast.Node) {
 			v.check(a)
 		}
 	case *ast.CallNode:
-		v.fail(n, "unknown function %s: conditions may call only the builtins %v", calleeName(n), ConditionBuiltins)
+		v.fail(n, "unknown function %s: conditions may call only the builtins %s", calleeName(n), strings.Join(conditionBuiltins, ", "))
 	case *ast.PredicateNode, *ast.PointerNode:
 		v.fail(n, "closures are not allowed in a condition")
 	case *ast.VariableDeclaratorNode:

@@ -100,6 +100,17 @@ properties:
 			problems: []string{"/n: exclusiveMaximum: got 10, want 10"},
 		},
 		{
+			name: "draft-06 numeric exclusiveMaximum and const",
+			schema: `
+$schema: http://json-schema.org/draft-06/schema#
+properties:
+  n: {type: integer, exclusiveMaximum: 10}
+  kind: {const: chapter}
+`,
+			value:    `{"n": 10, "kind": "book"}`,
+			problems: []string{"/kind: value must be 'chapter'", "/n: exclusiveMaximum: got 10, want 10"},
+		},
+		{
 			name: "2019-09 dependentRequired",
 			schema: `
 $schema: https://json-schema.org/draft/2019-09/schema
