@@ -1,0 +1,515 @@
+package dispatcher
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/memmie/memmie/events"
+	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/handlers/deadletter"
+	"github.com/memmie/memmie/handlers/inbox"
+	"github.com/memmie/memmie/internal/stream"
+)
+
+// Name is the dispatcher's dead-letter source.
+const Name = "dispatcher"
+
+// Defaults of Config.
+const (
+	DefaultMaxRunning  = 100
+	DefaultResendAfter = 30 * time.Second
+)
+
+// Config configures a Dispatcher.
+type Config struct {
+	// Executions is the stream of execution events. Defaults to streams.Executions.
+	Executions string
+	// MaxRunning bounds the executions running at once: started, and not yet completed,
+	// failed, cancelled or waiting for an automatic retry. Defaults to DefaultMaxRunning.
+	MaxRunning int
+	// ResendAfter is how long an admitted execution may take to start before its start is
+	// sent again (the first send may have been lost with a crashed process). Sending twice is
+	// harmless. Defaults to DefaultResendAfter.
+	ResendAfter time.Duration
+	// Now is the clock. Defaults to time.Now.
+	Now func() time.Time
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// DeadLetter records queue events that cannot be read. Required.
+	DeadLetter *deadletter.Writer
+}
+
+func (c *Config) defaults() error {
+	if c.Executions == "" {
+		c.Executions = streams.Executions
+	}
+	if c.MaxRunning == 0 {
+		c.MaxRunning = DefaultMaxRunning
+	}
+	if c.ResendAfter == 0 {
+		c.ResendAfter = DefaultResendAfter
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	switch {
+	case c.MaxRunning < 0:
+		return fmt.Errorf("dispatcher: MaxRunning %d is negative", c.MaxRunning)
+	case c.ResendAfter < time.Second:
+		return fmt.Errorf("dispatcher: ResendAfter %s is under a second", c.ResendAfter)
+	case c.DeadLetter == nil:
+		return errors.New("dispatcher: DeadLetter is required")
+	}
+	return nil
+}
+
+// Filters are the subjects the dispatcher follows: queue entries, starts, and the ends of runs.
+var Filters = []string{
+	"memmie.executions.*.queued",
+	"memmie.executions.*.requeued",
+	"memmie.executions.*.started",
+	"memmie.executions.*.retry_scheduled",
+	"memmie.executions.*.completed",
+	"memmie.executions.*.failed",
+	"memmie.executions.*.cancelled",
+}
+
+type status int
+
+const (
+	statusQueued   status = iota // in the queue
+	statusStarting               // admitted: its start is sent, its started event not seen yet
+	statusRunning
+	statusWaiting // retry_scheduled: not running, waiting for its requeue
+)
+
+func (s status) counts() bool { return s == statusStarting || s == statusRunning }
+
+// exec is what the dispatcher knows of an execution that is queued, running or waiting.
+type exec struct {
+	id       string
+	priority int
+	// seq is the stream sequence of the queue entry: FIFO order within a priority.
+	seq    uint64
+	run    int
+	status status
+	sentAt time.Time
+	index  int // in the queue heap, -1 when not queued
+}
+
+// Entry is one queued execution, for a view of the queue.
+type Entry struct {
+	ExecutionID string `json:"execution_id"`
+	Priority    int    `json:"priority"`
+	Run         int    `json:"run"`
+	// Seq is the stream sequence of the queue entry.
+	Seq uint64 `json:"seq"`
+}
+
+// Dispatcher admits queued executions by priority, keeping at most MaxRunning running.
+type Dispatcher struct {
+	js  jetstream.JetStream
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex
+	queue    queue
+	execs    map[string]*exec
+	starting map[string]*exec
+	running  int // executions whose status counts
+	applied  uint64
+	caughtUp bool
+
+	kick   chan struct{}
+	cc     jetstream.ConsumeContext
+	stop   chan struct{}
+	done   chan struct{}
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// New checks cfg and returns a dispatcher. Start starts it.
+func New(js jetstream.JetStream, cfg Config) (*Dispatcher, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	return &Dispatcher{js: js, cfg: cfg, log: cfg.Logger.With("component", Name)}, nil
+}
+
+// Start rebuilds the queue by replaying the stream's queue events from the first, and returns
+// once it has caught up; it then follows the stream and admits executions until Stop.
+func (d *Dispatcher) Start(ctx context.Context) error {
+	d.mu.Lock()
+	if d.cc != nil {
+		d.mu.Unlock()
+		return errors.New("dispatcher: already started")
+	}
+	d.queue = nil
+	d.execs = map[string]*exec{}
+	d.starting = map[string]*exec{}
+	d.running, d.applied, d.caughtUp = 0, 0, false
+	d.kick = make(chan struct{}, 1)
+	d.stop = make(chan struct{})
+	d.done = make(chan struct{})
+	d.ctx, d.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	d.mu.Unlock()
+
+	cons, err := d.js.OrderedConsumer(ctx, d.cfg.Executions, jetstream.OrderedConsumerConfig{
+		FilterSubjects:    Filters,
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		InactiveThreshold: time.Minute,
+	})
+	if err != nil {
+		return fmt.Errorf("dispatcher: follow %s: %w", d.cfg.Executions, err)
+	}
+	cc, err := cons.Consume(d.apply)
+	if err != nil {
+		return fmt.Errorf("dispatcher: follow %s: %w", d.cfg.Executions, err)
+	}
+	d.mu.Lock()
+	d.cc = cc
+	d.mu.Unlock()
+	if err := d.catchUp(ctx, cons); err != nil {
+		cc.Stop()
+		d.mu.Lock()
+		d.cc = nil
+		d.mu.Unlock()
+		return err
+	}
+	go d.admitLoop()
+	d.mu.Lock()
+	d.log.Info("queue rebuilt", "queued", d.queue.Len(), "running", d.running, "max_running", d.cfg.MaxRunning)
+	d.mu.Unlock()
+	return nil
+}
+
+// catchUp waits until every queue event stored when it was called is applied.
+func (d *Dispatcher) catchUp(ctx context.Context, cons jetstream.Consumer) error {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		info, err := cons.Info(ctx)
+		if err == nil && info.NumPending == 0 {
+			d.mu.Lock()
+			done := d.caughtUp || d.applied >= info.Delivered.Stream
+			d.caughtUp = d.caughtUp || done
+			d.mu.Unlock()
+			if done {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("dispatcher: replay %s: %w", d.cfg.Executions, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// Stop stops following the stream and admitting.
+func (d *Dispatcher) Stop(ctx context.Context) error {
+	d.mu.Lock()
+	cc := d.cc
+	d.cc = nil
+	d.mu.Unlock()
+	if cc == nil {
+		return nil
+	}
+	cc.Stop()
+	close(d.stop)
+	var err error
+	select {
+	case <-d.done:
+	case <-ctx.Done():
+		d.cancel()
+		<-d.done
+		err = fmt.Errorf("dispatcher: stop: %w", ctx.Err())
+	}
+	select {
+	case <-cc.Closed():
+	case <-ctx.Done():
+	}
+	d.cancel()
+	return err
+}
+
+// Queue returns the queued executions, in the order they will be admitted.
+func (d *Dispatcher) Queue() []Entry {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]Entry, 0, len(d.queue))
+	for _, e := range d.queue {
+		out = append(out, Entry{ExecutionID: e.id, Priority: e.priority, Run: e.run, Seq: e.seq})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Priority != out[j].Priority {
+			return out[i].Priority > out[j].Priority
+		}
+		return out[i].Seq < out[j].Seq
+	})
+	return out
+}
+
+// Running returns how many executions count against MaxRunning.
+func (d *Dispatcher) Running() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.running
+}
+
+// apply feeds one queue event into the view.
+func (d *Dispatcher) apply(msg jetstream.Msg) {
+	md, err := msg.Metadata()
+	if err != nil {
+		d.log.Error("queue event without metadata", "subject", msg.Subject(), "err", err)
+		return
+	}
+	ev, derr := events.Decode(msg.Data())
+	var requeuedPriority int
+	if derr == nil {
+		if r, ok := ev.Data.(*events.ExecutionRequeued); ok {
+			// A requeue does not carry the priority; the queued event does. Read it when the
+			// execution is not known (a manual retry of an execution that failed long ago).
+			d.mu.Lock()
+			_, known := d.execs[r.ExecutionID]
+			d.mu.Unlock()
+			if !known {
+				requeuedPriority, derr = d.priority(r.ExecutionID)
+			}
+		}
+	}
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if md.Sequence.Stream > d.applied {
+		d.applied = md.Sequence.Stream
+	}
+	if md.NumPending == 0 {
+		d.caughtUp = true
+	}
+	if derr != nil {
+		d.poison(msg, derr)
+		return
+	}
+	d.applyEvent(ev, md.Sequence.Stream, requeuedPriority)
+	d.signal()
+}
+
+// poison records a queue event the dispatcher cannot read. During the replay it is only
+// logged: it was recorded when it was first seen.
+func (d *Dispatcher) poison(msg jetstream.Msg, err error) {
+	if !d.caughtUp {
+		d.log.Warn("unreadable queue event skipped", "subject", msg.Subject(), "err", err)
+		return
+	}
+	d.log.Warn("unreadable queue event", "subject", msg.Subject(), "err", err)
+	m := deadletter.FromJetStream(msg)
+	go func() {
+		if err := d.cfg.DeadLetter.RecordMessage(d.ctx, Name, m, err.Error()); err != nil {
+			d.log.Error("dead-letter failed", "subject", m.Subject, "err", err)
+		}
+	}()
+}
+
+// priority reads an execution's priority from its queued event.
+func (d *Dispatcher) priority(id string) (int, error) {
+	subject, err := events.ExecutionSubject(id, events.TypeExecutionQueued)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
+	defer cancel()
+	m, err := stream.LastBySubject(ctx, d.js, d.cfg.Executions, subject)
+	if err != nil {
+		return 0, fmt.Errorf("priority of requeued %s: %w", id, err)
+	}
+	ev, err := events.Decode(m.Data)
+	if err != nil {
+		return 0, fmt.Errorf("priority of requeued %s: %w", id, err)
+	}
+	q, ok := ev.Data.(*events.ExecutionQueued)
+	if !ok {
+		return 0, fmt.Errorf("priority of requeued %s: %s on the queued subject", id, ev.Type)
+	}
+	return q.Priority, nil
+}
+
+// applyEvent changes the view; d.mu is held.
+func (d *Dispatcher) applyEvent(ev events.Event, seq uint64, requeuedPriority int) {
+	switch x := ev.Data.(type) {
+	case *events.ExecutionQueued:
+		if _, ok := d.execs[x.ExecutionID]; ok {
+			return
+		}
+		e := &exec{id: x.ExecutionID, priority: x.Priority, seq: seq, run: 1, status: statusQueued}
+		d.execs[e.id] = e
+		heap.Push(&d.queue, e)
+	case *events.ExecutionRequeued:
+		e := d.execs[x.ExecutionID]
+		if e == nil {
+			e = &exec{id: x.ExecutionID, priority: requeuedPriority, index: -1}
+			d.execs[e.id] = e
+		}
+		d.setStatus(e, statusQueued)
+		e.run, e.seq = x.Run, seq
+		heap.Push(&d.queue, e)
+	case *events.ExecutionStarted:
+		e := d.execs[x.ExecutionID]
+		if e == nil {
+			e = &exec{id: x.ExecutionID, index: -1, status: statusWaiting}
+			d.execs[e.id] = e
+		}
+		e.run = x.Run
+		d.setStatus(e, statusRunning)
+	case *events.ExecutionRetryScheduled:
+		if e := d.execs[x.ExecutionID]; e != nil {
+			d.setStatus(e, statusWaiting)
+		}
+	case *events.ExecutionCompleted, *events.ExecutionFailed, *events.ExecutionCancelled:
+		id := ev.ExecutionID()
+		if e := d.execs[id]; e != nil {
+			d.setStatus(e, statusWaiting)
+			delete(d.execs, id)
+		}
+	}
+}
+
+// setStatus moves an execution, keeping the queue and the running count; d.mu is held.
+func (d *Dispatcher) setStatus(e *exec, s status) {
+	if e.status == statusQueued && e.index >= 0 {
+		heap.Remove(&d.queue, e.index)
+	}
+	if e.status.counts() && !s.counts() {
+		d.running--
+	} else if !e.status.counts() && s.counts() {
+		d.running++
+	}
+	if s == statusStarting {
+		d.starting[e.id] = e
+	} else {
+		delete(d.starting, e.id)
+	}
+	e.status = s
+}
+
+func (d *Dispatcher) signal() {
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
+// admitLoop admits executions whenever the view changes, and sends again the starts that did
+// not arrive.
+func (d *Dispatcher) admitLoop() {
+	defer close(d.done)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-d.stop:
+			return
+		case <-d.kick:
+		case <-tick.C:
+		}
+		d.admit()
+	}
+}
+
+func (d *Dispatcher) admit() {
+	now := d.cfg.Now()
+	d.mu.Lock()
+	if !d.caughtUp {
+		d.mu.Unlock()
+		return
+	}
+	var send []*exec
+	for d.running < d.cfg.MaxRunning && d.queue.Len() > 0 {
+		e := heap.Pop(&d.queue).(*exec)
+		d.setStatus(e, statusStarting)
+		e.sentAt = now
+		send = append(send, e)
+	}
+	for _, e := range d.starting {
+		if now.Sub(e.sentAt) >= d.cfg.ResendAfter && !containsExec(send, e) {
+			d.log.Warn("execution admitted but not started; sending its start again", "execution_id", e.id, "run", e.run)
+			e.sentAt = now
+			send = append(send, e)
+		}
+	}
+	type start struct {
+		e   *exec
+		run int
+	}
+	starts := make([]start, len(send))
+	for i, e := range send {
+		starts[i] = start{e, e.run}
+	}
+	d.mu.Unlock()
+
+	for _, s := range starts {
+		ev := events.NewExecution(&events.ExecutionStarted{ExecutionID: s.e.id, Run: s.run}, events.SourceDispatcher, now)
+		ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
+		err := inbox.Publish(ctx, d.js, ev)
+		cancel()
+		if err == nil {
+			d.log.Debug("execution admitted", "execution_id", s.e.id, "run", s.run)
+			continue
+		}
+		d.log.Warn("send start; back to the queue", "execution_id", s.e.id, "err", err)
+		d.mu.Lock()
+		if s.e.status == statusStarting && s.e.run == s.run {
+			d.setStatus(s.e, statusQueued)
+			heap.Push(&d.queue, s.e)
+		}
+		d.mu.Unlock()
+	}
+}
+
+func containsExec(list []*exec, e *exec) bool {
+	for _, x := range list {
+		if x == e {
+			return true
+		}
+	}
+	return false
+}
+
+// queue is a heap of queued executions: higher priority first, then lower sequence.
+type queue []*exec
+
+func (q queue) Len() int { return len(q) }
+func (q queue) Less(i, j int) bool {
+	if q[i].priority != q[j].priority {
+		return q[i].priority > q[j].priority
+	}
+	return q[i].seq < q[j].seq
+}
+func (q queue) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].index, q[j].index = i, j
+}
+func (q *queue) Push(x any) {
+	e := x.(*exec)
+	e.index = len(*q)
+	*q = append(*q, e)
+}
+func (q *queue) Pop() any {
+	old := *q
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	e.index = -1
+	*q = old[:len(old)-1]
+	return e
+}

@@ -1,0 +1,20 @@
+// Package dispatcher admits queued executions. Queue entries are events (execution.queued,
+// execution.requeued); the dispatcher follows them on MEMMIE_EXECUTIONS with an ordered
+// consumer — from the first message at start-up, which rebuilds the queue, then live — and
+// sends a start command (execution.started) to an execution's inbox when its turn comes:
+// higher priority first, FIFO (stream order) within a priority, with at most
+// Config.MaxRunning executions running (started, and not yet completed, failed, cancelled or
+// waiting for an automatic retry; admitted ones count at once).
+//
+//	d, err := dispatcher.New(js, dispatcher.Config{MaxRunning: 100, DeadLetter: dl})
+//	err = d.Start(ctx) // returns once the queue is rebuilt
+//	defer d.Stop(ctx)
+//
+// A start is idempotent (its id is the run's), so sending it twice — after a crash, or when
+// the started event does not show up within Config.ResendAfter — is harmless.
+//
+// The dispatcher holds no state that the stream does not: its view is a fold of the queue
+// events. It counts the executions running in the whole system, so one dispatcher must run at
+// a time for MaxRunning to hold across processes (issue #5: a leader lease lets the others
+// follow the stream, ready to take over).
+package dispatcher

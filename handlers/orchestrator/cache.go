@@ -1,0 +1,77 @@
+package orchestrator
+
+import (
+	"container/list"
+	"sync"
+
+	"github.com/memmie/memmie/internal/execution"
+)
+
+// entry is an execution's state as of the stream sequence of its last event.
+type entry struct {
+	state execution.State
+	// seq is the stream sequence of the execution's last event: the expectation of the next
+	// append. 0 means the execution has no event yet.
+	seq uint64
+}
+
+// cache is a least-recently-used map of execution states. The states it holds are never
+// changed: the orchestrator clones one, applies to the clone, and puts the clone back once the
+// append succeeded.
+type cache struct {
+	mu    sync.Mutex
+	size  int
+	order *list.List // front: most recently used; values are *item
+	items map[string]*list.Element
+}
+
+type item struct {
+	id string
+	e  entry
+}
+
+func newCache(size int) *cache {
+	return &cache{size: size, order: list.New(), items: make(map[string]*list.Element, size)}
+}
+
+func (c *cache) get(id string) (entry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.items[id]
+	if !ok {
+		return entry{}, false
+	}
+	c.order.MoveToFront(el)
+	return el.Value.(*item).e, true
+}
+
+func (c *cache) put(id string, e entry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.items[id]; ok {
+		el.Value.(*item).e = e
+		c.order.MoveToFront(el)
+		return
+	}
+	c.items[id] = c.order.PushFront(&item{id: id, e: e})
+	for c.order.Len() > c.size {
+		last := c.order.Back()
+		c.order.Remove(last)
+		delete(c.items, last.Value.(*item).id)
+	}
+}
+
+func (c *cache) remove(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.items[id]; ok {
+		c.order.Remove(el)
+		delete(c.items, id)
+	}
+}
+
+func (c *cache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.order.Len()
+}

@@ -1,0 +1,33 @@
+// Package orchestrator is the single writer of execution histories. It consumes the commands
+// on MEMMIE_INBOX (memmie.inbox.<execution_id>: starts, step and compensation reports, fired
+// timers, cancel and retry requests) and, for each, appends the command as an input event
+// together with the decisions the core takes on it, as one atomic batch on
+// memmie.executions.<execution_id>.<tail>, expecting the sequence of the execution's last
+// event (Nats-Expected-Last-Subject-Sequence on memmie.executions.<id>.>).
+//
+//	o, err := orchestrator.New(js, orchestrator.Config{DeadLetter: dl})
+//	err = o.Start(ctx)
+//	defer o.Stop(ctx)
+//
+// For one command:
+//
+//	state  = cache[execution] (or its history, folded, on a miss)
+//	state' = state.Apply(input)          a stale input (duplicate, late) is acked, not recorded
+//	out    = execution.Decide(state', input, now)
+//	append [input, out...] expecting state's last sequence
+//	   conflict: forget the cached state, reload, decide again
+//	   success:  cache[execution] = state' + out, with the append's sequence
+//
+// The history is never replayed on the hot path: the cache (LRU, validated by the sequence the
+// last append returned) holds each execution's state. A miss reads the last event first: an
+// execution whose last event is its queued event needs no history load, and an input to an
+// execution that has ended is dropped without one. Commands of one execution are processed one
+// at a time, in order; commands of different executions in parallel.
+//
+// A fired timer that arrives before it is due (message schedules have 1-second granularity) is
+// held with NakWithDelay until it is. A command that cannot be decoded, is not an execution
+// input, names an unknown execution, or does not apply to its history is dead-lettered on
+// memmie.deadletter.orchestrator, and the consumer goes on.
+//
+// The orchestrator never calls services and never reads a clock except Config.Now.
+package orchestrator

@@ -1,0 +1,20 @@
+// Package runner makes the HTTP attempts that executions schedule. It consumes
+// step.scheduled and compensation.scheduled from MEMMIE_EXECUTIONS, calls the service named
+// by the attempt's resolved request through the services registry (sending the step's
+// Idempotency-Key and X-Memmie-Execution-Id), and sends what happened — status, duration, and
+// the decoded body or the kind of error — as a step.reported or compensation.reported command
+// to the execution's inbox. It never decides whether a failure is final: the orchestrator
+// does.
+//
+//	r, err := runner.New(js, runner.Config{Caller: caller, DeadLetter: dl})
+//	err = r.Start(ctx)
+//	defer r.Stop(ctx)
+//
+// A report's id is derived from (execution, run, step, attempt): a call redelivered after a
+// crash reports under the same id, and the inbox's duplicate window, or else the execution's
+// state, keeps one. The consume loop sends InProgress while a call runs, so a long call is
+// not delivered twice. An attempt delivered Config.MaxDeliver times is not called again: it is
+// dead-lettered and reported as a timed-out attempt, so that no execution waits for it. An
+// attempt whose deadline has passed is not called at all: its timeout timer has failed it, or
+// will. transform steps never reach the runner; the core runs them.
+package runner

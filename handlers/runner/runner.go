@@ -1,0 +1,274 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/memmie/memmie/events"
+	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/handlers/consume"
+	"github.com/memmie/memmie/handlers/deadletter"
+	"github.com/memmie/memmie/handlers/inbox"
+	"github.com/memmie/memmie/internal/execution"
+	"github.com/memmie/memmie/internal/services"
+)
+
+// Name is the runner's durable consumer name and its dead-letter source.
+const Name = "runner"
+
+// Defaults of Config.
+const (
+	DefaultWorkers    = 64
+	DefaultAckWait    = 30 * time.Second
+	DefaultMaxDeliver = 5
+	// DefaultMaxResponseBytes leaves room in the report's event (at most events.MaxEventSize)
+	// for the envelope and for JSON's escaping of the body.
+	DefaultMaxResponseBytes = 256 << 10
+)
+
+// Caller makes one HTTP call; *services.Caller is one.
+type Caller interface {
+	Call(ctx context.Context, req services.Request) services.Result
+}
+
+// Config configures a Runner.
+type Config struct {
+	// Caller calls the services. Required.
+	Caller Caller
+	// Executions is the stream of execution events. Defaults to streams.Executions.
+	Executions string
+	// Durable is the consumer's name. Defaults to Name.
+	Durable string
+	// Workers is how many calls run at once. Defaults to DefaultWorkers.
+	Workers int
+	// AckWait is how long the server waits for a scheduled attempt to be settled before it
+	// delivers it again. The consume loop tells the server a call is in progress every third
+	// of it, so a call may take longer; AckWait only bounds how soon a crashed runner's
+	// attempts are taken up by another. Defaults to DefaultAckWait.
+	AckWait time.Duration
+	// MaxDeliver bounds the deliveries of one attempt: a runner that keeps crashing or failing
+	// to report on it. The last delivery is not called: it is dead-lettered and reported as a
+	// failed attempt (a timeout, which the step's retry policy may retry), so that no
+	// execution waits for it. Defaults to DefaultMaxDeliver.
+	MaxDeliver int
+	// Now is the clock of reports. Defaults to time.Now.
+	Now func() time.Time
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// DeadLetter records attempts that can never be made. Required.
+	DeadLetter *deadletter.Writer
+}
+
+func (c *Config) defaults() error {
+	if c.Executions == "" {
+		c.Executions = streams.Executions
+	}
+	if c.Durable == "" {
+		c.Durable = Name
+	}
+	if c.Workers == 0 {
+		c.Workers = DefaultWorkers
+	}
+	if c.AckWait == 0 {
+		c.AckWait = DefaultAckWait
+	}
+	if c.MaxDeliver == 0 {
+		c.MaxDeliver = DefaultMaxDeliver
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	switch {
+	case c.Caller == nil:
+		return errors.New("runner: Caller is required")
+	case c.DeadLetter == nil:
+		return errors.New("runner: DeadLetter is required")
+	case c.Workers < 0:
+		return fmt.Errorf("runner: Workers %d is negative", c.Workers)
+	case c.AckWait < time.Second:
+		return fmt.Errorf("runner: AckWait %s is under a second", c.AckWait)
+	case c.MaxDeliver < 2:
+		return fmt.Errorf("runner: MaxDeliver %d: at least 2 (the last delivery only reports)", c.MaxDeliver)
+	}
+	return nil
+}
+
+// Runner makes the HTTP attempts that executions schedule.
+type Runner struct {
+	js   jetstream.JetStream
+	cfg  Config
+	log  *slog.Logger
+	loop *consume.Loop
+}
+
+// New checks cfg and returns a runner. Start starts it.
+func New(js jetstream.JetStream, cfg Config) (*Runner, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	r := &Runner{js: js, cfg: cfg, log: cfg.Logger.With("component", Name)}
+	loop, err := consume.New(js, consume.Config{
+		Name:   Name,
+		Stream: cfg.Executions,
+		Consumer: jetstream.ConsumerConfig{
+			Durable:     cfg.Durable,
+			Description: "Makes the HTTP attempts of steps and compensations",
+			FilterSubjects: []string{
+				"memmie.executions.*.step.scheduled",
+				"memmie.executions.*.compensation.scheduled",
+			},
+			// From the first: an attempt whose deadline has passed is skipped, not called,
+			// so a new consumer over an old stream replays nothing.
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       cfg.AckWait,
+			MaxDeliver:    cfg.MaxDeliver,
+			// Twice the workers: a worker never waits for the next attempt, and messages
+			// waiting for a worker are few (and kept alive by the loop's progress messages).
+			MaxAckPending: 2 * cfg.Workers,
+		},
+		Workers:    cfg.Workers,
+		DeadLetter: cfg.DeadLetter,
+		Logger:     cfg.Logger,
+	}, r.handle)
+	if err != nil {
+		return nil, err
+	}
+	r.loop = loop
+	return r, nil
+}
+
+// Start starts consuming scheduled attempts.
+func (r *Runner) Start(ctx context.Context) error { return r.loop.Start(ctx) }
+
+// Stop stops consuming; calls in progress finish, or are handed back when ctx ends first.
+func (r *Runner) Stop(ctx context.Context) error { return r.loop.Stop(ctx) }
+
+func (r *Runner) handle(ctx context.Context, d consume.Delivery) consume.Outcome {
+	ev, err := events.Decode(d.Msg.Data())
+	if err != nil {
+		return consume.DeadLetter(err.Error())
+	}
+	var req execution.Request
+	switch data := ev.Data.(type) {
+	case *events.StepScheduled:
+		req = execution.Request{ExecutionID: data.ExecutionID, AttemptRef: data.AttemptRef, Request: data.Request, Deadline: data.Deadline}
+	case *events.CompensationScheduled:
+		req = execution.Request{ExecutionID: data.ExecutionID, Compensation: true, AttemptRef: data.AttemptRef,
+			Request: data.Request, Deadline: data.Deadline}
+	default:
+		return consume.DeadLetter(fmt.Sprintf("%s is not a scheduled attempt", ev.Type))
+	}
+	if id, _, err := events.ParseExecutionSubject(d.Msg.Subject()); err != nil || id != req.ExecutionID {
+		return consume.DeadLetter(fmt.Sprintf("event of execution %q on subject %s", req.ExecutionID, d.Msg.Subject()))
+	}
+	log := r.log.With("execution_id", req.ExecutionID, "step_id", req.StepID, "attempt", req.Attempt,
+		"run", req.Run, "compensation", req.Compensation, "service", req.Request.Service)
+
+	if d.Last {
+		// The attempt was delivered MaxDeliver times without a report: give up on it, and say
+		// so, so that the execution goes on.
+		reason := fmt.Sprintf("no report after %d deliveries", d.Meta.NumDelivered)
+		if err := r.cfg.DeadLetter.Record(ctx, Name, d.Msg, reason); err != nil {
+			return consume.Retry(err, 0)
+		}
+		log.Error("attempt dead-lettered", "reason", reason)
+		return r.report(ctx, log, req, events.Response{ErrorKind: events.ErrorTimeout,
+			Error: "the runner gave up on the attempt: " + reason})
+	}
+
+	now := r.cfg.Now()
+	timeout := time.Duration(req.Request.TimeoutMS) * time.Millisecond
+	if !req.Deadline.IsZero() {
+		left := req.Deadline.Sub(now)
+		if left <= 0 {
+			// The attempt's timer has timed it out, or will: calling now would only repeat an
+			// effect the execution no longer waits for.
+			log.Warn("attempt skipped: its deadline has passed", "deadline", req.Deadline)
+			return consume.Ack()
+		}
+		if timeout <= 0 || left < timeout {
+			timeout = left
+		}
+	}
+	res := r.cfg.Caller.Call(ctx, services.Request{
+		Service:        req.Request.Service,
+		Method:         req.Request.Method,
+		Path:           req.Request.Path,
+		Body:           req.Request.Body,
+		Timeout:        timeout,
+		IdempotencyKey: req.Request.IdempotencyKey,
+		ExecutionID:    req.ExecutionID,
+		StepID:         req.StepID,
+		Attempt:        req.Attempt,
+	})
+	if res.ErrorKind == services.KindCanceled {
+		// Shutting down: the outcome is unknown; another delivery makes the call again (the
+		// idempotency key makes that safe).
+		return consume.Retry(errors.New("call cancelled by shutdown"), time.Millisecond)
+	}
+	resp := response(res)
+	log.Debug("attempt made", "status", resp.StatusCode, "error_kind", resp.ErrorKind, "duration_ms", resp.DurationMS)
+	return r.report(ctx, log, req, resp)
+}
+
+// response turns the caller's result into the report's response.
+func response(res services.Result) events.Response {
+	resp := events.Response{
+		StatusCode: res.StatusCode,
+		Body:       res.Body,
+		Error:      res.Error,
+		DurationMS: res.Duration.Milliseconds(),
+	}
+	if res.RetryAfter > 0 {
+		resp.RetryAfterMS = res.RetryAfter.Milliseconds()
+	}
+	switch res.ErrorKind {
+	case "":
+	case services.KindNetwork:
+		resp.ErrorKind = events.ErrorNetwork
+	case services.KindTimeout:
+		resp.ErrorKind = events.ErrorTimeout
+	case services.KindHTTP:
+		resp.ErrorKind = events.ErrorHTTP
+	case services.KindDecode:
+		resp.ErrorKind = events.ErrorDecode
+	case services.KindUnknownService:
+		resp.ErrorKind = events.ErrorUnknownService
+	case services.KindTooLarge:
+		resp.ErrorKind = events.ErrorTooLarge
+	default:
+		// An invalid request (a method or path the caller refuses) is the step's input at
+		// fault: it would fail the same way again.
+		resp.ErrorKind = events.ErrorInput
+	}
+	return resp
+}
+
+// report publishes the attempt's report to the execution's inbox. Its id is the report's
+// event id, the same for every delivery of the attempt, so a report sent twice is kept once.
+func (r *Runner) report(ctx context.Context, log *slog.Logger, req execution.Request, resp events.Response) consume.Outcome {
+	ev := req.Report(resp, r.cfg.Now())
+	data, err := events.Marshal(ev)
+	if err != nil {
+		// Too large for an event: report that instead of the body.
+		log.Warn("report too large; reporting the size", "err", err)
+		ev = req.Report(events.Response{StatusCode: resp.StatusCode, ErrorKind: events.ErrorTooLarge,
+			Error: "the response does not fit in an event: " + err.Error(), DurationMS: resp.DurationMS}, r.cfg.Now())
+		if data, err = events.Marshal(ev); err != nil {
+			return consume.DeadLetter(err.Error())
+		}
+	}
+	if err := inbox.PublishData(ctx, r.js, req.ExecutionID, ev.ID, data); err != nil {
+		return consume.Retry(err, 0)
+	}
+	return consume.Ack()
+}

@@ -1,0 +1,306 @@
+package timers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/memmie/memmie/events"
+	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/handlers/consume"
+	"github.com/memmie/memmie/handlers/deadletter"
+	"github.com/memmie/memmie/handlers/inbox"
+	"github.com/memmie/memmie/internal/execution"
+)
+
+// Name is the timers handler's durable consumer name and its dead-letter source.
+const Name = "timers"
+
+// Defaults of Config.
+const (
+	DefaultScheduleAfter = 10 * time.Second
+	DefaultWorkers       = 8
+	DefaultAckWait       = 30 * time.Second
+	DefaultMaxAckPending = 20_000
+)
+
+// Headers of a JetStream message schedule (nats-server 2.12 and later).
+const (
+	HeaderSchedule       = "Nats-Schedule"
+	HeaderScheduleTarget = "Nats-Schedule-Target"
+)
+
+// Config configures a Timers handler.
+type Config struct {
+	// Executions is the stream of execution events. Defaults to streams.Executions.
+	Executions string
+	// Durable is the consumer's name. Defaults to Name.
+	Durable string
+	// ScheduleAfter splits timers in two. One due within it is held on the consumer with
+	// NakWithDelay: exact to the millisecond, but it holds an ack slot (MaxAckPending) until
+	// due and counts a delivery. One due later becomes a JetStream message schedule: no slot
+	// held however long it waits, but whole seconds only (it is rounded up, and the
+	// orchestrator holds one that fires early). Retry backoffs are mostly short; attempt
+	// timeouts (30 s by default) and execution deadlines are long. Defaults to
+	// DefaultScheduleAfter.
+	ScheduleAfter time.Duration
+	// Workers is how many timer events are handled at once. Defaults to DefaultWorkers.
+	Workers int
+	// AckWait is how long the server waits for a timer event to be settled (a publish, a
+	// millisecond's work). Defaults to DefaultAckWait.
+	AckWait time.Duration
+	// MaxAckPending bounds the timers held with NakWithDelay at once (those due within
+	// ScheduleAfter), plus those being handled. When it is reached, new timer events wait.
+	// Defaults to DefaultMaxAckPending.
+	MaxAckPending int
+	// Now is the clock. Defaults to time.Now.
+	Now func() time.Time
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// DeadLetter records timer events that can never be handled. Required.
+	DeadLetter *deadletter.Writer
+}
+
+func (c *Config) defaults() error {
+	if c.Executions == "" {
+		c.Executions = streams.Executions
+	}
+	if c.Durable == "" {
+		c.Durable = Name
+	}
+	if c.ScheduleAfter == 0 {
+		c.ScheduleAfter = DefaultScheduleAfter
+	}
+	if c.Workers == 0 {
+		c.Workers = DefaultWorkers
+	}
+	if c.AckWait == 0 {
+		c.AckWait = DefaultAckWait
+	}
+	if c.MaxAckPending == 0 {
+		c.MaxAckPending = DefaultMaxAckPending
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	switch {
+	case c.DeadLetter == nil:
+		return errors.New("timers: DeadLetter is required")
+	case c.ScheduleAfter < 2*time.Second:
+		// A schedule fires on whole seconds, at least 250 ms after it is due.
+		return fmt.Errorf("timers: ScheduleAfter %s is under 2 seconds", c.ScheduleAfter)
+	case c.Workers < 0:
+		return fmt.Errorf("timers: Workers %d is negative", c.Workers)
+	case c.AckWait < time.Second:
+		return fmt.Errorf("timers: AckWait %s is under a second", c.AckWait)
+	case c.MaxAckPending < c.Workers:
+		return fmt.Errorf("timers: MaxAckPending %d is under Workers %d", c.MaxAckPending, c.Workers)
+	}
+	return nil
+}
+
+// Timers turns the events that ask for a timer into timer.fired commands at their due time.
+type Timers struct {
+	js   jetstream.JetStream
+	cfg  Config
+	log  *slog.Logger
+	loop *consume.Loop
+
+	mu    sync.Mutex
+	inbox jetstream.Stream
+}
+
+// Filters are the subjects of the events the handler reads: those that set a timer, and the
+// ends of executions (whose schedules are purged).
+var Filters = []string{
+	"memmie.executions.*.step.scheduled",
+	"memmie.executions.*.step.retry_scheduled",
+	"memmie.executions.*.compensation.scheduled",
+	"memmie.executions.*.compensation.retry_scheduled",
+	"memmie.executions.*.started",
+	"memmie.executions.*.retry_scheduled",
+	"memmie.executions.*.completed",
+	"memmie.executions.*.failed",
+	"memmie.executions.*.cancelled",
+}
+
+// New checks cfg and returns a timers handler. Start starts it.
+func New(js jetstream.JetStream, cfg Config) (*Timers, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	t := &Timers{js: js, cfg: cfg, log: cfg.Logger.With("component", Name)}
+	loop, err := consume.New(js, consume.Config{
+		Name:   Name,
+		Stream: cfg.Executions,
+		Consumer: jetstream.ConsumerConfig{
+			Durable:        cfg.Durable,
+			Description:    "Sets durable timers: retry backoffs, attempt timeouts, deadlines",
+			FilterSubjects: Filters,
+			// From the first: a timer of an ended execution fires into a state that ignores it.
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       cfg.AckWait,
+			// Unlimited: every NakWithDelay that holds a timer counts as a delivery, and a
+			// timer must not be dropped. Events that can never be handled are dead-lettered
+			// by the handler; failures by the loop after 20 deliveries.
+			MaxDeliver:    -1,
+			MaxAckPending: cfg.MaxAckPending,
+		},
+		Workers:    cfg.Workers,
+		DeadLetter: cfg.DeadLetter,
+		Logger:     cfg.Logger,
+	}, t.handle)
+	if err != nil {
+		return nil, err
+	}
+	t.loop = loop
+	return t, nil
+}
+
+// Start starts consuming.
+func (t *Timers) Start(ctx context.Context) error { return t.loop.Start(ctx) }
+
+// Stop stops consuming. Held timers stay with the server and come back on the next start.
+func (t *Timers) Stop(ctx context.Context) error { return t.loop.Stop(ctx) }
+
+// Timer is the timer an event asks for.
+type Timer struct {
+	Kind events.TimerKind
+	// Ref is the (run, step, attempt) the timer is set for: for a retry, the attempt that is
+	// due; for a timeout, the attempt that runs out.
+	Ref events.AttemptRef
+	At  time.Time
+}
+
+// TimerOf returns the timer an execution event asks for; ok is false when it asks for none.
+func TimerOf(ev events.Event) (t Timer, ok bool) {
+	switch d := ev.Data.(type) {
+	case *events.StepScheduled:
+		return Timer{events.TimerStepTimeout, d.AttemptRef, d.Deadline}, !d.Deadline.IsZero()
+	case *events.CompensationScheduled:
+		return Timer{events.TimerCompensationTimeout, d.AttemptRef, d.Deadline}, !d.Deadline.IsZero()
+	case *events.StepRetryScheduled:
+		ref := d.AttemptRef
+		ref.Attempt = d.NextAttempt
+		return Timer{events.TimerStepRetry, ref, d.DueAt}, true
+	case *events.CompensationRetryScheduled:
+		ref := d.AttemptRef
+		ref.Attempt = d.NextAttempt
+		return Timer{events.TimerCompensationRetry, ref, d.DueAt}, true
+	case *events.ExecutionStarted:
+		return Timer{events.TimerExecutionDeadline, events.AttemptRef{Run: d.Run}, d.Deadline}, !d.Deadline.IsZero()
+	case *events.ExecutionRetryScheduled:
+		return Timer{events.TimerExecutionRetry, events.AttemptRef{Run: d.Run}, d.DueAt}, true
+	}
+	return Timer{}, false
+}
+
+func (t *Timers) handle(ctx context.Context, d consume.Delivery) consume.Outcome {
+	ev, err := events.Decode(d.Msg.Data())
+	if err != nil {
+		return consume.DeadLetter(err.Error())
+	}
+	id := ev.ExecutionID()
+	if sid, _, err := events.ParseExecutionSubject(d.Msg.Subject()); err != nil || sid != id {
+		return consume.DeadLetter(fmt.Sprintf("event of execution %q on subject %s", id, d.Msg.Subject()))
+	}
+	log := t.log.With("execution_id", id, "event", ev.Type)
+	switch ev.Type {
+	case events.TypeExecutionCompleted, events.TypeExecutionFailed, events.TypeExecutionCancelled:
+		// The execution's timers are moot: drop its schedules rather than let them fire.
+		if err := t.purge(ctx, id); err != nil {
+			return consume.Retry(err, 0)
+		}
+		return consume.Ack()
+	}
+	timer, ok := TimerOf(ev)
+	if !ok {
+		if ev.Type.IsExecution() {
+			log.Warn("event asks for no timer")
+			return consume.Ack()
+		}
+		return consume.DeadLetter(fmt.Sprintf("%s is not an execution event", ev.Type))
+	}
+	fire := execution.Fire(id, timer.Kind, timer.Ref, timer.At)
+	log = log.With("timer", timer.Kind, "step_id", timer.Ref.StepID, "attempt", timer.Ref.Attempt, "due", timer.At)
+	wait := timer.At.Sub(t.cfg.Now())
+	switch {
+	case wait <= 0:
+		if err := inbox.Publish(ctx, t.js, fire); err != nil {
+			return consume.Retry(err, 0)
+		}
+		log.Debug("timer fired")
+		return consume.Ack()
+	case wait <= t.cfg.ScheduleAfter:
+		return consume.Hold(wait)
+	}
+	if err := t.schedule(ctx, fire, timer.At); err != nil {
+		return consume.Retry(err, 0)
+	}
+	log.Debug("timer scheduled")
+	return consume.Ack()
+}
+
+// schedule stores the timer as a message schedule that the server publishes to the
+// execution's inbox at its time, rounded up to the second (schedules have 1-second
+// granularity; one that fires early is held by the orchestrator).
+func (t *Timers) schedule(ctx context.Context, fire events.Event, at time.Time) error {
+	id := fire.ExecutionID()
+	subject, err := streams.TimerScheduleSubject(id, fire.ID)
+	if err != nil {
+		return err
+	}
+	target, err := streams.InboxSubject(id)
+	if err != nil {
+		return err
+	}
+	data, err := events.Marshal(fire)
+	if err != nil {
+		return err
+	}
+	sec := at.UTC().Truncate(time.Second)
+	if sec.Before(at) {
+		sec = sec.Add(time.Second)
+	}
+	msg := nats.NewMsg(subject)
+	msg.Data = data
+	msg.Header.Set(HeaderSchedule, "@at "+sec.Format(time.RFC3339))
+	msg.Header.Set(HeaderScheduleTarget, target)
+	// The schedule's own id, so that storing it twice stores it once. The server strips it
+	// from the command it publishes.
+	msg.Header.Set(jetstream.MsgIDHeader, fire.ID)
+	if _, err := t.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(streams.Inbox)); err != nil {
+		return fmt.Errorf("schedule timer %s of %s: %w", fire.ID, id, err)
+	}
+	return nil
+}
+
+// purge deletes the schedules of an execution that has ended.
+func (t *Timers) purge(ctx context.Context, id string) error {
+	t.mu.Lock()
+	s := t.inbox
+	t.mu.Unlock()
+	if s == nil {
+		var err error
+		if s, err = t.js.Stream(ctx, streams.Inbox); err != nil {
+			return fmt.Errorf("purge timers of %s: %w", id, err)
+		}
+		t.mu.Lock()
+		t.inbox = s
+		t.mu.Unlock()
+	}
+	if err := s.Purge(ctx, jetstream.WithPurgeSubject(streams.TimersFilter(id))); err != nil {
+		return fmt.Errorf("purge timers of %s: %w", id, err)
+	}
+	return nil
+}

@@ -1,0 +1,513 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/memmie/memmie/definitions"
+	"github.com/memmie/memmie/events"
+	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/handlers/deadletter"
+	"github.com/memmie/memmie/handlers/dispatcher"
+	"github.com/memmie/memmie/handlers/inbox"
+	"github.com/memmie/memmie/handlers/orchestrator"
+	"github.com/memmie/memmie/handlers/runner"
+	"github.com/memmie/memmie/handlers/timers"
+	"github.com/memmie/memmie/internal/execution"
+	"github.com/memmie/memmie/internal/registry"
+	"github.com/memmie/memmie/internal/services"
+	"github.com/memmie/memmie/internal/stream"
+)
+
+// Errors of the client methods. The API maps them to HTTP statuses.
+var (
+	// ErrNotFound: no execution with that id.
+	ErrNotFound = errors.New("execution not found")
+	// ErrWorkflowNotFound: no workflow with that id was ever registered.
+	ErrWorkflowNotFound = errors.New("workflow not found")
+	// ErrWorkflowInactive: the workflow, or a schema it names, is deactivated.
+	ErrWorkflowInactive = errors.New("workflow inactive")
+	// ErrInvalid: the request is malformed (priority out of range, input not JSON, ...).
+	ErrInvalid = errors.New("invalid request")
+	// ErrState: the execution is not in a state that allows the request (cancel of an ended
+	// execution, retry of one that did not fail).
+	ErrState = errors.New("execution state does not allow this")
+	// ErrNoDefinitions: the engine was built without Config.Definitions.
+	ErrNoDefinitions = errors.New("engine has no definitions registry")
+)
+
+// MaxRetriesLimit bounds StartRequest.MaxRetries.
+const MaxRetriesLimit = 100
+
+// Definitions gives the current revision of a definition; *registry.Registry is one.
+type Definitions interface {
+	Current(kind definitions.Kind, id string) (registry.Revision, bool)
+}
+
+// Config configures an Engine. The handler configs are passed on as they are, with Logger,
+// Now and DeadLetter filled in when unset; see each package for its defaults.
+type Config struct {
+	// Definitions resolves workflows and schemas for Start. Required for Start.
+	Definitions Definitions
+	// Services are the services the runner may call. Defaults to none: every api_call step
+	// fails with unknown_service.
+	Services *services.Registry
+	// Caller makes the runner's HTTP calls. Defaults to a services.Caller over Services
+	// with its default limits, except a response limit of runner.DefaultMaxResponseBytes.
+	Caller runner.Caller
+	// Streams varies the stream configurations (replicas, storage). Defaults to one replica
+	// on file storage.
+	Streams streams.Options
+	// Handlers lists what Open starts. Defaults to all of them.
+	Handlers Handlers
+
+	Orchestrator orchestrator.Config
+	Runner       runner.Config
+	Timers       timers.Config
+	// Dispatcher.MaxRunning is memmie's --max-running.
+	Dispatcher dispatcher.Config
+
+	// Now is the clock. Defaults to time.Now.
+	Now func() time.Time
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Handlers selects the handlers Open starts.
+type Handlers struct {
+	NoOrchestrator, NoRunner, NoTimers, NoDispatcher bool
+}
+
+// Engine runs executions: its client methods (Start, Execution, History, Cancel, Retry,
+// Queue, Ready) serve the API, and Open/Close run the handlers. (Its lifecycle is Open and
+// Close, not Start and Stop, because Start starts an execution.)
+type Engine struct {
+	js  jetstream.JetStream
+	cfg Config
+	log *slog.Logger
+
+	mu           sync.Mutex
+	open         bool
+	orchestrator *orchestrator.Orchestrator
+	runner       *runner.Runner
+	timers       *timers.Timers
+	dispatcher   *dispatcher.Dispatcher
+	caller       *services.Caller
+}
+
+// New returns an engine on js. It starts nothing; Open does.
+func New(js jetstream.JetStream, cfg Config) (*Engine, error) {
+	if js == nil {
+		return nil, errors.New("engine: no JetStream context")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Engine{js: js, cfg: cfg, log: cfg.Logger.With("component", "engine")}, nil
+}
+
+// StreamConfigs returns the configuration of every stream the engine uses: the contract's
+// streams and the inbox.
+func StreamConfigs(opts streams.Options) []jetstream.StreamConfig {
+	return append(streams.Configs(opts), streams.InboxConfig(opts))
+}
+
+// Open creates or updates the streams and starts the handlers: the orchestrator first, so
+// that commands are taken up as soon as others send them, the dispatcher last, once it has
+// rebuilt its queue.
+func (e *Engine) Open(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.open {
+		return errors.New("engine: already open")
+	}
+	if err := stream.EnsureStreams(ctx, e.js, StreamConfigs(e.cfg.Streams)); err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	dl := deadletter.NewWriter(e.js, deadletter.Config{Now: e.cfg.Now})
+	var started []interface{ Stop(context.Context) error }
+	fail := func(err error) error {
+		for i := len(started) - 1; i >= 0; i-- {
+			_ = started[i].Stop(context.WithoutCancel(ctx))
+		}
+		e.orchestrator, e.runner, e.timers, e.dispatcher = nil, nil, nil, nil
+		if e.caller != nil {
+			e.caller.Close()
+			e.caller = nil
+		}
+		return fmt.Errorf("engine: %w", err)
+	}
+
+	if !e.cfg.Handlers.NoOrchestrator {
+		cfg := e.cfg.Orchestrator
+		e.fill(&cfg.Logger, &cfg.Now)
+		if cfg.DeadLetter == nil {
+			cfg.DeadLetter = dl
+		}
+		o, err := orchestrator.New(e.js, cfg)
+		if err != nil {
+			return fail(err)
+		}
+		if err := o.Start(ctx); err != nil {
+			return fail(err)
+		}
+		e.orchestrator = o
+		started = append(started, o)
+	}
+	if !e.cfg.Handlers.NoRunner {
+		cfg := e.cfg.Runner
+		e.fill(&cfg.Logger, &cfg.Now)
+		if cfg.DeadLetter == nil {
+			cfg.DeadLetter = dl
+		}
+		if cfg.Caller == nil {
+			cfg.Caller = e.cfg.Caller
+		}
+		if cfg.Caller == nil {
+			reg := e.cfg.Services
+			if reg == nil {
+				reg, _ = services.NewRegistry()
+			}
+			c, err := services.NewCaller(services.Config{Registry: reg, MaxResponseBytes: runner.DefaultMaxResponseBytes})
+			if err != nil {
+				return fail(err)
+			}
+			e.caller, cfg.Caller = c, c
+		}
+		r, err := runner.New(e.js, cfg)
+		if err != nil {
+			return fail(err)
+		}
+		if err := r.Start(ctx); err != nil {
+			return fail(err)
+		}
+		e.runner = r
+		started = append(started, r)
+	}
+	if !e.cfg.Handlers.NoTimers {
+		cfg := e.cfg.Timers
+		e.fill(&cfg.Logger, &cfg.Now)
+		if cfg.DeadLetter == nil {
+			cfg.DeadLetter = dl
+		}
+		t, err := timers.New(e.js, cfg)
+		if err != nil {
+			return fail(err)
+		}
+		if err := t.Start(ctx); err != nil {
+			return fail(err)
+		}
+		e.timers = t
+		started = append(started, t)
+	}
+	if !e.cfg.Handlers.NoDispatcher {
+		cfg := e.cfg.Dispatcher
+		e.fill(&cfg.Logger, &cfg.Now)
+		if cfg.DeadLetter == nil {
+			cfg.DeadLetter = dl
+		}
+		d, err := dispatcher.New(e.js, cfg)
+		if err != nil {
+			return fail(err)
+		}
+		if err := d.Start(ctx); err != nil {
+			return fail(err)
+		}
+		e.dispatcher = d
+		started = append(started, d)
+	}
+	e.open = true
+	e.log.Info("engine open")
+	return nil
+}
+
+func (e *Engine) fill(log **slog.Logger, now *func() time.Time) {
+	if *log == nil {
+		*log = e.cfg.Logger
+	}
+	if *now == nil {
+		*now = e.cfg.Now
+	}
+}
+
+// Close stops the handlers, those that send commands first and the orchestrator last, so that
+// the commands sent while stopping are still taken up. Work in progress finishes, or is handed
+// back to the server when ctx ends first.
+func (e *Engine) Close(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.open {
+		return nil
+	}
+	e.open = false
+	var errs []error
+	stop := func(c interface{ Stop(context.Context) error }) {
+		if err := c.Stop(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if e.dispatcher != nil {
+		stop(e.dispatcher)
+	}
+	if e.timers != nil {
+		stop(e.timers)
+	}
+	if e.runner != nil {
+		stop(e.runner)
+	}
+	if e.orchestrator != nil {
+		stop(e.orchestrator)
+	}
+	if e.caller != nil {
+		e.caller.Close()
+		e.caller = nil
+	}
+	e.orchestrator, e.runner, e.timers, e.dispatcher = nil, nil, nil, nil
+	e.log.Info("engine closed")
+	return errors.Join(errs...)
+}
+
+// Ready reports whether the engine can take requests: NATS is connected, the streams exist,
+// and the handlers run.
+func (e *Engine) Ready(ctx context.Context) error {
+	if st := e.js.Conn().Status(); st != nats.CONNECTED {
+		return fmt.Errorf("nats connection is %s", st)
+	}
+	for _, cfg := range StreamConfigs(e.cfg.Streams) {
+		if _, err := e.js.Stream(ctx, cfg.Name); err != nil {
+			return fmt.Errorf("stream %s: %w", cfg.Name, err)
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.open {
+		return errors.New("engine handlers are not running")
+	}
+	return nil
+}
+
+// StartRequest asks for a new execution of a workflow.
+type StartRequest struct {
+	WorkflowID string
+	// Input is the execution's input, any JSON; empty means null.
+	Input json.RawMessage
+	// Priority is 0 to 100; higher runs first.
+	Priority int
+	// IdempotencyKey, when set, names the execution: the same key always gives the same
+	// execution (its id is the key's UUIDv5).
+	IdempotencyKey string
+	// MaxRetries is how many automatic re-runs a retryable failure gets, 0 to
+	// MaxRetriesLimit.
+	MaxRetries int
+	// ProviderID, BlobID and SourceEventID record why the execution runs (blob triggers).
+	ProviderID    string
+	BlobID        string
+	SourceEventID string
+}
+
+// Start queues an execution of the workflow's current revision, pinning the workflow and its
+// schemas, and returns its id. created is false when the idempotency key names an execution
+// that exists already (that one is returned, whatever this request says). The dispatcher
+// starts it when its priority's turn comes.
+func (e *Engine) Start(ctx context.Context, req StartRequest) (executionID string, created bool, err error) {
+	if e.cfg.Definitions == nil {
+		return "", false, ErrNoDefinitions
+	}
+	switch {
+	case req.Priority < definitions.MinPriority || req.Priority > definitions.MaxPriority:
+		return "", false, fmt.Errorf("%w: priority %d is not within %d to %d", ErrInvalid, req.Priority,
+			definitions.MinPriority, definitions.MaxPriority)
+	case req.MaxRetries < 0 || req.MaxRetries > MaxRetriesLimit:
+		return "", false, fmt.Errorf("%w: max_retries %d is not within 0 to %d", ErrInvalid, req.MaxRetries, MaxRetriesLimit)
+	case req.WorkflowID == "":
+		return "", false, fmt.Errorf("%w: workflow_id is required", ErrInvalid)
+	}
+	var input any
+	if len(req.Input) > 0 {
+		if err := json.Unmarshal(req.Input, &input); err != nil {
+			return "", false, fmt.Errorf("%w: input is not JSON: %v", ErrInvalid, err)
+		}
+	}
+
+	rev, ok := e.cfg.Definitions.Current(definitions.KindWorkflow, req.WorkflowID)
+	if !ok {
+		return "", false, fmt.Errorf("%w: %q", ErrWorkflowNotFound, req.WorkflowID)
+	}
+	wf, ok := rev.Def.(*definitions.Workflow)
+	if !ok {
+		return "", false, fmt.Errorf("workflow %q: registry returned a %T", req.WorkflowID, rev.Def)
+	}
+	if !rev.Active || !wf.IsActive() {
+		return "", false, fmt.Errorf("%w: %q", ErrWorkflowInactive, req.WorkflowID)
+	}
+	inSchema, err := e.schema(wf, "input", wf.InputSchemaID)
+	if err != nil {
+		return "", false, err
+	}
+	outSchema, err := e.schema(wf, "output", wf.OutputSchemaID)
+	if err != nil {
+		return "", false, err
+	}
+
+	id := uuid.Must(uuid.NewV7()).String()
+	if req.IdempotencyKey != "" {
+		id = IDForKey(req.IdempotencyKey)
+	}
+	ev := events.NewExecution(&events.ExecutionQueued{
+		ExecutionID:      id,
+		WorkflowID:       wf.ID,
+		WorkflowRevision: rev.Revision,
+		Workflow:         rev.Canonical,
+		InputSchema:      inSchema,
+		OutputSchema:     outSchema,
+		Input:            input,
+		Priority:         req.Priority,
+		MaxRetries:       req.MaxRetries,
+		IdempotencyKey:   req.IdempotencyKey,
+		ProviderID:       req.ProviderID,
+		BlobID:           req.BlobID,
+		SourceEventID:    req.SourceEventID,
+		Seed:             seed(id),
+	}, events.SourceAPI, e.cfg.Now())
+	data, err := events.Marshal(ev)
+	if err != nil {
+		return "", false, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	// The queued event starts the history: it is appended only when the execution has no
+	// event yet. A second start with the same key finds its own event there.
+	ack, err := stream.Append(ctx, e.js, streams.Executions, []stream.Msg{{Subject: ev.Subject, Data: data, ID: ev.ID}},
+		stream.Expect{FilterSubject: events.ExecutionFilter(id)})
+	switch {
+	case errors.Is(err, stream.ErrConflict):
+		return id, false, nil
+	case err != nil:
+		return "", false, fmt.Errorf("start %s: %w", wf.ID, err)
+	}
+	if !ack.Duplicate {
+		e.log.Info("execution queued", "execution_id", id, "workflow_id", wf.ID, "workflow_revision", rev.Revision,
+			"priority", req.Priority)
+	}
+	return id, !ack.Duplicate, nil
+}
+
+// schema returns the canonical JSON of a schema a workflow names, or nil when it names none.
+func (e *Engine) schema(wf *definitions.Workflow, what, id string) (json.RawMessage, error) {
+	if id == "" {
+		return nil, nil
+	}
+	rev, ok := e.cfg.Definitions.Current(definitions.KindSchema, id)
+	if !ok || !rev.Active {
+		return nil, fmt.Errorf("%w: the %s schema %q of workflow %q is not registered or not active", ErrWorkflowInactive, what, id, wf.ID)
+	}
+	return rev.Canonical, nil
+}
+
+// IDForKey returns the execution id of an idempotency key: its UUIDv5.
+func IDForKey(key string) string { return events.ID("idempotency-key", key) }
+
+// seed derives an execution's jitter seed from its id, so that it is the same however often
+// the execution is queued.
+func seed(id string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte(id))
+	return int64(h.Sum64() >> 1)
+}
+
+// History returns an execution's events, in stream order.
+func (e *Engine) History(ctx context.Context, id string) ([]events.Event, error) {
+	if err := events.ValidToken(id); err != nil {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	msgs, err := stream.Load(ctx, e.js, streams.Executions, events.ExecutionFilter(id))
+	if err != nil {
+		return nil, fmt.Errorf("history of %s: %w", id, err)
+	}
+	if len(msgs) == 0 {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	history, err := orchestrator.Decode(msgs)
+	if err != nil {
+		return nil, fmt.Errorf("history of %s: %w", id, err)
+	}
+	return history, nil
+}
+
+// Execution returns an execution's state, folded from its history. Its JSON form is the view
+// the API serves.
+func (e *Engine) Execution(ctx context.Context, id string) (*execution.State, error) {
+	history, err := e.History(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	s, err := execution.Fold(history)
+	if err != nil {
+		return nil, fmt.Errorf("state of %s: %w", id, err)
+	}
+	return &s, nil
+}
+
+// Cancel asks to cancel an execution: what succeeded is compensated, in reverse order, then it
+// ends cancelled. It returns once the request is queued; ErrState when the execution has
+// ended.
+func (e *Engine) Cancel(ctx context.Context, id, reason string) error {
+	s, err := e.Execution(ctx, id)
+	if err != nil {
+		return err
+	}
+	if s.Status.Terminal() {
+		return fmt.Errorf("%w: cancel: execution %s is %s", ErrState, id, s.Status)
+	}
+	if s.CancelRequested {
+		return nil
+	}
+	ev := events.NewExecution(&events.CancelRequested{ExecutionID: id, Run: s.Run, Reason: reason}, events.SourceAPI, e.cfg.Now())
+	if err := inbox.Publish(ctx, e.js, ev); err != nil {
+		return fmt.Errorf("cancel %s: %w", id, err)
+	}
+	e.log.Info("cancel requested", "execution_id", id, "workflow_id", s.WorkflowID, "reason", reason)
+	return nil
+}
+
+// Retry asks to re-run a failed execution from its failed step: steps that succeeded and were
+// not compensated keep their results. It returns once the request is queued; ErrState when
+// the execution has not failed.
+func (e *Engine) Retry(ctx context.Context, id string) error {
+	s, err := e.Execution(ctx, id)
+	if err != nil {
+		return err
+	}
+	if s.Status != execution.StatusFailed {
+		return fmt.Errorf("%w: retry: execution %s is %s, not failed", ErrState, id, s.Status)
+	}
+	ev := events.NewExecution(&events.RetryRequested{ExecutionID: id, Run: s.Run}, events.SourceAPI, e.cfg.Now())
+	if err := inbox.Publish(ctx, e.js, ev); err != nil {
+		return fmt.Errorf("retry %s: %w", id, err)
+	}
+	e.log.Info("retry requested", "execution_id", id, "workflow_id", s.WorkflowID, "run", s.Run)
+	return nil
+}
+
+// Queue returns the queued executions in the order the dispatcher will start them, and how
+// many run. It is empty when this engine runs no dispatcher.
+func (e *Engine) Queue() (queued []dispatcher.Entry, running int) {
+	e.mu.Lock()
+	d := e.dispatcher
+	e.mu.Unlock()
+	if d == nil {
+		return nil, 0
+	}
+	return d.Queue(), d.Running()
+}
