@@ -52,8 +52,11 @@ var ErrConflict = errors.New("append conflict")
 type ConflictError struct {
 	Stream        string
 	FilterSubject string
-	// Expected is the LastSubjectSeq the append carried.
+	// Expected is the LastSubjectSeq the failed publish carried.
 	Expected uint64
+	// Stored counts the messages of the call stored before the conflict: always 0 for
+	// Append, which is atomic; a prefix for AppendChained.
+	Stored int
 	// API is the server's answer (code 10071, 10164 or 10201).
 	API *jetstream.APIError
 }

@@ -21,6 +21,13 @@
 // A retried append that had already landed reports success with Ack.Duplicate set, so a
 // writer that lost the ack can simply try again.
 //
+// Atomic batches are expensive on a replica-1 file stream: the server stages each batch in a
+// file store of its own, synced to disk, while holding the stream's lock, so every batch costs
+// a few disk syncs and stalls the stream's other writes meanwhile (see BenchmarkAppend).
+// AppendChained is the cheap alternative: one publish per message, each expecting the one
+// before it, so nothing can interleave, but a crash may leave a prefix stored; calling it again
+// completes it.
+//
 // The package knows nothing of events or executions, and never decides anything: it moves
 // bytes with the headers that make concurrent writers safe.
 package stream

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/internal/natsserver"
 	"github.com/memmie/memmie/internal/natsserver/natstest"
 	"github.com/memmie/memmie/internal/stream"
@@ -36,18 +37,14 @@ func newStream(t testing.TB, mutate ...func(*jetstream.StreamConfig)) (jetstream
 	return js, cfg.Name
 }
 
+// executionsConfig is memmie's MEMMIE_EXECUTIONS configuration under another name.
 func executionsConfig(name string) jetstream.StreamConfig {
-	return jetstream.StreamConfig{
-		Name:               name,
-		Subjects:           []string{"memmie.executions.>"},
-		Storage:            jetstream.FileStorage,
-		Retention:          jetstream.LimitsPolicy,
-		Duplicates:         2 * time.Minute,
-		AllowDirect:        true,
-		AllowAtomicPublish: true,
-		DenyDelete:         true,
-		DenyPurge:          true,
+	cfg, err := streams.Config(streams.Executions, streams.Options{})
+	if err != nil {
+		panic(err)
 	}
+	cfg.Name = name
+	return cfg
 }
 
 func filter(execID string) string { return "memmie.executions." + execID + ".>" }
@@ -165,9 +162,21 @@ func TestAppendConflict(t *testing.T) {
 	}
 }
 
+type appendFunc func(context.Context, jetstream.JetStream, string, []stream.Msg, stream.Expect) (stream.Ack, error)
+
 func TestAppendRacingWritersOneWins(t *testing.T) {
-	for _, n := range []int{1, 3} {
-		t.Run(fmt.Sprintf("%d messages", n), func(t *testing.T) {
+	tests := []struct {
+		name   string
+		append appendFunc
+		n      int
+	}{
+		{"single", stream.Append, 1},
+		{"batch", stream.Append, 3},
+		{"chained", stream.AppendChained, 3},
+	}
+	for _, tt := range tests {
+		n := tt.n
+		t.Run(tt.name, func(t *testing.T) {
 			js, name := newStream(t)
 			ctx := context.Background()
 			ack, err := stream.Append(ctx, js, name, events("e1", "start", 1), stream.Expect{FilterSubject: filter("e1")})
@@ -184,7 +193,7 @@ func TestAppendRacingWritersOneWins(t *testing.T) {
 			for w := range writers {
 				wg.Go(func() {
 					<-start
-					_, err := stream.Append(ctx, js, name, events("e1", fmt.Sprintf("w%d", w), n),
+					_, err := tt.append(ctx, js, name, events("e1", fmt.Sprintf("w%d", w), n),
 						stream.Expect{FilterSubject: filter("e1"), LastSubjectSeq: ack.LastSeq})
 					switch {
 					case err == nil:
