@@ -17,6 +17,7 @@ const (
 	SubjectDeltas      = "memmie.deltas.*"        // memmie.deltas.<blob_id>
 	SubjectDefinitions = "memmie.definitions.*.*" // memmie.definitions.<kind>s.<id>
 	SubjectDeadLetter  = "memmie.deadletter.>"    // memmie.deadletter.<source>
+	SubjectInbox       = "memmie.inbox.*"         // memmie.inbox.<execution_id>
 )
 
 // ExecutionIDToken is the index of the execution id among an execution subject's tokens, for
@@ -100,6 +101,22 @@ func ExecutionFilter(executionID string) string { return "memmie.executions." + 
 // outstanding. Schedule messages are not events; readers of the history skip them.
 func TimerSubject(executionID string, kind TimerKind) string {
 	return "memmie.executions." + executionID + ".schedule." + string(kind)
+}
+
+// InboxSubject returns memmie.inbox.<execution_id>, where the inputs of an execution arrive as
+// commands for the one writer of its history (see docs/architecture.md).
+func InboxSubject(executionID string) string { return "memmie.inbox." + executionID }
+
+// ParseInboxSubject returns the execution id of memmie.inbox.<execution_id>.
+func ParseInboxSubject(subject string) (string, error) {
+	t := strings.Split(subject, ".")
+	if len(t) != 3 || t[0] != "memmie" || t[1] != "inbox" {
+		return "", fmt.Errorf("parse inbox subject %q: want memmie.inbox.<execution_id>", subject)
+	}
+	if err := ValidToken(t[2]); err != nil {
+		return "", fmt.Errorf("parse inbox subject %q: execution id: %w", subject, err)
+	}
+	return t[2], nil
 }
 
 // ParseExecutionSubject splits memmie.executions.<execution_id>.<tail>. The tail is an event

@@ -117,6 +117,15 @@ func TestSubjects(t *testing.T) {
 		assert.Error(t, err)
 	})
 
+	t.Run("inbox", func(t *testing.T) {
+		assert.Equal(t, "memmie.inbox.e1", events.InboxSubject("e1"))
+		id, err := events.ParseInboxSubject("memmie.inbox.e1")
+		require.NoError(t, err)
+		assert.Equal(t, "e1", id)
+		_, err = events.ParseInboxSubject("memmie.inbox.e1.x")
+		assert.Error(t, err)
+	})
+
 	t.Run("dead letter", func(t *testing.T) {
 		s, err := events.DeadLetterSubject("blobs")
 		require.NoError(t, err)
