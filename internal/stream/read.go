@@ -107,12 +107,18 @@ func apiPrefix(js jetstream.JetStream) string {
 
 // Load returns the messages of stream on filterSubject, in stream order, up to the last one
 // stored when Load starts: messages appended while it reads are left out, so it always ends.
-// An entity with no messages yields an empty slice. The last message's Sequence is the
+// An entity with no messages yields no messages. The last message's Sequence is the
 // LastSubjectSeq for the next Append.
 //
 // It reads with an ordered consumer, deleted when done. Without a deadline on ctx,
 // DefaultLoadTimeout applies.
 func Load(ctx context.Context, js jetstream.JetStream, stream, filterSubject string) ([]jetstream.RawStreamMsg, error) {
+	return LoadAfter(ctx, js, stream, filterSubject, 0)
+}
+
+// LoadAfter is Load for the messages after stream sequence afterSeq only: what a writer
+// whose cached state is at afterSeq has not seen yet, after a conflict.
+func LoadAfter(ctx context.Context, js jetstream.JetStream, stream, filterSubject string, afterSeq uint64) ([]jetstream.RawStreamMsg, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, DefaultLoadTimeout)
@@ -125,17 +131,21 @@ func Load(ctx context.Context, js jetstream.JetStream, stream, filterSubject str
 	if err != nil {
 		return nil, fmt.Errorf("load %s from %s: %w", filterSubject, stream, err)
 	}
-	msgs, err := readUpTo(ctx, js, stream, filterSubject, last.Sequence)
+	if last.Sequence <= afterSeq {
+		return nil, nil
+	}
+	msgs, err := readRange(ctx, js, stream, filterSubject, afterSeq+1, last.Sequence)
 	if err != nil {
 		return nil, fmt.Errorf("load %s from %s: %w", filterSubject, stream, err)
 	}
 	return msgs, nil
 }
 
-func readUpTo(ctx context.Context, js jetstream.JetStream, stream, filterSubject string, lastSeq uint64) ([]jetstream.RawStreamMsg, error) {
+func readRange(ctx context.Context, js jetstream.JetStream, stream, filterSubject string, firstSeq, lastSeq uint64) ([]jetstream.RawStreamMsg, error) {
 	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{filterSubject},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    firstSeq,
 		// A consumer left behind (the delete below failed) goes away on its own.
 		InactiveThreshold: time.Minute,
 	})

@@ -536,3 +536,35 @@ func ExampleAppend() {
 	// 1 memmie.executions.x1.queued
 	// 2 memmie.executions.x1.started
 }
+
+func TestLoadAfter(t *testing.T) {
+	js, name := newStream(t)
+	ctx := context.Background()
+	a, err := stream.Append(ctx, js, name, events("e1", "a", 2), stream.Expect{FilterSubject: filter("e1")})
+	require.NoError(t, err)
+	_, err = stream.Append(ctx, js, name, events("e2", "a", 2), stream.Expect{FilterSubject: filter("e2")})
+	require.NoError(t, err)
+	b, err := stream.Append(ctx, js, name, events("e1", "b", 2), stream.Expect{FilterSubject: filter("e1"), LastSubjectSeq: a.LastSeq})
+	require.NoError(t, err)
+
+	tests := []struct {
+		after uint64
+		want  []string
+	}{
+		{0, []string{"e1-a-0", "e1-a-1", "e1-b-0", "e1-b-1"}},
+		{1, []string{"e1-a-1", "e1-b-0", "e1-b-1"}},
+		{a.LastSeq, []string{"e1-b-0", "e1-b-1"}},
+		{a.LastSeq + 1, []string{"e1-b-0", "e1-b-1"}}, // a sequence of another execution
+		{b.LastSeq, nil},
+		{b.LastSeq + 100, nil},
+	}
+	for _, tt := range tests {
+		got, err := stream.LoadAfter(ctx, js, name, filter("e1"), tt.after)
+		require.NoError(t, err)
+		var ids []string
+		for _, m := range got {
+			ids = append(ids, m.Header.Get(jetstream.MsgIDHeader))
+		}
+		assert.Equal(t, tt.want, ids, "after %d", tt.after)
+	}
+}
