@@ -190,8 +190,8 @@ func (c *workflowChecker) variables(field string, s *Step) {
 	for j, v := range s.Variables {
 		vf := index(field, j)
 		switch {
-		case !identPattern.MatchString(v):
-			c.r.add(vf, "%q is not a valid variable name: use letters, digits and '_', not starting with a digit", v)
+		case !identPattern.MatchString(v) || len(v) > MaxStepIDLength:
+			c.r.add(vf, "%q is not a valid variable name: use at most %d letters, digits and '_', not starting with a digit", v, MaxStepIDLength)
 		case seen[v]:
 			c.r.add(vf, "duplicate variable %q", v)
 		case known && !hasKey(keys, v):
