@@ -191,7 +191,11 @@ func (r *Registry) validate(defs []definitions.Definition) ([][]byte, error) {
 		}
 	}
 	allSchemas := mapValues(schemas)
-	allWorkflows := mapValues(workflows)
+	// Providers only need the workflows' ids: stubs keep the workflows' own problems out.
+	var workflowIDs []*definitions.Workflow
+	for _, w := range mapValues(workflows) {
+		workflowIDs = append(workflowIDs, &definitions.Workflow{ID: w.ID})
+	}
 	for _, w := range checkWorkflows {
 		set := definitions.Set{Schemas: allSchemas, Workflows: []*definitions.Workflow{w}}
 		if err := addProblems(definitions.KindWorkflow, w.ID, set.Validate()); err != nil {
@@ -199,7 +203,7 @@ func (r *Registry) validate(defs []definitions.Definition) ([][]byte, error) {
 		}
 	}
 	for _, p := range checkProviders {
-		set := definitions.Set{Workflows: allWorkflows, Providers: []*definitions.Provider{p}}
+		set := definitions.Set{Workflows: workflowIDs, Providers: []*definitions.Provider{p}}
 		if err := addProblems(definitions.KindProvider, p.Provider.ID, set.Validate()); err != nil {
 			return nil, err
 		}
@@ -273,7 +277,7 @@ func (r *Registry) register(ctx context.Context, def definitions.Definition, can
 	}
 	sum := sha256.Sum256(canonical)
 	for attempt := 1; ; attempt++ {
-		cur, ok := r.Current(kind, id)
+		cur, ok, lastSeq := r.current(kind, id)
 		if ok && cur.Active && bytes.Equal(cur.Canonical, canonical) {
 			return Result{Kind: kind, ID: id, Revision: cur.Revision, Active: true}, nil
 		}
@@ -288,7 +292,7 @@ func (r *Registry) register(ctx context.Context, def definitions.Definition, can
 			Time:    r.cfg.Now().UTC(),
 			Data:    &events.DefinitionRegistered{Kind: string(kind), ID: id, Revision: next, Definition: canonical},
 		}
-		ok, err := r.append(ctx, key{kind, id}, ev, attempt)
+		ok, err := r.append(ctx, ev, lastSeq, attempt)
 		if err != nil {
 			return Result{}, fmt.Errorf("register %s %s revision %d: %w", kind, id, next, err)
 		}
@@ -312,7 +316,7 @@ func (r *Registry) Deactivate(ctx context.Context, kind definitions.Kind, id str
 		return Result{}, err
 	}
 	for attempt := 1; ; attempt++ {
-		cur, ok := r.Current(kind, id)
+		cur, ok, lastSeq := r.current(kind, id)
 		if !ok {
 			return Result{}, fmt.Errorf("deactivate %s %q: %w", kind, id, ErrNotFound)
 		}
@@ -330,7 +334,7 @@ func (r *Registry) Deactivate(ctx context.Context, kind definitions.Kind, id str
 			Time:    r.cfg.Now().UTC(),
 			Data:    &events.DefinitionDeactivated{Kind: string(kind), ID: id, Revision: cur.Revision},
 		}
-		ok, err := r.append(ctx, key{kind, id}, ev, attempt)
+		ok, err := r.append(ctx, ev, lastSeq, attempt)
 		if err != nil {
 			return Result{}, fmt.Errorf("deactivate %s %s: %w", kind, id, err)
 		}
@@ -364,16 +368,16 @@ func (r *Registry) usedBy(kind definitions.Kind, id string) []string {
 	return by
 }
 
-// append stores ev on its subject, expecting the last sequence the view knows there. It returns
-// false after a conflict, once the view has caught up, so that the caller decides again; true
-// once the view holds ev.
-func (r *Registry) append(ctx context.Context, k key, ev events.Event, attempt int) (bool, error) {
+// append stores ev on its subject, expecting lastSeq there: the sequence the view knew when ev
+// was decided. It returns false after a conflict, once the view has caught up, so that the
+// caller decides again; true once the view holds ev.
+func (r *Registry) append(ctx context.Context, ev events.Event, lastSeq uint64, attempt int) (bool, error) {
 	data, err := events.Marshal(ev)
 	if err != nil {
 		return false, err
 	}
 	ack, err := stream.Append(ctx, r.js, r.cfg.Stream, []stream.Msg{{Subject: ev.Subject, Data: data, ID: ev.ID}},
-		stream.Expect{FilterSubject: ev.Subject, LastSubjectSeq: r.lastSeq(k)})
+		stream.Expect{FilterSubject: ev.Subject, LastSubjectSeq: lastSeq})
 	if errors.Is(err, stream.ErrConflict) {
 		if attempt >= r.cfg.MaxAttempts {
 			return false, fmt.Errorf("gave up after %d conflicting attempts: %w", attempt, err)

@@ -336,33 +336,38 @@ func (r *Registry) applyEvent(subject string, seq uint64, at time.Time, data []b
 		return err
 	}
 	kind := definitions.Kind(kindName)
-	k := key{kind, id}
+	// Decode and parse before taking the lock; then change the entry in one critical section,
+	// so that a writer never sees a subject's last sequence without the revision it carries.
+	ev, decodeErr := events.Decode(data)
+	var rev *Revision
+	if decodeErr == nil {
+		if d, ok := ev.Data.(*events.DefinitionRegistered); ok {
+			def, err := definitions.Parse(origin(kind, id), d.Definition, kind)
+			if err != nil {
+				decodeErr = fmt.Errorf("revision %d: %w", d.Revision, err)
+			} else {
+				rev = &Revision{Kind: kind, ID: id, Revision: d.Revision, Def: def, Canonical: d.Definition, Seq: seq, Time: at}
+			}
+		}
+	}
+
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := key{kind, id}
 	e := r.entries[k]
 	if e == nil {
 		e = &entry{revisions: map[int]*Revision{}}
 		r.entries[k] = e
 	}
 	e.lastSeq = seq // even when the event is skipped: it is the next write's expectation
-	r.mu.Unlock()
-
-	ev, err := events.Decode(data)
-	if err != nil {
-		return err
+	if decodeErr != nil {
+		return decodeErr
 	}
-
 	switch d := ev.Data.(type) {
 	case *events.DefinitionRegistered:
 		if d.Kind != kindName || d.ID != id {
 			return fmt.Errorf("event names %s %q on the subject of %s %q", d.Kind, d.ID, kindName, id)
 		}
-		def, err := definitions.Parse(string(kind)+"s/"+id, d.Definition, kind)
-		if err != nil {
-			return fmt.Errorf("revision %d: %w", d.Revision, err)
-		}
-		rev := &Revision{Kind: kind, ID: id, Revision: d.Revision, Def: def, Canonical: d.Definition, Seq: seq, Time: at}
-		r.mu.Lock()
-		defer r.mu.Unlock()
 		if e.revisions[d.Revision] != nil {
 			return fmt.Errorf("revision %d registered twice", d.Revision)
 		}
@@ -371,8 +376,6 @@ func (r *Registry) applyEvent(subject string, seq uint64, at time.Time, data []b
 			e.current, e.active = rev, true
 		}
 	case *events.DefinitionDeactivated:
-		r.mu.Lock()
-		defer r.mu.Unlock()
 		if e.current == nil {
 			return errors.New("deactivation of a definition never registered")
 		}
@@ -385,12 +388,17 @@ func (r *Registry) applyEvent(subject string, seq uint64, at time.Time, data []b
 	return nil
 }
 
-// lastSeq returns the sequence of the last event on a definition's subject, as the view knows.
-func (r *Registry) lastSeq(k key) uint64 {
+// current returns the current revision of a definition and the sequence of the last event on
+// its subject, read together: a write decided on the revision must expect that sequence.
+func (r *Registry) current(kind definitions.Kind, id string) (rev Revision, ok bool, lastSeq uint64) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	if e := r.entries[k]; e != nil {
-		return e.lastSeq
+	e := r.entries[key{kind, id}]
+	if e == nil {
+		return Revision{}, false, 0
 	}
-	return 0
+	if e.current == nil {
+		return Revision{}, false, e.lastSeq
+	}
+	return e.revision(e.current), true, e.lastSeq
 }
