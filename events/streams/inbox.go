@@ -10,29 +10,16 @@ import (
 
 // Inbox is the stream of commands to the orchestrator: everything that happens to an execution
 // from outside (a start from the dispatcher, a step report, a fired timer, a cancel or retry
-// request) is published to memmie.inbox.<execution_id>, and only the orchestrator turns it
+// request) is published to memmie.inbox.<execution_id> (events.InboxSubject), and only the orchestrator turns it
 // into events of memmie.executions.<execution_id>.>. It is internal: clients never read or
 // write it.
 const Inbox = "MEMMIE_INBOX"
 
-// Subjects of the inbox stream.
-const (
-	// SubjectInbox holds the commands: memmie.inbox.<execution_id>.
-	SubjectInbox = "memmie.inbox.*"
-	// SubjectTimers holds durable timers as JetStream message schedules:
-	// memmie.timers.<execution_id>.<timer_id>. At its time the server publishes the schedule's
-	// body (a timer.fired command) to memmie.inbox.<execution_id> and purges the schedule. A
-	// schedule's target must be a subject of its own stream, which is why timers live here.
-	SubjectTimers = "memmie.timers.*.*"
-)
-
-// InboxSubject returns memmie.inbox.<execution_id>.
-func InboxSubject(executionID string) (string, error) {
-	if err := events.ValidToken(executionID); err != nil {
-		return "", fmt.Errorf("inbox subject: execution id: %w", err)
-	}
-	return "memmie.inbox." + executionID, nil
-}
+// SubjectTimers holds durable timers as JetStream message schedules:
+// memmie.timers.<execution_id>.<timer_id>. At its time the server publishes the schedule's
+// body (a timer.fired command) to memmie.inbox.<execution_id> and purges the schedule. A
+// schedule's target must be a subject of its own stream, which is why timers live here.
+const SubjectTimers = "memmie.timers.*.*"
 
 // TimerScheduleSubject returns memmie.timers.<execution_id>.<timer_id>, where timer_id is the
 // id of the timer.fired event the schedule delivers: one schedule per timer, so that a timer
@@ -72,7 +59,7 @@ func InboxConfig(opts Options) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:              Inbox,
 		Description:       "Commands to the orchestrator, and durable timers (internal)",
-		Subjects:          []string{SubjectInbox, SubjectTimers},
+		Subjects:          []string{events.SubjectInbox, SubjectTimers},
 		Retention:         jetstream.WorkQueuePolicy,
 		MaxConsumers:      -1,
 		MaxMsgs:           -1,

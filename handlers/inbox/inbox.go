@@ -39,10 +39,10 @@ func PublishData(ctx context.Context, js jetstream.JetStream, executionID, id st
 	if id == "" {
 		return errors.New("publish to inbox: no message id")
 	}
-	subject, err := streams.InboxSubject(executionID)
-	if err != nil {
-		return err
+	if err := events.ValidToken(executionID); err != nil {
+		return fmt.Errorf("publish to inbox: execution id: %w", err)
 	}
+	subject := events.InboxSubject(executionID)
 	msg := nats.NewMsg(subject)
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgIDHeader, id)

@@ -260,10 +260,7 @@ func (t *Timers) schedule(ctx context.Context, fire events.Event, at time.Time) 
 	if err != nil {
 		return err
 	}
-	target, err := streams.InboxSubject(id)
-	if err != nil {
-		return err
-	}
+	target := events.InboxSubject(id)
 	data, err := events.Marshal(fire)
 	if err != nil {
 		return err

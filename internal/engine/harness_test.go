@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -39,7 +40,7 @@ func testContext(t testing.TB) context.Context {
 }
 
 func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: testLogLevel}))
 }
 
 // harness is one memmie "process": a connection, a registry and an engine, on an embedded
@@ -195,6 +196,8 @@ type call struct {
 	Path    string
 	Body    any
 	Headers map[string]string
+	// ctx is the request's context: a handler that hangs waits for it.
+	ctx context.Context
 }
 
 // memmieHeaders are the request headers the tests assert.
@@ -218,7 +221,7 @@ func newService(t testing.TB, handle func(c call, n int) (int, any)) *service {
 }
 
 func (s *service) serve(w http.ResponseWriter, r *http.Request) {
-	c := call{Method: r.Method, Path: r.URL.RequestURI(), Headers: map[string]string{}}
+	c := call{Method: r.Method, Path: r.URL.RequestURI(), Headers: map[string]string{}, ctx: r.Context()}
 	b, _ := io.ReadAll(r.Body)
 	if len(b) > 0 {
 		_ = json.Unmarshal(b, &c.Body)
@@ -249,7 +252,40 @@ func (s *service) serve(w http.ResponseWriter, r *http.Request) {
 func (s *service) Calls() []call {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]call(nil), s.calls...)
+	out := append([]call(nil), s.calls...)
+	for i := range out {
+		out[i].ctx = nil
+	}
+	return out
+}
+
+// routes answers each path with its own function, given how many calls of the path came
+// before; an unknown path gets 404.
+func routes(m map[string]func(c call, n int) (int, any)) func(c call, n int) (int, any) {
+	return func(c call, n int) (int, any) {
+		if f, ok := m[c.Path]; ok {
+			return f(c, n)
+		}
+		return 404, map[string]any{"error": "no route " + c.Path}
+	}
+}
+
+// reply answers every call the same.
+func reply(status int, body any) func(call, int) (int, any) {
+	return func(call, int) (int, any) { return status, body }
+}
+
+// waitCalls waits until the service got n calls.
+func (s *service) waitCalls(t testing.TB, n int) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for time.Now().Before(deadline) {
+		if len(s.Calls()) >= n {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("service got %d calls within %s, want %d: %v", len(s.Calls()), waitFor, n, s.paths())
 }
 
 // paths returns "METHOD path" of every call, in order.
@@ -268,3 +304,11 @@ func jsonValue(t testing.TB, src string) any {
 	require.NoError(t, json.Unmarshal([]byte(src), &v))
 	return v
 }
+
+// testLogLevel is Info; MEMMIE_TEST_DEBUG=1 makes it Debug.
+var testLogLevel = func() slog.Level {
+	if os.Getenv("MEMMIE_TEST_DEBUG") != "" {
+		return slog.LevelDebug
+	}
+	return slog.LevelInfo
+}()
