@@ -1,9 +1,3 @@
-// Package streams holds the JetStream configuration of memmie's streams. It is the only part of
-// the vocabulary that imports NATS code; it creates nothing itself.
-//
-//	for _, cfg := range streams.Configs(streams.Options{Replicas: 3}) {
-//		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil { ... }
-//	}
 package streams
 
 import (
