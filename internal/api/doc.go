@@ -1,0 +1,43 @@
+// Package api serves memmie's HTTP API (the contract's "HTTP API") from the streams: the
+// definitions come from the registry's view of MEMMIE_DEFINITIONS, the executions from their
+// histories on MEMMIE_EXECUTIONS, through the engine.
+//
+//	h, err := api.New(api.Config{Registry: reg, Engine: eng, Logger: log})
+//	srv := &http.Server{Addr: "127.0.0.1:8080", Handler: h}
+//
+// Endpoints:
+//
+//	PUT    /v1/{schemas|workflows|providers}/{id}  register (YAML or JSON body) -> 200 {"kind","id","revision","changed","active"}
+//	DELETE /v1/{schemas|workflows|providers}/{id}  deactivate -> 200 {"kind","id","revision","changed","active":false}
+//	GET    /v1/{schemas|workflows|providers}/{id}  current revision (?revision=N an older one), deactivated ones too
+//	GET    /v1/{schemas|workflows|providers}       {"items": [current revision of each]}
+//	POST   /v1/executions                          {"workflow_id","input","priority","idempotency_key","max_retries"} -> 202 {"execution_id","created"}
+//	GET    /v1/executions/{id}                     the execution's state
+//	GET    /v1/executions/{id}/events              {"events": [CloudEvents envelopes]}
+//	POST   /v1/executions/{id}/cancel              {"reason"} (optional) -> 202
+//	POST   /v1/executions/{id}/retry               -> 202
+//	GET    /healthz, /readyz                       liveness; readiness (registry and engine)
+//
+// Every error is {"error": {"code", "message"}}; an invalid definition adds "problems", each
+// {"file","line","field","message"}. Codes and statuses:
+//
+//	400 bad_request          malformed body, parameter or id
+//	404 not_found            no such definition, revision, execution or route
+//	404 workflow_not_found   POST /v1/executions of a workflow never registered
+//	405 method_not_allowed
+//	409 in_use               DELETE of a definition that an active one names
+//	409 workflow_inactive    POST /v1/executions of a deactivated workflow (or schema)
+//	409 invalid_state        cancel of an ended execution, retry of one that did not fail
+//	413 too_large            a body over MaxBodyBytes
+//	422 invalid_definition   the definition, or the set it would make, is invalid
+//	500 internal             anything else
+//	503 unavailable          no engine configured, or not ready (/readyz)
+//
+// A deactivated definition is still served by GET, with "active": false, because its
+// revisions stay in the history and running executions may use them; only a definition never
+// registered is 404. A PUT answers once this process's view holds the new revision, so a GET
+// that follows it on the same process sees it.
+//
+// The package only translates HTTP to registry and engine calls: it holds no state and never
+// writes to a stream itself.
+package api
