@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -46,17 +45,29 @@ func newServer(t *testing.T, eng api.Engine) (*httptest.Server, *registry.Regist
 
 func serve(t *testing.T, js jetstream.JetStream, eng api.Engine) (*httptest.Server, *registry.Registry) {
 	t.Helper()
+	reg := startRegistry(t, js)
+	return serveWith(t, reg, eng), reg
+}
+
+// startRegistry creates the streams and starts a registry on them.
+func startRegistry(t *testing.T, js jetstream.JetStream) *registry.Registry {
+	t.Helper()
 	ctx := testContext(t)
 	require.NoError(t, stream.EnsureStreams(ctx, js, engine.StreamConfigs(streams.Options{Storage: jetstream.MemoryStorage})))
 	reg, err := registry.New(js, registry.Config{Logger: testLogger(t)})
 	require.NoError(t, err)
 	require.NoError(t, reg.Start(ctx))
 	t.Cleanup(func() { _ = reg.Stop(context.Background()) })
+	return reg
+}
+
+func serveWith(t *testing.T, reg *registry.Registry, eng api.Engine) *httptest.Server {
+	t.Helper()
 	h, err := api.New(api.Config{Registry: reg, Engine: eng, Logger: testLogger(t), MaxBodyBytes: 64 << 10})
 	require.NoError(t, err)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return srv, reg
+	return srv
 }
 
 // response is a decoded answer.
@@ -251,12 +262,4 @@ func TestReadyzFailsWhenTheRegistryStopped(t *testing.T) {
 func TestNewRequiresARegistry(t *testing.T) {
 	_, err := api.New(api.Config{})
 	assert.Error(t, err)
-}
-
-// compact re-encodes JSON without spaces, for comparisons.
-func compact(t *testing.T, s string) string {
-	t.Helper()
-	var b bytes.Buffer
-	require.NoError(t, json.Compact(&b, []byte(s)))
-	return b.String()
 }
