@@ -154,7 +154,7 @@ func TestDefinitionEndpoints(t *testing.T) {
 		{name: "same definition again is a no-op", method: "PUT", path: "/v1/workflows/blob_summary", body: wf,
 			status: 200, want: map[string]any{"id": "blob_summary", "revision": 1.0, "changed": false}},
 		{name: "a changed definition is revision 2", method: "PUT", path: "/v1/workflows/blob_summary",
-			body: strings.Replace(wf, "name: Blob Summary", "name: Blob Summary 2", 1),
+			body:   strings.Replace(wf, "name: Blob Summary", "name: Blob Summary 2", 1),
 			status: 200, want: map[string]any{"id": "blob_summary", "revision": 2.0, "changed": true, "kind": "workflow"}},
 		{name: "current revision", method: "GET", path: "/v1/workflows/blob_summary",
 			status: 200, want: map[string]any{"revision": 2.0, "active": true}},
