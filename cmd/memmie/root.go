@@ -27,6 +27,9 @@ e.g. --nats-url reads MEMMIE_NATS_URL.`,
 		},
 	}
 	root.AddCommand(newValidateCmd())
+	root.AddCommand(newApplyCmd())
+	root.AddCommand(newRunCmd())
+	root.AddCommand(newExecutionsCmd())
 	annotateEnv(root)
 	return root
 }

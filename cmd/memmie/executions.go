@@ -1,0 +1,117 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+
+	"github.com/spf13/cobra"
+)
+
+func newExecutionsCmd() *cobra.Command {
+	var apiURL string
+	cmd := &cobra.Command{
+		Use:   "executions",
+		Short: "Inspect and act on executions",
+		Long: `Inspects and acts on the executions of a running memmie, through its HTTP API:
+
+  show ID      prints the execution's state as JSON
+  history ID   prints its events from the stream, one CloudEvents JSON per line
+  cancel ID    asks to cancel it: what succeeded is compensated, then it ends cancelled
+  retry ID     asks to re-run a failed execution from its failed step
+
+cancel and retry return once the request is queued; follow the execution with show.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	addAPIURLFlag(cmd.PersistentFlags(), &apiURL)
+	client := func() (*apiClient, error) { return newAPIClient(apiURL) }
+
+	show := &cobra.Command{
+		Use:   "show ID",
+		Short: "Print an execution's state as JSON",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			var state json.RawMessage
+			if err := c.do(cmd.Context(), http.MethodGet, executionPath(args[0], ""), nil, &state); err != nil {
+				return err
+			}
+			return printJSON(cmd.OutOrStdout(), state)
+		},
+	}
+
+	history := &cobra.Command{
+		Use:   "history ID",
+		Short: "Print an execution's events, one JSON per line",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			var list struct {
+				Events []json.RawMessage `json:"events"`
+			}
+			if err := c.do(cmd.Context(), http.MethodGet, executionPath(args[0], "/events"), nil, &list); err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			for _, ev := range list.Events {
+				if _, err := fmt.Fprintf(out, "%s\n", ev); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+
+	var reason string
+	cancel := &cobra.Command{
+		Use:   "cancel ID",
+		Short: "Cancel an execution, compensating what succeeded",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			body, err := json.Marshal(map[string]string{"reason": reason})
+			if err != nil {
+				return err
+			}
+			if err := c.do(cmd.Context(), http.MethodPost, executionPath(args[0], "/cancel"), body, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "cancel of %s requested\n", args[0])
+			return nil
+		},
+	}
+	cancel.Flags().StringVar(&reason, "reason", "", "why, recorded in the execution")
+
+	retry := &cobra.Command{
+		Use:   "retry ID",
+		Short: "Retry a failed execution from its failed step",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			if err := c.do(cmd.Context(), http.MethodPost, executionPath(args[0], "/retry"), nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "retry of %s requested\n", args[0])
+			return nil
+		},
+	}
+
+	cmd.AddCommand(show, history, cancel, retry)
+	return cmd
+}
+
+func executionPath(id, tail string) string { return "/v1/executions/" + url.PathEscape(id) + tail }
