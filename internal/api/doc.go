@@ -10,7 +10,7 @@
 //	PUT    /v1/{schemas|workflows|providers}/{id}  register (YAML or JSON body) -> 200 {"kind","id","revision","changed","active"}
 //	DELETE /v1/{schemas|workflows|providers}/{id}  deactivate -> 200 {"kind","id","revision","changed","active":false}
 //	GET    /v1/{schemas|workflows|providers}/{id}  current revision (?revision=N an older one), deactivated ones too
-//	GET    /v1/{schemas|workflows|providers}       {"items": [current revision of each]}
+//	GET    /v1/{schemas|workflows|providers}       {"items": [current revision of each, deactivated ones too]}
 //	POST   /v1/executions                          {"workflow_id","input","priority","idempotency_key","max_retries"} -> 202 {"execution_id","created"}
 //	GET    /v1/executions/{id}                     the execution's state
 //	GET    /v1/executions/{id}/events              {"events": [CloudEvents envelopes]}

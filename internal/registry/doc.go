@@ -8,7 +8,7 @@
 //	defer reg.Stop(ctx)
 //
 //	set, err := definitions.Load("definitions")
-//	results, err := reg.Register(ctx, set.Definitions()...) // err is definitions.Problems when invalid
+//	results, err := reg.RegisterSet(ctx, set) // or reg.Register(ctx, defs...); definitions.Problems when invalid
 //
 //	rev, ok := reg.Current(definitions.KindWorkflow, "blob_summary")
 //	// rev.Revision, rev.Def.(*definitions.Workflow), rev.Canonical, rev.Active
@@ -28,6 +28,10 @@
 // registered again after a deactivation, becomes revision N+1. The set is validated as a
 // whole, but published definition by definition: a crash half-way leaves a prefix registered,
 // which is consistent because of the order, and registering the set again completes it.
+//
+// Validation reads this process's view, caught up with the stream when Register starts; a
+// definition another process deactivates in the moment between validation and publication is
+// not seen. The engine checks again, at each start, that a workflow and its schemas are active.
 //
 // Deactivate appends memmie.definition.deactivated: the definition keeps its revisions (Get
 // still serves them) but Current reports Active false. Executions already running go on: they

@@ -144,7 +144,9 @@ func (r *Registry) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("registry: follow %s: %w", r.cfg.Stream, err)
 	}
-	cc, err := cons.Consume(r.apply)
+	cc, err := cons.Consume(r.apply, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		r.log.Warn("following the definitions stream", "err", err)
+	}))
 	if err != nil {
 		return fmt.Errorf("registry: follow %s: %w", r.cfg.Stream, err)
 	}
@@ -318,7 +320,7 @@ func (r *Registry) apply(msg jetstream.Msg) {
 		r.log.Error("definition message without metadata", "subject", msg.Subject(), "err", err)
 		return
 	}
-	if err := r.applyEvent(msg.Subject(), md.Sequence.Stream, md.Timestamp, msg.Data()); err != nil {
+	if err := r.applyEvent(msg.Subject(), md.Sequence.Stream, md.Timestamp.UTC(), msg.Data()); err != nil {
 		r.log.Error("skip definition event", "subject", msg.Subject(), "seq", md.Sequence.Stream, "err", err)
 	}
 	r.mu.Lock()

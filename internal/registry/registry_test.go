@@ -402,3 +402,32 @@ func TestStartFailsWithoutStream(t *testing.T) {
 	require.NoError(t, err)
 	assert.Error(t, reg.Start(testContext(t)))
 }
+
+// The view survives a restart of the server: it replays the file store, and it follows
+// registrations made after the restart.
+func TestViewFollowsAcrossServerRestart(t *testing.T) {
+	srv, _, js := natstest.Run(t)
+	ctx := testContext(t)
+	require.NoError(t, stream.EnsureStreams(ctx, js, []jetstream.StreamConfig{mustConfig(t)}))
+	reg := start(t, js)
+	_, err := reg.Register(ctx, &definitions.Schema{ID: "before", Definition: map[string]any{}})
+	require.NoError(t, err)
+
+	srv = natstest.Restart(t, srv)
+	other := start(t, connect(t, srv.ClientURL()))
+	_, ok := other.Current(definitions.KindSchema, "before")
+	require.True(t, ok, "replayed from the file store")
+	_, err = other.Register(ctx, &definitions.Schema{ID: "after", Definition: map[string]any{}})
+	require.NoError(t, err)
+
+	require.NoError(t, reg.WaitFor(ctx, other.Seq()), "the first view follows the stream again")
+	_, ok = reg.Current(definitions.KindSchema, "after")
+	assert.True(t, ok)
+	require.NoError(t, reg.Ready(ctx))
+}
+
+func mustConfig(t *testing.T) jetstream.StreamConfig {
+	cfg, err := streams.Config(streams.Definitions, streams.Options{})
+	require.NoError(t, err)
+	return cfg
+}
