@@ -409,8 +409,10 @@ func (l *Loop) process(msg jetstream.Msg) {
 	}
 	log := l.log.With("subject", msg.Subject(), "seq", md.Sequence.Stream, "delivery", md.NumDelivered)
 	if l.stopping.Load() {
-		// Stopping: hand the message back at once rather than start new work.
-		if err := msg.Nak(); err != nil {
+		// Stopping: hand the message back rather than start new work. A nak with a delay,
+		// unlike a plain one, is stored with the consumer: the message comes back at once
+		// even when the server restarts meanwhile (a plain nak would wait for AckWait).
+		if err := msg.NakWithDelay(time.Millisecond); err != nil {
 			log.Debug("hand back", "err", err)
 		}
 		return

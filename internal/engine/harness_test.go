@@ -117,12 +117,14 @@ func (h *harness) close() {
 }
 
 // restart stops the process and the server, starts the server again on the same store, and a
-// new process on it.
-func (h *harness) restart() {
+// new process on it. It returns when the process had stopped.
+func (h *harness) restart() (stopped time.Time) {
 	h.t.Helper()
 	h.close()
+	stopped = time.Now()
 	h.srv = natstest.Restart(h.t, h.srv)
 	h.open()
+	return stopped
 }
 
 func (h *harness) register(src ...string) {
@@ -208,6 +210,7 @@ type service struct {
 	*httptest.Server
 	mu     sync.Mutex
 	calls  []call
+	times  []time.Time
 	handle func(c call, n int) (status int, body any)
 }
 
@@ -239,6 +242,7 @@ func (s *service) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.calls = append(s.calls, c)
+	s.times = append(s.times, time.Now())
 	s.mu.Unlock()
 	status, body := s.handle(c, n)
 	if status == 0 {
@@ -257,6 +261,13 @@ func (s *service) Calls() []call {
 		out[i].ctx = nil
 	}
 	return out
+}
+
+// callTimes returns when each call arrived.
+func (s *service) callTimes() []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]time.Time(nil), s.times...)
 }
 
 // routes answers each path with its own function, given how many calls of the path came
