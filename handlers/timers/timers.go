@@ -215,10 +215,10 @@ func (t *Timers) handle(ctx context.Context, d consume.Delivery) consume.Outcome
 		return consume.DeadLetter(fmt.Sprintf("event of execution %q on subject %s", id, d.Msg.Subject()))
 	}
 	log := t.log.With("execution_id", id, "event", ev.Type)
-	switch ev.Type {
-	case events.TypeExecutionCompleted, events.TypeExecutionFailed, events.TypeExecutionCancelled:
-		// The execution's timers are moot: drop its schedules rather than let them fire.
-		if err := t.purge(ctx, id); err != nil {
+	if end, ok := runEnd(ev); ok {
+		// The run's deadline is moot: drop its schedule rather than let it fire. (Attempt
+		// timeouts still fire, into a state that ignores them; they are short.)
+		if err := t.purge(ctx, id, end); err != nil {
 			return consume.Retry(err, 0)
 		}
 		return consume.Ack()
@@ -282,8 +282,28 @@ func (t *Timers) schedule(ctx context.Context, fire events.Event, at time.Time) 
 	return nil
 }
 
-// purge deletes the schedules of an execution that has ended.
-func (t *Timers) purge(ctx context.Context, id string) error {
+// runEnd returns the run that an event ends, if it ends one for good.
+func runEnd(ev events.Event) (run int, ok bool) {
+	switch d := ev.Data.(type) {
+	case *events.ExecutionCompleted:
+		return d.Run, true
+	case *events.ExecutionFailed:
+		return d.Run, true
+	case *events.ExecutionCancelled:
+		return d.Run, true
+	}
+	return 0, false
+}
+
+// purge deletes the deadline schedule of a run that has ended. The subject is literal: a
+// purge by wildcard makes the server scan the stream's subjects, which costs more than letting
+// the schedule fire.
+func (t *Timers) purge(ctx context.Context, id string, run int) error {
+	fire := execution.Fire(id, events.TimerExecutionDeadline, events.AttemptRef{Run: run}, time.Time{})
+	subject, err := streams.TimerScheduleSubject(id, fire.ID)
+	if err != nil {
+		return err
+	}
 	t.mu.Lock()
 	s := t.inbox
 	t.mu.Unlock()
@@ -296,7 +316,7 @@ func (t *Timers) purge(ctx context.Context, id string) error {
 		t.inbox = s
 		t.mu.Unlock()
 	}
-	if err := s.Purge(ctx, jetstream.WithPurgeSubject(streams.TimersFilter(id))); err != nil {
+	if err := s.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
 		return fmt.Errorf("purge timers of %s: %w", id, err)
 	}
 	return nil
