@@ -30,6 +30,8 @@ e.g. --nats-url reads MEMMIE_NATS_URL.`,
 	root.AddCommand(newApplyCmd())
 	root.AddCommand(newRunCmd())
 	root.AddCommand(newExecutionsCmd())
+	root.AddCommand(newDevCmd())
+	root.AddCommand(newServeCmd())
 	annotateEnv(root)
 	return root
 }

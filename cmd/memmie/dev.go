@@ -1,0 +1,109 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+
+	"github.com/memmie/memmie/internal/natsserver"
+)
+
+// Defaults of dev.
+const (
+	defaultDataDir    = "./.memmie"
+	defaultNATSListen = "127.0.0.1:4222"
+)
+
+func newDevCmd() *cobra.Command {
+	var (
+		o          runtimeOptions
+		dataDir    string
+		natsListen string
+		natsConfig string
+	)
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run everything in one process, for a laptop",
+		Long: `Runs an embedded NATS server with JetStream (its file store under --data-dir/nats),
+registers the definitions in --definitions, and runs every handler and the HTTP API on
+--http-addr. NATS clients connect on --nats-listen; --nats-config loads a nats-server
+configuration file (such as the repository's nats.conf), whose settings the flags given
+explicitly override. It prints the NATS URL, the HTTP URL and what it registered.
+
+An invalid definitions set stops the start, with every problem printed. Ctrl-C stops it
+cleanly, and a restart on the same --data-dir resumes where it stopped: the streams are the
+state, and executions, queued runs and pending timers carry on.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(cmd.ErrOrStderr(), o.logLevel)
+			if err != nil {
+				return err
+			}
+			set, err := loadDefinitions(cmd.OutOrStdout(), o.definitions, cmd.Flags().Changed("definitions"))
+			if err != nil {
+				return err
+			}
+			svcs, err := loadServices(o.services)
+			if err != nil {
+				return err
+			}
+
+			cfg := natsserver.Config{ConfigFile: natsConfig, Logger: log.With("component", "nats-server")}
+			if dataDir != "" {
+				cfg.StoreDir = filepath.Join(dataDir, "nats")
+			}
+			if natsConfig == "" || cmd.Flags().Changed("nats-listen") {
+				host, port, err := splitHostPort(natsListen)
+				if err != nil {
+					return fmt.Errorf("--nats-listen: %w", err)
+				}
+				cfg.Host, cfg.Port = host, port
+			}
+			srv, err := natsserver.Start(cfg)
+			if err != nil {
+				return err
+			}
+			defer srv.Shutdown()
+
+			// An in-process connection: no socket, but the configuration's users apply (give
+			// the engine user of nats.conf with --nats-user and --nats-password).
+			opts := append([]nats.Option{nats.InProcessServer(srv.NATS()), nats.Name("memmie dev")}, o.natsAuth()...)
+			nc, err := nats.Connect("", opts...)
+			if err != nil {
+				if errors.Is(err, nats.ErrAuthorization) {
+					err = fmt.Errorf("%w (with --nats-config, give the engine user with --nats-user and --nats-password)", err)
+				}
+				return fmt.Errorf("connect to the embedded server: %w", err)
+			}
+			defer nc.Close()
+			return runRuntime(cmd.Context(), cmd.OutOrStdout(), log, nc, set, svcs, o, srv.ClientURL())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dataDir, "data-dir", defaultDataDir, "directory of the embedded server's store")
+	f.StringVar(&natsListen, "nats-listen", defaultNATSListen, "address NATS clients connect to")
+	f.StringVar(&natsConfig, "nats-config", "", "nats-server configuration file")
+	// Warnings only: dev prints what it started, and a laptop's terminal is for the user.
+	o.addFlags(f, defaultDefinitions, "warn")
+	return cmd
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < -1 || port > 65535 {
+		return "", 0, fmt.Errorf("port %q: want a number from 0 to 65535", p)
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	return host, port, nil
+}

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/memmie/memmie/internal/natsserver/natstest"
+)
+
+// syncBuffer is a bytes.Buffer that a running command writes while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// background runs a long-running command (dev, serve) until the test stops it.
+type background struct {
+	out    *syncBuffer
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startBackground(t *testing.T, args ...string) *background {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	bg := &background{out: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	root := newRootCmd()
+	root.SetOut(bg.out)
+	root.SetErr(bg.out)
+	root.SetArgs(args)
+	go func() { bg.done <- root.ExecuteContext(ctx) }()
+	t.Cleanup(func() { _ = bg.stop(t) })
+	return bg
+}
+
+var httpURLLine = regexp.MustCompile(`(?m)^HTTP: (\S+)$`)
+
+// ready waits for the "ready" line and returns the HTTP URL printed before it.
+func (bg *background) ready(t *testing.T) string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		out := bg.out.String()
+		if strings.Contains(out, "ready; Ctrl-C stops") {
+			m := httpURLLine.FindStringSubmatch(out)
+			require.NotNil(t, m, out)
+			return m[1]
+		}
+		select {
+		case err := <-bg.done:
+			bg.done <- err
+			t.Fatalf("exited before it was ready: %v\n%s", err, out)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatalf("not ready within 30s:\n%s", bg.out.String())
+	return ""
+}
+
+// stop cancels the command's context, as Ctrl-C does, and returns its error.
+func (bg *background) stop(t *testing.T) error {
+	bg.cancel()
+	select {
+	case err := <-bg.done:
+		bg.done <- err
+		return err
+	case <-time.After(time.Minute):
+		t.Fatal("did not stop within a minute")
+		return errors.New("timeout")
+	}
+}
+
+// TestDevRunsTheTransformExample is the fresh-clone path: memmie dev with the example
+// definitions, then memmie run of the transform-only example with --wait; then a restart on
+// the same data directory finds everything where it was.
+func TestDevRunsTheTransformExample(t *testing.T) {
+	dataDir := t.TempDir()
+	args := []string{"dev", "--data-dir", dataDir, "--definitions", "../../definitions",
+		"--http-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:-1"}
+	dev := startBackground(t, args...)
+	apiURL := dev.ready(t)
+	out := dev.out.String()
+	assert.Regexp(t, `(?m)^NATS: nats://127\.0\.0\.1:\d+$`, out)
+	assert.Contains(t, out, "workflow blob_summary revision 1 (new revision)")
+	assert.Contains(t, out, "provider book-writer revision 1 (new revision)")
+
+	code, stdout, stderr := executeSplit(t, "run", "blob_summary", "--api-url", apiURL, "--input", blobInput, "--wait")
+	require.Equal(t, 0, code, stderr)
+	state := decodeState(t, stdout)
+	assert.Equal(t, "completed", state["status"])
+	id := state["execution_id"].(string)
+	ops := state["output"].(map[string]any)["delta_operations"].([]any)
+	require.Len(t, ops, 2)
+	assert.Equal(t, "chapter blob 0b7f3c1e-8d2a-4f6b-9c3d-2e1f0a9b8c7d of user 5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d",
+		ops[0].(map[string]any)["value"])
+
+	require.NoError(t, dev.stop(t))
+	assert.Contains(t, dev.out.String(), "stopping")
+
+	again := startBackground(t, args...)
+	apiURL = again.ready(t)
+	assert.Contains(t, again.out.String(), "workflow blob_summary revision 1 (unchanged)")
+	code, stdout, stderr = executeSplit(t, "executions", "show", id, "--api-url", apiURL)
+	require.Equal(t, 0, code, stderr)
+	assert.Equal(t, "completed", decodeState(t, stdout)["status"])
+}
+
+func TestDevStopsOnInvalidDefinitions(t *testing.T) {
+	code, out := execute(t, "dev", "--data-dir", t.TempDir(), "--definitions", "../../definitions/testdata/invalid/set",
+		"--http-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:-1")
+	assert.Equal(t, 1, code)
+	lines := regexp.MustCompile(`(?m)^\S+\.yaml:\d+: .+$`).FindAllString(out, -1)
+	assert.GreaterOrEqual(t, len(lines), 2, "every problem is printed:\n%s", out)
+	assert.NotContains(t, out, "HTTP:", "nothing started")
+}
+
+func TestServeAgainstANATSServer(t *testing.T) {
+	srv, _, _ := natstest.Run(t)
+	serve := startBackground(t, "serve", "--nats-url", srv.ClientURL(), "--definitions", "../../definitions",
+		"--http-addr", "127.0.0.1:0", "--log-level", "warn")
+	apiURL := serve.ready(t)
+	assert.NotContains(t, serve.out.String(), "NATS:", "serve starts no server of its own")
+
+	code, stdout, stderr := executeSplit(t, "run", "blob_summary", "--api-url", apiURL, "--input", blobInput, "--wait")
+	require.Equal(t, 0, code, stderr)
+	assert.Equal(t, "completed", decodeState(t, stdout)["status"])
+	require.NoError(t, serve.stop(t))
+}

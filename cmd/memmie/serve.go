@@ -1,0 +1,285 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/memmie/memmie/definitions"
+	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/handlers/dispatcher"
+	"github.com/memmie/memmie/internal/api"
+	"github.com/memmie/memmie/internal/engine"
+	"github.com/memmie/memmie/internal/registry"
+	"github.com/memmie/memmie/internal/services"
+	"github.com/memmie/memmie/internal/stream"
+)
+
+// Defaults of dev and serve.
+const (
+	defaultHTTPAddr    = "127.0.0.1:8080"
+	defaultNATSURL     = "nats://127.0.0.1:4222"
+	defaultDefinitions = "./definitions"
+	// shutdownTimeout bounds a clean stop: work in progress finishes or is handed back.
+	shutdownTimeout = 30 * time.Second
+)
+
+// runtimeOptions are the flags dev and serve share.
+type runtimeOptions struct {
+	httpAddr    string
+	definitions string
+	services    string
+	maxRunning  int
+	replicas    int
+	logLevel    string
+	// natsUser and natsPassword authenticate the connection (the engine user of nats.conf).
+	natsUser     string
+	natsPassword string
+}
+
+// natsAuth returns the connection option of --nats-user and --nats-password, or nil.
+func (o *runtimeOptions) natsAuth() []nats.Option {
+	if o.natsUser == "" && o.natsPassword == "" {
+		return nil
+	}
+	return []nats.Option{nats.UserInfo(o.natsUser, o.natsPassword)}
+}
+
+func (o *runtimeOptions) addFlags(f *pflag.FlagSet, definitionsDefault, logLevelDefault string) {
+	f.StringVar(&o.httpAddr, "http-addr", defaultHTTPAddr, "address of the HTTP API")
+	f.StringVar(&o.definitions, "definitions", definitionsDefault, "directory of definitions to register at start-up")
+	f.StringVar(&o.services, "services", "", "YAML file of the services workflows call (MEMMIE_SERVICE_<NAME>_URL adds to it)")
+	f.IntVar(&o.maxRunning, "max-running", dispatcher.DefaultMaxRunning, "maximum number of executions running at once")
+	f.IntVar(&o.replicas, "replicas", 1, "replicas of every stream (3 on a cluster)")
+	f.StringVar(&o.logLevel, "log-level", logLevelDefault, "debug, info, warn or error")
+	f.StringVar(&o.natsUser, "nats-user", "", "NATS user (e.g. the engine user of nats.conf)")
+	f.StringVar(&o.natsPassword, "nats-password", "", "password of --nats-user")
+}
+
+func newServeCmd() *cobra.Command {
+	var (
+		o         runtimeOptions
+		natsURL   string
+		natsCreds string
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the handlers and the API against a NATS server",
+		Long: `Runs memmie's handlers (orchestrator, step runner, timers, dispatcher) and the HTTP
+API against the NATS server or cluster at --nats-url. It starts no embedded server. It
+creates or updates the streams, and registers definitions only when --definitions is given.
+Ctrl-C stops it cleanly: work in progress finishes or is handed back to the server.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(cmd.ErrOrStderr(), o.logLevel)
+			if err != nil {
+				return err
+			}
+			set, err := loadDefinitions(cmd.OutOrStdout(), o.definitions, o.definitions != "")
+			if err != nil {
+				return err
+			}
+			svcs, err := loadServices(o.services)
+			if err != nil {
+				return err
+			}
+			opts := append([]nats.Option{nats.Name("memmie serve"), nats.MaxReconnects(-1)}, o.natsAuth()...)
+			if natsCreds != "" {
+				opts = append(opts, nats.UserCredentials(natsCreds))
+			}
+			nc, err := nats.Connect(natsURL, opts...)
+			if err != nil {
+				return fmt.Errorf("connect to %s: %w", natsURL, err)
+			}
+			defer nc.Close()
+			return runRuntime(cmd.Context(), cmd.OutOrStdout(), log, nc, set, svcs, o, "")
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&natsURL, "nats-url", defaultNATSURL, "NATS server or cluster to connect to")
+	f.StringVar(&natsCreds, "nats-creds", "", "NATS credentials file")
+	o.addFlags(f, "", "info")
+	return cmd
+}
+
+// runRuntime registers the definitions, runs the engine and the API until ctx ends, then
+// stops them. natsURL, when set, is printed as where NATS clients connect.
+func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.Conn, set *definitions.Set,
+	svcs *services.Registry, o runtimeOptions, natsURL string) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	startCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	streamOpts := streams.Options{Replicas: o.replicas}
+	if err := stream.EnsureStreams(startCtx, js, engine.StreamConfigs(streamOpts)); err != nil {
+		return err
+	}
+
+	reg, err := registry.New(js, registry.Config{Logger: log})
+	if err != nil {
+		return err
+	}
+	if err := reg.Start(startCtx); err != nil {
+		return err
+	}
+	defer func() { _ = reg.Stop(context.Background()) }()
+	var results []registry.Result
+	if set != nil {
+		if results, err = reg.RegisterSet(startCtx, set); err != nil {
+			var probs definitions.Problems
+			if errors.As(err, &probs) {
+				for _, p := range probs {
+					fmt.Fprintln(out, p.String())
+				}
+				return &exitError{code: 1, msg: fmt.Sprintf("memmie: %d problems in the definitions; nothing started", len(probs))}
+			}
+			return fmt.Errorf("register definitions: %w", err)
+		}
+	}
+
+	eng, err := engine.New(js, engine.Config{
+		Definitions: reg,
+		Services:    svcs,
+		Streams:     streamOpts,
+		Dispatcher:  dispatcher.Config{MaxRunning: o.maxRunning},
+		Logger:      log,
+	})
+	if err != nil {
+		return err
+	}
+	if err := eng.Open(startCtx); err != nil {
+		return err
+	}
+	defer func() {
+		stopCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		if err := eng.Close(stopCtx); err != nil {
+			log.Error("stop engine", "err", err)
+		}
+	}()
+
+	handler, err := api.New(api.Config{Registry: reg, Engine: eng, Logger: log})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", o.httpAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", o.httpAddr, err)
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	if natsURL != "" {
+		fmt.Fprintf(out, "NATS: %s\n", natsURL)
+	}
+	fmt.Fprintf(out, "HTTP: http://%s\n", ln.Addr())
+	printRegistered(out, results)
+	fmt.Fprintf(out, "services: %s\n", describeServices(svcs))
+	fmt.Fprintln(out, "ready; Ctrl-C stops")
+
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		return fmt.Errorf("http server: %w", err)
+	}
+	fmt.Fprintln(out, "stopping")
+	stopCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(stopCtx); err != nil {
+		log.Warn("stop http server", "err", err)
+	}
+	return nil
+}
+
+func printRegistered(out io.Writer, results []registry.Result) {
+	if len(results) == 0 {
+		fmt.Fprintln(out, "registered: nothing")
+		return
+	}
+	fmt.Fprintln(out, "registered:")
+	for _, r := range results {
+		state := "unchanged"
+		if r.Changed {
+			state = "new revision"
+		}
+		fmt.Fprintf(out, "  %s %s revision %d (%s)\n", r.Kind, r.ID, r.Revision, state)
+	}
+}
+
+func describeServices(reg *services.Registry) string {
+	names := reg.Names()
+	if len(names) == 0 {
+		return "none (api_call steps fail with unknown_service)"
+	}
+	var parts []string
+	for _, n := range names {
+		s, _ := reg.Lookup(n)
+		parts = append(parts, n+"="+s.BaseURL.Redacted())
+	}
+	return strings.Join(parts, ", ")
+}
+
+// loadDefinitions reads the definitions directory. When dir is empty, nothing is registered.
+// A directory that does not exist is an error only when required; an invalid set prints every
+// problem and stops the start.
+func loadDefinitions(out io.Writer, dir string, required bool) (*definitions.Set, error) {
+	if dir == "" {
+		return nil, nil
+	}
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) && !required {
+		fmt.Fprintf(out, "no definitions directory %s; registering nothing\n", dir)
+		return nil, nil
+	}
+	set, err := definitions.Load(dir)
+	var probs definitions.Problems
+	switch {
+	case errors.As(err, &probs):
+		for _, p := range probs {
+			fmt.Fprintln(out, p.String())
+		}
+		return nil, &exitError{code: 1, msg: fmt.Sprintf("memmie: %d problems in %s; nothing started", len(probs), dir)}
+	case err != nil:
+		return nil, fmt.Errorf("load definitions: %w", err)
+	}
+	return set, nil
+}
+
+// loadServices reads --services and lays MEMMIE_SERVICE_<NAME>_URL over it.
+func loadServices(file string) (*services.Registry, error) {
+	var fromFile *services.Registry
+	if file != "" {
+		var err error
+		if fromFile, err = services.LoadFile(file); err != nil {
+			return nil, err
+		}
+	}
+	fromEnv, err := services.FromEnv(os.Environ())
+	if err != nil {
+		return nil, err
+	}
+	return services.Merge(fromFile, fromEnv), nil
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
