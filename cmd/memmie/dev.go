@@ -37,7 +37,10 @@ explicitly override. It prints the NATS URL, the HTTP URL and what it registered
 
 An invalid definitions set stops the start, with every problem printed. Ctrl-C stops it
 cleanly, and a restart on the same --data-dir resumes where it stopped: the streams are the
-state, and executions, queued runs and pending timers carry on.`,
+state, and executions, queued runs and pending timers carry on.
+
+Workflows call the services of --services, and those named by environment variables
+MEMMIE_SERVICE_<NAME>_URL (which override the file's base_url of the same name).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(cmd.ErrOrStderr(), o.logLevel)

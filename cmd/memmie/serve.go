@@ -61,7 +61,7 @@ func (o *runtimeOptions) natsAuth() []nats.Option {
 func (o *runtimeOptions) addFlags(f *pflag.FlagSet, definitionsDefault, logLevelDefault string) {
 	f.StringVar(&o.httpAddr, "http-addr", defaultHTTPAddr, "address of the HTTP API")
 	f.StringVar(&o.definitions, "definitions", definitionsDefault, "directory of definitions to register at start-up")
-	f.StringVar(&o.services, "services", "", "YAML file of the services workflows call (MEMMIE_SERVICE_<NAME>_URL adds to it)")
+	f.StringVar(&o.services, "services", "", "YAML file of the services workflows call (base_url, headers, timeout_seconds)")
 	f.IntVar(&o.maxRunning, "max-running", dispatcher.DefaultMaxRunning, "maximum number of executions running at once")
 	f.IntVar(&o.replicas, "replicas", 1, "replicas of every stream (3 on a cluster)")
 	f.StringVar(&o.logLevel, "log-level", logLevelDefault, "debug, info, warn or error")
@@ -81,7 +81,10 @@ func newServeCmd() *cobra.Command {
 		Long: `Runs memmie's handlers (orchestrator, step runner, timers, dispatcher) and the HTTP
 API against the NATS server or cluster at --nats-url. It starts no embedded server. It
 creates or updates the streams, and registers definitions only when --definitions is given.
-Ctrl-C stops it cleanly: work in progress finishes or is handed back to the server.`,
+Ctrl-C stops it cleanly: work in progress finishes or is handed back to the server.
+
+Workflows call the services of --services, and those named by environment variables
+MEMMIE_SERVICE_<NAME>_URL (which override the file's base_url of the same name).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(cmd.ErrOrStderr(), o.logLevel)

@@ -191,3 +191,39 @@ steps:
 		events.TypeStepReported, events.TypeStepSucceeded, events.TypeStepSucceeded, events.TypeExecutionCompleted,
 	}, h.types(id), "the report is recorded once, its decisions after it")
 }
+
+// TestLastDeliveryOfAnAttemptFailsIt hands an attempt back twice (a runner stopped in the
+// middle of its call), so that its last delivery is reached: the attempt is dead-lettered and
+// reported as timed out, and the execution does not wait for it.
+func TestLastDeliveryOfAnAttemptFailsIt(t *testing.T) {
+	svc := newService(t, func(c call, _ int) (int, any) {
+		<-c.ctx.Done() // never answers: only a stop ends the call
+		return 0, nil
+	})
+	h := newHarness(t, map[string]string{"svc": svc.URL}, func(c *engine.Config) { c.Runner.MaxDeliver = 2 })
+	h.stopTimeout = 200 * time.Millisecond
+	h.register(`
+id: stuck
+steps:
+  - id: call
+    type: api_call
+    service: svc
+    endpoint: /call
+`)
+	id := h.start("stuck", nil)
+	svc.waitCalls(t, 1)
+	h.close() // the call is cancelled and handed back: delivery 1 of 2
+	h.open()  // delivery 2 is the last: not called, given up
+
+	s := h.waitEnd(id)
+	require.Equal(t, execution.StatusFailed, s.Status)
+	require.NotNil(t, s.Steps[0].Error)
+	assert.Equal(t, events.ErrorTimeout, s.Steps[0].Error.Kind)
+	assert.Contains(t, s.Steps[0].Error.Message, "the runner gave up on the attempt")
+	assert.Len(t, svc.Calls(), 1, "the last delivery makes no call")
+	dls := h.deadLetters(1)
+	require.Len(t, dls, 1)
+	assert.Equal(t, "runner", dls[0].Source)
+	assert.Equal(t, "memmie.executions."+id+".step.scheduled", dls[0].Subject)
+	assert.Contains(t, dls[0].Reason, "no report after 2 deliveries")
+}
