@@ -34,9 +34,6 @@ func TimerScheduleSubject(executionID, timerID string) (string, error) {
 	return "memmie.timers." + executionID + "." + timerID, nil
 }
 
-// TimersFilter returns memmie.timers.<execution_id>.>: every schedule of one execution.
-func TimersFilter(executionID string) string { return "memmie.timers." + executionID + ".>" }
-
 // InboxConfig returns the configuration of the inbox stream.
 //
 // Choices, and why:

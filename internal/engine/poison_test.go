@@ -227,3 +227,50 @@ steps:
 	assert.Equal(t, "memmie.executions."+id+".step.scheduled", dls[0].Subject)
 	assert.Contains(t, dls[0].Reason, "no report after 2 deliveries")
 }
+
+// TestConflictReloadsAndDecidesAgain appends to an execution behind the orchestrator's back,
+// as a second writer would: the orchestrator's next append conflicts, and it decides again on
+// the history as it is.
+func TestConflictReloadsAndDecidesAgain(t *testing.T) {
+	release := make(chan struct{})
+	svc := newService(t, routes(map[string]func(call, int) (int, any){
+		"/a": func(c call, _ int) (int, any) {
+			select {
+			case <-release:
+			case <-c.ctx.Done():
+				return 0, nil
+			}
+			return 200, map[string]any{}
+		},
+		"/b": reply(200, map[string]any{}),
+	}))
+	h := newHarness(t, map[string]string{"svc": svc.URL})
+	h.register(`
+id: two_calls
+steps:
+  - {id: a, type: api_call, service: svc, endpoint: /a}
+  - {id: b, type: api_call, service: svc, endpoint: /b}
+`)
+	id := h.start("two_calls", nil)
+	svc.waitCalls(t, 1) // the orchestrator's cache holds the execution at step.scheduled
+
+	ctx := testContext(t)
+	cancel := events.NewExecution(&events.CancelRequested{ExecutionID: id, Run: 1, Reason: "by another writer"}, events.SourceAPI, time.Now())
+	data, err := events.Marshal(cancel)
+	require.NoError(t, err)
+	last, err := stream.LastBySubject(ctx, h.js, streams.Executions, events.ExecutionFilter(id))
+	require.NoError(t, err)
+	_, err = stream.Append(ctx, h.js, streams.Executions, []stream.Msg{{Subject: cancel.Subject, Data: data, ID: cancel.ID}},
+		stream.Expect{FilterSubject: events.ExecutionFilter(id), LastSubjectSeq: last.Sequence})
+	require.NoError(t, err)
+	close(release)
+
+	s := h.waitEnd(id)
+	require.Equal(t, execution.StatusCancelled, s.Status)
+	assert.Equal(t, "by another writer", s.CancelReason)
+	assert.Equal(t, []string{"POST /a"}, svc.paths(), "b is never scheduled")
+	assert.Equal(t, []events.Type{
+		events.TypeExecutionQueued, events.TypeExecutionStarted, events.TypeStepScheduled, events.TypeCancelRequested,
+		events.TypeStepReported, events.TypeStepSucceeded, events.TypeExecutionCompensating, events.TypeExecutionCancelled,
+	}, h.types(id))
+}
