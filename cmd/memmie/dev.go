@@ -73,10 +73,10 @@ MEMMIE_SERVICE_<NAME>_URL (which override the file's base_url of the same name).
 			}
 			defer srv.Shutdown()
 
-			// An in-process connection: no socket, but the configuration's users apply (give
-			// the engine user of nats.conf with --nats-user and --nats-password).
-			opts := append([]nats.Option{nats.InProcessServer(srv.NATS()), nats.Name("memmie dev")}, o.natsAuth()...)
-			nc, err := nats.Connect("", opts...)
+			// Over loopback, as any client: the configuration's users apply (give the engine
+			// user of nats.conf with --nats-user and --nats-password).
+			opts := append([]nats.Option{nats.Name("memmie dev"), nats.MaxReconnects(-1)}, o.natsAuth()...)
+			nc, err := nats.Connect(srv.ClientURL(), opts...)
 			if err != nil {
 				if errors.Is(err, nats.ErrAuthorization) {
 					err = fmt.Errorf("%w (with --nats-config, give the engine user with --nats-user and --nats-password)", err)
