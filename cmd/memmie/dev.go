@@ -6,10 +6,13 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"strings"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
+	"github.com/memmie/memmie/internal/devlock"
 	"github.com/memmie/memmie/internal/natsserver"
 )
 
@@ -33,11 +36,19 @@ func newDevCmd() *cobra.Command {
 registers the definitions in --definitions, and runs every handler and the HTTP API on
 --http-addr. NATS clients connect on --nats-listen; --nats-config loads a nats-server
 configuration file (such as the repository's nats.conf), whose settings the flags given
-explicitly override. It prints the NATS URL, the HTTP URL and what it registered.
+explicitly override. With --nats-config and no --nats-user, dev connects as the file's user
+named "engine", when it has one. It prints the NATS URL, the HTTP URL and what it registered.
 
 An invalid definitions set stops the start, with every problem printed. Ctrl-C stops it
 cleanly, and a restart on the same --data-dir resumes where it stopped: the streams are the
 state, and executions, queued runs and pending timers carry on.
+
+It survives kill -9 as well. One dev at a time owns a --data-dir: it holds an flock on
+<data-dir>/memmie.lock, which holds its pid, and a second dev on the same directory fails at
+once, naming that pid. The kernel releases the lock of a killed process, so the next start
+takes it (and says that it recovers from an unclean stop); the server rebuilds its indexes
+from the message files, and work that was in flight is delivered again. NATS runs inside the
+dev process, so nothing it started outlives it; dev starts no child process.
 
 Workflows call the services of --services, and those named by environment variables
 MEMMIE_SERVICE_<NAME>_URL (which override the file's base_url of the same name).`,
@@ -56,10 +67,33 @@ MEMMIE_SERVICE_<NAME>_URL (which override the file's base_url of the same name).
 				return err
 			}
 
-			cfg := natsserver.Config{ConfigFile: natsConfig, Logger: log.With("component", "nats-server")}
-			if dataDir != "" {
-				cfg.StoreDir = filepath.Join(dataDir, "nats")
+			if dataDir == "" {
+				return errors.New("--data-dir is required: the store and the lock of dev live there")
 			}
+			lock, err := devlock.Acquire(dataDir)
+			var held *devlock.HeldError
+			switch {
+			case errors.As(err, &held):
+				by := "another process"
+				if held.PID != 0 {
+					by = fmt.Sprintf("another memmie dev (pid %d)", held.PID)
+				}
+				return fmt.Errorf("data dir %s is in use by %s: stop it, or give another --data-dir", dataDir, by)
+			case err != nil:
+				return err
+			}
+			defer func() { _ = lock.Release() }()
+			if lock.Previous != 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "data dir %s: recovering from an unclean stop (pid %d)\n", dataDir, lock.Previous)
+			}
+
+			if natsConfig != "" && o.natsUser == "" && o.natsPassword == "" {
+				if o.natsUser, o.natsPassword, err = configEngineUser(natsConfig); err != nil {
+					return err
+				}
+			}
+			cfg := natsserver.Config{ConfigFile: natsConfig, Logger: log.With("component", "nats-server"),
+				StoreDir: filepath.Join(dataDir, "nats")}
 			if natsConfig == "" || cmd.Flags().Changed("nats-listen") {
 				host, port, err := splitHostPort(natsListen)
 				if err != nil {
@@ -73,13 +107,13 @@ MEMMIE_SERVICE_<NAME>_URL (which override the file's base_url of the same name).
 			}
 			defer srv.Shutdown()
 
-			// Over loopback, as any client: the configuration's users apply (give the engine
-			// user of nats.conf with --nats-user and --nats-password).
+			// Over loopback, as any client: the configuration's users apply (--nats-user, or
+			// the file's engine user).
 			opts := append([]nats.Option{nats.Name("memmie dev"), nats.MaxReconnects(-1)}, o.natsAuth()...)
 			nc, err := nats.Connect(srv.ClientURL(), opts...)
 			if err != nil {
 				if errors.Is(err, nats.ErrAuthorization) {
-					err = fmt.Errorf("%w (with --nats-config, give the engine user with --nats-user and --nats-password)", err)
+					err = fmt.Errorf("%w (with --nats-config, give the engine user with --nats-user and --nats-password, or name it %q in the file)", err, engineUser)
 				}
 				return fmt.Errorf("connect to the embedded server: %w", err)
 			}
@@ -88,12 +122,30 @@ MEMMIE_SERVICE_<NAME>_URL (which override the file's base_url of the same name).
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&dataDir, "data-dir", defaultDataDir, "directory of the embedded server's store")
+	f.StringVar(&dataDir, "data-dir", defaultDataDir, "directory of the embedded server's store and of the lock file memmie.lock")
 	f.StringVar(&natsListen, "nats-listen", defaultNATSListen, "address NATS clients connect to")
 	f.StringVar(&natsConfig, "nats-config", "", "nats-server configuration file")
 	// Warnings only: dev prints what it started, and a laptop's terminal is for the user.
 	o.addFlags(f, defaultDefinitions, "warn")
 	return cmd
+}
+
+// engineUser is the user of a --nats-config file that dev connects as by default.
+const engineUser = "engine"
+
+// configEngineUser returns the user named engineUser in a nats-server configuration file,
+// and its password; nothing when the file has no such user, or only its bcrypt hash.
+func configEngineUser(file string) (user, password string, err error) {
+	opts, err := server.ProcessConfigFile(file)
+	if err != nil {
+		return "", "", fmt.Errorf("load nats config %s: %w", file, err)
+	}
+	for _, u := range opts.Users {
+		if u.Username == engineUser && !strings.HasPrefix(u.Password, "$2") {
+			return u.Username, u.Password, nil
+		}
+	}
+	return "", "", nil
 }
 
 func splitHostPort(addr string) (string, int, error) {
