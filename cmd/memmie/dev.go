@@ -91,6 +91,9 @@ MEMMIE_SERVICE_<NAME>_URL (which override the file's base_url of the same name).
 				if o.natsUser, o.natsPassword, err = configEngineUser(natsConfig); err != nil {
 					return err
 				}
+				if o.natsUser != "" {
+					fmt.Fprintf(cmd.OutOrStdout(), "NATS user: %s (from %s)\n", o.natsUser, natsConfig)
+				}
 			}
 			cfg := natsserver.Config{ConfigFile: natsConfig, Logger: log.With("component", "nats-server"),
 				StoreDir: filepath.Join(dataDir, "nats")}

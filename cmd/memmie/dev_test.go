@@ -147,3 +147,37 @@ func TestServeAgainstANATSServer(t *testing.T) {
 	assert.Equal(t, "completed", decodeState(t, stdout)["status"])
 	require.NoError(t, serve.stop(t))
 }
+
+// TestDevWithTheRepositoryNATSConf starts dev with the repository's nats.conf: it connects as
+// the file's engine user unless told otherwise, and runs the example.
+func TestDevWithTheRepositoryNATSConf(t *testing.T) {
+	tests := []struct {
+		name  string
+		flags []string
+		err   string // empty: it starts
+	}{
+		{name: "engine user by default"},
+		{name: "the flags win", flags: []string{"--nats-user", "engine", "--nats-password", "wrong"},
+			err: "Authorization Violation (with --nats-config, give the engine user with --nats-user and --nats-password"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"dev", "--nats-config", "../../nats.conf", "--data-dir", t.TempDir(),
+				"--definitions", "../../definitions", "--http-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:-1"}, tt.flags...)
+			if tt.err != "" {
+				code, out := execute(t, args...)
+				assert.Equal(t, 1, code)
+				assert.Contains(t, out, tt.err)
+				assert.NotContains(t, out, "HTTP:")
+				return
+			}
+			dev := startBackground(t, args...)
+			apiURL := dev.ready(t)
+			assert.Contains(t, dev.out.String(), "NATS user: engine (from ../../nats.conf)")
+			code, stdout, stderr := executeSplit(t, "run", "blob_summary", "--api-url", apiURL, "--input", blobInput, "--wait")
+			require.Equal(t, 0, code, stderr)
+			assert.Equal(t, "completed", decodeState(t, stdout)["status"])
+			require.NoError(t, dev.stop(t))
+		})
+	}
+}
