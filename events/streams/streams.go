@@ -37,6 +37,9 @@ type Options struct {
 	// Storage of every stream. Defaults to jetstream.FileStorage: the streams are the source
 	// of truth. Tests may use jetstream.MemoryStorage.
 	Storage jetstream.StorageType
+	// Partitions of the inbox (see InboxConfig). Every process must use the same number.
+	// Defaults to DefaultPartitions.
+	Partitions int
 }
 
 // Configs returns the configuration of every stream, in a fixed order: blobs, executions,
