@@ -1,4 +1,4 @@
-// Package consume runs a handler over a durable JetStream pull consumer: a pool of workers,
+// Package consume runs a handler over durable JetStream pull consumers: a pool of workers,
 // per-key ordering, acknowledgements from the handler's outcome, progress heartbeats for long
 // work, dead letters for poison messages, panic recovery, and a clean drain on Stop.
 //
@@ -17,7 +17,14 @@
 //
 // A handler names what happened as an Outcome, and the loop maps it onto the message: Ack,
 // Retry (a failure: nak with backoff, dead-lettered after MaxFailures deliveries), Hold (not
-// due yet: nak with an exact delay, not a failure) or DeadLetter (record, then ack).
+// due yet: nak with an exact delay, not a failure), DeadLetter (record, then ack) or Abandon
+// (an injected crash: leave it unsettled).
+//
+// One loop may consume several consumers with the same workers and handler, added and removed
+// while it runs (the orchestrator consumes the inbox partitions its process is assigned):
+//
+//	err = loop.Add(ctx, jetstream.ConsumerConfig{Durable: "orchestrator-3", ...})
+//	err = loop.Remove(ctx, "orchestrator-3") // stops pulling, waits for its messages to settle
 //
 // Why not Watermill's JetStream subscriber: it hands a handler one message at a time per
 // subscription, acks or naks with one static delay policy, and exposes neither the delivery
@@ -35,6 +42,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +59,7 @@ const (
 	kindRetry
 	kindHold
 	kindDeadLetter
+	kindAbandon
 )
 
 // Outcome is what a handler made of a message.
@@ -83,6 +92,10 @@ func Hold(delay time.Duration) Outcome {
 // execution). It is recorded with the reason on memmie.deadletter.<name>, then acked.
 func DeadLetter(reason string) Outcome { return Outcome{kind: kindDeadLetter, reason: reason} }
 
+// Abandon: the process is going away (an injected crash). The message is left unsettled, as a
+// process that died would leave it: the server delivers it again once AckWait has passed.
+func Abandon() Outcome { return Outcome{kind: kindAbandon} }
+
 // String describes the outcome, for logs and tests.
 func (o Outcome) String() string {
 	switch o.kind {
@@ -92,6 +105,8 @@ func (o Outcome) String() string {
 		return fmt.Sprintf("retry after %s: %v", o.delay, o.err)
 	case kindHold:
 		return fmt.Sprintf("hold for %s", o.delay)
+	case kindAbandon:
+		return "abandon"
 	default:
 		return "dead-letter: " + o.reason
 	}
@@ -116,9 +131,10 @@ type Config struct {
 	Name string
 	// Stream is the stream consumed. Required.
 	Stream string
-	// Consumer is the durable consumer, created or updated by Start. Durable is required; the
-	// handler's package sets AckWait, MaxDeliver and MaxAckPending deliberately. AckPolicy is
-	// always explicit.
+	// Consumer is the durable consumer Start creates or updates and consumes. The handler's
+	// package sets AckWait, MaxDeliver and MaxAckPending deliberately. AckPolicy is always
+	// explicit. Defaults to none (no Durable): Start only starts the workers, and Add adds
+	// consumers.
 	Consumer jetstream.ConsumerConfig
 	// Workers is the number of messages processed at once. Defaults to 1.
 	Workers int
@@ -126,7 +142,8 @@ type Config struct {
 	// time, in delivery order. Defaults to nil: any free worker.
 	Key func(jetstream.Msg) string
 	// MaxFailures is the delivery at which a message whose handler returns Retry is
-	// dead-lettered instead. Defaults to Consumer.MaxDeliver when that is positive, else 20.
+	// dead-lettered instead. Defaults to the consumer's MaxDeliver when that is positive, else
+	// 20.
 	MaxFailures int
 	// RetryBackoff is the first wait after a Retry without a delay; it doubles with each
 	// delivery up to MaxRetryBackoff. Defaults to 250 ms and 30 s.
@@ -138,23 +155,45 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Loop consumes one durable consumer with a handler.
+// Loop consumes one or more durable consumers with a handler and one pool of workers.
 type Loop struct {
 	js      jetstream.JetStream
 	cfg     Config
 	handler Handler
 	log     *slog.Logger
-	ackWait time.Duration
 
 	mu       sync.Mutex
 	started  bool
 	stopping atomic.Bool
-	it       jetstream.MessagesContext
+	sources  map[string]*source
+	readers  sync.WaitGroup
 	workCtx  context.Context
 	cancel   context.CancelFunc
-	done     chan struct{} // closed when the reader and every worker have returned
+	chans    []chan item // one per worker, when Key is set
+	shared   chan item   // any free worker, when Key is nil
+	workers  sync.WaitGroup
 	stopHB   chan struct{}
 	inflight map[jetstream.Msg]time.Time
+}
+
+// source is one consumer the loop reads.
+type source struct {
+	cfg         jetstream.ConsumerConfig
+	opts        []jetstream.PullMessagesOpt
+	maxFailures int
+	ackWait     time.Duration
+
+	mu       sync.Mutex // guards it
+	it       jetstream.MessagesContext
+	stopping atomic.Bool
+	stop     chan struct{} // closed when the source is removed or the loop stops
+	done     chan struct{} // closed when its reader has returned
+	pending  sync.WaitGroup
+}
+
+type item struct {
+	msg jetstream.Msg
+	src *source
 }
 
 // New checks cfg and returns a loop. Start starts it.
@@ -168,8 +207,6 @@ func New(js jetstream.JetStream, cfg Config, h Handler) (*Loop, error) {
 		return nil, errors.New("consume: Name is required")
 	case cfg.Stream == "":
 		return nil, fmt.Errorf("consume %s: Stream is required", cfg.Name)
-	case cfg.Consumer.Durable == "":
-		return nil, fmt.Errorf("consume %s: Consumer.Durable is required", cfg.Name)
 	case cfg.DeadLetter == nil:
 		return nil, fmt.Errorf("consume %s: DeadLetter is required", cfg.Name)
 	case cfg.Workers < 0:
@@ -177,12 +214,6 @@ func New(js jetstream.JetStream, cfg Config, h Handler) (*Loop, error) {
 	}
 	if cfg.Workers == 0 {
 		cfg.Workers = 1
-	}
-	if cfg.MaxFailures <= 0 {
-		cfg.MaxFailures = 20
-		if cfg.Consumer.MaxDeliver > 0 {
-			cfg.MaxFailures = cfg.Consumer.MaxDeliver
-		}
 	}
 	if cfg.RetryBackoff <= 0 {
 		cfg.RetryBackoff = 250 * time.Millisecond
@@ -193,151 +224,255 @@ func New(js jetstream.JetStream, cfg Config, h Handler) (*Loop, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	cfg.Consumer.AckPolicy = jetstream.AckExplicitPolicy
-	ackWait := cfg.Consumer.AckWait
-	if ackWait <= 0 {
-		ackWait = 30 * time.Second // the server's default
-	}
 	return &Loop{
 		js:      js,
 		cfg:     cfg,
 		handler: h,
 		log:     cfg.Logger.With("component", cfg.Name),
-		ackWait: ackWait,
 	}, nil
+}
+
+// Start starts the workers, and consumes Config.Consumer when it names one. It returns once
+// messages flow.
+func (l *Loop) Start(ctx context.Context) error {
+	l.mu.Lock()
+	if l.started {
+		l.mu.Unlock()
+		return fmt.Errorf("consume %s: already started", l.cfg.Name)
+	}
+	l.started = true
+	l.stopping.Store(false)
+	l.sources = map[string]*source{}
+	l.workCtx, l.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	l.stopHB = make(chan struct{})
+	l.inflight = map[jetstream.Msg]time.Time{}
+	l.chans, l.shared = nil, nil
+	if l.cfg.Key != nil {
+		l.chans = make([]chan item, l.cfg.Workers)
+		for i := range l.chans {
+			l.chans[i] = make(chan item, 4)
+			l.workers.Add(1)
+			go l.work(l.chans[i])
+		}
+	} else {
+		// Any free worker takes the next message: one channel feeds them all.
+		l.shared = make(chan item)
+		for range l.cfg.Workers {
+			l.workers.Add(1)
+			go l.work(l.shared)
+		}
+	}
+	go l.heartbeat(l.stopHB)
+	l.mu.Unlock()
+
+	if l.cfg.Consumer.Durable != "" {
+		if err := l.Add(ctx, l.cfg.Consumer); err != nil {
+			_ = l.Stop(context.WithoutCancel(ctx))
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *Loop) work(ch <-chan item) {
+	defer l.workers.Done()
+	for it := range ch {
+		l.process(it)
+	}
+}
+
+// Add creates or updates a durable consumer on the loop's stream and consumes it with the
+// loop's workers, until Remove or Stop. opts tune its pulls (after the loop's own batch size).
+func (l *Loop) Add(ctx context.Context, cc jetstream.ConsumerConfig, opts ...jetstream.PullMessagesOpt) error {
+	if cc.Durable == "" {
+		return fmt.Errorf("consume %s: a consumer needs a Durable name", l.cfg.Name)
+	}
+	cc.AckPolicy = jetstream.AckExplicitPolicy
+	src := &source{
+		cfg:         cc,
+		opts:        append([]jetstream.PullMessagesOpt{jetstream.PullMaxMessages(l.batch(cc))}, opts...),
+		maxFailures: l.cfg.MaxFailures,
+		ackWait:     cc.AckWait,
+		stop:        make(chan struct{}),
+		done:        make(chan struct{}),
+	}
+	if src.maxFailures <= 0 {
+		src.maxFailures = 20
+		if cc.MaxDeliver > 0 {
+			src.maxFailures = cc.MaxDeliver
+		}
+	}
+	if src.ackWait <= 0 {
+		src.ackWait = 30 * time.Second // the server's default
+	}
+	l.mu.Lock()
+	switch {
+	case !l.started || l.stopping.Load():
+		l.mu.Unlock()
+		return fmt.Errorf("consume %s: add %s: the loop is not running", l.cfg.Name, cc.Durable)
+	case l.sources[cc.Durable] != nil:
+		l.mu.Unlock()
+		return fmt.Errorf("consume %s: already consuming %s", l.cfg.Name, cc.Durable)
+	}
+	l.sources[cc.Durable] = src // reserved; no reader yet
+	l.mu.Unlock()
+
+	it, err := l.open(ctx, src)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err == nil && (!l.started || l.stopping.Load() || l.sources[cc.Durable] != src) {
+		it.Stop()
+		err = fmt.Errorf("consume %s: add %s: the loop stopped meanwhile", l.cfg.Name, cc.Durable)
+	}
+	if err != nil {
+		if l.sources[cc.Durable] == src {
+			delete(l.sources, cc.Durable)
+		}
+		return err
+	}
+	src.mu.Lock()
+	src.it = it
+	src.mu.Unlock()
+	l.readers.Add(1)
+	go l.read(src)
+	l.log.Debug("consuming", "stream", l.cfg.Stream, "consumer", cc.Durable, "workers", l.cfg.Workers)
+	return nil
+}
+
+// Remove stops consuming the consumer called durable (it stays on the server): no new
+// messages are pulled, messages pulled but not started are handed back, and it returns once
+// the ones in progress are settled, or when ctx ends. Removing a consumer the loop does not
+// consume does nothing.
+func (l *Loop) Remove(ctx context.Context, durable string) error {
+	l.mu.Lock()
+	src := l.sources[durable]
+	if src == nil {
+		l.mu.Unlock()
+		return nil
+	}
+	delete(l.sources, durable)
+	adding := src.it == nil
+	l.mu.Unlock()
+	if adding {
+		// Add is opening it: it finds the source removed and gives up.
+		return nil
+	}
+
+	src.halt()
+	settled := make(chan struct{})
+	go func() {
+		<-src.done
+		src.pending.Wait()
+		close(settled)
+	}()
+	select {
+	case <-settled:
+		l.log.Debug("stopped consuming", "consumer", durable)
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("consume %s: remove %s: %w", l.cfg.Name, durable, ctx.Err())
+	}
+}
+
+// Consumers returns the names of the consumers the loop reads, sorted.
+func (l *Loop) Consumers() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]string, 0, len(l.sources))
+	for name, src := range l.sources {
+		if src.it != nil {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// halt stops the source's pulls; its reader returns once the messages already pulled are
+// handed to the workers (which hand them back).
+func (s *source) halt() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping.Swap(true) {
+		return
+	}
+	close(s.stop)
+	if s.it != nil {
+		s.it.Drain()
+	}
 }
 
 // batch is how many messages the loop asks for at a time: enough to keep every worker busy,
 // never more than the consumer lets be unacknowledged.
-func (l *Loop) batch() int {
+func (l *Loop) batch(cc jetstream.ConsumerConfig) int {
 	n := 2 * l.cfg.Workers
-	if m := l.cfg.Consumer.MaxAckPending; m > 0 && n > m {
+	if m := cc.MaxAckPending; m > 0 && n > m {
 		n = m
 	}
 	return max(n, 1)
 }
 
-// Start creates or updates the consumer and starts consuming. It returns once messages flow.
-func (l *Loop) Start(ctx context.Context) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.started {
-		return fmt.Errorf("consume %s: already started", l.cfg.Name)
-	}
-	it, err := l.open(ctx)
+func (l *Loop) open(ctx context.Context, src *source) (jetstream.MessagesContext, error) {
+	cons, err := l.js.CreateOrUpdateConsumer(ctx, l.cfg.Stream, src.cfg)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("consume %s: consumer %s on %s: %w", l.cfg.Name, src.cfg.Durable, l.cfg.Stream, err)
 	}
-	l.started = true
-	l.stopping.Store(false)
-	l.it = it
-	l.workCtx, l.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	l.done = make(chan struct{})
-	l.stopHB = make(chan struct{})
-	l.inflight = map[jetstream.Msg]time.Time{}
-
-	chans := make([]chan jetstream.Msg, l.cfg.Workers)
-	var wg sync.WaitGroup
-	for i := range chans {
-		chans[i] = make(chan jetstream.Msg, 4)
-		wg.Add(1)
-		go func(ch <-chan jetstream.Msg) {
-			defer wg.Done()
-			for msg := range ch {
-				l.process(msg)
-			}
-		}(chans[i])
-	}
-	shared := make(chan jetstream.Msg)
-	if l.cfg.Key == nil {
-		// Any free worker takes the next message: one channel feeds them all.
-		for _, ch := range chans {
-			wg.Add(1)
-			go func(ch chan<- jetstream.Msg) {
-				defer wg.Done()
-				defer close(ch)
-				for msg := range shared {
-					ch <- msg
-				}
-			}(ch)
-		}
-	}
-	go func() {
-		l.read(chans, shared)
-		wg.Wait()
-		close(l.done)
-	}()
-	go l.heartbeat(l.stopHB)
-	l.log.Debug("consuming", "stream", l.cfg.Stream, "consumer", l.cfg.Consumer.Durable, "workers", l.cfg.Workers)
-	return nil
-}
-
-func (l *Loop) open(ctx context.Context) (jetstream.MessagesContext, error) {
-	cons, err := l.js.CreateOrUpdateConsumer(ctx, l.cfg.Stream, l.cfg.Consumer)
+	it, err := cons.Messages(src.opts...)
 	if err != nil {
-		return nil, fmt.Errorf("consume %s: consumer %s on %s: %w", l.cfg.Name, l.cfg.Consumer.Durable, l.cfg.Stream, err)
-	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(l.batch()))
-	if err != nil {
-		return nil, fmt.Errorf("consume %s: consumer %s on %s: %w", l.cfg.Name, l.cfg.Consumer.Durable, l.cfg.Stream, err)
+		return nil, fmt.Errorf("consume %s: consumer %s on %s: %w", l.cfg.Name, src.cfg.Durable, l.cfg.Stream, err)
 	}
 	return it, nil
 }
 
-// read takes messages from the iterator and hands them to the workers until the iterator is
-// drained. A consumer that goes away (deleted by an operator, a server that lost it) is
-// created again.
-func (l *Loop) read(chans []chan jetstream.Msg, shared chan jetstream.Msg) {
-	defer func() {
-		if l.cfg.Key == nil {
-			close(shared)
-		} else {
-			for _, ch := range chans {
-				close(ch)
-			}
-		}
-	}()
-	l.mu.Lock()
-	it := l.it
-	l.mu.Unlock()
+// read takes messages from the source's iterator and hands them to the workers until the
+// iterator is drained. A consumer that goes away (deleted by an operator, a server that lost
+// it) is created again.
+func (l *Loop) read(src *source) {
+	defer l.readers.Done()
+	defer close(src.done)
+	src.mu.Lock()
+	it := src.it
+	src.mu.Unlock()
 	backoff := l.cfg.RetryBackoff
 	for {
 		msg, err := it.Next()
 		if err != nil {
-			if l.stopping.Load() {
+			if l.stopping.Load() || src.stopping.Load() {
 				return
 			}
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || !isTransient(err) {
-				l.log.Warn("consumer interrupted; opening it again", "err", err, "in", backoff)
-				if !l.wait(backoff) {
+				l.log.Warn("consumer interrupted; opening it again", "consumer", src.cfg.Durable, "err", err, "in", backoff)
+				if !l.wait(src, backoff) {
 					return
 				}
 				backoff = min(2*backoff, l.cfg.MaxRetryBackoff)
-				next, oerr := l.open(l.workCtx)
+				next, oerr := l.open(l.workCtx, src)
 				if oerr != nil {
-					l.log.Warn("reopen consumer", "err", oerr)
+					l.log.Warn("reopen consumer", "consumer", src.cfg.Durable, "err", oerr)
 					continue
 				}
-				l.mu.Lock()
-				if l.stopping.Load() {
-					l.mu.Unlock()
+				src.mu.Lock()
+				if src.stopping.Load() {
+					src.mu.Unlock()
 					next.Stop()
 					return
 				}
-				l.it, it = next, next
-				l.mu.Unlock()
+				src.it, it = next, next
+				src.mu.Unlock()
 			}
 			continue
 		}
 		backoff = l.cfg.RetryBackoff
 		l.track(msg)
+		src.pending.Add(1)
+		x := item{msg: msg, src: src}
 		if l.cfg.Key == nil {
-			shared <- msg
+			l.shared <- x
 			continue
 		}
 		h := fnv.New32a()
 		h.Write([]byte(l.cfg.Key(msg)))
-		chans[h.Sum32()%uint32(len(chans))] <- msg
+		l.chans[h.Sum32()%uint32(len(l.chans))] <- x
 	}
 }
 
@@ -345,13 +480,16 @@ func isTransient(err error) bool {
 	return errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, context.DeadlineExceeded)
 }
 
-// wait waits d, or less when the loop stops; it reports whether the loop goes on.
-func (l *Loop) wait(d time.Duration) bool {
+// wait waits d, or less when the loop stops or the source is removed; it reports whether the
+// source goes on.
+func (l *Loop) wait(src *source, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
-		return !l.stopping.Load()
+		return !l.stopping.Load() && !src.stopping.Load()
+	case <-src.stop:
+		return false
 	case <-l.workCtx.Done():
 		return false
 	}
@@ -369,12 +507,25 @@ func (l *Loop) untrack(msg jetstream.Msg) {
 	l.mu.Unlock()
 }
 
-// heartbeat tells the server that messages held longer than a third of AckWait are still in
-// progress, so that a long HTTP call, or a message waiting for a busy worker, is not delivered
-// again meanwhile.
+// heartbeatEvery is how often the loop tells the server that held messages are in progress:
+// a third of the shortest AckWait of its consumers, so that a long HTTP call, or a message
+// waiting for a busy worker, is not delivered again meanwhile.
+func (l *Loop) heartbeatEvery() time.Duration {
+	every := l.cfg.Consumer.AckWait
+	if every <= 0 {
+		every = 30 * time.Second
+	}
+	l.mu.Lock()
+	for _, src := range l.sources {
+		every = min(every, src.ackWait)
+	}
+	l.mu.Unlock()
+	return max(every/3, 100*time.Millisecond)
+}
+
 func (l *Loop) heartbeat(stop <-chan struct{}) {
-	every := l.ackWait / 3
-	t := time.NewTicker(every)
+	every := l.heartbeatEvery()
+	t := time.NewTimer(every)
 	defer t.Stop()
 	for {
 		select {
@@ -394,12 +545,16 @@ func (l *Loop) heartbeat(stop <-chan struct{}) {
 					l.log.Debug("in-progress", "subject", msg.Subject(), "err", err)
 				}
 			}
+			every = l.heartbeatEvery()
+			t.Reset(every)
 		}
 	}
 }
 
 // process runs the handler on one message and settles it.
-func (l *Loop) process(msg jetstream.Msg) {
+func (l *Loop) process(x item) {
+	msg, src := x.msg, x.src
+	defer src.pending.Done()
 	defer l.untrack(msg)
 	md, err := msg.Metadata()
 	if err != nil {
@@ -408,7 +563,7 @@ func (l *Loop) process(msg jetstream.Msg) {
 		return
 	}
 	log := l.log.With("subject", msg.Subject(), "seq", md.Sequence.Stream, "delivery", md.NumDelivered)
-	if l.stopping.Load() {
+	if l.stopping.Load() || src.stopping.Load() {
 		// Stopping: hand the message back rather than start new work. A nak with a delay,
 		// unlike a plain one, is stored with the consumer: the message comes back at once
 		// even when the server restarts meanwhile (a plain nak would wait for AckWait).
@@ -417,9 +572,9 @@ func (l *Loop) process(msg jetstream.Msg) {
 		}
 		return
 	}
-	d := Delivery{Msg: msg, Meta: md, Last: l.cfg.Consumer.MaxDeliver > 0 && md.NumDelivered >= uint64(l.cfg.Consumer.MaxDeliver)}
+	d := Delivery{Msg: msg, Meta: md, Last: src.cfg.MaxDeliver > 0 && md.NumDelivered >= uint64(src.cfg.MaxDeliver)}
 	out := l.run(d)
-	if out.kind == kindRetry && md.NumDelivered >= uint64(l.cfg.MaxFailures) {
+	if out.kind == kindRetry && md.NumDelivered >= uint64(src.maxFailures) {
 		out = DeadLetter(fmt.Sprintf("gave up after %d deliveries: %v", md.NumDelivered, out.err))
 	}
 	switch out.kind {
@@ -442,6 +597,8 @@ func (l *Loop) process(msg jetstream.Msg) {
 			break
 		}
 		err = msg.Ack()
+	case kindAbandon:
+		log.Warn("message abandoned")
 	}
 	if err != nil {
 		log.Warn("settle message", "outcome", out.String(), "err", err)
@@ -478,17 +635,37 @@ func (l *Loop) Stop(ctx context.Context) error {
 	}
 	l.started = false
 	l.stopping.Store(true)
-	it := l.it
+	srcs := make([]*source, 0, len(l.sources))
+	for _, src := range l.sources {
+		srcs = append(srcs, src)
+	}
+	l.sources = map[string]*source{}
 	l.mu.Unlock()
 
-	it.Drain()
+	for _, src := range srcs {
+		src.halt()
+	}
+	done := make(chan struct{})
+	go func() {
+		// Every reader has returned before the workers' channels close: nothing sends on a
+		// closed channel.
+		l.readers.Wait()
+		if l.shared != nil {
+			close(l.shared)
+		}
+		for _, ch := range l.chans {
+			close(ch)
+		}
+		l.workers.Wait()
+		close(done)
+	}()
 	var err error
 	select {
-	case <-l.done:
+	case <-done:
 	case <-ctx.Done():
 		err = fmt.Errorf("consume %s: stop: %w", l.cfg.Name, ctx.Err())
 		l.cancel()
-		<-l.done
+		<-done
 	}
 	l.cancel()
 	close(l.stopHB)
