@@ -63,9 +63,15 @@ type Message struct {
 	Data     []byte
 }
 
-// FromJetStream returns the dead-letter view of a consumed message.
+// FromJetStream returns the dead-letter view of a consumed message. A command of the inbox,
+// stored under its partition's subject (memmie.inbox.<partition>.<id>), is recorded under the
+// subject it was sent to (memmie.inbox.<id>), which is where a redrive sends it back.
 func FromJetStream(msg jetstream.Msg) Message {
-	m := Message{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}
+	subject := msg.Subject()
+	if _, id, err := streams.ParseInboxPartitionSubject(subject); err == nil {
+		subject = events.InboxSubject(id)
+	}
+	m := Message{Subject: subject, Header: msg.Headers(), Data: msg.Data()}
 	if md, err := msg.Metadata(); err == nil {
 		m.Stream, m.Sequence = md.Stream, md.Sequence.Stream
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -15,6 +16,7 @@ import (
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/handlers/deadletter"
+	"github.com/memmie/memmie/handlers/faults"
 	"github.com/memmie/memmie/handlers/inbox"
 	"github.com/memmie/memmie/internal/stream"
 )
@@ -32,6 +34,16 @@ const (
 type Config struct {
 	// Executions is the stream of execution events. Defaults to streams.Executions.
 	Executions string
+	// Inbox is the stream of commands, read when the dispatcher takes over from another
+	// leader. Defaults to streams.Inbox.
+	Inbox string
+	// Leader, when set, says whether this process may admit executions: with several
+	// processes, only the holder of the dispatcher's lease does, so that MaxRunning holds
+	// across them; the others follow the stream, ready to take over. Defaults to nil: this
+	// dispatcher always admits.
+	Leader Leader
+	// Hooks inject faults (tests only): faults.DispatcherAdmitted. Defaults to none.
+	Hooks faults.Hook
 	// MaxRunning bounds the executions running at once: started, and not yet completed,
 	// failed, cancelled or waiting for an automatic retry. Defaults to DefaultMaxRunning.
 	MaxRunning int
@@ -50,6 +62,9 @@ type Config struct {
 func (c *Config) defaults() error {
 	if c.Executions == "" {
 		c.Executions = streams.Executions
+	}
+	if c.Inbox == "" {
+		c.Inbox = streams.Inbox
 	}
 	if c.MaxRunning == 0 {
 		c.MaxRunning = DefaultMaxRunning
@@ -72,6 +87,14 @@ func (c *Config) defaults() error {
 		return errors.New("dispatcher: DeadLetter is required")
 	}
 	return nil
+}
+
+// Leader is a leader lease; *lease.Lease is one.
+type Leader interface {
+	// Held reports whether this process leads now.
+	Held() bool
+	// Changes receives a value when leadership may have changed.
+	Changes() <-chan struct{}
 }
 
 // Filters are the subjects the dispatcher follows: queue entries, starts, and the ends of runs.
@@ -130,8 +153,10 @@ type Dispatcher struct {
 	running  int // executions whose status counts
 	applied  uint64
 	caughtUp bool
+	leading  atomic.Bool
 
 	kick   chan struct{}
+	cons   jetstream.Consumer
 	cc     jetstream.ConsumeContext
 	stop   chan struct{}
 	done   chan struct{}
@@ -159,6 +184,7 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	d.execs = map[string]*exec{}
 	d.starting = map[string]*exec{}
 	d.running, d.applied, d.caughtUp = 0, 0, false
+	d.leading.Store(false)
 	d.kick = make(chan struct{}, 1)
 	d.stop = make(chan struct{})
 	d.done = make(chan struct{})
@@ -178,7 +204,7 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		return fmt.Errorf("dispatcher: follow %s: %w", d.cfg.Executions, err)
 	}
 	d.mu.Lock()
-	d.cc = cc
+	d.cc, d.cons = cc, cons
 	d.mu.Unlock()
 	if err := d.catchUp(ctx, cons); err != nil {
 		cc.Stop()
@@ -202,7 +228,7 @@ func (d *Dispatcher) catchUp(ctx context.Context, cons jetstream.Consumer) error
 		info, err := cons.Info(ctx)
 		if err == nil && info.NumPending == 0 {
 			d.mu.Lock()
-			done := d.caughtUp || d.applied >= info.Delivered.Stream
+			done := d.applied >= info.Delivered.Stream
 			d.caughtUp = d.caughtUp || done
 			d.mu.Unlock()
 			if done {
@@ -260,6 +286,10 @@ func (d *Dispatcher) Queue() []Entry {
 	})
 	return out
 }
+
+// Leading reports whether this dispatcher admits executions: always without a Leader, else
+// while it holds the lease and has taken over.
+func (d *Dispatcher) Leading() bool { return d.leading.Load() }
 
 // Running returns how many executions count against MaxRunning.
 func (d *Dispatcher) Running() int {
@@ -416,14 +446,105 @@ func (d *Dispatcher) admitLoop() {
 	defer close(d.done)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	var changes <-chan struct{}
+	if d.cfg.Leader != nil {
+		changes = d.cfg.Leader.Changes()
+	}
 	for {
 		select {
 		case <-d.stop:
 			return
 		case <-d.kick:
+		case <-changes:
 		case <-tick.C:
 		}
-		d.admit()
+		if d.lead() {
+			d.admit()
+		}
+	}
+}
+
+// lead reports whether this dispatcher may admit now, taking over when it has just become the
+// leader.
+func (d *Dispatcher) lead() bool {
+	if d.cfg.Leader == nil {
+		d.leading.Store(true)
+		return true
+	}
+	if !d.cfg.Leader.Held() {
+		if d.leading.Swap(false) {
+			d.log.Info("standing by: another process admits executions")
+		}
+		return false
+	}
+	if d.leading.Load() {
+		return true
+	}
+	if err := d.takeOver(); err != nil {
+		d.log.Warn("take over admissions", "err", err)
+		return false
+	}
+	d.leading.Store(true)
+	return true
+}
+
+// takeOver makes the view count the executions that the last leader admitted and that have
+// not started yet: their start commands wait in the inbox. It reads them there first, then
+// waits until the view has applied every queue event stored by then. A start taken up
+// meanwhile is in the view as started; one still waiting was read. So the running count is
+// the whole system's, and MaxRunning holds across a change of leader.
+func (d *Dispatcher) takeOver() error {
+	ctx, cancel := context.WithTimeout(d.ctx, 30*time.Second)
+	defer cancel()
+	pending, err := d.pendingStarts(ctx)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	cons := d.cons
+	d.mu.Unlock()
+	if err := d.catchUp(ctx, cons); err != nil {
+		return err
+	}
+	now := d.cfg.Now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	counted := 0
+	for id, run := range pending {
+		if e := d.execs[id]; e != nil && e.status == statusQueued && e.run == run {
+			d.setStatus(e, statusStarting)
+			e.sentAt = now
+			counted++
+		}
+	}
+	d.log.Info("taking over admissions", "queued", d.queue.Len(), "running", d.running,
+		"admitted_by_the_last_leader", counted, "max_running", d.cfg.MaxRunning)
+	return nil
+}
+
+// pendingStarts returns the runs whose start command waits in the inbox.
+func (d *Dispatcher) pendingStarts(ctx context.Context) (map[string]int, error) {
+	s, err := d.js.Stream(ctx, d.cfg.Inbox)
+	if err != nil {
+		return nil, fmt.Errorf("read the inbox: %w", err)
+	}
+	out := map[string]int{}
+	for seq := uint64(1); ; {
+		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(streams.SubjectInboxPartitions))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read the inbox at %d: %w", seq, err)
+		}
+		seq = m.Sequence + 1
+		ev, err := events.Decode(m.Data)
+		if err != nil {
+			continue // the orchestrator dead-letters it
+		}
+		if st, ok := ev.Data.(*events.ExecutionStarted); ok && st.Run > out[st.ExecutionID] {
+			out[st.ExecutionID] = st.Run
+		}
 	}
 }
 
@@ -458,7 +579,15 @@ func (d *Dispatcher) admit() {
 	}
 	d.mu.Unlock()
 
-	for _, s := range starts {
+	for i, s := range starts {
+		if d.cfg.Leader != nil && !d.cfg.Leader.Held() {
+			// The lease ran out meanwhile: the next leader admits the rest from its own view.
+			d.log.Info("lease lost while admitting; leaving the rest to the next leader", "not_sent", len(starts)-i)
+			return
+		}
+		if err := d.cfg.Hooks.At(d.ctx, faults.DispatcherAdmitted, s.e.id); err != nil {
+			return
+		}
 		ev := events.NewExecution(&events.ExecutionStarted{ExecutionID: s.e.id, Run: s.run}, events.SourceDispatcher, now)
 		ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
 		err := inbox.Publish(ctx, d.js, ev)

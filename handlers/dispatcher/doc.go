@@ -14,7 +14,10 @@
 // the started event does not show up within Config.ResendAfter — is harmless.
 //
 // The dispatcher holds no state that the stream does not: its view is a fold of the queue
-// events. It counts the executions running in the whole system, so one dispatcher must run at
-// a time for MaxRunning to hold across processes (issue #5: a leader lease lets the others
-// follow the stream, ready to take over).
+// events. It counts the executions running in the whole system, so one dispatcher admits at a
+// time for MaxRunning to hold across processes: with Config.Leader set (the engine passes the
+// dispatcher's lease, see package lease), only the leader admits, and the others follow the
+// stream, ready to take over. A new leader first reads the start commands still waiting in
+// the inbox — executions the last leader admitted that have not started — and counts them as
+// running; it stops admitting as soon as its lease is not renewed in time.
 package dispatcher

@@ -7,7 +7,20 @@
 //
 //	o, err := orchestrator.New(js, orchestrator.Config{DeadLetter: dl})
 //	err = o.Start(ctx)
+//	err = o.Assign(ctx, []int{0, 1, 2}) // the inbox partitions this process consumes
 //	defer o.Stop(ctx)
+//
+// The inbox is partitioned by execution id (streams.InboxConfig): a command sent to
+// memmie.inbox.<id> is stored as memmie.inbox.<partition>.<id>, and each partition has a
+// durable consumer, orchestrator-<partition>. The processes share the partitions out (the
+// engine follows the live processes and calls Assign, see package lease), so an execution's
+// commands reach the one process that holds its state in cache, and several processes
+// scale out without thrashing one another's caches. Partition consumers pin one client at a
+// time (priority policy pinned_client, nats-server 2.11): while a partition moves, the process
+// that gives it up drains it and unpins it before the next one gets a command, and a crashed
+// process's pin expires after Config.PinnedTTL. Neither is what keeps histories correct —
+// the expected-sequence append is — but together they keep conflicts to the moments a
+// partition moves. Stats counts conflicts, cache hits and misses, and history loads.
 //
 // For one command:
 //

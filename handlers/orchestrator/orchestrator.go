@@ -5,6 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -13,12 +17,18 @@ import (
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/handlers/consume"
 	"github.com/memmie/memmie/handlers/deadletter"
+	"github.com/memmie/memmie/handlers/faults"
 	"github.com/memmie/memmie/internal/execution"
 	"github.com/memmie/memmie/internal/stream"
 )
 
-// Name is the orchestrator's durable consumer name and its dead-letter source.
+// Name is the orchestrator's dead-letter source, and the prefix of its durable consumers'
+// names: orchestrator-<partition>.
 const Name = "orchestrator"
+
+// PriorityGroup is the priority group of the partition consumers, whose policy pins each
+// consumer to one client at a time.
+const PriorityGroup = "orchestrator"
 
 // Defaults of Config.
 const (
@@ -27,6 +37,9 @@ const (
 	DefaultAckWait       = 30 * time.Second
 	DefaultMaxAckPending = 1024
 	DefaultMaxConflicts  = 10
+	DefaultPinnedTTL     = 5 * time.Second
+	// DefaultPartitionPull bounds the commands pulled at a time from one partition.
+	DefaultPartitionPull = 16
 )
 
 // Config configures an Orchestrator.
@@ -35,8 +48,16 @@ type Config struct {
 	Executions string
 	// Inbox is the stream of commands. Defaults to streams.Inbox.
 	Inbox string
-	// Durable is the consumer's name. Defaults to Name.
+	// Durable prefixes the names of the partition consumers: <Durable>-<partition>. Defaults
+	// to Name.
 	Durable string
+	// Partitions is the number of inbox partitions (streams.InboxPartitions of the inbox's
+	// options); Assign takes partitions below it. Defaults to streams.DefaultPartitions.
+	Partitions int
+	// PinnedTTL is how long a partition consumer stays pinned to a client that stopped
+	// pulling (a crashed process) before another client gets its commands. Defaults to
+	// DefaultPinnedTTL.
+	PinnedTTL time.Duration
 	// Workers is how many executions advance at once; the inputs of one execution are
 	// processed one at a time, in order. Defaults to DefaultWorkers.
 	Workers int
@@ -66,6 +87,9 @@ type Config struct {
 	Logger *slog.Logger
 	// DeadLetter records inputs that can never be processed. Required.
 	DeadLetter *deadletter.Writer
+	// Hooks inject faults (tests only): faults.OrchestratorDecided and
+	// faults.OrchestratorAppended. Defaults to none.
+	Hooks faults.Hook
 }
 
 func (c *Config) defaults() error {
@@ -93,6 +117,12 @@ func (c *Config) defaults() error {
 	if c.MaxConflicts == 0 {
 		c.MaxConflicts = DefaultMaxConflicts
 	}
+	if c.Partitions == 0 {
+		c.Partitions = streams.DefaultPartitions
+	}
+	if c.PinnedTTL == 0 {
+		c.PinnedTTL = DefaultPinnedTTL
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -110,6 +140,11 @@ func (c *Config) defaults() error {
 		return fmt.Errorf("orchestrator: MaxAckPending %d is under Workers %d", c.MaxAckPending, c.Workers)
 	case c.MaxConflicts < 0:
 		return fmt.Errorf("orchestrator: MaxConflicts %d is negative", c.MaxConflicts)
+	case c.Partitions < 0 || c.Partitions > streams.MaxPartitions:
+		return fmt.Errorf("orchestrator: Partitions %d is not within 1 to %d", c.Partitions, streams.MaxPartitions)
+	case c.PinnedTTL < 2*time.Second:
+		// Pulls renew the pin; they expire after at least a second.
+		return fmt.Errorf("orchestrator: PinnedTTL %s is under 2 seconds", c.PinnedTTL)
 	case c.DeadLetter == nil:
 		return errors.New("orchestrator: DeadLetter is required")
 	}
@@ -123,6 +158,12 @@ type Orchestrator struct {
 	log   *slog.Logger
 	cache *cache
 	loop  *consume.Loop
+
+	assignMu sync.Mutex // one Assign at a time
+	mu       sync.Mutex
+	assigned []int // the partitions consumed, sorted
+
+	decided, conflicts, hits, misses, loads atomic.Uint64
 }
 
 // New checks cfg and returns an orchestrator. Start starts it.
@@ -137,22 +178,8 @@ func New(js jetstream.JetStream, cfg Config) (*Orchestrator, error) {
 		cache: newCache(cfg.CacheSize),
 	}
 	loop, err := consume.New(js, consume.Config{
-		Name:   Name,
-		Stream: cfg.Inbox,
-		Consumer: jetstream.ConsumerConfig{
-			Durable:       cfg.Durable,
-			Description:   "Turns commands into execution events",
-			FilterSubject: events.SubjectInbox,
-			DeliverPolicy: jetstream.DeliverAllPolicy,
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       cfg.AckWait,
-			// Unlimited: an early timer is held with NakWithDelay, which counts as a
-			// delivery, and a command must never be dropped silently. The handler
-			// dead-letters what it cannot process, and the loop dead-letters a command
-			// whose processing failed 20 times (MaxFailures).
-			MaxDeliver:    -1,
-			MaxAckPending: cfg.MaxAckPending,
-		},
+		Name:    Name,
+		Stream:  cfg.Inbox,
 		Workers: cfg.Workers,
 		// The commands of one execution are decided one at a time, in order.
 		Key:        func(msg jetstream.Msg) string { return msg.Subject() },
@@ -166,17 +193,209 @@ func New(js jetstream.JetStream, cfg Config) (*Orchestrator, error) {
 	return o, nil
 }
 
-// Start starts consuming the inbox.
+// Start starts the workers. They get commands once Assign gives them partitions.
 func (o *Orchestrator) Start(ctx context.Context) error { return o.loop.Start(ctx) }
 
-// Stop stops consuming; inputs in progress finish (see consume.Loop.Stop).
-func (o *Orchestrator) Stop(ctx context.Context) error { return o.loop.Stop(ctx) }
+// Stop stops consuming; inputs in progress finish (see consume.Loop.Stop). Then it unpins its
+// partitions, so that the processes that take them over get their commands at once.
+func (o *Orchestrator) Stop(ctx context.Context) error {
+	err := o.loop.Stop(ctx)
+	o.mu.Lock()
+	parts := o.assigned
+	o.assigned = nil
+	o.mu.Unlock()
+	// Unpinning is quick: it gets its own time even when ctx ran out on slow inputs.
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	o.unpin(uctx, parts...)
+	return err
+}
+
+// ConsumerName returns the durable name of a partition's consumer.
+func (o *Orchestrator) ConsumerName(partition int) string {
+	return o.cfg.Durable + "-" + strconv.Itoa(partition)
+}
+
+// consumerConfig is the durable consumer of one inbox partition.
+func (o *Orchestrator) consumerConfig(partition int) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       o.ConsumerName(partition),
+		Description:   "Turns the commands of one inbox partition into execution events",
+		FilterSubject: streams.InboxPartitionFilter(partition),
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       o.cfg.AckWait,
+		// Unlimited: an early timer is held with NakWithDelay, which counts as a delivery,
+		// and a command must never be dropped silently. The handler dead-letters what it
+		// cannot process, and the loop dead-letters a command whose processing failed 20
+		// times (MaxFailures).
+		MaxDeliver:    -1,
+		MaxAckPending: o.cfg.MaxAckPending,
+		// One client at a time: the process a partition is assigned to. A process that
+		// still drains it, or a crashed one whose pin has not expired, keeps the others
+		// waiting, so that two processes never interleave one execution's commands.
+		PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PriorityGroups: []string{PriorityGroup},
+		PinnedTTL:      o.cfg.PinnedTTL,
+	}
+}
+
+// Assign makes the orchestrator consume exactly the given inbox partitions: it stops
+// consuming (drains, then unpins) those it no longer has, then starts on the new ones. The
+// engine calls it whenever the live processes change (see package lease). Calls are
+// serialized; an error leaves a partition as it was, and the next call tries again.
+func (o *Orchestrator) Assign(ctx context.Context, partitions []int) error {
+	o.assignMu.Lock()
+	defer o.assignMu.Unlock()
+	want := slices.Clone(partitions)
+	slices.Sort(want)
+	want = slices.Compact(want)
+	for _, p := range want {
+		if p < 0 || p >= o.cfg.Partitions {
+			return fmt.Errorf("orchestrator: assign partition %d: not within 0 to %d", p, o.cfg.Partitions-1)
+		}
+	}
+	o.mu.Lock()
+	have := slices.Clone(o.assigned)
+	o.mu.Unlock()
+
+	var (
+		errMu sync.Mutex
+		errs  []error
+	)
+	// Partitions move one by one, several at a time: each is a few requests to the server.
+	each := func(parts []int, f func(p int) error) {
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 8)
+		for _, p := range parts {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				if err := f(p); err != nil {
+					errMu.Lock()
+					errs = append(errs, err)
+					errMu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	var gone, added []int
+	for _, p := range have {
+		if !slices.Contains(want, p) {
+			gone = append(gone, p)
+		}
+	}
+	for _, p := range want {
+		if !slices.Contains(have, p) {
+			added = append(added, p)
+		}
+	}
+	var removed []int
+	each(gone, func(p int) error {
+		if err := o.loop.Remove(ctx, o.ConsumerName(p)); err != nil {
+			return err
+		}
+		o.setAssigned(p, false)
+		errMu.Lock()
+		removed = append(removed, p)
+		errMu.Unlock()
+		return nil
+	})
+	o.unpin(ctx, removed...)
+	pull := []jetstream.PullMessagesOpt{
+		jetstream.PullPriorityGroup(PriorityGroup),
+		jetstream.PullMaxMessages(min(DefaultPartitionPull, o.cfg.MaxAckPending)),
+		// A pinned client renews its pin with each pull request: an idle one must ask
+		// again well within PinnedTTL.
+		jetstream.PullExpiry(max(o.cfg.PinnedTTL/2, time.Second)),
+	}
+	each(added, func(p int) error {
+		if err := o.loop.Add(ctx, o.consumerConfig(p), pull...); err != nil {
+			return err
+		}
+		o.setAssigned(p, true)
+		return nil
+	})
+	o.mu.Lock()
+	now := slices.Clone(o.assigned)
+	o.mu.Unlock()
+	if !slices.Equal(now, have) {
+		o.log.Info("partitions assigned", "partitions", now)
+	}
+	return errors.Join(errs...)
+}
+
+func (o *Orchestrator) setAssigned(p int, on bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	i, found := slices.BinarySearch(o.assigned, p)
+	switch {
+	case on && !found:
+		o.assigned = slices.Insert(o.assigned, i, p)
+	case !on && found:
+		o.assigned = slices.Delete(o.assigned, i, i+1)
+	}
+}
+
+// unpin lets the next client of the partitions have their commands without waiting for
+// PinnedTTL.
+func (o *Orchestrator) unpin(ctx context.Context, partitions ...int) {
+	if len(partitions) == 0 {
+		return
+	}
+	s, err := o.js.Stream(ctx, o.cfg.Inbox)
+	if err != nil {
+		o.log.Debug("unpin partitions", "partitions", partitions, "err", err)
+		return
+	}
+	for _, p := range partitions {
+		if err := s.UnpinConsumer(ctx, o.ConsumerName(p), PriorityGroup); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			o.log.Debug("unpin partition", "partition", p, "err", err)
+		}
+	}
+}
+
+// Stats counts what an orchestrator did since it was created.
+type Stats struct {
+	// Decided counts the commands recorded with their decisions.
+	Decided uint64 `json:"decided"`
+	// Conflicts counts appends refused because another writer had appended first (the
+	// optimistic-concurrency guard at work: two processes on one execution).
+	Conflicts uint64 `json:"conflicts"`
+	// CacheHits and CacheMisses count the commands whose execution state was, or was not,
+	// in the cache.
+	CacheHits   uint64 `json:"cache_hits"`
+	CacheMisses uint64 `json:"cache_misses"`
+	// HistoryLoads counts the reads of a whole history (a miss on an execution past its
+	// queued event).
+	HistoryLoads uint64 `json:"history_loads"`
+	// Partitions are the inbox partitions consumed now.
+	Partitions []int `json:"partitions"`
+}
+
+// Stats returns the orchestrator's counters.
+func (o *Orchestrator) Stats() Stats {
+	o.mu.Lock()
+	parts := slices.Clone(o.assigned)
+	o.mu.Unlock()
+	return Stats{
+		Decided:      o.decided.Load(),
+		Conflicts:    o.conflicts.Load(),
+		CacheHits:    o.hits.Load(),
+		CacheMisses:  o.misses.Load(),
+		HistoryLoads: o.loads.Load(),
+		Partitions:   parts,
+	}
+}
 
 // errStale marks an input that its execution's state makes moot.
 var errStale = errors.New("stale input")
 
 func (o *Orchestrator) handle(ctx context.Context, d consume.Delivery) consume.Outcome {
-	id, err := events.ParseInboxSubject(d.Msg.Subject())
+	_, id, err := streams.ParseInboxPartitionSubject(d.Msg.Subject())
 	if err != nil {
 		return consume.DeadLetter(err.Error())
 	}
@@ -202,6 +421,7 @@ func (o *Orchestrator) handle(ctx context.Context, d consume.Delivery) consume.O
 			return out
 		}
 		// Another writer appended first: reload the history and decide again.
+		o.conflicts.Add(1)
 		o.cache.remove(id)
 		if attempt >= o.cfg.MaxConflicts {
 			return consume.Retry(fmt.Errorf("after %d conflicting appends: %w", attempt, err), 0)
@@ -215,7 +435,10 @@ func (o *Orchestrator) handle(ctx context.Context, d consume.Delivery) consume.O
 // on it. It returns a stream.ErrConflict error when another writer appended first.
 func (o *Orchestrator) decide(ctx context.Context, log *slog.Logger, id string, ev events.Event, now time.Time) (consume.Outcome, error) {
 	cur, cached := o.cache.get(id)
-	if !cached {
+	if cached {
+		o.hits.Add(1)
+	} else {
+		o.misses.Add(1)
 		var err error
 		cur, err = o.load(ctx, id, ev.Type)
 		switch {
@@ -291,6 +514,9 @@ func (o *Orchestrator) decide(ctx context.Context, log *slog.Logger, id string, 
 		}
 		msgs = append(msgs, stream.Msg{Subject: e.Subject, Data: data, ID: e.ID})
 	}
+	if err := o.cfg.Hooks.At(ctx, faults.OrchestratorDecided, id); err != nil {
+		return consume.Abandon(), nil
+	}
 	appendStart := time.Now()
 	appendFn := stream.AppendChained
 	if o.cfg.Atomic {
@@ -310,6 +536,10 @@ func (o *Orchestrator) decide(ctx context.Context, log *slog.Logger, id string, 
 		return consume.Retry(err, 0), nil
 	}
 	o.cache.put(id, entry{state: next, seq: ack.LastSeq})
+	o.decided.Add(1)
+	if err := o.cfg.Hooks.At(ctx, faults.OrchestratorAppended, id); err != nil {
+		return consume.Abandon(), nil
+	}
 	if log.Enabled(ctx, slog.LevelDebug) {
 		types := make([]string, len(decisions))
 		for i, e := range decisions {
@@ -358,6 +588,7 @@ func (o *Orchestrator) load(ctx context.Context, id string, input events.Type) (
 	}
 	msgs := []jetstream.RawStreamMsg{*last}
 	if t, _ := events.TypeOfTail(tail); t != events.TypeExecutionQueued {
+		o.loads.Add(1)
 		if msgs, err = stream.Load(ctx, o.js, o.cfg.Executions, events.ExecutionFilter(id)); err != nil {
 			return entry{}, fmt.Errorf("load execution %s: %w", id, err)
 		}

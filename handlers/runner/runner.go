@@ -13,6 +13,7 @@ import (
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/handlers/consume"
 	"github.com/memmie/memmie/handlers/deadletter"
+	"github.com/memmie/memmie/handlers/faults"
 	"github.com/memmie/memmie/handlers/inbox"
 	"github.com/memmie/memmie/internal/execution"
 	"github.com/memmie/memmie/internal/services"
@@ -62,6 +63,9 @@ type Config struct {
 	Logger *slog.Logger
 	// DeadLetter records attempts that can never be made. Required.
 	DeadLetter *deadletter.Writer
+	// Hooks inject faults (tests only): faults.RunnerCalled and faults.RunnerReported.
+	// Defaults to none.
+	Hooks faults.Hook
 }
 
 func (c *Config) defaults() error {
@@ -215,6 +219,9 @@ func (r *Runner) handle(ctx context.Context, d consume.Delivery) consume.Outcome
 		// idempotency key makes that safe).
 		return consume.Retry(errors.New("call cancelled by shutdown"), time.Millisecond)
 	}
+	if err := r.cfg.Hooks.At(ctx, faults.RunnerCalled, req.ExecutionID); err != nil {
+		return consume.Abandon()
+	}
 	resp := response(res)
 	log.Debug("attempt made", "status", resp.StatusCode, "error_kind", resp.ErrorKind, "duration_ms", resp.DurationMS)
 	return r.report(ctx, log, req, resp)
@@ -269,6 +276,9 @@ func (r *Runner) report(ctx context.Context, log *slog.Logger, req execution.Req
 	}
 	if err := inbox.PublishData(ctx, r.js, req.ExecutionID, ev.ID, data); err != nil {
 		return consume.Retry(err, 0)
+	}
+	if err := r.cfg.Hooks.At(ctx, faults.RunnerReported, req.ExecutionID); err != nil {
+		return consume.Abandon()
 	}
 	return consume.Ack()
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/handlers/consume"
 	"github.com/memmie/memmie/handlers/deadletter"
+	"github.com/memmie/memmie/handlers/faults"
 	"github.com/memmie/memmie/handlers/inbox"
 	"github.com/memmie/memmie/internal/execution"
 )
@@ -65,6 +66,8 @@ type Config struct {
 	Logger *slog.Logger
 	// DeadLetter records timer events that can never be handled. Required.
 	DeadLetter *deadletter.Writer
+	// Hooks inject faults (tests only): faults.TimersSet. Defaults to none.
+	Hooks faults.Hook
 }
 
 func (c *Config) defaults() error {
@@ -239,6 +242,9 @@ func (t *Timers) handle(ctx context.Context, d consume.Delivery) consume.Outcome
 		if err := inbox.Publish(ctx, t.js, fire); err != nil {
 			return consume.Retry(err, 0)
 		}
+		if err := t.cfg.Hooks.At(ctx, faults.TimersSet, id); err != nil {
+			return consume.Abandon()
+		}
 		log.Debug("timer fired")
 		return consume.Ack()
 	case wait <= t.cfg.ScheduleAfter:
@@ -246,6 +252,9 @@ func (t *Timers) handle(ctx context.Context, d consume.Delivery) consume.Outcome
 	}
 	if err := t.schedule(ctx, fire, timer.At); err != nil {
 		return consume.Retry(err, 0)
+	}
+	if err := t.cfg.Hooks.At(ctx, faults.TimersSet, id); err != nil {
+		return consume.Abandon()
 	}
 	log.Debug("timer scheduled")
 	return consume.Ack()

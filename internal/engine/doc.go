@@ -15,4 +15,20 @@
 // execution. Everything that happens to an execution afterwards is a command on its inbox
 // (see package inbox), turned into events by the orchestrator. Execution and History read the
 // execution's history from the stream and fold it.
+//
+// Any number of engines (memmie serve processes) may run against one NATS; they share the
+// work with no coordinator:
+//   - the runner and timers consumers are shared durable consumers: each attempt or timer
+//     goes to one process;
+//   - the inbox is partitioned by execution id, and each live process (a TTL'd heartbeat on
+//     MEMMIE_LEASES) consumes the partitions that rendezvous hashing gives it, so an
+//     execution's commands reach the process that has its state in cache; a process that
+//     stops hands its partitions over at once, one that crashes after Cluster.TTL;
+//   - one dispatcher admits executions, the holder of the dispatcher's lease, so that
+//     --max-running holds across processes; the others follow the queue, ready to take over.
+//
+// Whatever the partitions do, the optimistic-concurrency append keeps each history correct.
+// Stats reports this process's OCC conflicts, cache hits and misses, history loads,
+// partitions and role. Config.Hooks injects crashes at named points (package faults), for
+// the fault tests.
 package engine

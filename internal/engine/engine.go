@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,11 +21,13 @@ import (
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/handlers/deadletter"
 	"github.com/memmie/memmie/handlers/dispatcher"
+	"github.com/memmie/memmie/handlers/faults"
 	"github.com/memmie/memmie/handlers/inbox"
 	"github.com/memmie/memmie/handlers/orchestrator"
 	"github.com/memmie/memmie/handlers/runner"
 	"github.com/memmie/memmie/handlers/timers"
 	"github.com/memmie/memmie/internal/execution"
+	"github.com/memmie/memmie/internal/lease"
 	"github.com/memmie/memmie/internal/registry"
 	"github.com/memmie/memmie/internal/services"
 	"github.com/memmie/memmie/internal/stream"
@@ -65,11 +69,17 @@ type Config struct {
 	// Caller makes the runner's HTTP calls. Defaults to a services.Caller over Services
 	// with its default limits, except a response limit of runner.DefaultMaxResponseBytes.
 	Caller runner.Caller
-	// Streams varies the stream configurations (replicas, storage). Defaults to one replica
-	// on file storage.
+	// Streams varies the stream configurations (replicas, storage, inbox partitions).
+	// Defaults to one replica on file storage, streams.DefaultPartitions partitions. Every
+	// process must use the same partitions.
 	Streams streams.Options
 	// Handlers lists what Open starts. Defaults to all of them.
 	Handlers Handlers
+	// Cluster says how this process shares the work with others.
+	Cluster Cluster
+	// Hooks inject faults into every handler (tests only; see package faults). A handler's
+	// own Hooks take precedence. Defaults to none.
+	Hooks faults.Hook
 
 	Orchestrator orchestrator.Config
 	Runner       runner.Config
@@ -81,6 +91,19 @@ type Config struct {
 	Now func() time.Time
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+}
+
+// Cluster says how a process shares the work with the other processes on the same NATS.
+type Cluster struct {
+	// ProcessID names this process among the live ones: a subject token, unique among them.
+	// A process started again with the same id takes its partitions and the dispatcher's
+	// lease back at once, rather than after TTL. Defaults to the host name and a random
+	// suffix.
+	ProcessID string
+	// TTL is how long a process that stopped without saying so (a crash, a lost network)
+	// keeps its inbox partitions and the dispatcher's lease: the time the others take to
+	// take them over. Defaults to lease.DefaultTTL.
+	TTL time.Duration
 }
 
 // Handlers selects the handlers Open starts.
@@ -103,6 +126,12 @@ type Engine struct {
 	timers       *timers.Timers
 	dispatcher   *dispatcher.Dispatcher
 	caller       *services.Caller
+	members      *lease.Members
+	leader       *lease.Lease
+	reassign     chan struct{}
+	assignDone   chan struct{}
+	// closed keeps the orchestrator's counters of the last run once it is closed.
+	closed orchestrator.Stats
 }
 
 // New returns an engine on js. It starts nothing; Open does.
@@ -116,13 +145,46 @@ func New(js jetstream.JetStream, cfg Config) (*Engine, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Engine{js: js, cfg: cfg, log: cfg.Logger.With("component", "engine")}, nil
+	if cfg.Cluster.TTL == 0 {
+		cfg.Cluster.TTL = lease.DefaultTTL
+	}
+	if cfg.Cluster.ProcessID == "" {
+		cfg.Cluster.ProcessID = defaultProcessID()
+	}
+	if err := events.ValidToken(cfg.Cluster.ProcessID); err != nil {
+		return nil, fmt.Errorf("engine: Cluster.ProcessID: %w", err)
+	}
+	if cfg.Cluster.TTL < 2*time.Second {
+		return nil, fmt.Errorf("engine: Cluster.TTL %s is under 2 seconds", cfg.Cluster.TTL)
+	}
+	return &Engine{js: js, cfg: cfg, log: cfg.Logger.With("component", "engine", "process_id", cfg.Cluster.ProcessID)}, nil
 }
 
+// defaultProcessID is the host name (as a subject token) and a random suffix.
+func defaultProcessID() string {
+	host, _ := os.Hostname()
+	host = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '-'
+	}, host)
+	if len(host) > 40 {
+		host = host[:40]
+	}
+	if host == "" {
+		host = "memmie"
+	}
+	return host + "-" + uuid.NewString()[:8]
+}
+
+// ProcessID returns the name of this process among those that share the work.
+func (e *Engine) ProcessID() string { return e.cfg.Cluster.ProcessID }
+
 // StreamConfigs returns the configuration of every stream the engine uses: the contract's
-// streams and the inbox.
+// streams, the inbox and the leases.
 func StreamConfigs(opts streams.Options) []jetstream.StreamConfig {
-	return append(streams.Configs(opts), streams.InboxConfig(opts))
+	return append(streams.Configs(opts), streams.InboxConfig(opts), streams.LeasesConfig(opts))
 }
 
 // Open creates or updates the streams and starts the handlers: the orchestrator first, so
@@ -140,10 +202,12 @@ func (e *Engine) Open(ctx context.Context) error {
 	dl := deadletter.NewWriter(e.js, deadletter.Config{Now: e.cfg.Now})
 	var started []interface{ Stop(context.Context) error }
 	fail := func(err error) error {
+		e.stopAssigning()
 		for i := len(started) - 1; i >= 0; i-- {
 			_ = started[i].Stop(context.WithoutCancel(ctx))
 		}
 		e.orchestrator, e.runner, e.timers, e.dispatcher = nil, nil, nil, nil
+		e.members, e.leader = nil, nil
 		if e.caller != nil {
 			e.caller.Close()
 			e.caller = nil
@@ -153,9 +217,15 @@ func (e *Engine) Open(ctx context.Context) error {
 
 	if !e.cfg.Handlers.NoOrchestrator {
 		cfg := e.cfg.Orchestrator
-		e.fill(&cfg.Logger, &cfg.Now)
+		e.fill(&cfg.Logger, &cfg.Now, &cfg.Hooks)
 		if cfg.DeadLetter == nil {
 			cfg.DeadLetter = dl
+		}
+		if cfg.Partitions == 0 {
+			cfg.Partitions = streams.InboxPartitions(e.cfg.Streams)
+		}
+		if cfg.PinnedTTL == 0 {
+			cfg.PinnedTTL = e.cfg.Cluster.TTL
 		}
 		o, err := orchestrator.New(e.js, cfg)
 		if err != nil {
@@ -166,10 +236,32 @@ func (e *Engine) Open(ctx context.Context) error {
 		}
 		e.orchestrator = o
 		started = append(started, o)
+		// The live processes share the inbox partitions out; the members stop last, once
+		// the orchestrator has handed its partitions back.
+		e.reassign = make(chan struct{}, 1)
+		m, err := lease.NewMembers(e.js, lease.MembersConfig{
+			ID:       e.cfg.Cluster.ProcessID,
+			TTL:      e.cfg.Cluster.TTL,
+			OnChange: func([]string) { e.signalReassign() },
+			Logger:   e.cfg.Logger,
+		})
+		if err != nil {
+			return fail(err)
+		}
+		if err := m.Start(ctx); err != nil {
+			return fail(err)
+		}
+		started = append([]interface{ Stop(context.Context) error }{m}, started...)
+		e.members = m
+		if err := o.Assign(ctx, e.partitions()); err != nil {
+			e.log.Warn("assign partitions; trying again", "err", err)
+		}
+		e.assignDone = make(chan struct{})
+		go e.assignLoop(o, m, e.reassign, e.assignDone)
 	}
 	if !e.cfg.Handlers.NoRunner {
 		cfg := e.cfg.Runner
-		e.fill(&cfg.Logger, &cfg.Now)
+		e.fill(&cfg.Logger, &cfg.Now, &cfg.Hooks)
 		if cfg.DeadLetter == nil {
 			cfg.DeadLetter = dl
 		}
@@ -199,7 +291,7 @@ func (e *Engine) Open(ctx context.Context) error {
 	}
 	if !e.cfg.Handlers.NoTimers {
 		cfg := e.cfg.Timers
-		e.fill(&cfg.Logger, &cfg.Now)
+		e.fill(&cfg.Logger, &cfg.Now, &cfg.Hooks)
 		if cfg.DeadLetter == nil {
 			cfg.DeadLetter = dl
 		}
@@ -215,9 +307,26 @@ func (e *Engine) Open(ctx context.Context) error {
 	}
 	if !e.cfg.Handlers.NoDispatcher {
 		cfg := e.cfg.Dispatcher
-		e.fill(&cfg.Logger, &cfg.Now)
+		e.fill(&cfg.Logger, &cfg.Now, &cfg.Hooks)
 		if cfg.DeadLetter == nil {
 			cfg.DeadLetter = dl
+		}
+		if cfg.Leader == nil {
+			// One dispatcher admits at a time, so that MaxRunning holds across processes.
+			l, err := lease.New(e.js, lease.Config{
+				Role:   dispatcher.Name,
+				Holder: e.cfg.Cluster.ProcessID,
+				TTL:    e.cfg.Cluster.TTL,
+				Logger: e.cfg.Logger,
+			})
+			if err != nil {
+				return fail(err)
+			}
+			if err := l.Start(ctx); err != nil {
+				return fail(err)
+			}
+			started = append(started, l)
+			e.leader, cfg.Leader = l, l
 		}
 		d, err := dispatcher.New(e.js, cfg)
 		if err != nil {
@@ -234,13 +343,66 @@ func (e *Engine) Open(ctx context.Context) error {
 	return nil
 }
 
-func (e *Engine) fill(log **slog.Logger, now *func() time.Time) {
+func (e *Engine) fill(log **slog.Logger, now *func() time.Time, hooks *faults.Hook) {
 	if *log == nil {
 		*log = e.cfg.Logger
 	}
 	if *now == nil {
 		*now = e.cfg.Now
 	}
+	if *hooks == nil {
+		*hooks = e.cfg.Hooks
+	}
+}
+
+// partitions returns the inbox partitions this process owns among the live ones.
+func (e *Engine) partitions() []int {
+	return lease.Assign(streams.InboxPartitions(e.cfg.Streams), e.members.Live(), e.cfg.Cluster.ProcessID)
+}
+
+func (e *Engine) signalReassign() {
+	select {
+	case e.reassign <- struct{}{}:
+	default:
+	}
+}
+
+// assignLoop gives the orchestrator the partitions of the live processes' latest view, and
+// tries again while an assignment fails.
+func (e *Engine) assignLoop(o *orchestrator.Orchestrator, m *lease.Members, kick <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	retry := time.NewTicker(time.Second)
+	defer retry.Stop()
+	failed := false
+	for {
+		select {
+		case _, ok := <-kick:
+			if !ok {
+				return
+			}
+		case <-retry.C:
+			if !failed {
+				continue
+			}
+		}
+		want := lease.Assign(streams.InboxPartitions(e.cfg.Streams), m.Live(), e.cfg.Cluster.ProcessID)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := o.Assign(ctx, want)
+		cancel()
+		if failed = err != nil; failed {
+			e.log.Warn("assign partitions; trying again", "err", err)
+		}
+	}
+}
+
+// stopAssigning stops the assign loop, if it runs; e.mu is held.
+func (e *Engine) stopAssigning() {
+	if e.assignDone == nil {
+		return
+	}
+	close(e.reassign)
+	<-e.assignDone
+	e.assignDone = nil
 }
 
 // Close stops the handlers, those that send commands first and the orchestrator last, so that
@@ -262,20 +424,39 @@ func (e *Engine) Close(ctx context.Context) error {
 	if e.dispatcher != nil {
 		stop(e.dispatcher)
 	}
+	// Leaving is quick, and lets the other processes take over at once rather than after
+	// Cluster.TTL: it gets its own time even when ctx has run out on handlers that stopped
+	// slowly.
+	leave := func(c interface{ Stop(context.Context) error }) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := c.Stop(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if e.leader != nil {
+		leave(e.leader)
+	}
 	if e.timers != nil {
 		stop(e.timers)
 	}
 	if e.runner != nil {
 		stop(e.runner)
 	}
+	e.stopAssigning()
 	if e.orchestrator != nil {
 		stop(e.orchestrator)
+		e.closed = e.orchestrator.Stats()
+	}
+	if e.members != nil {
+		leave(e.members)
 	}
 	if e.caller != nil {
 		e.caller.Close()
 		e.caller = nil
 	}
 	e.orchestrator, e.runner, e.timers, e.dispatcher = nil, nil, nil, nil
+	e.members, e.leader = nil, nil
 	e.log.Info("engine closed")
 	return errors.Join(errs...)
 }
@@ -297,6 +478,36 @@ func (e *Engine) Ready(ctx context.Context) error {
 		return errors.New("engine handlers are not running")
 	}
 	return nil
+}
+
+// Stats is what a process did and holds: the orchestrator's counters (OCC conflicts, cache
+// hits and misses, history loads), the live processes, and whether this one admits
+// executions.
+type Stats struct {
+	ProcessID    string             `json:"process_id"`
+	Orchestrator orchestrator.Stats `json:"orchestrator"`
+	// Members are the live processes, as this one sees them.
+	Members []string `json:"members"`
+	// Leader is true while this process's dispatcher admits executions.
+	Leader bool `json:"leader"`
+}
+
+// Stats returns the process's counters and roles. Counters count from Open; once the engine
+// is closed, they are those of its last run.
+func (e *Engine) Stats() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st := Stats{ProcessID: e.cfg.Cluster.ProcessID, Orchestrator: e.closed}
+	if e.orchestrator != nil {
+		st.Orchestrator = e.orchestrator.Stats()
+	}
+	if e.members != nil {
+		st.Members = e.members.Live()
+	}
+	if e.dispatcher != nil {
+		st.Leader = e.dispatcher.Leading()
+	}
+	return st
 }
 
 // StartRequest asks for a new execution of a workflow.
