@@ -67,6 +67,19 @@ func withMaxRunning(n int) option { return func(c *engine.Config) { c.Dispatcher
 func newHarness(t testing.TB, svcs map[string]string, opts ...option) *harness {
 	t.Helper()
 	srv, _, _ := natstest.Run(t)
+	cfg := baseConfig(t, svcs)
+	for _, o := range opts {
+		o(&cfg)
+	}
+	h := &harness{t: t, srv: srv, services: cfg.Services, cfg: cfg, stopTimeout: 10 * time.Second}
+	h.open()
+	return h
+}
+
+// baseConfig is an engine's configuration with the services (name to base URL) and the
+// test's logger.
+func baseConfig(t testing.TB, svcs map[string]string) engine.Config {
+	t.Helper()
 	var list []services.Service
 	for name, raw := range svcs {
 		u, err := url.Parse(raw)
@@ -75,13 +88,7 @@ func newHarness(t testing.TB, svcs map[string]string, opts ...option) *harness {
 	}
 	reg, err := services.NewRegistry(list...)
 	require.NoError(t, err)
-	cfg := engine.Config{Services: reg, Logger: testLogger(t)}
-	for _, o := range opts {
-		o(&cfg)
-	}
-	h := &harness{t: t, srv: srv, services: reg, cfg: cfg, stopTimeout: 10 * time.Second}
-	h.open()
-	return h
+	return engine.Config{Services: reg, Logger: testLogger(t)}
 }
 
 // open starts a process: a new connection, the registry, the engine.
