@@ -197,6 +197,16 @@ func (s *flakyService) failures() int {
 	return s.failed
 }
 
+// counts returns the calls made, the keys called and the 503s answered.
+func (s *flakyService) counts() (calls, keys, failed int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range s.calls {
+		calls += n
+	}
+	return calls, len(s.calls), s.failed
+}
+
 func (s *flakyService) successes(key string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -328,7 +338,8 @@ func TestDevRecoversFromKill9(t *testing.T) {
 	}, first)
 	first.kill(t)
 	killedAt := time.Now()
-	t.Logf("killed with SIGKILL; executions at the kill: %v", atKill)
+	callsAtKill, _, _ := svc.counts()
+	t.Logf("killed with SIGKILL after %d calls; executions at the kill: %v", callsAtKill, atKill)
 	pid, err := devlock.ReadPID(dataDir)
 	require.NoError(t, err)
 	require.Equal(t, first.pid(), pid, "the killed dev's pid is left in the lock file")
@@ -353,45 +364,55 @@ func TestDevRecoversFromKill9(t *testing.T) {
 		return true, ""
 	}, second)
 	t.Logf("all %d executions completed %s after the kill", n, time.Since(killedAt).Round(time.Millisecond))
+	calls, keys, failed := svc.counts()
+	t.Logf("the service saw %d calls of %d keys, %d of them answered 503; %d repeated a call already answered 200",
+		calls, keys, failed, calls-keys-failed)
 
-	terminal := map[events.Type]bool{
-		events.TypeExecutionCompleted: true, events.TypeExecutionFailed: true, events.TypeExecutionCancelled: true,
-	}
 	for _, id := range ids {
 		var list struct {
 			Events []struct {
 				ID   string      `json:"id"`
 				Type events.Type `json:"type"`
 				Data struct {
-					StepID string `json:"step_id"`
+					Run     int    `json:"run"`
+					StepID  string `json:"step_id"`
+					Attempt int    `json:"attempt"`
 				} `json:"data"`
 			} `json:"events"`
 		}
 		getJSON(t, apiURL2+"/v1/executions/"+id+"/events", &list)
 		ends, seen := 0, map[string]bool{}
-		succeeded, retries := map[string]int{}, map[string]int{}
+		results := map[string][]events.Type{} // per run/step/attempt
+		succeeded := map[string]int{}         // per step
 		for _, ev := range list.Events {
 			assert.False(t, seen[ev.ID], "event %s (%s) of %s is stored once", ev.ID, ev.Type, id)
 			seen[ev.ID] = true
-			switch {
-			case terminal[ev.Type]:
+			switch ev.Type {
+			case events.TypeExecutionCompleted, events.TypeExecutionFailed, events.TypeExecutionCancelled:
 				ends++
-			case ev.Type == events.TypeStepSucceeded:
-				succeeded[ev.Data.StepID]++
-			case ev.Type == events.TypeStepRetryScheduled:
-				retries[ev.Data.StepID]++
+			case events.TypeStepSucceeded, events.TypeStepFailed, events.TypeStepRetryScheduled:
+				key := fmt.Sprintf("%d/%s/%d", ev.Data.Run, ev.Data.StepID, ev.Data.Attempt)
+				results[key] = append(results[key], ev.Type)
+				if ev.Type == events.TypeStepSucceeded {
+					succeeded[ev.Data.StepID]++
+				}
 			}
 		}
 		assert.Equal(t, 1, ends, "execution %s has one terminal event", id)
-		wantRetries := map[string]int{}
-		if failFirst[id] {
-			wantRetries["flaky"] = 1
+		for key, types := range results {
+			assert.Len(t, types, 1, "execution %s attempt %s has one result: %v", id, key, types)
 		}
-		assert.Equal(t, wantRetries, retries, "execution %s", id)
 		for _, step := range recoverSteps {
-			assert.Equal(t, 1, succeeded[step], "execution %s step %s has one result", id, step)
-			// At least once: a call in flight at the kill is made again, with the same key.
+			assert.Equal(t, 1, succeeded[step], "execution %s step %s succeeded once", id, step)
+			// At least once: a call whose report the kill lost is made again, with the same key.
 			assert.GreaterOrEqual(t, svc.successes(id+"/"+step), 1, "execution %s step %s was called", id, step)
+		}
+		// A failing first call of flaky is retried after its backoff, unless the kill lost its
+		// report: then the same attempt is called again, and succeeds.
+		if failFirst[id] {
+			assert.Contains(t, []int{len(recoverSteps), len(recoverSteps) + 1}, len(results), "execution %s: %v", id, results)
+		} else {
+			assert.Len(t, results, len(recoverSteps), "execution %s: one attempt per step: %v", id, results)
 		}
 	}
 }
