@@ -48,7 +48,10 @@ It survives kill -9 as well. One dev at a time owns a --data-dir: it holds an fl
 once, naming that pid. The kernel releases the lock of a killed process, so the next start
 takes it (and says that it recovers from an unclean stop); the server rebuilds its indexes
 from the message files, and work that was in flight is delivered again. NATS runs inside the
-dev process, so nothing it started outlives it; dev starts no child process.
+dev process, so nothing it started outlives it; dev starts no child process. What the
+server acknowledged survives kill -9; a crash of the machine can lose what it acknowledged
+in the last 2 minutes, unless --nats-config sets sync_interval: always (see the README's
+section on guarantees).
 
 Workflows call the services of --services, and those named by environment variables
 MEMMIE_SERVICE_<NAME>_URL (which override the file's base_url of the same name).`,
