@@ -107,3 +107,41 @@ func asyncPublishRate(b *testing.B, js jetstream.JetStream, n int) float64 {
 	<-js.PublishAsyncComplete()
 	return float64(n) / time.Since(start).Seconds()
 }
+
+// BenchmarkProcesses measures executions per second of a two-step workflow with one and with
+// two processes sharing the work on one server (go test -bench Processes -benchtime 1000x).
+// On one machine the processes share its cores, so this shows the cost of sharing (OCC
+// conflicts, partition pins) more than a gain.
+func BenchmarkProcesses(b *testing.B) {
+	for _, n := range []int{1, 2} {
+		b.Run(fmt.Sprintf("%d", n), func(b *testing.B) {
+			svc := newService(b, reply(200, map[string]any{"ok": true}))
+			c := newCluster(b, map[string]string{"svc": svc.URL}, func(c *engine.Config) {
+				c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+				c.Dispatcher.MaxRunning = 1000
+			})
+			var procs []*proc
+			for i := range n {
+				procs = append(procs, c.start(fmt.Sprintf("p%d", i+1), nil))
+			}
+			c.register(procs, twoSteps)
+			require.Eventually(b, func() bool {
+				total := 0
+				for _, p := range procs {
+					total += len(p.eng.Stats().Orchestrator.Partitions)
+				}
+				return total == streams.DefaultPartitions
+			}, waitFor, 10*time.Millisecond)
+
+			b.ResetTimer()
+			startMany(b, procs, "two_steps", b.N)
+			c.waitEnded(b.N, 5*time.Minute)
+			elapsed := b.Elapsed()
+			b.StopTimer()
+			_, conflicts, _, _, _ := sumStats(procs...)
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "executions/s")
+			b.ReportMetric(float64(conflicts), "conflicts")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
