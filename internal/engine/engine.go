@@ -154,6 +154,9 @@ func New(js jetstream.JetStream, cfg Config) (*Engine, error) {
 	if err := events.ValidToken(cfg.Cluster.ProcessID); err != nil {
 		return nil, fmt.Errorf("engine: Cluster.ProcessID: %w", err)
 	}
+	if p := cfg.Streams.Partitions; p < 0 || p > streams.MaxPartitions {
+		return nil, fmt.Errorf("engine: Streams.Partitions %d is not within 1 to %d", p, streams.MaxPartitions)
+	}
 	if cfg.Cluster.TTL < 2*time.Second {
 		return nil, fmt.Errorf("engine: Cluster.TTL %s is under 2 seconds", cfg.Cluster.TTL)
 	}
