@@ -44,6 +44,8 @@ type runtimeOptions struct {
 	services    string
 	maxRunning  int
 	replicas    int
+	partitions  int
+	processID   string
 	logLevel    string
 	// natsUser and natsPassword authenticate the connection (the engine user of nats.conf).
 	natsUser     string
@@ -64,6 +66,10 @@ func (o *runtimeOptions) addFlags(f *pflag.FlagSet, definitionsDefault, logLevel
 	f.StringVar(&o.services, "services", "", "YAML file of the services workflows call (base_url, headers, timeout_seconds)")
 	f.IntVar(&o.maxRunning, "max-running", dispatcher.DefaultMaxRunning, "maximum number of executions running at once")
 	f.IntVar(&o.replicas, "replicas", 1, "replicas of every stream (3 on a cluster)")
+	f.IntVar(&o.partitions, "partitions", streams.DefaultPartitions,
+		"partitions of the orchestrator's inbox, shared out over the processes (the same in every process)")
+	f.StringVar(&o.processID, "process-id", "",
+		"name of this process among those sharing the work (default: host name and a random suffix); a process restarted with the same name takes its share back at once")
 	f.StringVar(&o.logLevel, "log-level", logLevelDefault, "debug, info, warn or error")
 	f.StringVar(&o.natsUser, "nats-user", "", "NATS user (e.g. the engine user of nats.conf)")
 	f.StringVar(&o.natsPassword, "nats-password", "", "password of --nats-user")
@@ -128,7 +134,7 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 	}
 	startCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	streamOpts := streams.Options{Replicas: o.replicas}
+	streamOpts := streams.Options{Replicas: o.replicas, Partitions: o.partitions}
 	if err := stream.EnsureStreams(startCtx, js, engine.StreamConfigs(streamOpts)); err != nil {
 		return err
 	}
@@ -160,6 +166,7 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 		Services:    svcs,
 		Streams:     streamOpts,
 		Dispatcher:  dispatcher.Config{MaxRunning: o.maxRunning},
+		Cluster:     engine.Cluster{ProcessID: o.processID},
 		Logger:      log,
 	})
 	if err != nil {
