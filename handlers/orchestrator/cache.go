@@ -13,6 +13,8 @@ type entry struct {
 	// seq is the stream sequence of the execution's last event: the expectation of the next
 	// append. 0 means the execution has no event yet.
 	seq uint64
+	// partition is the inbox partition of the execution's commands.
+	partition int
 }
 
 // cache is a least-recently-used map of execution states. The states it holds are never
@@ -67,6 +69,20 @@ func (c *cache) remove(id string) {
 	if el, ok := c.items[id]; ok {
 		c.order.Remove(el)
 		delete(c.items, id)
+	}
+}
+
+// removePartition forgets the executions of an inbox partition.
+func (c *cache) removePartition(p int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for el := c.order.Front(); el != nil; {
+		next := el.Next()
+		if it := el.Value.(*item); it.e.partition == p {
+			c.order.Remove(el)
+			delete(c.items, it.id)
+		}
+		el = next
 	}
 }
 

@@ -299,6 +299,9 @@ func (o *Orchestrator) Assign(ctx context.Context, partitions []int) error {
 			return err
 		}
 		o.setAssigned(p, false)
+		// Another process advances these executions now: should the partition come back,
+		// their states are read again rather than found stale by a conflict.
+		o.cache.removePartition(p)
 		errMu.Lock()
 		removed = append(removed, p)
 		errMu.Unlock()
@@ -395,7 +398,7 @@ func (o *Orchestrator) Stats() Stats {
 var errStale = errors.New("stale input")
 
 func (o *Orchestrator) handle(ctx context.Context, d consume.Delivery) consume.Outcome {
-	_, id, err := streams.ParseInboxPartitionSubject(d.Msg.Subject())
+	partition, id, err := streams.ParseInboxPartitionSubject(d.Msg.Subject())
 	if err != nil {
 		return consume.DeadLetter(err.Error())
 	}
@@ -416,7 +419,7 @@ func (o *Orchestrator) handle(ctx context.Context, d consume.Delivery) consume.O
 	}
 	log := o.log.With("execution_id", id, "input", ev.Type, "event_id", ev.ID, "waited", now.Sub(d.Meta.Timestamp))
 	for attempt := 1; ; attempt++ {
-		out, err := o.decide(ctx, log, id, ev, now)
+		out, err := o.decide(ctx, log, partition, id, ev, now)
 		if !errors.Is(err, stream.ErrConflict) {
 			return out
 		}
@@ -433,7 +436,7 @@ func (o *Orchestrator) handle(ctx context.Context, d consume.Delivery) consume.O
 
 // decide applies one input to the execution's state and appends it with the decisions taken
 // on it. It returns a stream.ErrConflict error when another writer appended first.
-func (o *Orchestrator) decide(ctx context.Context, log *slog.Logger, id string, ev events.Event, now time.Time) (consume.Outcome, error) {
+func (o *Orchestrator) decide(ctx context.Context, log *slog.Logger, partition int, id string, ev events.Event, now time.Time) (consume.Outcome, error) {
 	cur, cached := o.cache.get(id)
 	if cached {
 		o.hits.Add(1)
@@ -535,7 +538,7 @@ func (o *Orchestrator) decide(ctx context.Context, log *slog.Logger, id string, 
 		o.cache.remove(id)
 		return consume.Retry(err, 0), nil
 	}
-	o.cache.put(id, entry{state: next, seq: ack.LastSeq})
+	o.cache.put(id, entry{state: next, seq: ack.LastSeq, partition: partition})
 	o.decided.Add(1)
 	if err := o.cfg.Hooks.At(ctx, faults.OrchestratorAppended, id); err != nil {
 		return consume.Abandon(), nil
