@@ -361,3 +361,48 @@ steps:
 		checkHistory(t, id, histories[id], events.TypeExecutionCompleted)
 	}
 }
+
+// TestProcessesJoinMidRun starts two more processes while one runs executions: they take
+// their share of the partitions (the first hands them over, drained and unpinned), take part
+// in the work, and every execution completes once.
+func TestProcessesJoinMidRun(t *testing.T) {
+	svc := newService(t, func(call, int) (int, any) {
+		time.Sleep(40 * time.Millisecond)
+		return 200, map[string]any{"ok": true}
+	})
+	c := newCluster(t, map[string]string{"svc": svc.URL}, withMaxRunning(4))
+	first := c.start("p1", nil)
+	c.register([]*proc{first}, twoSteps)
+	const n = 60
+	ids := startMany(t, []*proc{first}, "two_steps", n)
+	deadline := time.Now().Add(waitFor)
+	for c.ended() < 5 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	require.Less(t, c.ended(), n/2, "they join mid-run")
+	joined := time.Now()
+	procs := []*proc{first, c.start("p2", nil), c.start("p3", nil)}
+	require.Eventually(t, func() bool {
+		total := 0
+		for _, p := range procs {
+			parts := len(p.eng.Stats().Orchestrator.Partitions)
+			if parts == 0 {
+				return false
+			}
+			total += parts
+		}
+		return total == streams.DefaultPartitions
+	}, waitFor, 10*time.Millisecond, "the partitions are shared by the three")
+	t.Logf("partitions shared out %s after the others joined", time.Since(joined).Round(time.Millisecond))
+
+	c.waitEnded(n, 2*waitFor)
+	histories := c.histories()
+	for _, id := range ids {
+		assert.Equal(t, []string{"one", "two"}, checkHistory(t, id, histories[id], events.TypeExecutionCompleted))
+	}
+	for _, p := range procs[1:] {
+		assert.NotZero(t, p.eng.Stats().Orchestrator.Decided, "%s took part", p.id)
+	}
+	decided, conflicts, hits, misses, loads := sumStats(procs...)
+	t.Logf("%d commands decided, %d OCC conflicts, cache %d hits / %d misses, %d history loads", decided, conflicts, hits, misses, loads)
+}
