@@ -5,6 +5,9 @@
 //		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil { ... }
 //	}
 //
-// Every stream keeps everything (limits retention, no age, count or size limit): the streams are
-// the source of truth and projections are rebuilt from them. Configs documents each choice.
+// Every stream of the contract keeps everything (limits retention, no age, count or size limit):
+// the streams are the source of truth and projections are rebuilt from them. Configs documents
+// each choice. Two internal streams are the exceptions: the orchestrator's inbox (InboxConfig),
+// a work queue partitioned by execution id, and the leases through which processes share the
+// work (LeasesConfig), whose messages expire.
 package streams

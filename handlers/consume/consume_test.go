@@ -156,7 +156,7 @@ func TestAddAndRemoveConsumers(t *testing.T) {
 
 	var mu sync.Mutex
 	seen := map[string]int{} // subject -> times handled
-	release := make(chan struct{})
+	release, slowStarted := make(chan struct{}), make(chan struct{})
 	loop, err := consume.New(js, consume.Config{
 		Name: "parts", Stream: "PARTS", Workers: 2,
 		Key:        func(m jetstream.Msg) string { return m.Subject() },
@@ -164,6 +164,7 @@ func TestAddAndRemoveConsumers(t *testing.T) {
 		Logger:     slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError})),
 	}, func(_ context.Context, d consume.Delivery) consume.Outcome {
 		if d.Msg.Subject() == "parts.b.slow" {
+			close(slowStarted)
 			<-release
 		}
 		mu.Lock()
@@ -189,6 +190,11 @@ func TestAddAndRemoveConsumers(t *testing.T) {
 		require.NoError(t, err)
 	}
 	require.Eventually(t, func() bool { return handled("parts.a.1") == 1 && handled("parts.b.1") == 1 }, 10*time.Second, 10*time.Millisecond)
+	select {
+	case <-slowStarted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow message did not reach the handler")
+	}
 
 	// Removing b waits for its message in progress.
 	removed := make(chan error, 1)

@@ -41,6 +41,13 @@ func TestCrashMidExecution(t *testing.T) {
 		{faults.TimersSet, 1, 1, 2},            // a timer set, the event not acknowledged
 		{faults.DispatcherAdmitted, 1, 1, 1},   // admitted (counted), its start never sent
 	}
+	covered := map[faults.Point]bool{}
+	for _, tt := range tests {
+		covered[tt.at] = true
+	}
+	for _, p := range faults.Points {
+		assert.True(t, covered[p], "a crash at %s is tested", p)
+	}
 	for _, tt := range tests {
 		t.Run(string(tt.at), func(t *testing.T) {
 			t.Parallel()
