@@ -128,7 +128,7 @@ type Engine struct {
 	caller       *services.Caller
 	members      *lease.Members
 	leader       *lease.Lease
-	reassign     chan struct{}
+	assignStop   chan struct{}
 	assignDone   chan struct{}
 	// closed keeps the orchestrator's counters of the last run once it is closed.
 	closed orchestrator.Stats
@@ -241,12 +241,17 @@ func (e *Engine) Open(ctx context.Context) error {
 		started = append(started, o)
 		// The live processes share the inbox partitions out; the members stop last, once
 		// the orchestrator has handed its partitions back.
-		e.reassign = make(chan struct{}, 1)
+		kick := make(chan struct{}, 1)
 		m, err := lease.NewMembers(e.js, lease.MembersConfig{
-			ID:       e.cfg.Cluster.ProcessID,
-			TTL:      e.cfg.Cluster.TTL,
-			OnChange: func([]string) { e.signalReassign() },
-			Logger:   e.cfg.Logger,
+			ID:  e.cfg.Cluster.ProcessID,
+			TTL: e.cfg.Cluster.TTL,
+			OnChange: func([]string) {
+				select {
+				case kick <- struct{}{}:
+				default:
+				}
+			},
+			Logger: e.cfg.Logger,
 		})
 		if err != nil {
 			return fail(err)
@@ -259,8 +264,8 @@ func (e *Engine) Open(ctx context.Context) error {
 		if err := o.Assign(ctx, e.partitions()); err != nil {
 			e.log.Warn("assign partitions; trying again", "err", err)
 		}
-		e.assignDone = make(chan struct{})
-		go e.assignLoop(o, m, e.reassign, e.assignDone)
+		e.assignStop, e.assignDone = make(chan struct{}), make(chan struct{})
+		go e.assignLoop(o, m, kick, e.assignStop, e.assignDone)
 	}
 	if !e.cfg.Handlers.NoRunner {
 		cfg := e.cfg.Runner
@@ -363,33 +368,35 @@ func (e *Engine) partitions() []int {
 	return lease.Assign(streams.InboxPartitions(e.cfg.Streams), e.members.Live(), e.cfg.Cluster.ProcessID)
 }
 
-func (e *Engine) signalReassign() {
-	select {
-	case e.reassign <- struct{}{}:
-	default:
-	}
-}
-
 // assignLoop gives the orchestrator the partitions of the live processes' latest view, and
 // tries again while an assignment fails.
-func (e *Engine) assignLoop(o *orchestrator.Orchestrator, m *lease.Members, kick <-chan struct{}, done chan<- struct{}) {
+func (e *Engine) assignLoop(o *orchestrator.Orchestrator, m *lease.Members, kick, stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
+	// An assignment in progress (draining a partition) is cut short by the stop.
+	base, cancelBase := context.WithCancel(context.Background())
+	defer cancelBase()
+	go func() {
+		select {
+		case <-stop:
+			cancelBase()
+		case <-base.Done():
+		}
+	}()
 	retry := time.NewTicker(time.Second)
 	defer retry.Stop()
 	failed := false
 	for {
 		select {
-		case _, ok := <-kick:
-			if !ok {
-				return
-			}
+		case <-stop:
+			return
+		case <-kick:
 		case <-retry.C:
 			if !failed {
 				continue
 			}
 		}
 		want := lease.Assign(streams.InboxPartitions(e.cfg.Streams), m.Live(), e.cfg.Cluster.ProcessID)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(base, 30*time.Second)
 		err := o.Assign(ctx, want)
 		cancel()
 		if failed = err != nil; failed {
@@ -403,9 +410,9 @@ func (e *Engine) stopAssigning() {
 	if e.assignDone == nil {
 		return
 	}
-	close(e.reassign)
+	close(e.assignStop)
 	<-e.assignDone
-	e.assignDone = nil
+	e.assignStop, e.assignDone = nil, nil
 }
 
 // Close stops the handlers, those that send commands first and the orchestrator last, so that
