@@ -13,8 +13,8 @@ import (
 )
 
 // BenchmarkPublishFsync measures what fsync on every write costs, against the server's
-// default (a flush every 2 minutes), on the machine's disk. the README's section on guarantees quotes the
-// ratio:
+// default (a flush every 2 minutes), on the machine's disk. The README's section on
+// guarantees quotes the ratio:
 //
 //	go test ./cmd/memmie -run '^$' -bench PublishFsync -benchtime 20000x
 //
