@@ -38,6 +38,7 @@ const (
 	DefaultMaxAckPending = 1024
 	DefaultMaxConflicts  = 10
 	DefaultPinnedTTL     = 5 * time.Second
+	DefaultLoadTimeout   = 10 * time.Second
 	// DefaultPartitionPull bounds the commands pulled at a time from one partition.
 	DefaultPartitionPull = 16
 )
@@ -73,6 +74,11 @@ type Config struct {
 	// MaxConflicts bounds how often one input is decided again after conflicting appends
 	// before it is handed back to the server. Defaults to DefaultMaxConflicts.
 	MaxConflicts int
+	// LoadTimeout bounds the read of one history. A read that takes longer (its consumer
+	// lost in a restart of the server) is given up and the input tried again, rather than
+	// holding its worker, and the partitions whose inputs wait for that worker, meanwhile.
+	// Defaults to DefaultLoadTimeout.
+	LoadTimeout time.Duration
 	// Atomic appends an input and its decisions as one atomic batch (all or none). Defaults
 	// to false: a chain of publishes, each expecting the one before (stream.AppendChained).
 	// Both keep other writers out; on a file stream with one replica the server syncs every
@@ -120,6 +126,9 @@ func (c *Config) defaults() error {
 	if c.Partitions == 0 {
 		c.Partitions = streams.DefaultPartitions
 	}
+	if c.LoadTimeout == 0 {
+		c.LoadTimeout = DefaultLoadTimeout
+	}
 	if c.PinnedTTL == 0 {
 		c.PinnedTTL = DefaultPinnedTTL
 	}
@@ -142,6 +151,8 @@ func (c *Config) defaults() error {
 		return fmt.Errorf("orchestrator: MaxConflicts %d is negative", c.MaxConflicts)
 	case c.Partitions < 0 || c.Partitions > streams.MaxPartitions:
 		return fmt.Errorf("orchestrator: Partitions %d is not within 1 to %d", c.Partitions, streams.MaxPartitions)
+	case c.LoadTimeout < time.Second:
+		return fmt.Errorf("orchestrator: LoadTimeout %s is under a second", c.LoadTimeout)
 	case c.PinnedTTL < 2*time.Second:
 		// Pulls renew the pin; they expire after at least a second.
 		return fmt.Errorf("orchestrator: PinnedTTL %s is under 2 seconds", c.PinnedTTL)
@@ -570,6 +581,8 @@ var errUnreadable = errors.New("unreadable history")
 // event is its queued event has only that event, and every input but a retry request is moot
 // once the execution has ended.
 func (o *Orchestrator) load(ctx context.Context, id string, input events.Type) (entry, error) {
+	ctx, cancel := context.WithTimeout(ctx, o.cfg.LoadTimeout)
+	defer cancel()
 	last, err := stream.LastBySubject(ctx, o.js, o.cfg.Executions, events.ExecutionFilter(id))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return entry{}, nil

@@ -237,7 +237,36 @@ func (c *cluster) waitEnded(n int, d time.Duration) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	c.dumpInbox()
 	c.t.Fatalf("%d of %d executions ended within %s", c.ended(), n, d)
+}
+
+// dumpInbox logs the state of the inbox's consumers and of every process, to tell a stuck
+// partition from a slow one.
+func (c *cluster) dumpInbox() {
+	ctx := testContext(c.t)
+	s, err := c.admin.Stream(ctx, streams.Inbox)
+	if err != nil {
+		c.t.Logf("inbox: %v", err)
+		return
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(streams.SubjectInboxPartitions))
+	if err == nil {
+		c.t.Logf("inbox: %d messages, subjects %v", info.State.Msgs, info.State.Subjects)
+	}
+	for name := range s.ConsumerNames(ctx).Name() {
+		cons, err := s.Consumer(ctx, name)
+		if err != nil {
+			continue
+		}
+		ci := cons.CachedInfo()
+		c.t.Logf("consumer %s: pending %d, ack pending %d, redelivered %d, waiting %d, delivered %d, ack floor %d, groups %+v",
+			name, ci.NumPending, ci.NumAckPending, ci.NumRedelivered, ci.NumWaiting, ci.Delivered.Stream, ci.AckFloor.Stream, ci.PriorityGroups)
+	}
+	for _, p := range c.procs {
+		st := p.eng.Stats()
+		c.t.Logf("process %s: members %v, leader %v, partitions %v", p.id, st.Members, st.Leader, st.Orchestrator.Partitions)
+	}
 }
 
 // checkHistory asserts what no fault may break in a history: exactly one terminal event, the
