@@ -341,8 +341,9 @@ func (l *Loop) Add(ctx context.Context, cc jetstream.ConsumerConfig, opts ...jet
 
 // Remove stops consuming the consumer called durable (it stays on the server): no new
 // messages are pulled, messages pulled but not started are handed back, and it returns once
-// the ones in progress are settled, or when ctx ends. Removing a consumer the loop does not
-// consume does nothing.
+// the ones in progress are settled. When ctx ends first it returns ctx's error; the consumer
+// is not pulled any more either way, and the messages in progress settle when they are done.
+// Removing a consumer the loop does not consume does nothing.
 func (l *Loop) Remove(ctx context.Context, durable string) error {
 	l.mu.Lock()
 	src := l.sources[durable]

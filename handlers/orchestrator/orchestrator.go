@@ -306,13 +306,16 @@ func (o *Orchestrator) Assign(ctx context.Context, partitions []int) error {
 	}
 	var removed []int
 	each(gone, func(p int) error {
-		if err := o.loop.Remove(ctx, o.ConsumerName(p)); err != nil {
-			return err
-		}
+		// Remove stops the pulls at once, even when it returns before the inputs in
+		// progress are settled (ctx ended): the partition is no longer consumed here.
+		err := o.loop.Remove(ctx, o.ConsumerName(p))
 		o.setAssigned(p, false)
 		// Another process advances these executions now: should the partition come back,
 		// their states are read again rather than found stale by a conflict.
 		o.cache.removePartition(p)
+		if err != nil {
+			return err // still pinned here: the next process waits for PinnedTTL
+		}
 		errMu.Lock()
 		removed = append(removed, p)
 		errMu.Unlock()
