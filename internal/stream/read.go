@@ -159,7 +159,10 @@ func readRange(ctx context.Context, js jetstream.JetStream, stream, filterSubjec
 			cancel()
 		}
 	}()
-	it, err := cons.Messages()
+	// A short pull expiry brings heartbeats every second: a consumer lost in a server restart
+	// is noticed and recreated by the ordered consumer within seconds, instead of after the
+	// default 30 s expiry.
+	it, err := cons.Messages(jetstream.PullExpiry(2 * time.Second))
 	if err != nil {
 		return nil, err
 	}
