@@ -36,6 +36,7 @@
 package consume
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -212,18 +213,14 @@ func New(js jetstream.JetStream, cfg Config, h Handler) (*Loop, error) {
 	case cfg.Workers < 0:
 		return nil, fmt.Errorf("consume %s: Workers %d is negative", cfg.Name, cfg.Workers)
 	}
-	if cfg.Workers == 0 {
-		cfg.Workers = 1
-	}
+	cfg.Workers = cmp.Or(cfg.Workers, 1)
 	if cfg.RetryBackoff <= 0 {
 		cfg.RetryBackoff = 250 * time.Millisecond
 	}
 	if cfg.MaxRetryBackoff <= 0 {
 		cfg.MaxRetryBackoff = 30 * time.Second
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	return &Loop{
 		js:      js,
 		cfg:     cfg,

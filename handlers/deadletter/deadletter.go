@@ -12,6 +12,7 @@
 package deadletter
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -44,9 +45,7 @@ type Writer struct {
 
 // NewWriter returns a writer on js.
 func NewWriter(js jetstream.JetStream, cfg Config) *Writer {
-	if cfg.Stream == "" {
-		cfg.Stream = streams.DeadLetter
-	}
+	cfg.Stream = cmp.Or(cfg.Stream, streams.DeadLetter)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}

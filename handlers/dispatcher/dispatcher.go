@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"cmp"
 	"container/heap"
 	"context"
 	"errors"
@@ -60,24 +61,14 @@ type Config struct {
 }
 
 func (c *Config) defaults() error {
-	if c.Executions == "" {
-		c.Executions = streams.Executions
-	}
-	if c.Inbox == "" {
-		c.Inbox = streams.Inbox
-	}
-	if c.MaxRunning == 0 {
-		c.MaxRunning = DefaultMaxRunning
-	}
-	if c.ResendAfter == 0 {
-		c.ResendAfter = DefaultResendAfter
-	}
+	c.Executions = cmp.Or(c.Executions, streams.Executions)
+	c.Inbox = cmp.Or(c.Inbox, streams.Inbox)
+	c.MaxRunning = cmp.Or(c.MaxRunning, DefaultMaxRunning)
+	c.ResendAfter = cmp.Or(c.ResendAfter, DefaultResendAfter)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	c.Logger = cmp.Or(c.Logger, slog.Default())
 	switch {
 	case c.MaxRunning < 0:
 		return fmt.Errorf("dispatcher: MaxRunning %d is negative", c.MaxRunning)

@@ -1,6 +1,7 @@
 package orchestrator
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -99,45 +100,21 @@ type Config struct {
 }
 
 func (c *Config) defaults() error {
-	if c.Executions == "" {
-		c.Executions = streams.Executions
-	}
-	if c.Inbox == "" {
-		c.Inbox = streams.Inbox
-	}
-	if c.Durable == "" {
-		c.Durable = Name
-	}
-	if c.Workers == 0 {
-		c.Workers = DefaultWorkers
-	}
-	if c.CacheSize == 0 {
-		c.CacheSize = DefaultCacheSize
-	}
-	if c.AckWait == 0 {
-		c.AckWait = DefaultAckWait
-	}
-	if c.MaxAckPending == 0 {
-		c.MaxAckPending = DefaultMaxAckPending
-	}
-	if c.MaxConflicts == 0 {
-		c.MaxConflicts = DefaultMaxConflicts
-	}
-	if c.Partitions == 0 {
-		c.Partitions = streams.DefaultPartitions
-	}
-	if c.LoadTimeout == 0 {
-		c.LoadTimeout = DefaultLoadTimeout
-	}
-	if c.PinnedTTL == 0 {
-		c.PinnedTTL = DefaultPinnedTTL
-	}
+	c.Executions = cmp.Or(c.Executions, streams.Executions)
+	c.Inbox = cmp.Or(c.Inbox, streams.Inbox)
+	c.Durable = cmp.Or(c.Durable, Name)
+	c.Workers = cmp.Or(c.Workers, DefaultWorkers)
+	c.CacheSize = cmp.Or(c.CacheSize, DefaultCacheSize)
+	c.AckWait = cmp.Or(c.AckWait, DefaultAckWait)
+	c.MaxAckPending = cmp.Or(c.MaxAckPending, DefaultMaxAckPending)
+	c.MaxConflicts = cmp.Or(c.MaxConflicts, DefaultMaxConflicts)
+	c.Partitions = cmp.Or(c.Partitions, streams.DefaultPartitions)
+	c.LoadTimeout = cmp.Or(c.LoadTimeout, DefaultLoadTimeout)
+	c.PinnedTTL = cmp.Or(c.PinnedTTL, DefaultPinnedTTL)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	c.Logger = cmp.Or(c.Logger, slog.Default())
 	switch {
 	case c.Workers < 0:
 		return fmt.Errorf("orchestrator: Workers %d is negative", c.Workers)

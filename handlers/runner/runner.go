@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -69,27 +70,15 @@ type Config struct {
 }
 
 func (c *Config) defaults() error {
-	if c.Executions == "" {
-		c.Executions = streams.Executions
-	}
-	if c.Durable == "" {
-		c.Durable = Name
-	}
-	if c.Workers == 0 {
-		c.Workers = DefaultWorkers
-	}
-	if c.AckWait == 0 {
-		c.AckWait = DefaultAckWait
-	}
-	if c.MaxDeliver == 0 {
-		c.MaxDeliver = DefaultMaxDeliver
-	}
+	c.Executions = cmp.Or(c.Executions, streams.Executions)
+	c.Durable = cmp.Or(c.Durable, Name)
+	c.Workers = cmp.Or(c.Workers, DefaultWorkers)
+	c.AckWait = cmp.Or(c.AckWait, DefaultAckWait)
+	c.MaxDeliver = cmp.Or(c.MaxDeliver, DefaultMaxDeliver)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	c.Logger = cmp.Or(c.Logger, slog.Default())
 	switch {
 	case c.Caller == nil:
 		return errors.New("runner: Caller is required")

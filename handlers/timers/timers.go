@@ -1,6 +1,7 @@
 package timers
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -71,30 +72,16 @@ type Config struct {
 }
 
 func (c *Config) defaults() error {
-	if c.Executions == "" {
-		c.Executions = streams.Executions
-	}
-	if c.Durable == "" {
-		c.Durable = Name
-	}
-	if c.ScheduleAfter == 0 {
-		c.ScheduleAfter = DefaultScheduleAfter
-	}
-	if c.Workers == 0 {
-		c.Workers = DefaultWorkers
-	}
-	if c.AckWait == 0 {
-		c.AckWait = DefaultAckWait
-	}
-	if c.MaxAckPending == 0 {
-		c.MaxAckPending = DefaultMaxAckPending
-	}
+	c.Executions = cmp.Or(c.Executions, streams.Executions)
+	c.Durable = cmp.Or(c.Durable, Name)
+	c.ScheduleAfter = cmp.Or(c.ScheduleAfter, DefaultScheduleAfter)
+	c.Workers = cmp.Or(c.Workers, DefaultWorkers)
+	c.AckWait = cmp.Or(c.AckWait, DefaultAckWait)
+	c.MaxAckPending = cmp.Or(c.MaxAckPending, DefaultMaxAckPending)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	c.Logger = cmp.Or(c.Logger, slog.Default())
 	switch {
 	case c.DeadLetter == nil:
 		return errors.New("timers: DeadLetter is required")

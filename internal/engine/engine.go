@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -142,14 +143,10 @@ func New(js jetstream.JetStream, cfg Config) (*Engine, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Cluster.TTL == 0 {
-		cfg.Cluster.TTL = lease.DefaultTTL
-	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	cfg.Cluster.TTL = cmp.Or(cfg.Cluster.TTL, lease.DefaultTTL)
 	if cfg.Cluster.ProcessID == "" {
-		cfg.Cluster.ProcessID = defaultProcessID()
+		cfg.Cluster.ProcessID = defaultProcessID() // host name and a random suffix: only when needed
 	}
 	if err := events.ValidToken(cfg.Cluster.ProcessID); err != nil {
 		return nil, fmt.Errorf("engine: Cluster.ProcessID: %w", err)
@@ -175,9 +172,7 @@ func defaultProcessID() string {
 	if len(host) > 40 {
 		host = host[:40]
 	}
-	if host == "" {
-		host = "memmie"
-	}
+	host = cmp.Or(host, "memmie")
 	return host + "-" + uuid.NewString()[:8]
 }
 
@@ -224,12 +219,8 @@ func (e *Engine) Open(ctx context.Context) error {
 		if cfg.DeadLetter == nil {
 			cfg.DeadLetter = dl
 		}
-		if cfg.Partitions == 0 {
-			cfg.Partitions = streams.InboxPartitions(e.cfg.Streams)
-		}
-		if cfg.PinnedTTL == 0 {
-			cfg.PinnedTTL = e.cfg.Cluster.TTL
-		}
+		cfg.Partitions = cmp.Or(cfg.Partitions, streams.InboxPartitions(e.cfg.Streams))
+		cfg.PinnedTTL = cmp.Or(cfg.PinnedTTL, e.cfg.Cluster.TTL)
 		o, err := orchestrator.New(e.js, cfg)
 		if err != nil {
 			return fail(err)

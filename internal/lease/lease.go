@@ -1,6 +1,7 @@
 package lease
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -83,18 +84,10 @@ type Lease struct {
 
 // New checks cfg and returns a lease. Start starts campaigning.
 func New(js jetstream.JetStream, cfg Config) (*Lease, error) {
-	if cfg.Stream == "" {
-		cfg.Stream = streams.Leases
-	}
-	if cfg.TTL == 0 {
-		cfg.TTL = DefaultTTL
-	}
-	if cfg.Every == 0 {
-		cfg.Every = cfg.TTL / 5
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.Stream = cmp.Or(cfg.Stream, streams.Leases)
+	cfg.TTL = cmp.Or(cfg.TTL, DefaultTTL)
+	cfg.Every = cmp.Or(cfg.Every, cfg.TTL/5)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	subject, err := streams.LeaderSubject(cfg.Role)
 	if err != nil {
 		return nil, fmt.Errorf("lease: %w", err)

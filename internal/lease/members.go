@@ -1,6 +1,7 @@
 package lease
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -53,18 +54,10 @@ type Members struct {
 
 // NewMembers checks cfg and returns Members. Start joins.
 func NewMembers(js jetstream.JetStream, cfg MembersConfig) (*Members, error) {
-	if cfg.Stream == "" {
-		cfg.Stream = streams.Leases
-	}
-	if cfg.TTL == 0 {
-		cfg.TTL = DefaultTTL
-	}
-	if cfg.Every == 0 {
-		cfg.Every = cfg.TTL / 5
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.Stream = cmp.Or(cfg.Stream, streams.Leases)
+	cfg.TTL = cmp.Or(cfg.TTL, DefaultTTL)
+	cfg.Every = cmp.Or(cfg.Every, cfg.TTL/5)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	subject, err := streams.MemberSubject(cfg.ID)
 	if err != nil {
 		return nil, fmt.Errorf("members: %w", err)

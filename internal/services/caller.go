@@ -2,6 +2,7 @@ package services
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -95,21 +96,13 @@ func NewCaller(cfg Config) (*Caller, error) {
 	if cfg.MaxRequestBytes < 0 || cfg.MaxResponseBytes < 0 || cfg.DefaultTimeout < 0 {
 		return nil, errors.New("new caller: MaxRequestBytes, MaxResponseBytes and DefaultTimeout must not be negative")
 	}
-	if cfg.MaxRequestBytes == 0 {
-		cfg.MaxRequestBytes = DefaultMaxRequestBytes
-	}
-	if cfg.MaxResponseBytes == 0 {
-		cfg.MaxResponseBytes = DefaultMaxResponseBytes
-	}
-	if cfg.DefaultTimeout == 0 {
-		cfg.DefaultTimeout = DefaultTimeout
-	}
+	cfg.MaxRequestBytes = cmp.Or(cfg.MaxRequestBytes, DefaultMaxRequestBytes)
+	cfg.MaxResponseBytes = cmp.Or(cfg.MaxResponseBytes, DefaultMaxResponseBytes)
+	cfg.DefaultTimeout = cmp.Or(cfg.DefaultTimeout, DefaultTimeout)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.UserAgent == "" {
-		cfg.UserAgent = DefaultUserAgent
-	}
+	cfg.UserAgent = cmp.Or(cfg.UserAgent, DefaultUserAgent)
 	transport := &http.Transport{
 		Proxy: http.ProxyFromEnvironment,
 		DialContext: (&net.Dialer{
@@ -214,9 +207,7 @@ func (c *Caller) Call(ctx context.Context, req Request) Result {
 
 func (c *Caller) call(parent context.Context, req Request) Result {
 	method := strings.ToUpper(req.Method)
-	if method == "" {
-		method = http.MethodPost
-	}
+	method = cmp.Or(method, http.MethodPost)
 	what := fmt.Sprintf("%s %s %s", method, req.Service, req.Path)
 	fail := func(kind ErrorKind, format string, args ...any) Result {
 		return Result{ErrorKind: kind, Error: what + ": " + fmt.Sprintf(format, args...)}
