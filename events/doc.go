@@ -39,7 +39,7 @@
 // # The flow of an execution
 //
 // Inputs (Type.IsInput) are appended because something happened to the execution; decisions
-// are what the core (internal/execution) decides about them. Who appends what:
+// are what the core (internal/core/execution) decides about them. Who appends what:
 //
 //	API, triggers  execution.queued            pins the workflow, schemas, input, seed
 //	dispatcher     execution.started           admits run N (a deadline for it)

@@ -18,12 +18,12 @@ import (
 
 	"github.com/memmie/memmie/definitions"
 	"github.com/memmie/memmie/events/streams"
-	"github.com/memmie/memmie/internal/api"
-	"github.com/memmie/memmie/internal/engine"
+	"github.com/memmie/memmie/internal/app/api"
+	"github.com/memmie/memmie/internal/app/engine"
+	"github.com/memmie/memmie/internal/jetstream/stream"
 	"github.com/memmie/memmie/internal/natsserver/natstest"
 	"github.com/memmie/memmie/internal/registry"
 	"github.com/memmie/memmie/internal/services"
-	"github.com/memmie/memmie/internal/stream"
 )
 
 // testAPI is a memmie process for the client commands: the API over the real registry and

@@ -14,7 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/memmie/memmie/internal/engine"
+	"github.com/memmie/memmie/internal/app/engine"
 )
 
 // slowService answers /slow once release is closed, /fail with 400 and anything else with

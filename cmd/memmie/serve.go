@@ -21,11 +21,11 @@ import (
 	"github.com/memmie/memmie/definitions"
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/handlers/dispatcher"
-	"github.com/memmie/memmie/internal/api"
-	"github.com/memmie/memmie/internal/engine"
+	"github.com/memmie/memmie/internal/app/api"
+	"github.com/memmie/memmie/internal/app/engine"
+	"github.com/memmie/memmie/internal/jetstream/stream"
 	"github.com/memmie/memmie/internal/registry"
 	"github.com/memmie/memmie/internal/services"
-	"github.com/memmie/memmie/internal/stream"
 )
 
 // Defaults of dev and serve.

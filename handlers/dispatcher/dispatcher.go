@@ -16,10 +16,10 @@ import (
 
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
-	"github.com/memmie/memmie/handlers/deadletter"
-	"github.com/memmie/memmie/handlers/faults"
-	"github.com/memmie/memmie/handlers/inbox"
-	"github.com/memmie/memmie/internal/stream"
+	"github.com/memmie/memmie/internal/faults"
+	"github.com/memmie/memmie/internal/jetstream/deadletter"
+	"github.com/memmie/memmie/internal/jetstream/inbox"
+	"github.com/memmie/memmie/internal/jetstream/stream"
 )
 
 // Name is the dispatcher's dead-letter source.

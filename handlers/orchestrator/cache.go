@@ -4,7 +4,7 @@ import (
 	"container/list"
 	"sync"
 
-	"github.com/memmie/memmie/internal/execution"
+	"github.com/memmie/memmie/internal/core/execution"
 )
 
 // entry is an execution's state as of the stream sequence of its last event.

@@ -16,11 +16,11 @@ import (
 
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
-	"github.com/memmie/memmie/handlers/consume"
-	"github.com/memmie/memmie/handlers/deadletter"
-	"github.com/memmie/memmie/handlers/faults"
-	"github.com/memmie/memmie/internal/execution"
-	"github.com/memmie/memmie/internal/stream"
+	"github.com/memmie/memmie/internal/core/execution"
+	"github.com/memmie/memmie/internal/faults"
+	"github.com/memmie/memmie/internal/jetstream/consume"
+	"github.com/memmie/memmie/internal/jetstream/deadletter"
+	"github.com/memmie/memmie/internal/jetstream/stream"
 )
 
 // Name is the orchestrator's dead-letter source, and the prefix of its durable consumers'
@@ -84,7 +84,7 @@ type Config struct {
 	// to false: a chain of publishes, each expecting the one before (stream.AppendChained).
 	// Both keep other writers out; on a file stream with one replica the server syncs every
 	// staged batch to disk under the stream's lock, which makes a batch some 40 times slower
-	// than a chain (internal/stream's benchmarks). A chain cut short by a crash leaves the
+	// than a chain (internal/jetstream/stream's benchmarks). A chain cut short by a crash leaves the
 	// input and a prefix of its decisions: the input is delivered again, finds itself applied,
 	// and Decide, which decides on the state, returns the decisions still missing.
 	Atomic bool

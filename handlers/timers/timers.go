@@ -14,11 +14,11 @@ import (
 
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
-	"github.com/memmie/memmie/handlers/consume"
-	"github.com/memmie/memmie/handlers/deadletter"
-	"github.com/memmie/memmie/handlers/faults"
-	"github.com/memmie/memmie/handlers/inbox"
-	"github.com/memmie/memmie/internal/execution"
+	"github.com/memmie/memmie/internal/core/execution"
+	"github.com/memmie/memmie/internal/faults"
+	"github.com/memmie/memmie/internal/jetstream/consume"
+	"github.com/memmie/memmie/internal/jetstream/deadletter"
+	"github.com/memmie/memmie/internal/jetstream/inbox"
 )
 
 // Name is the timers handler's durable consumer name and its dead-letter source.

@@ -41,10 +41,12 @@ func under(pkg, prefix string) bool {
 }
 
 func TestDependenciesPointOneWay(t *testing.T) {
+	pure := []string{"github.com/nats-io", "net/http", "database/sql", "github.com/jackc",
+		"github.com/lib/pq", "github.com/ThreeDotsLabs", "os/exec"}
 	for _, tc := range []struct {
 		name      string
 		pkgs      []string
-		allowOwn  []string // memmie packages that may appear below pkgs
+		allowOwn  []string // memmie packages (prefixes) that may appear below pkgs
 		forbidden []string // other packages that must not
 	}{
 		{
@@ -54,23 +56,41 @@ func TestDependenciesPointOneWay(t *testing.T) {
 			forbidden: []string{"github.com/nats-io", "net/http"},
 		},
 		{
+			// The stream configs are nats.go types; still nothing of memmie but events.
+			name:      "events/streams knows only events",
+			pkgs:      []string{module + "events/..."},
+			allowOwn:  []string{module + "events"},
+			forbidden: []string{"database/sql", "github.com/jackc"},
+		},
+		{
 			name:      "definitions import events at most",
-			pkgs:      []string{module + "definitions", module + "definitions/eval"},
-			allowOwn:  []string{module + "events", module + "definitions", module + "definitions/eval"},
+			pkgs:      []string{module + "definitions/..."},
+			allowOwn:  []string{module + "events", module + "definitions"},
 			forbidden: []string{"github.com/nats-io", "net/http"},
 		},
 		{
-			name:     "the core is pure",
-			pkgs:     []string{module + "internal/execution"},
-			allowOwn: []string{module + "internal/execution", module + "events", module + "definitions", module + "definitions/eval"},
+			name:     "the cores are pure",
+			pkgs:     []string{module + "internal/core/..."},
+			allowOwn: []string{module + "internal/core", module + "events", module + "definitions"},
 			// database/sql/driver stays allowed: google/uuid implements its interfaces.
-			forbidden: []string{"github.com/nats-io", "net/http", "database/sql", "github.com/jackc",
-				"github.com/lib/pq", "github.com/ThreeDotsLabs", "os/exec"},
+			forbidden: pure,
 		},
 		{
-			name:      "handlers know neither the API, the registry nor the CLI",
-			pkgs:      []string{module + "handlers/..."},
-			forbidden: []string{module + "internal/api", module + "internal/registry", module + "cmd"},
+			name: "JetStream plumbing knows no handler, core or composition root",
+			pkgs: []string{module + "internal/jetstream/...", module + "internal/faults"},
+			allowOwn: []string{module + "internal/jetstream", module + "internal/faults", module + "events",
+				module + "definitions"},
+		},
+		{
+			name: "handlers use the vocabulary, the cores and the plumbing, and never each other",
+			pkgs: []string{module + "handlers/..."},
+			allowOwn: []string{module + "handlers", module + "events", module + "definitions", module + "internal/core",
+				module + "internal/jetstream", module + "internal/faults", module + "internal/services"},
+		},
+		{
+			name:      "the composition root is above the handlers and below the CLI",
+			pkgs:      []string{module + "internal/app/..."},
+			forbidden: []string{module + "cmd"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -80,10 +100,41 @@ func TestDependenciesPointOneWay(t *testing.T) {
 						t.Errorf("%v depends on %s", tc.pkgs, p)
 					}
 				}
-				if tc.allowOwn != nil && strings.HasPrefix(p, module) && !slices.Contains(tc.allowOwn, p) {
+				if tc.allowOwn != nil && strings.HasPrefix(p, module) &&
+					!slices.ContainsFunc(tc.allowOwn, func(a string) bool { return under(p, a) }) {
 					t.Errorf("%v depends on %s", tc.pkgs, p)
 				}
 			}
 		})
+	}
+}
+
+// TestHandlersDoNotImportEachOther: each handler stands alone; what two handlers share lives
+// in the plumbing (internal/jetstream) or the cores.
+func TestHandlersDoNotImportEachOther(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}} {{join .Imports \" \"}}", module+"handlers/...").Output()
+	require.NoError(t, err)
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		fields := strings.Fields(line)
+		self := fields[0]
+		for _, imp := range fields[1:] {
+			if under(imp, module+"handlers") && !under(imp, self) && !under(self, imp) {
+				t.Errorf("%s imports %s", self, imp)
+			}
+		}
+	}
+}
+
+// TestFoldersShowTheirLayer: handlers/ holds only handlers, so plumbing cannot creep back.
+func TestFoldersShowTheirLayer(t *testing.T) {
+	out, err := exec.Command("go", "list", module+"handlers/...").Output()
+	require.NoError(t, err)
+	handlers := []string{"orchestrator", "runner", "timers", "dispatcher", "reconciler", "triggers", "deltas"}
+	for _, p := range strings.Fields(string(out)) {
+		name := strings.TrimPrefix(p, module+"handlers/")
+		name, _, _ = strings.Cut(name, "/")
+		if !slices.Contains(handlers, name) {
+			t.Errorf("%s is under handlers/ but is not a handler (plumbing goes to internal/jetstream, cores to internal/core)", p)
+		}
 	}
 }

@@ -13,8 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/internal/jetstream/stream"
 	"github.com/memmie/memmie/internal/natsserver"
-	"github.com/memmie/memmie/internal/stream"
 )
 
 // permissionErrors collects the asynchronous permission violations the server reports to a

@@ -12,9 +12,9 @@ import (
 
 	"github.com/memmie/memmie/definitions"
 	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/internal/jetstream/stream"
 	"github.com/memmie/memmie/internal/natsserver"
 	"github.com/memmie/memmie/internal/registry"
-	"github.com/memmie/memmie/internal/stream"
 )
 
 // Register a set of definitions, change one, and read both revisions.

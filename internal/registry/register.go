@@ -13,7 +13,7 @@ import (
 
 	"github.com/memmie/memmie/definitions"
 	"github.com/memmie/memmie/events"
-	"github.com/memmie/memmie/internal/stream"
+	"github.com/memmie/memmie/internal/jetstream/stream"
 )
 
 // MaxCanonicalSize bounds a definition's canonical JSON, so that its event fits in one message.

@@ -17,7 +17,7 @@ import (
 	"github.com/memmie/memmie/definitions"
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
-	"github.com/memmie/memmie/internal/stream"
+	"github.com/memmie/memmie/internal/jetstream/stream"
 )
 
 // Errors of Register, Deactivate and the readers.

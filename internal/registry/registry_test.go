@@ -17,9 +17,9 @@ import (
 	"github.com/memmie/memmie/definitions"
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/internal/jetstream/stream"
 	"github.com/memmie/memmie/internal/natsserver/natstest"
 	"github.com/memmie/memmie/internal/registry"
-	"github.com/memmie/memmie/internal/stream"
 )
 
 func testContext(t *testing.T) context.Context {

@@ -1,0 +1,217 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/memmie/memmie/definitions"
+	"github.com/memmie/memmie/events"
+	"github.com/memmie/memmie/internal/app/engine"
+	"github.com/memmie/memmie/internal/core/execution"
+	"github.com/memmie/memmie/internal/registry"
+)
+
+// Engine is what the API needs of the engine; *engine.Engine is one.
+type Engine interface {
+	Start(ctx context.Context, req engine.StartRequest) (executionID string, created bool, err error)
+	Execution(ctx context.Context, id string) (*execution.State, error)
+	History(ctx context.Context, id string) ([]events.Event, error)
+	Cancel(ctx context.Context, id, reason string) error
+	Retry(ctx context.Context, id string) error
+	Ready(ctx context.Context) error
+}
+
+// DefaultMaxBodyBytes bounds request bodies: a definition file's limit.
+const DefaultMaxBodyBytes = definitions.MaxFileSize
+
+// Config configures the API.
+type Config struct {
+	// Registry serves and registers definitions. Required.
+	Registry *registry.Registry
+	// Engine serves executions. Without one, the execution endpoints answer 503 and /readyz
+	// checks only the registry.
+	Engine Engine
+	// MaxBodyBytes bounds every request body. Defaults to DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// ReadyTimeout bounds the checks of /readyz. Defaults to 2 s.
+	ReadyTimeout time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// API is the HTTP handler of memmie's API.
+type API struct {
+	cfg Config
+	log *slog.Logger
+	mux *http.ServeMux
+}
+
+// New returns the API's handler.
+func New(cfg Config) (*API, error) {
+	if cfg.Registry == nil {
+		return nil, errors.New("api: Config.Registry is required")
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.ReadyTimeout <= 0 {
+		cfg.ReadyTimeout = 2 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	a := &API{cfg: cfg, log: cfg.Logger.With("component", "api"), mux: http.NewServeMux()}
+	a.routes()
+	return a, nil
+}
+
+// ServeHTTP serves one request.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+
+func (a *API) routes() {
+	for _, kind := range []definitions.Kind{definitions.KindSchema, definitions.KindWorkflow, definitions.KindProvider} {
+		plural := "/v1/" + string(kind) + "s"
+		a.mux.HandleFunc("GET "+plural, a.listDefinitions(kind))
+		a.mux.HandleFunc("GET "+plural+"/{id}", a.getDefinition(kind))
+		a.mux.HandleFunc("PUT "+plural+"/{id}", a.putDefinition(kind))
+		a.mux.HandleFunc("DELETE "+plural+"/{id}", a.deleteDefinition(kind))
+	}
+	a.mux.HandleFunc("POST /v1/executions", a.startExecution)
+	a.mux.HandleFunc("GET /v1/executions/{id}", a.getExecution)
+	a.mux.HandleFunc("GET /v1/executions/{id}/events", a.executionEvents)
+	a.mux.HandleFunc("POST /v1/executions/{id}/cancel", a.cancelExecution)
+	a.mux.HandleFunc("POST /v1/executions/{id}/retry", a.retryExecution)
+	a.mux.HandleFunc("GET /healthz", a.healthz)
+	a.mux.HandleFunc("GET /readyz", a.readyz)
+	a.mux.HandleFunc("/", a.fallback)
+}
+
+// fallback answers what no route matched: 405 when the path has routes for other methods,
+// 404 otherwise, both in the API's error format (the mux's own answers are plain text).
+func (a *API) fallback(w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodPost, http.MethodDelete} {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := a.mux.Handler(probe); pattern != "/" && pattern != "" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", fmt.Sprintf("%s is not allowed on %s", r.Method, r.URL.Path))
+		return
+	}
+	writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
+}
+
+func (a *API) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyz reports ready when the registry follows its stream and the engine (if any) is ready:
+// NATS connected, streams present, handlers running.
+func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.ReadyTimeout)
+	defer cancel()
+	if err := a.cfg.Registry.Ready(ctx); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "definitions: "+err.Error())
+		return
+	}
+	if a.cfg.Engine != nil {
+		if err := a.cfg.Engine.Ready(ctx); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "unavailable", "engine: "+err.Error())
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// errorBody is the API's error format.
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code     string               `json:"code"`
+	Message  string               `json:"message"`
+	Problems definitions.Problems `json:"problems,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", "encode response: "+err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+func writeError(w http.ResponseWriter, status int, code, message string) {
+	writeErrorBody(w, status, errorBody{Error: errorDetail{Code: code, Message: message}})
+}
+
+func writeErrorBody(w http.ResponseWriter, status int, body errorBody) {
+	b, _ := json.Marshal(body)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// fail maps an error of the registry or the engine to its status and code. Unexpected errors
+// are logged and answered 500.
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var (
+		probs  definitions.Problems
+		tooBig *http.MaxBytesError
+	)
+	switch {
+	case errors.As(err, &probs):
+		msg := fmt.Sprintf("%d problems", len(probs))
+		if len(probs) == 1 {
+			msg = probs[0].String()
+		}
+		writeErrorBody(w, http.StatusUnprocessableEntity, errorBody{Error: errorDetail{Code: "invalid_definition", Message: msg, Problems: probs}})
+	case errors.As(err, &tooBig):
+		writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("the body is larger than %d bytes", tooBig.Limit))
+	case errors.Is(err, registry.ErrNotFound), errors.Is(err, engine.ErrNotFound):
+		writeError(w, http.StatusNotFound, "not_found", err.Error())
+	case errors.Is(err, engine.ErrWorkflowNotFound):
+		writeError(w, http.StatusNotFound, "workflow_not_found", err.Error())
+	case errors.Is(err, registry.ErrInUse):
+		writeError(w, http.StatusConflict, "in_use", err.Error())
+	case errors.Is(err, engine.ErrWorkflowInactive):
+		writeError(w, http.StatusConflict, "workflow_inactive", err.Error())
+	case errors.Is(err, engine.ErrState):
+		writeError(w, http.StatusConflict, "invalid_state", err.Error())
+	case errors.Is(err, engine.ErrInvalid), errors.Is(err, errBadRequest):
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+	case errors.Is(err, errNoEngine), errors.Is(err, engine.ErrNoDefinitions):
+		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		// The client went away; nobody reads the answer.
+		writeError(w, 499, "cancelled", err.Error())
+	default:
+		a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+	}
+}
+
+var (
+	errBadRequest = errors.New("bad request")
+	errNoEngine   = errors.New("this memmie serves no executions")
+)
+
+// badRequest returns an error that fail answers 400.
+func badRequest(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errBadRequest, fmt.Sprintf(format, args...))
+}

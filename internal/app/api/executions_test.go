@@ -1,0 +1,319 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/memmie/memmie/events"
+	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/internal/app/engine"
+	"github.com/memmie/memmie/internal/core/execution"
+	"github.com/memmie/memmie/internal/natsserver/natstest"
+	"github.com/memmie/memmie/internal/services"
+)
+
+// cannedEngine answers every call with err, and records the start requests. It tests the
+// API's request validation and error mapping; the end-to-end tests below use the real engine.
+type cannedEngine struct {
+	err    error
+	mu     sync.Mutex
+	starts []engine.StartRequest
+}
+
+func (c *cannedEngine) Start(_ context.Context, req engine.StartRequest) (string, bool, error) {
+	c.mu.Lock()
+	c.starts = append(c.starts, req)
+	c.mu.Unlock()
+	if c.err != nil {
+		return "", false, c.err
+	}
+	return "e1", true, nil
+}
+
+func (c *cannedEngine) Execution(context.Context, string) (*execution.State, error) {
+	if c.err != nil {
+		return nil, c.err
+	}
+	return &execution.State{ExecutionID: "e1", Status: execution.StatusRunning}, nil
+}
+
+func (c *cannedEngine) History(context.Context, string) ([]events.Event, error) { return nil, c.err }
+func (c *cannedEngine) Cancel(context.Context, string, string) error            { return c.err }
+func (c *cannedEngine) Retry(context.Context, string) error                     { return c.err }
+func (c *cannedEngine) Ready(context.Context) error                             { return c.err }
+
+func TestExecutionRequestValidation(t *testing.T) {
+	eng := &cannedEngine{}
+	srv, _ := newServer(t, eng)
+
+	tests := []struct {
+		name, method, path, body string
+		status                   int
+		code                     string
+	}{
+		{"no body", "POST", "/v1/executions", "", 400, "bad_request"},
+		{"not JSON", "POST", "/v1/executions", "{", 400, "bad_request"},
+		{"trailing data", "POST", "/v1/executions", `{"workflow_id": "w"} {}`, 400, "bad_request"},
+		{"unknown field", "POST", "/v1/executions", `{"workflow_id": "w", "prio": 1}`, 400, "bad_request"},
+		{"no workflow", "POST", "/v1/executions", `{"input": {}}`, 400, "bad_request"},
+		{"priority above 100", "POST", "/v1/executions", `{"workflow_id": "w", "priority": 101}`, 400, "bad_request"},
+		{"negative priority", "POST", "/v1/executions", `{"workflow_id": "w", "priority": -1}`, 400, "bad_request"},
+		{"fractional priority", "POST", "/v1/executions", `{"workflow_id": "w", "priority": 1.5}`, 400, "bad_request"},
+		{"negative max_retries", "POST", "/v1/executions", `{"workflow_id": "w", "max_retries": -1}`, 400, "bad_request"},
+		{"long key", "POST", "/v1/executions", `{"workflow_id": "w", "idempotency_key": "` + strings.Repeat("k", 300) + `"}`, 400, "bad_request"},
+		{"too large", "POST", "/v1/executions", `{"workflow_id": "w", "input": "` + strings.Repeat("x", 70<<10) + `"}`, 413, "too_large"},
+		{"long reason", "POST", "/v1/executions/e1/cancel", `{"reason": "` + strings.Repeat("r", 2000) + `"}`, 400, "bad_request"},
+		{"retry takes no fields", "POST", "/v1/executions/e1/retry", `{"x": 1}`, 400, "bad_request"},
+		{"wrong method", "DELETE", "/v1/executions/e1", "", 405, "method_not_allowed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := do(t, srv, tt.method, tt.path, tt.body)
+			assert.Equal(t, tt.status, r.Status, r.Raw)
+			assert.Equal(t, tt.code, r.errorCode(), r.Raw)
+		})
+	}
+	assert.Empty(t, eng.starts, "no invalid request reached the engine")
+
+	r := do(t, srv, "POST", "/v1/executions",
+		`{"workflow_id": "w", "input": {"a": [1, 2]}, "priority": 100, "idempotency_key": "k", "max_retries": 2}`)
+	require.Equal(t, http.StatusAccepted, r.Status, r.Raw)
+	assert.Equal(t, map[string]any{"execution_id": "e1", "created": true}, r.Body)
+	require.Len(t, eng.starts, 1)
+	assert.Equal(t, engine.StartRequest{WorkflowID: "w", Input: json.RawMessage(`{"a": [1, 2]}`), Priority: 100,
+		IdempotencyKey: "k", MaxRetries: 2}, eng.starts[0])
+
+	for _, path := range []string{"/v1/executions/e1/cancel", "/v1/executions/e1/retry"} {
+		r := do(t, srv, "POST", path, "")
+		assert.Equal(t, http.StatusAccepted, r.Status, r.Raw)
+	}
+}
+
+func TestEngineErrorsMapToStatuses(t *testing.T) {
+	tests := []struct {
+		err    error
+		status int
+		code   string
+	}{
+		{fmt.Errorf("%w: x", engine.ErrNotFound), 404, "not_found"},
+		{fmt.Errorf("%w: w", engine.ErrWorkflowNotFound), 404, "workflow_not_found"},
+		{fmt.Errorf("%w: w", engine.ErrWorkflowInactive), 409, "workflow_inactive"},
+		{fmt.Errorf("%w: ended", engine.ErrState), 409, "invalid_state"},
+		{fmt.Errorf("%w: input", engine.ErrInvalid), 400, "bad_request"},
+		{errors.New("nats: timeout"), 500, "internal"},
+	}
+	requests := []struct{ method, path, body string }{
+		{"POST", "/v1/executions", `{"workflow_id": "w"}`},
+		{"GET", "/v1/executions/e1", ""},
+		{"GET", "/v1/executions/e1/events", ""},
+		{"POST", "/v1/executions/e1/cancel", `{"reason": "r"}`},
+		{"POST", "/v1/executions/e1/retry", ""},
+	}
+	eng := &cannedEngine{}
+	srv, _ := newServer(t, eng)
+	for _, tt := range tests {
+		eng.err = tt.err
+		for _, req := range requests {
+			t.Run(fmt.Sprintf("%s %s %v", req.method, req.path, tt.err), func(t *testing.T) {
+				r := do(t, srv, req.method, req.path, req.body)
+				assert.Equal(t, tt.status, r.Status, r.Raw)
+				assert.Equal(t, tt.code, r.errorCode(), r.Raw)
+				assert.Equal(t, tt.err.Error(), r.Body["error"].(map[string]any)["message"])
+			})
+		}
+	}
+	eng.err = errors.New("handlers are not running")
+	r := do(t, srv, "GET", "/readyz", "")
+	assert.Equal(t, http.StatusServiceUnavailable, r.Status)
+	assert.Contains(t, r.Raw, "handlers are not running")
+}
+
+// stack is one memmie process: the registry, the real engine and the API, on an embedded
+// server, with a test service named svc.
+func newStack(t *testing.T, svc *httptest.Server) *httptest.Server {
+	t.Helper()
+	_, _, js := natstest.Run(t)
+	u, err := url.Parse(svc.URL)
+	require.NoError(t, err)
+	svcs, err := services.NewRegistry(services.Service{Name: "svc", BaseURL: u})
+	require.NoError(t, err)
+
+	reg := startRegistry(t, js)
+	eng, err := engine.New(js, engine.Config{
+		Definitions: reg, Services: svcs, Logger: testLogger(t),
+		Streams: streams.Options{Storage: jetstream.MemoryStorage},
+	})
+	require.NoError(t, err)
+	require.NoError(t, eng.Open(testContext(t)))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		assert.NoError(t, eng.Close(ctx))
+	})
+	return serveWith(t, reg, eng)
+}
+
+// waitState polls GET /v1/executions/{id} until cond holds.
+func waitState(t *testing.T, srv *httptest.Server, id, what string, cond func(map[string]any) bool) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	var last response
+	for time.Now().Before(deadline) {
+		last = do(t, srv, "GET", "/v1/executions/"+id, "")
+		if last.Status == http.StatusOK && cond(last.Body) {
+			return last.Body
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("execution %s not %s within 20s: %s", id, what, last.Raw)
+	return nil
+}
+
+func status(want string) func(map[string]any) bool {
+	return func(s map[string]any) bool { return s["status"] == want }
+}
+
+func TestExecutionsEndToEnd(t *testing.T) {
+	release := make(chan struct{})
+	var flaky sync.Mutex
+	flakyCalls := 0
+	svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/slow":
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		case "/flaky":
+			flaky.Lock()
+			flakyCalls++
+			n := flakyCalls
+			flaky.Unlock()
+			if n == 1 {
+				w.WriteHeader(http.StatusConflict)
+				_, _ = w.Write([]byte(`{"error": "not yet"}`))
+				return
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"ok": true}`))
+	}))
+	t.Cleanup(svc.Close)
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	srv := newStack(t, svc)
+	putExamples(t, srv)
+	for id, body := range map[string]string{
+		"slow":  "id: slow\nsteps: [{id: wait, type: api_call, service: svc, endpoint: /slow}]\n",
+		"flaky": "id: flaky\nsteps: [{id: call, type: api_call, service: svc, endpoint: /flaky}]\n",
+	} {
+		r := do(t, srv, "PUT", "/v1/workflows/"+id, body)
+		require.Equal(t, http.StatusOK, r.Status, r.Raw)
+	}
+
+	input := `{"blob_id": "0b7f3c1e-8d2a-4f6b-9c3d-2e1f0a9b8c7d", "user_id": "5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d",
+		"blob": {"content": "# One", "metadata": {"type": "chapter"}}}`
+
+	t.Run("start, idempotency, state and events", func(t *testing.T) {
+		body := `{"workflow_id": "blob_summary", "input": ` + input + `, "priority": 7, "idempotency_key": "once"}`
+		r := do(t, srv, "POST", "/v1/executions", body)
+		require.Equal(t, http.StatusAccepted, r.Status, r.Raw)
+		assert.Equal(t, true, r.Body["created"])
+		id := r.Body["execution_id"].(string)
+		require.NotEmpty(t, id)
+
+		again := do(t, srv, "POST", "/v1/executions", body)
+		require.Equal(t, http.StatusAccepted, again.Status, again.Raw)
+		assert.Equal(t, map[string]any{"execution_id": id, "created": false}, again.Body, "the same key gives the same execution")
+
+		s := waitState(t, srv, id, "completed", status("completed"))
+		assert.Equal(t, "blob_summary", s["workflow_id"])
+		assert.Equal(t, 7.0, s["priority"])
+		ops := s["output"].(map[string]any)["delta_operations"].([]any)
+		require.Len(t, ops, 2)
+		assert.Equal(t, "chapter blob 0b7f3c1e-8d2a-4f6b-9c3d-2e1f0a9b8c7d of user 5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d",
+			ops[0].(map[string]any)["value"])
+
+		ev := do(t, srv, "GET", "/v1/executions/"+id+"/events", "")
+		require.Equal(t, http.StatusOK, ev.Status, ev.Raw)
+		list := ev.Body["events"].([]any)
+		require.NotEmpty(t, list)
+		first, last := list[0].(map[string]any), list[len(list)-1].(map[string]any)
+		assert.Equal(t, string(events.TypeExecutionQueued), first["type"])
+		assert.Equal(t, "1.0", first["specversion"])
+		assert.Equal(t, string(events.TypeExecutionCompleted), last["type"])
+
+		for _, action := range []string{"cancel", "retry"} {
+			r := do(t, srv, "POST", "/v1/executions/"+id+"/"+action, "")
+			assert.Equal(t, http.StatusConflict, r.Status, r.Raw)
+			assert.Equal(t, "invalid_state", r.errorCode(), "%s of a completed execution", action)
+		}
+	})
+
+	t.Run("unknown, missing and inactive", func(t *testing.T) {
+		r := do(t, srv, "POST", "/v1/executions", `{"workflow_id": "nope"}`)
+		assert.Equal(t, http.StatusNotFound, r.Status, r.Raw)
+		assert.Equal(t, "workflow_not_found", r.errorCode())
+
+		for _, path := range []string{"/v1/executions/0190aaaa-0000-7000-8000-000000000000", "/v1/executions/0190aaaa-0000-7000-8000-000000000000/events"} {
+			r = do(t, srv, "GET", path, "")
+			assert.Equal(t, http.StatusNotFound, r.Status, r.Raw)
+			assert.Equal(t, "not_found", r.errorCode())
+		}
+
+		require.Equal(t, http.StatusOK, do(t, srv, "DELETE", "/v1/workflows/flaky", "").Status)
+		r = do(t, srv, "POST", "/v1/executions", `{"workflow_id": "flaky"}`)
+		assert.Equal(t, http.StatusConflict, r.Status, r.Raw)
+		assert.Equal(t, "workflow_inactive", r.errorCode())
+		require.Equal(t, http.StatusOK, do(t, srv, "PUT", "/v1/workflows/flaky",
+			"id: flaky\nsteps: [{id: call, type: api_call, service: svc, endpoint: /flaky}]\n").Status, "reactivated")
+	})
+
+	t.Run("retry a failed execution", func(t *testing.T) {
+		r := do(t, srv, "POST", "/v1/executions", `{"workflow_id": "flaky"}`)
+		require.Equal(t, http.StatusAccepted, r.Status, r.Raw)
+		id := r.Body["execution_id"].(string)
+		waitState(t, srv, id, "failed", status("failed"))
+
+		r = do(t, srv, "POST", "/v1/executions/"+id+"/retry", "")
+		require.Equal(t, http.StatusAccepted, r.Status, r.Raw)
+		assert.Equal(t, map[string]any{"execution_id": id, "requested": "retry"}, r.Body)
+		s := waitState(t, srv, id, "completed in run 2", func(s map[string]any) bool { return s["run"] == 2.0 && s["status"] == "completed" })
+		assert.Equal(t, map[string]any{"ok": true}, s["output"])
+	})
+
+	t.Run("cancel a running execution", func(t *testing.T) {
+		r := do(t, srv, "POST", "/v1/executions", `{"workflow_id": "slow"}`)
+		require.Equal(t, http.StatusAccepted, r.Status, r.Raw)
+		id := r.Body["execution_id"].(string)
+		waitState(t, srv, id, "running", status("running"))
+
+		r = do(t, srv, "POST", "/v1/executions/"+id+"/cancel", `{"reason": "not needed"}`)
+		require.Equal(t, http.StatusAccepted, r.Status, r.Raw)
+		waitState(t, srv, id, "cancel requested", func(s map[string]any) bool { return s["cancel_requested"] == true })
+		close(release)
+		s := waitState(t, srv, id, "cancelled", status("cancelled"))
+		assert.Equal(t, "not needed", s["cancel_reason"])
+	})
+
+	r := do(t, srv, "GET", "/readyz", "")
+	assert.Equal(t, http.StatusOK, r.Status, r.Raw)
+}

@@ -1,0 +1,147 @@
+package engine_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/internal/app/engine"
+)
+
+// BenchmarkExecutions3Steps measures executions per second of a workflow of three api_call
+// steps against an in-process HTTP service, from Start to execution.completed, with the
+// handlers of one process. The raw JetStream async publish rate, measured on the same server
+// in the same run, is the baseline: a 3-step execution appends 12 events, and goes through 4
+// inbox commands and 4 timers.
+func BenchmarkExecutions3Steps(b *testing.B) {
+	svc := newService(b, reply(200, map[string]any{"ok": true}))
+	h := newHarness(b, map[string]string{"svc": svc.URL}, func(c *engine.Config) {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		c.Dispatcher.MaxRunning = 1000
+	})
+	h.register(`
+id: three_steps
+steps:
+  - {id: one, type: api_call, service: svc, endpoint: /one, input_map: {n: $.input.n}}
+  - {id: two, type: api_call, service: svc, endpoint: /two, input_map: {prev: $.steps.one.output.ok}}
+  - {id: three, type: api_call, service: svc, endpoint: /three, input_map: {prev: $.steps.two.output.ok}}
+`)
+	ctx := context.Background()
+
+	var ended atomic.Int64
+	done := make(chan struct{}, 1)
+	var target atomic.Int64
+	sub, err := h.nc.Subscribe("memmie.executions.*.completed", func(*nats.Msg) {
+		if ended.Add(1) == target.Load() {
+			done <- struct{}{}
+		}
+	})
+	require.NoError(b, err)
+	defer sub.Unsubscribe()
+	failed, err := h.nc.Subscribe("memmie.executions.*.failed", func(m *nats.Msg) { b.Errorf("an execution failed: %s", m.Data) })
+	require.NoError(b, err)
+	defer failed.Unsubscribe()
+
+	ended.Store(0)
+	target.Store(int64(b.N))
+	const starters = 8
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for g := range starters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := g; i < b.N; i += starters {
+				_, _, err := h.eng.Start(ctx, engine.StartRequest{WorkflowID: "three_steps", Input: []byte(fmt.Sprintf(`{"n": %d}`, i))})
+				if err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Minute):
+		b.Fatalf("%d of %d executions completed", ended.Load(), b.N)
+	}
+	elapsed := b.Elapsed()
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "executions/s")
+	b.ReportMetric(0, "ns/op")
+
+	b.ReportMetric(asyncPublishRate(b, h.js, 20_000), "js-async-publish/s")
+}
+
+// asyncPublishRate publishes n small messages with PublishAsync to a file stream like
+// MEMMIE_EXECUTIONS and returns messages per second.
+func asyncPublishRate(b *testing.B, js jetstream.JetStream, n int) float64 {
+	ctx := context.Background()
+	cfg, err := streams.Config(streams.Executions, streams.Options{})
+	require.NoError(b, err)
+	cfg.Name, cfg.Subjects = "BENCH_BASELINE", []string{"bench.baseline.>"}
+	_, err = js.CreateOrUpdateStream(ctx, cfg)
+	require.NoError(b, err)
+	defer func() { _ = js.DeleteStream(ctx, cfg.Name) }()
+	payload := []byte(`{"specversion":"1.0","id":"x","source":"/bench","type":"bench","data":{"ok":true}}`)
+	start := time.Now()
+	for i := range n {
+		if _, err := js.PublishAsync(fmt.Sprintf("bench.baseline.%d.x", i%1000), payload, jetstream.WithMsgID(fmt.Sprint(i))); err != nil {
+			b.Fatal(err)
+		}
+		if i%512 == 511 {
+			<-js.PublishAsyncComplete()
+		}
+	}
+	<-js.PublishAsyncComplete()
+	return float64(n) / time.Since(start).Seconds()
+}
+
+// BenchmarkProcesses measures executions per second of a two-step workflow with one and with
+// two processes sharing the work on one server (go test -bench Processes -benchtime 1000x).
+// On one machine the processes share its cores, so this shows the cost of sharing (OCC
+// conflicts, partition pins) more than a gain.
+func BenchmarkProcesses(b *testing.B) {
+	for _, n := range []int{1, 2} {
+		b.Run(fmt.Sprintf("%d", n), func(b *testing.B) {
+			svc := newService(b, reply(200, map[string]any{"ok": true}))
+			c := newCluster(b, map[string]string{"svc": svc.URL}, func(c *engine.Config) {
+				c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+				c.Dispatcher.MaxRunning = 1000
+			})
+			var procs []*proc
+			for i := range n {
+				procs = append(procs, c.start(fmt.Sprintf("p%d", i+1), nil))
+			}
+			c.register(procs, twoSteps)
+			require.Eventually(b, func() bool {
+				total := 0
+				for _, p := range procs {
+					total += len(p.eng.Stats().Orchestrator.Partitions)
+				}
+				return total == streams.DefaultPartitions
+			}, waitFor, 10*time.Millisecond)
+
+			b.ResetTimer()
+			startMany(b, procs, "two_steps", b.N)
+			c.waitEnded(b.N, 5*time.Minute)
+			elapsed := b.Elapsed()
+			b.StopTimer()
+			_, conflicts, _, _, _ := sumStats(procs...)
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "executions/s")
+			b.ReportMetric(float64(conflicts), "conflicts")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}

@@ -1,0 +1,725 @@
+package engine
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/memmie/memmie/definitions"
+	"github.com/memmie/memmie/events"
+	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/handlers/dispatcher"
+	"github.com/memmie/memmie/handlers/orchestrator"
+	"github.com/memmie/memmie/handlers/runner"
+	"github.com/memmie/memmie/handlers/timers"
+	"github.com/memmie/memmie/internal/core/execution"
+	"github.com/memmie/memmie/internal/faults"
+	"github.com/memmie/memmie/internal/jetstream/deadletter"
+	"github.com/memmie/memmie/internal/jetstream/inbox"
+	"github.com/memmie/memmie/internal/jetstream/lease"
+	"github.com/memmie/memmie/internal/jetstream/stream"
+	"github.com/memmie/memmie/internal/registry"
+	"github.com/memmie/memmie/internal/services"
+)
+
+// Errors of the client methods. The API maps them to HTTP statuses.
+var (
+	// ErrNotFound: no execution with that id.
+	ErrNotFound = errors.New("execution not found")
+	// ErrWorkflowNotFound: no workflow with that id was ever registered.
+	ErrWorkflowNotFound = errors.New("workflow not found")
+	// ErrWorkflowInactive: the workflow, or a schema it names, is deactivated.
+	ErrWorkflowInactive = errors.New("workflow inactive")
+	// ErrInvalid: the request is malformed (priority out of range, input not JSON, ...).
+	ErrInvalid = errors.New("invalid request")
+	// ErrState: the execution is not in a state that allows the request (cancel of an ended
+	// execution, retry of one that did not fail).
+	ErrState = errors.New("execution state does not allow this")
+	// ErrNoDefinitions: the engine was built without Config.Definitions.
+	ErrNoDefinitions = errors.New("engine has no definitions registry")
+)
+
+// MaxRetriesLimit bounds StartRequest.MaxRetries.
+const MaxRetriesLimit = 100
+
+// Definitions gives the current revision of a definition; *registry.Registry is one.
+type Definitions interface {
+	Current(kind definitions.Kind, id string) (registry.Revision, bool)
+}
+
+// Config configures an Engine. The handler configs are passed on as they are, with Logger,
+// Now and DeadLetter filled in when unset; see each package for its defaults.
+type Config struct {
+	// Definitions resolves workflows and schemas for Start. Required for Start.
+	Definitions Definitions
+	// Services are the services the runner may call. Defaults to none: every api_call step
+	// fails with unknown_service.
+	Services *services.Registry
+	// Caller makes the runner's HTTP calls. Defaults to a services.Caller over Services
+	// with its default limits, except a response limit of runner.DefaultMaxResponseBytes.
+	Caller runner.Caller
+	// Streams varies the stream configurations (replicas, storage, inbox partitions).
+	// Defaults to one replica on file storage, streams.DefaultPartitions partitions. Every
+	// process must use the same partitions.
+	Streams streams.Options
+	// Handlers lists what Open starts. Defaults to all of them.
+	Handlers Handlers
+	// Cluster says how this process shares the work with others.
+	Cluster Cluster
+	// Hooks inject faults into every handler (tests only; see package faults). A handler's
+	// own Hooks take precedence. Defaults to none.
+	Hooks faults.Hook
+
+	Orchestrator orchestrator.Config
+	Runner       runner.Config
+	Timers       timers.Config
+	// Dispatcher.MaxRunning is memmie's --max-running.
+	Dispatcher dispatcher.Config
+
+	// Now is the clock. Defaults to time.Now.
+	Now func() time.Time
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Cluster says how a process shares the work with the other processes on the same NATS.
+type Cluster struct {
+	// ProcessID names this process among the live ones: a subject token, unique among them.
+	// A process started again with the same id takes its partitions and the dispatcher's
+	// lease back at once, rather than after TTL. Defaults to the host name and a random
+	// suffix.
+	ProcessID string
+	// TTL is how long a process that stopped without saying so (a crash, a lost network)
+	// keeps its inbox partitions and the dispatcher's lease: the time the others take to
+	// take them over. Defaults to lease.DefaultTTL.
+	TTL time.Duration
+}
+
+// Handlers selects the handlers Open starts.
+type Handlers struct {
+	NoOrchestrator, NoRunner, NoTimers, NoDispatcher bool
+}
+
+// Engine runs executions: its client methods (Start, Execution, History, Cancel, Retry,
+// Queue, Ready) serve the API, and Open/Close run the handlers. (Its lifecycle is Open and
+// Close, not Start and Stop, because Start starts an execution.)
+type Engine struct {
+	js  jetstream.JetStream
+	cfg Config
+	log *slog.Logger
+
+	mu           sync.Mutex
+	open         bool
+	orchestrator *orchestrator.Orchestrator
+	runner       *runner.Runner
+	timers       *timers.Timers
+	dispatcher   *dispatcher.Dispatcher
+	caller       *services.Caller
+	members      *lease.Members
+	leader       *lease.Lease
+	assignStop   chan struct{}
+	assignDone   chan struct{}
+	// closed keeps the orchestrator's counters of the last run once it is closed.
+	closed orchestrator.Stats
+}
+
+// New returns an engine on js. It starts nothing; Open does.
+func New(js jetstream.JetStream, cfg Config) (*Engine, error) {
+	if js == nil {
+		return nil, errors.New("engine: no JetStream context")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	cfg.Cluster.TTL = cmp.Or(cfg.Cluster.TTL, lease.DefaultTTL)
+	if cfg.Cluster.ProcessID == "" {
+		cfg.Cluster.ProcessID = defaultProcessID() // host name and a random suffix: only when needed
+	}
+	if err := events.ValidToken(cfg.Cluster.ProcessID); err != nil {
+		return nil, fmt.Errorf("engine: Cluster.ProcessID: %w", err)
+	}
+	if p := cfg.Streams.Partitions; p < 0 || p > streams.MaxPartitions {
+		return nil, fmt.Errorf("engine: Streams.Partitions %d is not within 1 to %d", p, streams.MaxPartitions)
+	}
+	if cfg.Cluster.TTL < 2*time.Second {
+		return nil, fmt.Errorf("engine: Cluster.TTL %s is under 2 seconds", cfg.Cluster.TTL)
+	}
+	return &Engine{js: js, cfg: cfg, log: cfg.Logger.With("component", "engine", "process_id", cfg.Cluster.ProcessID)}, nil
+}
+
+// defaultProcessID is the host name (as a subject token) and a random suffix.
+func defaultProcessID() string {
+	host, _ := os.Hostname()
+	host = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '-'
+	}, host)
+	if len(host) > 40 {
+		host = host[:40]
+	}
+	host = cmp.Or(host, "memmie")
+	return host + "-" + uuid.NewString()[:8]
+}
+
+// ProcessID returns the name of this process among those that share the work.
+func (e *Engine) ProcessID() string { return e.cfg.Cluster.ProcessID }
+
+// StreamConfigs returns the configuration of every stream the engine uses: the contract's
+// streams, the inbox and the leases.
+func StreamConfigs(opts streams.Options) []jetstream.StreamConfig {
+	return append(streams.Configs(opts), streams.InboxConfig(opts), streams.LeasesConfig(opts))
+}
+
+// Open creates or updates the streams and starts the handlers: the orchestrator first, so
+// that commands are taken up as soon as others send them, the dispatcher last, once it has
+// rebuilt its queue.
+func (e *Engine) Open(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.open {
+		return errors.New("engine: already open")
+	}
+	if err := stream.EnsureStreams(ctx, e.js, StreamConfigs(e.cfg.Streams)); err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	dl := deadletter.NewWriter(e.js, deadletter.Config{Now: e.cfg.Now})
+	var started []interface{ Stop(context.Context) error }
+	fail := func(err error) error {
+		e.stopAssigning()
+		for i := len(started) - 1; i >= 0; i-- {
+			_ = started[i].Stop(context.WithoutCancel(ctx))
+		}
+		e.orchestrator, e.runner, e.timers, e.dispatcher = nil, nil, nil, nil
+		e.members, e.leader = nil, nil
+		if e.caller != nil {
+			e.caller.Close()
+			e.caller = nil
+		}
+		return fmt.Errorf("engine: %w", err)
+	}
+
+	if !e.cfg.Handlers.NoOrchestrator {
+		cfg := e.cfg.Orchestrator
+		e.fill(&cfg.Logger, &cfg.Now, &cfg.Hooks)
+		if cfg.DeadLetter == nil {
+			cfg.DeadLetter = dl
+		}
+		cfg.Partitions = cmp.Or(cfg.Partitions, streams.InboxPartitions(e.cfg.Streams))
+		cfg.PinnedTTL = cmp.Or(cfg.PinnedTTL, e.cfg.Cluster.TTL)
+		o, err := orchestrator.New(e.js, cfg)
+		if err != nil {
+			return fail(err)
+		}
+		if err := o.Start(ctx); err != nil {
+			return fail(err)
+		}
+		e.orchestrator = o
+		started = append(started, o)
+		// The live processes share the inbox partitions out; the members stop last, once
+		// the orchestrator has handed its partitions back.
+		kick := make(chan struct{}, 1)
+		m, err := lease.NewMembers(e.js, lease.MembersConfig{
+			ID:  e.cfg.Cluster.ProcessID,
+			TTL: e.cfg.Cluster.TTL,
+			OnChange: func([]string) {
+				select {
+				case kick <- struct{}{}:
+				default:
+				}
+			},
+			Logger: e.cfg.Logger,
+		})
+		if err != nil {
+			return fail(err)
+		}
+		if err := m.Start(ctx); err != nil {
+			return fail(err)
+		}
+		started = append([]interface{ Stop(context.Context) error }{m}, started...)
+		e.members = m
+		if err := o.Assign(ctx, e.partitions()); err != nil {
+			e.log.Warn("assign partitions; trying again", "err", err)
+		}
+		e.assignStop, e.assignDone = make(chan struct{}), make(chan struct{})
+		go e.assignLoop(o, m, kick, e.assignStop, e.assignDone)
+	}
+	if !e.cfg.Handlers.NoRunner {
+		cfg := e.cfg.Runner
+		e.fill(&cfg.Logger, &cfg.Now, &cfg.Hooks)
+		if cfg.DeadLetter == nil {
+			cfg.DeadLetter = dl
+		}
+		if cfg.Caller == nil {
+			cfg.Caller = e.cfg.Caller
+		}
+		if cfg.Caller == nil {
+			reg := e.cfg.Services
+			if reg == nil {
+				reg, _ = services.NewRegistry()
+			}
+			c, err := services.NewCaller(services.Config{Registry: reg, MaxResponseBytes: runner.DefaultMaxResponseBytes})
+			if err != nil {
+				return fail(err)
+			}
+			e.caller, cfg.Caller = c, c
+		}
+		r, err := runner.New(e.js, cfg)
+		if err != nil {
+			return fail(err)
+		}
+		if err := r.Start(ctx); err != nil {
+			return fail(err)
+		}
+		e.runner = r
+		started = append(started, r)
+	}
+	if !e.cfg.Handlers.NoTimers {
+		cfg := e.cfg.Timers
+		e.fill(&cfg.Logger, &cfg.Now, &cfg.Hooks)
+		if cfg.DeadLetter == nil {
+			cfg.DeadLetter = dl
+		}
+		t, err := timers.New(e.js, cfg)
+		if err != nil {
+			return fail(err)
+		}
+		if err := t.Start(ctx); err != nil {
+			return fail(err)
+		}
+		e.timers = t
+		started = append(started, t)
+	}
+	if !e.cfg.Handlers.NoDispatcher {
+		cfg := e.cfg.Dispatcher
+		e.fill(&cfg.Logger, &cfg.Now, &cfg.Hooks)
+		if cfg.DeadLetter == nil {
+			cfg.DeadLetter = dl
+		}
+		if cfg.Leader == nil {
+			// One dispatcher admits at a time, so that MaxRunning holds across processes.
+			l, err := lease.New(e.js, lease.Config{
+				Role:   dispatcher.Name,
+				Holder: e.cfg.Cluster.ProcessID,
+				TTL:    e.cfg.Cluster.TTL,
+				Logger: e.cfg.Logger,
+			})
+			if err != nil {
+				return fail(err)
+			}
+			if err := l.Start(ctx); err != nil {
+				return fail(err)
+			}
+			started = append(started, l)
+			e.leader, cfg.Leader = l, l
+		}
+		d, err := dispatcher.New(e.js, cfg)
+		if err != nil {
+			return fail(err)
+		}
+		if err := d.Start(ctx); err != nil {
+			return fail(err)
+		}
+		e.dispatcher = d
+		started = append(started, d)
+	}
+	e.open = true
+	e.log.Info("engine open")
+	return nil
+}
+
+func (e *Engine) fill(log **slog.Logger, now *func() time.Time, hooks *faults.Hook) {
+	if *log == nil {
+		*log = e.cfg.Logger
+	}
+	if *now == nil {
+		*now = e.cfg.Now
+	}
+	if *hooks == nil {
+		*hooks = e.cfg.Hooks
+	}
+}
+
+// partitions returns the inbox partitions this process owns among the live ones.
+func (e *Engine) partitions() []int {
+	return lease.Assign(streams.InboxPartitions(e.cfg.Streams), e.members.Live(), e.cfg.Cluster.ProcessID)
+}
+
+// assignLoop gives the orchestrator the partitions of the live processes' latest view, and
+// tries again while an assignment fails.
+func (e *Engine) assignLoop(o *orchestrator.Orchestrator, m *lease.Members, kick, stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	// An assignment in progress (draining a partition) is cut short by the stop.
+	base, cancelBase := context.WithCancel(context.Background())
+	defer cancelBase()
+	go func() {
+		select {
+		case <-stop:
+			cancelBase()
+		case <-base.Done():
+		}
+	}()
+	retry := time.NewTicker(time.Second)
+	defer retry.Stop()
+	failed := false
+	for {
+		select {
+		case <-stop:
+			return
+		case <-kick:
+		case <-retry.C:
+			if !failed {
+				continue
+			}
+		}
+		want := lease.Assign(streams.InboxPartitions(e.cfg.Streams), m.Live(), e.cfg.Cluster.ProcessID)
+		ctx, cancel := context.WithTimeout(base, 30*time.Second)
+		err := o.Assign(ctx, want)
+		cancel()
+		if failed = err != nil; failed {
+			e.log.Warn("assign partitions; trying again", "err", err)
+		}
+	}
+}
+
+// stopAssigning stops the assign loop, if it runs; e.mu is held.
+func (e *Engine) stopAssigning() {
+	if e.assignDone == nil {
+		return
+	}
+	close(e.assignStop)
+	<-e.assignDone
+	e.assignStop, e.assignDone = nil, nil
+}
+
+// Close stops the handlers, those that send commands first and the orchestrator last, so that
+// the commands sent while stopping are still taken up. Work in progress finishes, or is handed
+// back to the server when ctx ends first.
+func (e *Engine) Close(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.open {
+		return nil
+	}
+	e.open = false
+	var errs []error
+	stop := func(c interface{ Stop(context.Context) error }) {
+		if err := c.Stop(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if e.dispatcher != nil {
+		stop(e.dispatcher)
+	}
+	// Leaving is quick, and lets the other processes take over at once rather than after
+	// Cluster.TTL: it gets its own time even when ctx has run out on handlers that stopped
+	// slowly.
+	leave := func(c interface{ Stop(context.Context) error }) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := c.Stop(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if e.leader != nil {
+		leave(e.leader)
+	}
+	if e.timers != nil {
+		stop(e.timers)
+	}
+	if e.runner != nil {
+		stop(e.runner)
+	}
+	e.stopAssigning()
+	if e.orchestrator != nil {
+		stop(e.orchestrator)
+		e.closed = e.orchestrator.Stats()
+	}
+	if e.members != nil {
+		leave(e.members)
+	}
+	if e.caller != nil {
+		e.caller.Close()
+		e.caller = nil
+	}
+	e.orchestrator, e.runner, e.timers, e.dispatcher = nil, nil, nil, nil
+	e.members, e.leader = nil, nil
+	e.log.Info("engine closed")
+	return errors.Join(errs...)
+}
+
+// Ready reports whether the engine can take requests: NATS is connected, the streams exist,
+// and the handlers run.
+func (e *Engine) Ready(ctx context.Context) error {
+	if st := e.js.Conn().Status(); st != nats.CONNECTED {
+		return fmt.Errorf("nats connection is %s", st)
+	}
+	for _, cfg := range StreamConfigs(e.cfg.Streams) {
+		if _, err := e.js.Stream(ctx, cfg.Name); err != nil {
+			return fmt.Errorf("stream %s: %w", cfg.Name, err)
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.open {
+		return errors.New("engine handlers are not running")
+	}
+	return nil
+}
+
+// Stats is what a process did and holds: the orchestrator's counters (OCC conflicts, cache
+// hits and misses, history loads), the live processes, and whether this one admits
+// executions.
+type Stats struct {
+	ProcessID    string             `json:"process_id"`
+	Orchestrator orchestrator.Stats `json:"orchestrator"`
+	// Members are the live processes, as this one sees them.
+	Members []string `json:"members"`
+	// Leader is true while this process's dispatcher admits executions.
+	Leader bool `json:"leader"`
+}
+
+// Stats returns the process's counters and roles. Counters count from Open; once the engine
+// is closed, they are those of its last run.
+func (e *Engine) Stats() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st := Stats{ProcessID: e.cfg.Cluster.ProcessID, Orchestrator: e.closed}
+	if e.orchestrator != nil {
+		st.Orchestrator = e.orchestrator.Stats()
+	}
+	if e.members != nil {
+		st.Members = e.members.Live()
+	}
+	if e.dispatcher != nil {
+		st.Leader = e.dispatcher.Leading()
+	}
+	return st
+}
+
+// StartRequest asks for a new execution of a workflow.
+type StartRequest struct {
+	WorkflowID string
+	// Input is the execution's input, any JSON; empty means null.
+	Input json.RawMessage
+	// Priority is 0 to 100; higher runs first.
+	Priority int
+	// IdempotencyKey, when set, names the execution: the same key always gives the same
+	// execution (its id is the key's UUIDv5).
+	IdempotencyKey string
+	// MaxRetries is how many automatic re-runs a retryable failure gets, 0 to
+	// MaxRetriesLimit.
+	MaxRetries int
+	// ProviderID, BlobID and SourceEventID record why the execution runs (blob triggers).
+	ProviderID    string
+	BlobID        string
+	SourceEventID string
+}
+
+// Start queues an execution of the workflow's current revision, pinning the workflow and its
+// schemas, and returns its id. created is false when the idempotency key names an execution
+// that exists already (that one is returned, whatever this request says). The dispatcher
+// starts it when its priority's turn comes.
+func (e *Engine) Start(ctx context.Context, req StartRequest) (executionID string, created bool, err error) {
+	if e.cfg.Definitions == nil {
+		return "", false, ErrNoDefinitions
+	}
+	switch {
+	case req.Priority < definitions.MinPriority || req.Priority > definitions.MaxPriority:
+		return "", false, fmt.Errorf("%w: priority %d is not within %d to %d", ErrInvalid, req.Priority,
+			definitions.MinPriority, definitions.MaxPriority)
+	case req.MaxRetries < 0 || req.MaxRetries > MaxRetriesLimit:
+		return "", false, fmt.Errorf("%w: max_retries %d is not within 0 to %d", ErrInvalid, req.MaxRetries, MaxRetriesLimit)
+	case req.WorkflowID == "":
+		return "", false, fmt.Errorf("%w: workflow_id is required", ErrInvalid)
+	}
+	var input any
+	if len(req.Input) > 0 {
+		if err := json.Unmarshal(req.Input, &input); err != nil {
+			return "", false, fmt.Errorf("%w: input is not JSON: %v", ErrInvalid, err)
+		}
+	}
+
+	rev, ok := e.cfg.Definitions.Current(definitions.KindWorkflow, req.WorkflowID)
+	if !ok {
+		return "", false, fmt.Errorf("%w: %q", ErrWorkflowNotFound, req.WorkflowID)
+	}
+	wf, ok := rev.Def.(*definitions.Workflow)
+	if !ok {
+		return "", false, fmt.Errorf("workflow %q: registry returned a %T", req.WorkflowID, rev.Def)
+	}
+	if !rev.Active || !wf.IsActive() {
+		return "", false, fmt.Errorf("%w: %q", ErrWorkflowInactive, req.WorkflowID)
+	}
+	inSchema, err := e.schema(wf, "input", wf.InputSchemaID)
+	if err != nil {
+		return "", false, err
+	}
+	outSchema, err := e.schema(wf, "output", wf.OutputSchemaID)
+	if err != nil {
+		return "", false, err
+	}
+
+	id := uuid.Must(uuid.NewV7()).String()
+	if req.IdempotencyKey != "" {
+		id = IDForKey(req.IdempotencyKey)
+	}
+	ev := events.NewExecution(&events.ExecutionQueued{
+		ExecutionID:      id,
+		WorkflowID:       wf.ID,
+		WorkflowRevision: rev.Revision,
+		Workflow:         rev.Canonical,
+		InputSchema:      inSchema,
+		OutputSchema:     outSchema,
+		Input:            input,
+		Priority:         req.Priority,
+		MaxRetries:       req.MaxRetries,
+		IdempotencyKey:   req.IdempotencyKey,
+		ProviderID:       req.ProviderID,
+		BlobID:           req.BlobID,
+		SourceEventID:    req.SourceEventID,
+		Seed:             seed(id),
+	}, events.SourceAPI, e.cfg.Now())
+	data, err := events.Marshal(ev)
+	if err != nil {
+		return "", false, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	// The queued event starts the history: it is appended only when the execution has no
+	// event yet. A second start with the same key finds its own event there.
+	ack, err := stream.Append(ctx, e.js, streams.Executions, []stream.Msg{{Subject: ev.Subject, Data: data, ID: ev.ID}},
+		stream.Expect{FilterSubject: events.ExecutionFilter(id)})
+	switch {
+	case errors.Is(err, stream.ErrConflict):
+		return id, false, nil
+	case err != nil:
+		return "", false, fmt.Errorf("start %s: %w", wf.ID, err)
+	}
+	if !ack.Duplicate {
+		e.log.Info("execution queued", "execution_id", id, "workflow_id", wf.ID, "workflow_revision", rev.Revision,
+			"priority", req.Priority)
+	}
+	return id, !ack.Duplicate, nil
+}
+
+// schema returns the canonical JSON of a schema a workflow names, or nil when it names none.
+func (e *Engine) schema(wf *definitions.Workflow, what, id string) (json.RawMessage, error) {
+	if id == "" {
+		return nil, nil
+	}
+	rev, ok := e.cfg.Definitions.Current(definitions.KindSchema, id)
+	if !ok || !rev.Active {
+		return nil, fmt.Errorf("%w: the %s schema %q of workflow %q is not registered or not active", ErrWorkflowInactive, what, id, wf.ID)
+	}
+	return rev.Canonical, nil
+}
+
+// IDForKey returns the execution id of an idempotency key: its UUIDv5.
+func IDForKey(key string) string { return events.ID("idempotency-key", key) }
+
+// seed derives an execution's jitter seed from its id, so that it is the same however often
+// the execution is queued.
+func seed(id string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte(id))
+	return int64(h.Sum64() >> 1)
+}
+
+// History returns an execution's events, in stream order.
+func (e *Engine) History(ctx context.Context, id string) ([]events.Event, error) {
+	if err := events.ValidToken(id); err != nil {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	msgs, err := stream.Load(ctx, e.js, streams.Executions, events.ExecutionFilter(id))
+	if err != nil {
+		return nil, fmt.Errorf("history of %s: %w", id, err)
+	}
+	if len(msgs) == 0 {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	history, err := orchestrator.Decode(msgs)
+	if err != nil {
+		return nil, fmt.Errorf("history of %s: %w", id, err)
+	}
+	return history, nil
+}
+
+// Execution returns an execution's state, folded from its history. Its JSON form is the view
+// the API serves.
+func (e *Engine) Execution(ctx context.Context, id string) (*execution.State, error) {
+	history, err := e.History(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	s, err := execution.Fold(history)
+	if err != nil {
+		return nil, fmt.Errorf("state of %s: %w", id, err)
+	}
+	return &s, nil
+}
+
+// Cancel asks to cancel an execution: what succeeded is compensated, in reverse order, then it
+// ends cancelled. It returns once the request is queued; ErrState when the execution has
+// ended.
+func (e *Engine) Cancel(ctx context.Context, id, reason string) error {
+	s, err := e.Execution(ctx, id)
+	if err != nil {
+		return err
+	}
+	if s.Status.Terminal() {
+		return fmt.Errorf("%w: cancel: execution %s is %s", ErrState, id, s.Status)
+	}
+	if s.CancelRequested {
+		return nil
+	}
+	ev := events.NewExecution(&events.CancelRequested{ExecutionID: id, Run: s.Run, Reason: reason}, events.SourceAPI, e.cfg.Now())
+	if err := inbox.Publish(ctx, e.js, ev); err != nil {
+		return fmt.Errorf("cancel %s: %w", id, err)
+	}
+	e.log.Info("cancel requested", "execution_id", id, "workflow_id", s.WorkflowID, "reason", reason)
+	return nil
+}
+
+// Retry asks to re-run a failed execution from its failed step: steps that succeeded and were
+// not compensated keep their results. It returns once the request is queued; ErrState when
+// the execution has not failed.
+func (e *Engine) Retry(ctx context.Context, id string) error {
+	s, err := e.Execution(ctx, id)
+	if err != nil {
+		return err
+	}
+	if s.Status != execution.StatusFailed {
+		return fmt.Errorf("%w: retry: execution %s is %s, not failed", ErrState, id, s.Status)
+	}
+	ev := events.NewExecution(&events.RetryRequested{ExecutionID: id, Run: s.Run}, events.SourceAPI, e.cfg.Now())
+	if err := inbox.Publish(ctx, e.js, ev); err != nil {
+		return fmt.Errorf("retry %s: %w", id, err)
+	}
+	e.log.Info("retry requested", "execution_id", id, "workflow_id", s.WorkflowID, "run", s.Run)
+	return nil
+}
+
+// Queue returns the queued executions in the order the dispatcher will start them, and how
+// many run. It is empty when this engine runs no dispatcher.
+func (e *Engine) Queue() (queued []dispatcher.Entry, running int) {
+	e.mu.Lock()
+	d := e.dispatcher
+	e.mu.Unlock()
+	if d == nil {
+		return nil, 0
+	}
+	return d.Queue(), d.Running()
+}
