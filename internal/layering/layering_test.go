@@ -76,16 +76,22 @@ func TestDependenciesPointOneWay(t *testing.T) {
 			forbidden: pure,
 		},
 		{
+			name:     "the lifecycle helper knows nothing of memmie",
+			pkgs:     []string{module + "internal/lifecycle"},
+			allowOwn: []string{module + "internal/lifecycle"},
+		},
+		{
 			name: "JetStream plumbing knows no handler, core or composition root",
 			pkgs: []string{module + "internal/jetstream/...", module + "internal/faults"},
-			allowOwn: []string{module + "internal/jetstream", module + "internal/faults", module + "events",
-				module + "definitions"},
+			allowOwn: []string{module + "internal/jetstream", module + "internal/faults", module + "internal/lifecycle",
+				module + "events", module + "definitions"},
 		},
 		{
 			name: "handlers use the vocabulary, the cores and the plumbing, and never each other",
 			pkgs: []string{module + "handlers/..."},
 			allowOwn: []string{module + "handlers", module + "events", module + "definitions", module + "internal/core",
-				module + "internal/jetstream", module + "internal/faults", module + "internal/services"},
+				module + "internal/jetstream", module + "internal/faults", module + "internal/services",
+				module + "internal/lifecycle"},
 		},
 		{
 			name:      "the composition root is above the handlers and below the CLI",

@@ -18,6 +18,7 @@ import (
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/internal/jetstream/stream"
+	"github.com/memmie/memmie/internal/lifecycle"
 )
 
 // Errors of Register, Deactivate and the readers.
@@ -79,7 +80,7 @@ type Registry struct {
 	seq     uint64        // last stream sequence applied to the view
 	moved   chan struct{} // closed and replaced whenever seq grows
 	cons    jetstream.ConsumeContext
-	stopped bool
+	life    lifecycle.Service
 }
 
 type key struct {
@@ -117,6 +118,7 @@ func New(js jetstream.JetStream, cfg Config) (*Registry, error) {
 		return nil, fmt.Errorf("registry: MaxAttempts %d: at most 1000", cfg.MaxAttempts)
 	}
 	return &Registry{
+		life:    lifecycle.Service{Name: "registry"},
 		js:      js,
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "registry"),
@@ -129,13 +131,11 @@ func New(js jetstream.JetStream, cfg Config) (*Registry, error) {
 // every message stored when Start was called; it then follows the stream until Stop. The stream
 // must exist.
 func (r *Registry) Start(ctx context.Context) error {
-	r.mu.Lock()
-	if r.cons != nil {
-		r.mu.Unlock()
-		return errors.New("registry: already started")
-	}
-	r.mu.Unlock()
+	return r.life.Start(ctx, r.follow, nil)
+}
 
+// follow starts following the stream and returns once the view has caught up.
+func (r *Registry) follow(ctx context.Context) error {
 	cons, err := r.js.OrderedConsumer(ctx, r.cfg.Stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects:    []string{events.SubjectDefinitions},
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
@@ -151,13 +151,10 @@ func (r *Registry) Start(ctx context.Context) error {
 		return fmt.Errorf("registry: follow %s: %w", r.cfg.Stream, err)
 	}
 	r.mu.Lock()
-	r.cons, r.stopped = cc, false
+	r.cons = cc
 	r.mu.Unlock()
 	if err := r.Sync(ctx); err != nil {
-		cc.Stop()
-		r.mu.Lock()
-		r.cons = nil
-		r.mu.Unlock()
+		_ = r.unfollow(ctx)
 		return err
 	}
 	r.log.Info("definitions view ready", "seq", r.Seq())
@@ -166,9 +163,13 @@ func (r *Registry) Start(ctx context.Context) error {
 
 // Stop stops following the stream. The view keeps what it holds.
 func (r *Registry) Stop(ctx context.Context) error {
+	return r.life.Stop(ctx, r.unfollow)
+}
+
+func (r *Registry) unfollow(ctx context.Context) error {
 	r.mu.Lock()
 	cc := r.cons
-	r.cons, r.stopped = nil, true
+	r.cons = nil
 	r.mu.Unlock()
 	if cc == nil {
 		return nil
