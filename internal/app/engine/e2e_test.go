@@ -35,7 +35,7 @@ func TestBlobProcessingEndToEnd(t *testing.T) {
 		return 404, map[string]any{"error": "no such path"}
 	})
 	h := newHarness(t, map[string]string{"studio": studio.URL})
-	set, err := definitions.Load("../../definitions")
+	set, err := definitions.Load("../../../definitions")
 	require.NoError(t, err)
 	_, err = h.reg.RegisterSet(testContext(t), set)
 	require.NoError(t, err)
