@@ -22,6 +22,13 @@ var (
 	servicePattern = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_-]*$`)
 )
 
+// MaxSteps bounds a workflow's steps. Every step adds at least three events to a run's history
+// (scheduled, reported, a result), and its compensation three more; each decision reads the
+// state of every step. At 100 steps a run without retries writes at most some 600 events, well
+// under the history's bound (execution.MaxHistoryEvents), and a decision stays cheap. A
+// compensation belongs to its step and does not count as one.
+const MaxSteps = 100
+
 // httpMethods are the methods an api_call step or a compensation may use.
 var httpMethods = []string{"GET", "POST", "PUT", "PATCH", "DELETE"}
 
@@ -51,8 +58,11 @@ func checkWorkflow(r *reporter, w *Workflow) *CompiledWorkflow {
 	checkID(r, "input_schema_id", w.InputSchemaID, false)
 	checkID(r, "output_schema_id", w.OutputSchemaID, false)
 	checkTimeout(r, "timeout_seconds", w.TimeoutSeconds, MaxWorkflowTimeoutSeconds)
-	if len(w.Steps) == 0 {
+	switch n := len(w.Steps); {
+	case n == 0:
 		r.add("steps", "at least one step is required")
+	case n > MaxSteps:
+		r.add("steps", "%d steps, at most %d", n, MaxSteps)
 	}
 
 	c := &workflowChecker{r: r, w: w, steps: map[string]int{}, vars: map[string]int{}}
