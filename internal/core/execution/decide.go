@@ -130,7 +130,7 @@ func (d *decider) running() {
 		switch {
 		case st.Status == StepReported:
 			d.stepReported(i)
-		case st.Status == StepRetryScheduled && s.stopping():
+		case st.Status == StepRetryScheduled && d.stopping():
 			// A cancel or the deadline: no more attempts. The step ends failed with its last
 			// error when the rollback starts (see Apply of execution.compensating); it gets no
 			// second result for the attempt that already has one.
@@ -141,7 +141,7 @@ func (d *decider) running() {
 		}
 		return // StepScheduled: wait for the report or the timeout
 	}
-	if s.stopping() {
+	if d.stopping() {
 		d.stop()
 		return
 	}
@@ -217,7 +217,7 @@ func (d *decider) stepReported(i int) {
 	}
 	e, retryable := classify(*r)
 	policy := s.workflow.Steps[i].RetryPolicyOrDefault()
-	if retryable && st.Attempt < policy.MaxAttempts && !s.stopping() {
+	if retryable && st.Attempt < policy.MaxAttempts && !d.stopping() {
 		delay := retryDelay(policy, *r, s.Seed, "step", s.Run, st.ID, st.Attempt)
 		d.emit(&events.StepRetryScheduled{ExecutionID: s.ExecutionID, AttemptRef: d.ref(i, st.Attempt), Error: e,
 			NextAttempt: st.Attempt + 1, DelayMS: delay.Milliseconds(), DueAt: d.now.Add(delay)})
@@ -241,6 +241,9 @@ func (d *decider) stop() {
 	case s.DeadlineExceeded:
 		c.Error = &events.ExecutionError{Code: events.CodeDeadlineExceeded,
 			Message: fmt.Sprintf("the workflow's timeout of %s ran out", s.workflowTimeout())}
+	case s.historyFull():
+		// Before a step's failure: a retryable one must not lead to a re-run.
+		c.Error = s.historyError()
 	default:
 		st := &s.Steps[i]
 		c.Error = &events.ExecutionError{Code: events.CodeStepFailed, StepID: st.ID,
@@ -347,6 +350,11 @@ func (d *decider) end() {
 	case stop.Outcome == events.OutcomeCancelled:
 		d.emit(&events.ExecutionCancelled{ExecutionID: s.ExecutionID, Run: s.Run, Reason: s.CancelReason,
 			CompensationFailed: s.CompensationFailed})
+	case stop.Retryable && !s.CompensationFailed && !s.CancelRequested && s.RetryCount < s.MaxRetries && s.historyFull():
+		// The compensations took the history to its bounds: no re-run could start.
+		e := s.historyError()
+		e.Message += "; the run stopped on: " + stop.Error.Message
+		d.emit(&events.ExecutionFailed{ExecutionID: s.ExecutionID, Run: s.Run, Error: *e})
 	case stop.Retryable && !s.CompensationFailed && !s.CancelRequested && s.RetryCount < s.MaxRetries:
 		delay := executionRetryDelay(s.Seed, s.RetryCount+1)
 		d.emit(&events.ExecutionRetryScheduled{ExecutionID: s.ExecutionID, Run: s.Run, Error: *stop.Error,
@@ -356,6 +364,10 @@ func (d *decider) end() {
 			CompensationFailed: s.CompensationFailed, Retryable: stop.Retryable})
 	}
 }
+
+// stopping reports whether the run must stop scheduling: see State.stopping, or a history that
+// reached its bounds.
+func (d *decider) stopping() bool { return d.s.stopping() || d.s.historyFull() }
 
 func (d *decider) ref(i, attempt int) events.AttemptRef {
 	return events.AttemptRef{Run: d.s.Run, StepID: d.s.Steps[i].ID, Attempt: attempt}

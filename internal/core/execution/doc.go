@@ -70,6 +70,11 @@
 // with max_retries left — execution.retry_scheduled, whose timer requeues the next run. With
 // on_failure: continue the failure is recorded and the next step runs.
 //
+// Bounds: a run whose history reaches MaxHistoryEvents events or MaxHistoryBytes bytes (each
+// event as events.Marshal encodes it; stale inputs are not recorded and do not count) stops
+// like a failed step, with history_too_large, and fails once compensated; it is not re-run,
+// and a manual retry of it is stale. Its compensations and its end are written past the bound.
+//
 // Runs: a manual retry_requested of a failed execution, or an automatic re-run, requeues run
 // N+1. It keeps the results of the steps that succeeded and were not compensated, of skipped
 // steps and of on_failure: continue failures, and runs the rest again from the failed step. A

@@ -156,6 +156,8 @@ type State struct {
 	Stale      []StaleEvent `json:"stale,omitempty"`
 	// Events counts the events applied.
 	Events int `json:"events"`
+	// history measures the recorded history, which Decide bounds (see MaxHistoryEvents).
+	history HistorySize
 
 	workflow     *definitions.Workflow
 	inputSchema  *definitions.Schema
@@ -178,10 +180,16 @@ func Fold(history []events.Event) (State, error) {
 // the state, an event of another execution or an unknown type is an error: the history is
 // inconsistent.
 func (s *State) Apply(ev events.Event) error {
+	first, stale := s.ExecutionID == "", s.StaleCount
 	if err := s.apply(ev); err != nil {
 		return fmt.Errorf("apply %s %s: %w", ev.Type, ev.ID, err)
 	}
 	s.Events++
+	if first || s.StaleCount == stale {
+		// A stale input is not recorded. (The first event resets the state, stale count included.)
+		s.history.Events++
+		s.history.Bytes += encodedSize(ev)
+	}
 	return nil
 }
 
@@ -472,6 +480,9 @@ func (s *State) retryRequested(ev events.Event, d *events.RetryRequested) {
 		s.stale(ev, fmt.Sprintf("run %d is not the failed run %d", d.Run, s.Run))
 	case s.RetryRequested:
 		s.stale(ev, "a retry is already requested")
+	case s.historyFull():
+		s.stale(ev, fmt.Sprintf("the history has reached its bounds (%d events, %d bytes): no run can start",
+			historyLimit.Events, historyLimit.Bytes))
 	default:
 		s.RetryRequested = true
 	}
@@ -610,3 +621,71 @@ func (s *State) Clone() State {
 // Workflow returns the pinned workflow, or nil when it could not be compiled. It is shared:
 // do not change it.
 func (s *State) Workflow() *definitions.Workflow { return s.workflow }
+
+// Bounds of an execution's recorded history. A run that reaches either bound stops with
+// CodeHistoryTooLarge: it compensates like any failure and fails, without automatic re-runs.
+// Its compensations and its end are written past the bound, so that an execution always ends;
+// they are bounded by the compensations' retry policies. The bounds are constants of the core,
+// not settings: every process and every replay must take the same decision on one history.
+//
+// Each is a fifth of Temporal's (50,000 events, 50 MB): a cache miss folds the whole history
+// (an ordered consumer over the execution's subjects) and holds it in memory while it decides,
+// and a history this long is a loop in all but name. A run of 100 steps (definitions.MaxSteps)
+// without retries writes some 300 events, 600 with a compensation for each.
+const (
+	MaxHistoryEvents = 10_000
+	MaxHistoryBytes  = 10 << 20
+)
+
+// CodeHistoryTooLarge is the error code of an execution whose history reached its bounds.
+const CodeHistoryTooLarge = "history_too_large"
+
+// HistorySize measures an execution's recorded history: its events, and the bytes of their
+// encoding (events.Marshal, the bytes the runtime appends).
+type HistorySize struct {
+	Events int
+	Bytes  int64
+}
+
+// reaches reports whether h reaches either bound of limit.
+func (h HistorySize) reaches(limit HistorySize) bool {
+	return h.Events >= limit.Events || h.Bytes >= limit.Bytes
+}
+
+// historyLimit is MaxHistoryEvents and MaxHistoryBytes; tests of this package lower it.
+var historyLimit = HistorySize{Events: MaxHistoryEvents, Bytes: MaxHistoryBytes}
+
+// History returns the size of the recorded history: the events applied, but stale inputs,
+// which change nothing and which the runtime does not record.
+func (s *State) History() HistorySize { return s.history }
+
+// HistoryWarning reports whether the history has reached half its bounds: the runtime logs a
+// warning when an append takes it there.
+func (s *State) HistoryWarning() bool {
+	return s.history.reaches(HistorySize{Events: historyLimit.Events / 2, Bytes: historyLimit.Bytes / 2})
+}
+
+// historyFull reports whether the history has reached its bounds: the run must stop.
+func (s *State) historyFull() bool { return s.history.reaches(historyLimit) }
+
+// historyError is the error of a run that stopped because its history reached its bounds.
+func (s *State) historyError() *events.ExecutionError {
+	h, l := s.history, historyLimit
+	return &events.ExecutionError{
+		Code: CodeHistoryTooLarge,
+		Message: fmt.Sprintf("history has %d events (limit %d) and %d bytes (limit %d): the execution stops",
+			h.Events, l.Events, h.Bytes, l.Bytes),
+		Details: map[string]any{"events": h.Events, "bytes": h.Bytes, "max_events": l.Events, "max_bytes": l.Bytes},
+	}
+}
+
+// encodedSize is the size of an event as the runtime appends it. An event that cannot be
+// encoded (over events.MaxEventSize) counts as the largest one: its append fails on the same
+// error.
+func encodedSize(ev events.Event) int64 {
+	b, err := events.Marshal(ev)
+	if err != nil {
+		return events.MaxEventSize
+	}
+	return int64(len(b))
+}
