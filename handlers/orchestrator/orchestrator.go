@@ -531,6 +531,12 @@ func (o *Orchestrator) decide(ctx context.Context, log *slog.Logger, partition i
 	}
 	o.cache.put(id, entry{state: next, seq: ack.LastSeq, partition: partition})
 	o.decided.Add(1)
+	if next.HistoryWarning() && !cur.state.HistoryWarning() {
+		// Once per execution: the run stops when the history reaches its bounds.
+		h := next.History()
+		log.Warn("execution history past half its bounds", "events", h.Events, "bytes", h.Bytes,
+			"max_events", execution.MaxHistoryEvents, "max_bytes", execution.MaxHistoryBytes)
+	}
 	if err := o.cfg.Hooks.At(ctx, faults.OrchestratorAppended, id); err != nil {
 		return consume.Abandon(), nil
 	}
