@@ -48,13 +48,15 @@ type Options struct {
 // Common choices, and why:
 //   - Limits retention, no MaxAge, MaxMsgs, MaxBytes or per-subject limit: nothing expires,
 //     because projections are rebuilt from the streams.
-//   - Discard new, except on executions (message schedules require discard old): should an
-//     operator add a limit, a full stream refuses writes loudly rather than dropping history.
-//     With no limit set, the policy never applies.
+//   - Discard new: should an operator add a limit, a full stream refuses writes loudly rather
+//     than dropping history. With no limit set, the policy never applies.
 //   - AllowDirect: handlers read the last message of a subject (a blob's last delta, a
 //     definition's current revision, an execution's last event) without a consumer.
 //   - Deletes and purges stay allowed: an operator may have to erase a blob's content (privacy
-//     requests), and schedules purge their own message.
+//     requests).
+//   - No message schedules and no roll-ups: durable timers are schedules on the inbox
+//     (InboxConfig). A stream created by an older memmie keeps both, and discard old, since
+//     the server never turns schedules off again (see Diff).
 //   - S2 compression on file storage: events are JSON, which compresses well; reads are rare
 //     next to appends.
 func Configs(opts Options) []jetstream.StreamConfig {
@@ -89,14 +91,8 @@ func Configs(opts Options) []jetstream.StreamConfig {
 	blobs := base(Blobs, "Blob events written by clients", events.SubjectBlobs)
 
 	executions := base(Executions, "Every queue entry, state change and step result of every execution", events.SubjectExecutions)
-	// Durable timers (retry backoffs, attempt timeouts, deadlines) are message schedules on
-	// memmie.executions.<id>.schedule.<kind>, fired into the same stream. Schedules need
-	// rollups (each schedule replaces the last on its subject) and discard old.
-	executions.AllowMsgSchedules = true
-	executions.AllowRollup = true
-	executions.Discard = jetstream.DiscardOld
-	// A decision is an input plus the events decided on it, appended as one atomic batch
-	// (all or none), guarded by the expected last sequence of the execution's subjects.
+	// The orchestrator appends an input and its decisions as a chain of publishes, or, with
+	// orchestrator.Config.Atomic, as one atomic batch (all or none).
 	executions.AllowAtomicPublish = true
 
 	deltas := base(Deltas, "Every change of every blob, in version order per blob", events.SubjectDeltas)

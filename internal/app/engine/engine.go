@@ -185,16 +185,18 @@ func StreamConfigs(opts streams.Options) []jetstream.StreamConfig {
 	return append(streams.Configs(opts), streams.InboxConfig(opts), streams.LeasesConfig(opts))
 }
 
-// Open creates or updates the streams and starts the handlers: the orchestrator first, so
-// that commands are taken up as soon as others send them, the dispatcher last, once it has
-// rebuilt its queue.
+// Open creates the streams that do not exist and starts the handlers: the orchestrator
+// first, so that commands are taken up as soon as others send them, the dispatcher last, once
+// it has rebuilt its queue. It never rewrites an existing stream: one whose partitions,
+// replicas or storage differ from Config.Streams fails Open (stream.Ensure), and smaller
+// differences are logged; `memmie streams update` applies them.
 func (e *Engine) Open(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.open {
 		return errors.New("engine: already open")
 	}
-	if err := stream.EnsureStreams(ctx, e.js, StreamConfigs(e.cfg.Streams)); err != nil {
+	if err := stream.Ensure(ctx, e.js, StreamConfigs(e.cfg.Streams), e.log); err != nil {
 		return fmt.Errorf("engine: %w", err)
 	}
 	dl := deadletter.NewWriter(e.js, deadletter.Config{Now: e.cfg.Now})

@@ -267,7 +267,8 @@ func parseBatchAck(data []byte, batchID string, n int) (Ack, error) {
 
 func resolveConflict(ctx context.Context, js jetstream.JetStream, stream string, msgs []Msg, expect Expect, apiErr *jetstream.APIError) (Ack, error) {
 	last := msgs[len(msgs)-1]
-	if m, err := LastBySubject(ctx, js, stream, last.Subject); err == nil && m.Header.Get(jetstream.MsgIDHeader) == last.ID {
+	// From the leader: a lagging replica may not hold the try that landed yet.
+	if m, err := LeaderLastBySubject(ctx, js, stream, last.Subject); err == nil && m.Header.Get(jetstream.MsgIDHeader) == last.ID {
 		return Ack{Stream: stream, LastSeq: m.Sequence, Duplicate: true}, nil
 	}
 	return Ack{}, &ConflictError{

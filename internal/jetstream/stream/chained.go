@@ -44,8 +44,8 @@ func AppendChained(ctx context.Context, js jetstream.JetStream, stream string, m
 			return Ack{}, fmt.Errorf("append message %d of %d to %s: %w", i+1, len(msgs), stream, err)
 		}
 		// Did an earlier call store msgs[i:j+1] already? Then the last message on the filter
-		// is one of them.
-		if last, lerr := LastBySubject(ctx, js, stream, expect.FilterSubject); lerr == nil {
+		// is one of them. The leader answers: a lagging replica may not hold them yet.
+		if last, lerr := LeaderLastBySubject(ctx, js, stream, expect.FilterSubject); lerr == nil {
 			if j := indexByID(msgs[i:], last.Header.Get(jetstream.MsgIDHeader)); j >= 0 {
 				ack.LastSeq = last.Sequence
 				ack.Duplicate = true

@@ -20,7 +20,11 @@ const DefaultLoadTimeout = time.Minute
 //
 // It asks with a direct get, answered by any replica without going through the stream
 // leader (StreamConfig.AllowDirect); on a stream without direct gets it falls back to the
-// leader's message API.
+// leader's message API. A replica answers with what it has stored, which on a replicated
+// stream may lag the leader by the last few messages. Use it where a stale answer is
+// harmless: a hint that an expected-sequence append checks anyway (a cache's freshness, a
+// lease's compare-and-swap), or a message that never changes once stored. Where the answer
+// decides a write, use LeaderLastBySubject.
 func LastBySubject(ctx context.Context, js jetstream.JetStream, stream, subject string) (*jetstream.RawStreamMsg, error) {
 	ctx, cancel := withDefaultTimeout(ctx, js)
 	defer cancel()
@@ -30,6 +34,21 @@ func LastBySubject(ctx context.Context, js jetstream.JetStream, stream, subject 
 	}
 	if err != nil {
 		return nil, fmt.Errorf("last message on %s in %s: %w", subject, stream, err)
+	}
+	return m, nil
+}
+
+// LeaderLastBySubject is LastBySubject answered by the stream leader (the JetStream API's
+// STREAM.MSG.GET, never a direct get), so that it holds every message acknowledged before
+// the call. It costs the leader a request of its API; use it where the answer decides a
+// write: whether an append that conflicted had landed (Append, AppendChained), and where a
+// history ends (Load).
+func LeaderLastBySubject(ctx context.Context, js jetstream.JetStream, stream, subject string) (*jetstream.RawStreamMsg, error) {
+	ctx, cancel := withDefaultTimeout(ctx, js)
+	defer cancel()
+	m, err := leaderGetLast(ctx, js, stream, subject)
+	if err != nil {
+		return nil, fmt.Errorf("last message on %s in %s from the leader: %w", subject, stream, err)
 	}
 	return m, nil
 }
@@ -82,12 +101,54 @@ func decodeDirectGet(resp *nats.Msg) (*jetstream.RawStreamMsg, error) {
 	}, nil
 }
 
+// leaderGetLast asks the stream's message API, which only the stream leader answers. The
+// request is raw: nats.go's Stream.GetLastMsgForSubject turns into a direct get on a stream
+// that allows them.
 func leaderGetLast(ctx context.Context, js jetstream.JetStream, stream, subject string) (*jetstream.RawStreamMsg, error) {
-	s, err := js.Stream(ctx, stream)
+	req, err := json.Marshal(struct {
+		LastBySubject string `json:"last_by_subj"`
+	}{subject})
 	if err != nil {
 		return nil, err
 	}
-	return s.GetLastMsgForSubject(ctx, subject)
+	resp, err := js.Conn().RequestWithContext(ctx, apiPrefix(js)+"STREAM.MSG.GET."+stream, req)
+	if err != nil {
+		return nil, err
+	}
+	var r struct {
+		Error   *jetstream.APIError `json:"error"`
+		Message *struct {
+			Subject  string    `json:"subject"`
+			Sequence uint64    `json:"seq"`
+			Header   []byte    `json:"hdrs"`
+			Data     []byte    `json:"data"`
+			Time     time.Time `json:"time"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(resp.Data, &r); err != nil {
+		return nil, fmt.Errorf("decode message get answer: %w", err)
+	}
+	switch {
+	case r.Error != nil && r.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+		return nil, jetstream.ErrMsgNotFound
+	case r.Error != nil:
+		return nil, r.Error
+	case r.Message == nil:
+		return nil, errors.New("message get answer without a message")
+	}
+	var hdr nats.Header
+	if len(r.Message.Header) > 0 {
+		if hdr, err = nats.DecodeHeadersMsg(r.Message.Header); err != nil {
+			return nil, fmt.Errorf("decode message headers: %w", err)
+		}
+	}
+	return &jetstream.RawStreamMsg{
+		Subject:  r.Message.Subject,
+		Sequence: r.Message.Sequence,
+		Header:   hdr,
+		Data:     r.Message.Data,
+		Time:     r.Message.Time,
+	}, nil
 }
 
 // apiPrefix is the JetStream API subject prefix of js, domain included.
@@ -110,8 +171,10 @@ func apiPrefix(js jetstream.JetStream) string {
 // An entity with no messages yields no messages. The last message's Sequence is the
 // LastSubjectSeq for the next Append.
 //
-// It reads with an ordered consumer, deleted when done. Without a deadline on ctx,
-// DefaultLoadTimeout applies.
+// It asks the stream leader where the history ends (LeaderLastBySubject), because a
+// writer decides on what it loads: a bound from a lagging replica would leave out the
+// newest messages. It reads with an ordered consumer, deleted when done, which waits for
+// those messages up to the bound. Without a deadline on ctx, DefaultLoadTimeout applies.
 func Load(ctx context.Context, js jetstream.JetStream, stream, filterSubject string) ([]jetstream.RawStreamMsg, error) {
 	return LoadAfter(ctx, js, stream, filterSubject, 0)
 }
@@ -124,7 +187,7 @@ func LoadAfter(ctx context.Context, js jetstream.JetStream, stream, filterSubjec
 		ctx, cancel = context.WithTimeout(ctx, DefaultLoadTimeout)
 		defer cancel()
 	}
-	last, err := LastBySubject(ctx, js, stream, filterSubject)
+	last, err := LeaderLastBySubject(ctx, js, stream, filterSubject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, nil
 	}
