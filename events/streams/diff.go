@@ -209,7 +209,9 @@ var fields = []field{
 	},
 	{
 		name: "discard",
-		show: func(c jetstream.StreamConfig) string { return strings.TrimPrefix(strings.ToLower(c.Discard.String()), "discard") },
+		show: func(c jetstream.StreamConfig) string {
+			return strings.TrimPrefix(strings.ToLower(c.Discard.String()), "discard")
+		},
 		kind: warn,
 		set:  func(dst *jetstream.StreamConfig, w jetstream.StreamConfig) { dst.Discard = w.Discard },
 		fix:  func(_, _ jetstream.StreamConfig) string { return updateFix },

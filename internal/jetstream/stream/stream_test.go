@@ -470,28 +470,6 @@ func TestLoadEndsWhileWritersAppend(t *testing.T) {
 	}
 }
 
-func TestEnsureStreamsCreatesAndUpdates(t *testing.T) {
-	_, _, js := natstest.Run(t)
-	ctx := context.Background()
-	cfg := executionsConfig("MEMMIE_EXECUTIONS_ENSURE")
-	require.NoError(t, stream.EnsureStreams(ctx, js, []jetstream.StreamConfig{cfg}))
-	// Running it again changes nothing and does not fail.
-	require.NoError(t, stream.EnsureStreams(ctx, js, []jetstream.StreamConfig{cfg}))
-
-	cfg.Description = "every event of every execution"
-	require.NoError(t, stream.EnsureStreams(ctx, js, []jetstream.StreamConfig{cfg}))
-	s, err := js.Stream(ctx, cfg.Name)
-	require.NoError(t, err)
-	assert.Equal(t, cfg.Description, s.CachedInfo().Config.Description)
-	assert.True(t, s.CachedInfo().Config.AllowAtomicPublish)
-
-	// A change the server refuses is reported with the stream's name.
-	cfg.Storage = jetstream.MemoryStorage
-	err = stream.EnsureStreams(ctx, js, []jetstream.StreamConfig{cfg})
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), cfg.Name)
-}
-
 func ExampleAppend() {
 	// In a program, js comes from jetstream.New(nc); here from a throwaway server.
 	dir, _ := os.MkdirTemp("", "memmie-stream")
