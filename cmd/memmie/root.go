@@ -32,6 +32,7 @@ e.g. --nats-url reads MEMMIE_NATS_URL.`,
 	root.AddCommand(newExecutionsCmd())
 	root.AddCommand(newDevCmd())
 	root.AddCommand(newServeCmd())
+	root.AddCommand(newStreamsCmd())
 	annotateEnv(root)
 	return root
 }

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/internal/app/engine"
+	"github.com/memmie/memmie/internal/jetstream/stream"
+	"github.com/memmie/memmie/internal/natsserver/natstest"
+)
+
+func TestStreamsUpdate(t *testing.T) {
+	srv, _, js := natstest.Run(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	url := srv.ClientURL()
+	inboxPartitions := func() int {
+		s, err := js.Stream(ctx, streams.Inbox)
+		require.NoError(t, err)
+		n, ok := streams.PartitionsOf(s.CachedInfo().Config)
+		require.True(t, ok)
+		return n
+	}
+
+	code, out, errOut := executeSplit(t, "streams", "update", "--nats-url", url)
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "MEMMIE_EXECUTIONS: missing\nMEMMIE_EXECUTIONS: created\n")
+	assert.Contains(t, out, "MEMMIE_INBOX: created\n")
+	require.NoError(t, stream.EnsureStreams(ctx, js, engine.StreamConfigs(streams.Options{})), "update creates what a start wants")
+
+	code, out, errOut = executeSplit(t, "streams", "show", "--nats-url", url)
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "MEMMIE_INBOX: as wanted\n")
+
+	t.Run("dry run changes nothing", func(t *testing.T) {
+		code, out, errOut := executeSplit(t, "streams", "update", "--nats-url", url, "--partitions", "4", "--dry-run")
+		require.Equal(t, 0, code, errOut)
+		assert.Contains(t, out, "MEMMIE_INBOX: partitions: 16 on the server, 4 wanted\n")
+		assert.NotContains(t, out, "updated")
+		assert.Equal(t, 16, inboxPartitions())
+	})
+
+	t.Run("partitions do not change while the inbox holds a command", func(t *testing.T) {
+		_, err := js.Publish(ctx, "memmie.inbox.e1", []byte(`{}`), jetstream.WithMsgID("cmd-1"))
+		require.NoError(t, err)
+		code, out, _ := executeSplit(t, "streams", "update", "--nats-url", url, "--partitions", "4")
+		assert.Equal(t, 1, code)
+		assert.Contains(t, out, "MEMMIE_INBOX: not updated: the inbox holds commands (1): changing the partitions would orphan them")
+		assert.Equal(t, 16, inboxPartitions())
+		s, err := js.Stream(ctx, streams.Inbox)
+		require.NoError(t, err)
+		require.NoError(t, s.Purge(ctx, jetstream.WithPurgeSubject(streams.SubjectInboxPartitions)))
+	})
+
+	t.Run("update applies a change on an empty inbox", func(t *testing.T) {
+		code, out, errOut := executeSplit(t, "streams", "update", "--nats-url", url, "--partitions", "4")
+		require.Equal(t, 0, code, out+errOut)
+		assert.Contains(t, out, "MEMMIE_INBOX: updated\n")
+		assert.Equal(t, 4, inboxPartitions())
+		require.NoError(t, stream.EnsureStreams(ctx, js, engine.StreamConfigs(streams.Options{Partitions: 4})))
+		// Without --partitions, the inbox keeps its 4.
+		code, out, errOut = executeSplit(t, "streams", "show", "--nats-url", url)
+		require.Equal(t, 0, code, errOut)
+		assert.Contains(t, out, "MEMMIE_INBOX: as wanted\n")
+	})
+
+	t.Run("a smaller difference is applied", func(t *testing.T) {
+		s, err := js.Stream(ctx, streams.Executions)
+		require.NoError(t, err)
+		cfg := s.CachedInfo().Config
+		cfg.Description = "changed by hand"
+		cfg.MaxMsgs = 1000
+		_, err = js.UpdateStream(ctx, cfg)
+		require.NoError(t, err)
+
+		code, out, errOut := executeSplit(t, "streams", "update", "--nats-url", url)
+		require.Equal(t, 0, code, out+errOut)
+		assert.Contains(t, out, "MEMMIE_EXECUTIONS: max_msgs: 1000 on the server, -1 wanted\n")
+		assert.Contains(t, out, "MEMMIE_EXECUTIONS: updated\n")
+		s, err = js.Stream(ctx, streams.Executions)
+		require.NoError(t, err)
+		assert.EqualValues(t, -1, s.CachedInfo().Config.MaxMsgs)
+	})
+
+	t.Run("replicas a single server cannot hold", func(t *testing.T) {
+		code, out, _ := executeSplit(t, "streams", "update", "--nats-url", url, "--replicas", "3")
+		assert.Equal(t, 1, code)
+		assert.Contains(t, out, "MEMMIE_EXECUTIONS: replicas: 1 on the server, 3 wanted\n")
+		assert.Contains(t, out, "MEMMIE_EXECUTIONS: not updated")
+	})
+}
