@@ -29,7 +29,6 @@
 //	memmie.blobs.<blob_id>.created|updated|deleted   clients' blob events (DecodeBlobEvent)
 //	memmie.executions.<execution_id>.<tail>          an execution's history; tail is the type
 //	                                                 without "memmie.execution." (step.scheduled)
-//	memmie.executions.<execution_id>.schedule.<kind> durable timers (JetStream message schedules)
 //	memmie.deltas.<blob_id>                          a blob's deltas
 //	memmie.definitions.<kind>s.<id>                  definition revisions
 //	memmie.deadletter.<source>                       messages that could not be processed
@@ -60,11 +59,12 @@
 //	core           execution.requeued          run N+1 waits for the dispatcher again
 //
 // The core decides on every input and on nothing else; the runtime appends each input together
-// with its decisions, in one atomic batch that expects the last sequence of the execution's
-// subjects (docs/architecture.md: inputs arrive as commands on InboxSubject and only the
-// orchestrator writes the history). A timer is set when the decision that asks for it is
-// appended (step.scheduled -> step_timeout at its deadline, step.retry_scheduled -> step_retry
-// at due_at, started -> execution_deadline, ...); when it runs out, its timer.fired event is an
-// input like any other. A JetStream schedule for it can live on TimerSubject (one per kind and
-// execution: a new one replaces the last); readers of a history skip schedule subjects.
+// with its decisions, the first expecting the last sequence of the execution's subjects and
+// each next one the one before it (docs/architecture.md: inputs arrive as commands on
+// InboxSubject and only the orchestrator writes the history). A timer is set when the decision
+// that asks for it is appended (step.scheduled -> step_timeout at its deadline,
+// step.retry_scheduled -> step_retry at due_at, started -> execution_deadline, ...); when it
+// runs out, its timer.fired command arrives on InboxSubject and is an input like any other.
+// Timers that wait long are JetStream message schedules on the inbox stream
+// (streams.TimerScheduleSubject), never on the history's subjects.
 package events

@@ -95,14 +95,6 @@ func executionSubject(executionID string, t Type) string {
 // ExecutionFilter returns the filter of one execution's subjects: memmie.executions.<id>.>.
 func ExecutionFilter(executionID string) string { return "memmie.executions." + executionID + ".>" }
 
-// TimerSubject returns the subject that holds the durable schedule of one kind of timer of an
-// execution: memmie.executions.<id>.schedule.<kind>. JetStream keeps one schedule per subject (a
-// new one rolls up the last), which suits timers: an execution has at most one of each kind
-// outstanding. Schedule messages are not events; readers of the history skip them.
-func TimerSubject(executionID string, kind TimerKind) string {
-	return "memmie.executions." + executionID + ".schedule." + string(kind)
-}
-
 // InboxSubject returns memmie.inbox.<execution_id>, where the inputs of an execution arrive as
 // commands for the one writer of its history (see docs/architecture.md).
 func InboxSubject(executionID string) string { return "memmie.inbox." + executionID }
@@ -119,8 +111,8 @@ func ParseInboxSubject(subject string) (string, error) {
 	return t[2], nil
 }
 
-// ParseExecutionSubject splits memmie.executions.<execution_id>.<tail>. The tail is an event
-// type's tail (step.scheduled) or a timer's schedule (schedule.step_timeout).
+// ParseExecutionSubject splits memmie.executions.<execution_id>.<tail>, where tail is an event
+// type's tail (step.scheduled; TypeOfTail maps it back).
 func ParseExecutionSubject(subject string) (executionID, tail string, err error) {
 	t := strings.SplitN(subject, ".", 4)
 	if len(t) != 4 || t[0] != "memmie" || t[1] != "executions" || t[3] == "" {

@@ -1,8 +1,11 @@
-// Package streams holds the JetStream configuration of memmie's streams. It is the only part of
-// the vocabulary that imports NATS code; it creates nothing itself.
+// Package streams holds the JetStream configuration of memmie's streams, and compares a
+// stream's configuration on a server with it (Diff). It is the only part of the vocabulary
+// that imports NATS code; it creates nothing itself (internal/jetstream/stream.Ensure does).
 //
 //	for _, cfg := range streams.Configs(streams.Options{Replicas: 3}) {
-//		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil { ... }
+//		for _, d := range streams.Diff(onServer[cfg.Name], cfg) {
+//			fmt.Println(d) // stream MEMMIE_EXECUTIONS: replicas are 1 on the server, 3 wanted: ...
+//		}
 //	}
 //
 // Every stream of the contract keeps everything (limits retention, no age, count or size limit):

@@ -97,7 +97,9 @@ func ParseInboxPartitionSubject(subject string) (partition int, executionID stri
 //     stores, those that message schedules fire included (nats-server 2.15,
 //     stream.processJetStreamMsg), so nothing outside the orchestrator knows partitions.
 //     Changing the number re-maps executions; commands stored under a partition that no
-//     longer exists are not consumed, so change it only with an empty inbox.
+//     longer exists are not consumed, so change it only with an empty inbox: a start with
+//     another number is refused (Diff), and `memmie streams update --partitions` refuses
+//     while the inbox holds commands.
 //   - Message schedules, and so discard old and roll-ups (the server requires both): durable
 //     timers are schedules on memmie.timers.*.* that fire into memmie.inbox.*. Nothing sets a
 //     limit, so discard old never drops a command.

@@ -32,13 +32,15 @@ const MaxMsgSize = 1 << 20
 
 // Options vary the configurations per deployment.
 type Options struct {
-	// Replicas of every stream. Defaults to 1; use 3 on a cluster.
+	// Replicas of every stream. Defaults to 1; use 3 on a cluster. A start whose replicas
+	// differ from an existing stream's is refused (Diff), not scaled.
 	Replicas int
 	// Storage of every stream. Defaults to jetstream.FileStorage: the streams are the source
 	// of truth. Tests may use jetstream.MemoryStorage.
 	Storage jetstream.StorageType
-	// Partitions of the inbox (see InboxConfig). Every process must use the same number.
-	// Defaults to DefaultPartitions.
+	// Partitions of the inbox (see InboxConfig). Every process must use the same number; a
+	// start with another number than the inbox has is refused (Diff). Defaults to
+	// DefaultPartitions.
 	Partitions int
 }
 

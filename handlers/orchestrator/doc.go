@@ -1,9 +1,10 @@
 // Package orchestrator is the single writer of execution histories. It consumes the commands
 // on MEMMIE_INBOX (memmie.inbox.<execution_id>: starts, step and compensation reports, fired
 // timers, cancel and retry requests) and, for each, appends the command as an input event
-// together with the decisions the core takes on it, as one atomic batch on
-// memmie.executions.<execution_id>.<tail>, expecting the sequence of the execution's last
-// event (Nats-Expected-Last-Subject-Sequence on memmie.executions.<id>.>).
+// together with the decisions the core takes on it, to memmie.executions.<execution_id>.<tail>:
+// the first message expects the sequence of the execution's last event
+// (Nats-Expected-Last-Subject-Sequence on memmie.executions.<id>.>) and each next one the one
+// before it (stream.AppendChained; one atomic batch with Config.Atomic).
 //
 //	o, err := orchestrator.New(js, orchestrator.Config{DeadLetter: dl})
 //	err = o.Start(ctx)

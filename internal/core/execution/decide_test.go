@@ -799,7 +799,7 @@ func TestPendingAfterFold(t *testing.T) {
 	deadline, timeout := p.Timers[0], p.Timers[1]
 	assert.Equal(t, events.TimerExecutionDeadline, deadline.Fire.Data.(*events.TimerFired).Kind)
 	assert.True(t, deadline.At.Equal(s.Deadline))
-	assert.Equal(t, events.TimerSubject(execID, events.TimerStepTimeout), timeout.Subject)
+	assert.Equal(t, events.TimerStepTimeout, timeout.Fire.Data.(*events.TimerFired).Kind)
 	assert.True(t, timeout.At.Equal(p.Requests[0].Deadline))
 	assert.Equal(t, "b", timeout.Fire.Data.(*events.TimerFired).StepID)
 	assert.Equal(t, timeout.Fire.ID, execution.Fire(execID, events.TimerStepTimeout,

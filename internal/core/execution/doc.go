@@ -11,7 +11,7 @@
 //	before := state.Clone()              // to roll back to when the append conflicts
 //	if err := state.Apply(input); err != nil { ... }   // an inconsistent history: dead-letter
 //	decisions, err := execution.Decide(state, input, now)
-//	// append input and decisions as one atomic batch, expecting the last sequence of
+//	// append input and decisions, the first expecting the last sequence of
 //	// memmie.executions.<id>.>; on a conflict, state = before, reload, decide again
 //	for _, ev := range decisions { state.Apply(ev) }
 //	// then do what the decisions ask (below), or reconcile with state.Pending()

@@ -39,12 +39,10 @@ func (r Request) Report(resp events.Response, now time.Time) events.Event {
 		Response: resp}, events.SourceRunner, now)
 }
 
-// Timer is a durable timer: at At, append Fire (a timer.fired input). Subject is where its
-// JetStream schedule lives; there is at most one timer of each kind per execution.
+// Timer is a durable timer: at At, append Fire (a timer.fired input).
 type Timer struct {
-	At      time.Time
-	Subject string
-	Fire    events.Event
+	At   time.Time
+	Fire events.Event
 }
 
 // Pending returns what the execution waits for, in a fixed order.
@@ -93,9 +91,8 @@ func (s *State) pendingAttempts(p *Pending, a *Attempts, stepID string, compensa
 
 func (s *State) timer(kind events.TimerKind, at time.Time, ref events.AttemptRef) Timer {
 	return Timer{
-		At:      at,
-		Subject: events.TimerSubject(s.ExecutionID, kind),
-		Fire:    Fire(s.ExecutionID, kind, ref, at),
+		At:   at,
+		Fire: Fire(s.ExecutionID, kind, ref, at),
 	}
 }
 

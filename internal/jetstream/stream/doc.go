@@ -1,10 +1,10 @@
-// Package stream writes and reads event streams on JetStream: it creates the streams, appends
+// Package stream writes and reads event streams on JetStream: it sets the streams up, appends
 // messages with optimistic concurrency, and loads an entity's history.
 //
 // An append carries an expectation: the sequence of the last message the writer knows on a
-// filter subject (one execution's subjects, memmie.executions.<id>.>). Several messages are
-// appended as one atomic batch (ADR-50), so an input event and the events decided from it are
-// stored together or not at all:
+// filter subject (one execution's subjects, memmie.executions.<id>.>). Append stores several
+// messages as one atomic batch (ADR-50), all or none; AppendChained (below) stores them one
+// publish at a time, each expecting the one before:
 //
 //	ack, err := stream.Append(ctx, js, "MEMMIE_EXECUTIONS", msgs, stream.Expect{
 //		FilterSubject:  "memmie.executions." + id + ".>",
@@ -28,6 +28,15 @@
 // before it, so nothing can interleave, but a crash may leave a prefix stored; calling it again
 // completes it.
 //
-// The package knows nothing of events or executions, and never decides anything: it moves
-// bytes with the headers that make concurrent writers safe.
+// Reads that decide a write (whether a conflicting append had landed, where a history ends)
+// ask the stream leader (LeaderLastBySubject); LastBySubject's direct get, which any replica
+// answers, serves reads whose staleness is harmless.
+//
+// Ensure, at every start, creates the streams that do not exist and never rewrites one that
+// does: it compares each with the wanted configuration (streams.Diff), refuses a start on a
+// difference a start must not settle (partitions, replicas, storage, a missing capability) and
+// logs the others; Update applies them, on an operator's request (`memmie streams update`).
+//
+// The package knows nothing of executions, and never decides anything: it moves bytes with the
+// headers that make concurrent writers safe.
 package stream
