@@ -269,7 +269,7 @@ func deny(name string, get func(jetstream.StreamConfig) bool) field {
 // (which schedules require), and one that allows per-message TTLs keeps those. Memmie only
 // stops using them, so such a stream is no difference on those fields.
 func Diff(server, wanted jetstream.StreamConfig) []Difference {
-	wanted = reachable(server, wanted)
+	wanted = reachable(server, withDefaults(wanted))
 	var out []Difference
 	for _, f := range fields {
 		if f.skip != nil && f.skip(wanted) {
@@ -292,6 +292,26 @@ func Diff(server, wanted jetstream.StreamConfig) []Difference {
 	return out
 }
 
+// withDefaults fills in what the server puts in place of a zero, so that a configuration that
+// leaves a field to the server is no difference.
+func withDefaults(c jetstream.StreamConfig) jetstream.StreamConfig {
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	for _, v := range []*int64{&c.MaxMsgs, &c.MaxBytes, &c.MaxMsgsPerSubject} {
+		if *v == 0 {
+			*v = -1
+		}
+	}
+	if c.MaxConsumers == 0 {
+		c.MaxConsumers = -1
+	}
+	if c.MaxMsgSize == 0 {
+		c.MaxMsgSize = -1
+	}
+	return c
+}
+
 // reachable returns wanted, but with what the server cannot turn off as the server has it
 // (nats-server's configUpdateCheck).
 func reachable(server, wanted jetstream.StreamConfig) jetstream.StreamConfig {
@@ -308,7 +328,7 @@ func reachable(server, wanted jetstream.StreamConfig) jetstream.StreamConfig {
 // other field as the server has it. Storage and retention are left, as the server cannot
 // change them.
 func Apply(server, wanted jetstream.StreamConfig, diffs []Difference) jetstream.StreamConfig {
-	wanted = reachable(server, wanted)
+	wanted = reachable(server, withDefaults(wanted))
 	out := server
 	out.Subjects = slices.Clone(server.Subjects)
 	for _, d := range diffs {

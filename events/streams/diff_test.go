@@ -31,6 +31,14 @@ func TestDiff(t *testing.T) {
 		assert.Empty(t, streams.Diff(exec, exec))
 	})
 
+	t.Run("what the server puts in place of a zero is no difference", func(t *testing.T) {
+		wanted := jetstream.StreamConfig{Name: "WORK", Subjects: []string{"work.>"}, Storage: jetstream.MemoryStorage}
+		server := wanted
+		server.Replicas, server.MaxMsgs, server.MaxBytes, server.MaxMsgsPerSubject = 1, -1, -1, -1
+		server.MaxConsumers, server.MaxMsgSize, server.Duplicates = -1, -1, 2*time.Minute
+		assert.Empty(t, streams.Diff(server, wanted))
+	})
+
 	t.Run("partitions refuse, naming both numbers and the fix", func(t *testing.T) {
 		diffs := streams.Diff(inbox, streams.InboxConfig(streams.Options{Partitions: 4}))
 		require.Len(t, diffs, 1)

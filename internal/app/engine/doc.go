@@ -4,7 +4,7 @@
 // Cancel, Retry, Queue and Ready.
 //
 //	eng, err := engine.New(js, engine.Config{Definitions: reg, Services: svcs})
-//	err = eng.Open(ctx)       // creates or updates the streams, starts the handlers
+//	err = eng.Open(ctx)       // creates missing streams (never rewrites one), starts the handlers
 //	defer eng.Close(ctx)      // stops them, draining
 //	id, created, err := eng.Start(ctx, engine.StartRequest{WorkflowID: "blob_summary", Input: in})
 //	state, err := eng.Execution(ctx, id)
