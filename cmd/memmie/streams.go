@@ -168,8 +168,11 @@ func wantedStatuses(ctx context.Context, js jetstream.JetStream, o streamsOption
 	return stream.Compare(ctx, js, cfgs)
 }
 
-// errInboxNotEmpty refuses a change of partitions while commands are stored.
-var errInboxNotEmpty = errors.New("the inbox holds commands")
+// Refusals of a change of partitions.
+var (
+	errInboxNotEmpty = errors.New("the inbox holds commands")
+	errInboxInUse    = errors.New("memmie processes are running")
+)
 
 // safeToUpdate refuses to change the inbox's partitions while it holds commands: each is
 // stored under the partition of the old number, which no consumer reads once the number
@@ -200,6 +203,17 @@ func safeToUpdate(ctx context.Context, js jetstream.JetStream, st stream.Status)
 	if n > 0 {
 		return fmt.Errorf("%w (%d): changing the partitions would orphan them, as each stays under the partition it was stored with; "+
 			"run memmie with its current --partitions until the inbox is empty, stop every process, then update", errInboxNotEmpty, n)
+	}
+	// A process still pulling would go on with the old number, and what it publishes while
+	// the transform changes may land under the old partitions.
+	consumers := s.ListConsumers(ctx)
+	for c := range consumers.Info() {
+		if c.NumWaiting > 0 {
+			return fmt.Errorf("%w: consumer %s still pulls from the inbox: stop every memmie process, then update", errInboxInUse, c.Name)
+		}
+	}
+	if err := consumers.Err(); err != nil {
+		return fmt.Errorf("list the inbox's consumers: %w", err)
 	}
 	return nil
 }

@@ -58,6 +58,25 @@ func TestStreamsUpdate(t *testing.T) {
 		require.NoError(t, s.Purge(ctx, jetstream.WithPurgeSubject(streams.SubjectInboxPartitions)))
 	})
 
+	t.Run("partitions do not change while a process pulls from the inbox", func(t *testing.T) {
+		cons, err := js.CreateConsumer(ctx, streams.Inbox, jetstream.ConsumerConfig{Durable: "orchestrator-0",
+			FilterSubject: streams.InboxPartitionFilter(0), AckPolicy: jetstream.AckExplicitPolicy})
+		require.NoError(t, err)
+		it, err := cons.Messages()
+		require.NoError(t, err)
+		go func() { _, _ = it.Next() }()
+		require.Eventually(t, func() bool {
+			info, err := cons.Info(ctx)
+			return err == nil && info.NumWaiting > 0
+		}, 20*time.Second, 10*time.Millisecond)
+		code, out, _ := executeSplit(t, "streams", "update", "--nats-url", url, "--partitions", "4")
+		assert.Equal(t, 1, code)
+		assert.Contains(t, out, "MEMMIE_INBOX: not updated: memmie processes are running: consumer orchestrator-0 still pulls from the inbox")
+		assert.Equal(t, 16, inboxPartitions())
+		it.Stop()
+		require.NoError(t, js.DeleteConsumer(ctx, streams.Inbox, "orchestrator-0"))
+	})
+
 	t.Run("update applies a change on an empty inbox", func(t *testing.T) {
 		code, out, errOut := executeSplit(t, "streams", "update", "--nats-url", url, "--partitions", "4")
 		require.Equal(t, 0, code, out+errOut)

@@ -124,7 +124,12 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfgs []jetstream
 // (`memmie streams update`).
 func Ensure(ctx context.Context, js jetstream.JetStream, cfgs []jetstream.StreamConfig, log *slog.Logger) error {
 	log = cmp.Or(log, slog.Default())
-	if err := CheckServerVersion(js.Conn().ConnectedServerVersion()); err != nil {
+	// The server this connection is on; in a cluster being upgraded, check every server.
+	v := js.Conn().ConnectedServerVersion()
+	if v == "" {
+		return fmt.Errorf("ensure streams: not connected to a NATS server (connection %s)", js.Conn().Status())
+	}
+	if err := CheckServerVersion(v); err != nil {
 		return fmt.Errorf("ensure streams: %w", err)
 	}
 	statuses, err := Compare(ctx, js, cfgs)
