@@ -85,14 +85,21 @@ func needs(get func(jetstream.StreamConfig) bool, on bool) func(server, wanted j
 	}
 }
 
-func flag(name string, get func(jetstream.StreamConfig) bool, set func(*jetstream.StreamConfig, bool), needed bool) field {
+// flag is an Allow* flag. relied says whether memmie fails without it where it wants it on
+// (schedules, roll-ups, atomic batches, TTLs); allow_direct is not, since reads fall back to
+// the leader.
+func flag(name string, get func(jetstream.StreamConfig) bool, set func(*jetstream.StreamConfig, bool), relied bool) field {
+	kind := warn
+	if relied {
+		kind = needs(get, true)
+	}
 	return field{
 		name: name,
 		show: func(c jetstream.StreamConfig) string { return strconv.FormatBool(get(c)) },
-		kind: needs(get, needed),
+		kind: kind,
 		set:  func(dst *jetstream.StreamConfig, w jetstream.StreamConfig) { set(dst, get(w)) },
 		fix: func(s, w jetstream.StreamConfig) string {
-			if get(w) == needed && get(s) != needed {
+			if kind(s, w) == Refuse {
 				return "memmie needs it; " + updateFix
 			}
 			return updateFix
@@ -233,7 +240,7 @@ var fields = []field{
 		fix:  func(_, _ jetstream.StreamConfig) string { return updateFix },
 	},
 	flag("allow_direct", func(c jetstream.StreamConfig) bool { return c.AllowDirect },
-		func(c *jetstream.StreamConfig, v bool) { c.AllowDirect = v }, true),
+		func(c *jetstream.StreamConfig, v bool) { c.AllowDirect = v }, false),
 	flag("allow_rollup_hdrs", func(c jetstream.StreamConfig) bool { return c.AllowRollup },
 		func(c *jetstream.StreamConfig, v bool) { c.AllowRollup = v }, true),
 	flag("allow_msg_schedules", func(c jetstream.StreamConfig) bool { return c.AllowMsgSchedules },

@@ -68,7 +68,9 @@ func TestDiff(t *testing.T) {
 		server.MaxMsgs = 1000
 		server.Description = "old"
 		server.AllowRollup = true
-		assert.Equal(t, map[string]streams.Kind{"max_msgs": streams.Warn, "description": streams.Warn, "allow_rollup_hdrs": streams.Warn},
+		server.AllowDirect = false // reads fall back to the leader
+		assert.Equal(t, map[string]streams.Kind{"max_msgs": streams.Warn, "description": streams.Warn, "allow_rollup_hdrs": streams.Warn,
+			"allow_direct": streams.Warn},
 			fields(streams.Diff(server, exec)))
 	})
 
