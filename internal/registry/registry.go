@@ -238,7 +238,9 @@ func (r *Registry) Sync(ctx context.Context) error {
 
 // lastStreamSeq returns the sequence of the last definition event, 0 when there is none.
 func (r *Registry) lastStreamSeq(ctx context.Context) (uint64, error) {
-	m, err := stream.LastBySubject(ctx, r.js, r.cfg.Stream, events.SubjectDefinitions)
+	// From the stream leader: a lagging replica would let Sync return before a conflicting
+	// registration is in the view, and the write retried on it would conflict again.
+	m, err := stream.LeaderLastBySubject(ctx, r.js, r.cfg.Stream, events.SubjectDefinitions)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, nil
 	}
