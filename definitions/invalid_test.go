@@ -495,7 +495,7 @@ id: wf
 steps:
   - id: a
    type: transform
-`, want: []string{"w.yaml:3: invalid YAML: did not find expected '-' indicator"}},
+`, want: []string{"w.yaml:5: invalid YAML: did not find expected '-' indicator"}},
 		{name: "empty document", file: "w.yaml", doc: "# nothing here\n", want: []string{"w.yaml:1: the document is empty"}},
 		{name: "two documents", file: "w.yaml", kind: KindWorkflow, doc: `id: a
 steps: []

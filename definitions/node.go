@@ -2,12 +2,14 @@ package definitions
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"math"
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -36,6 +38,14 @@ func parseDocument(r *reporter, data []byte) *yaml.Node {
 		r.at(1, "", "file is %d bytes, larger than the limit of %d", len(data), MaxFileSize)
 		return nil
 	}
+	if strings.HasSuffix(strings.ToLower(r.file), ".json") {
+		// JSON is YAML to the parser below, but a broken .json file deserves a JSON error.
+		var v any
+		if err := json.Unmarshal(data, &v); err != nil {
+			reportJSONError(r, data, err)
+			return nil
+		}
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
@@ -43,14 +53,14 @@ func parseDocument(r *reporter, data []byte) *yaml.Node {
 			r.at(1, "", "the document is empty")
 			return nil
 		}
-		reportYAMLError(r, err)
+		reportYAMLError(r, data, err)
 		return nil
 	}
 	var extra yaml.Node
 	switch err := dec.Decode(&extra); {
 	case errors.Is(err, io.EOF):
 	case err != nil:
-		reportYAMLError(r, err)
+		reportYAMLError(r, data, err)
 		return nil
 	default:
 		r.at(extra.Line, "", "a file holds one definition; found a second YAML document")
@@ -63,18 +73,94 @@ func parseDocument(r *reporter, data []byte) *yaml.Node {
 	return doc.Content[0]
 }
 
-func reportYAMLError(r *reporter, err error) {
-	msg := err.Error()
-	if m := yamlLine.FindStringSubmatch(msg); m != nil {
-		line, _ := strconv.Atoi(m[1])
-		r.at(line, "", "invalid YAML: %s", m[2])
-		return
+// reportYAMLError reports a syntax error at the line where the document breaks. yaml.v3 names
+// the line where the enclosing block or flow began (the parser's context mark, 0-based for
+// parser errors), not the line of the bad token: a bad indentation on line 22 of a step that
+// starts on line 11 says "line 10". So the line is found again: the first line from the one
+// named on such that the document cut after it fails with the same message.
+func reportYAMLError(r *reporter, data []byte, err error) {
+	msg, line := trimYAMLPrefix(err.Error()), 1
+	if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+		line, _ = strconv.Atoi(m[1])
+		msg = m[2]
+		line = breakingLine(data, max(line, 1), msg)
 	}
 	var te *yaml.TypeError
 	if errors.As(err, &te) && len(te.Errors) > 0 {
-		msg = te.Errors[0]
+		msg = trimYAMLPrefix(te.Errors[0])
 	}
-	r.at(1, "", "invalid YAML: %s", trimYAMLPrefix(msg))
+	r.at(line, "", "invalid YAML: %s", msg)
+}
+
+// breakingLine returns the first line n >= from such that the first n lines of data fail to
+// parse with message msg, or from when there is none. It bisects, in O(log lines) parses.
+// Prefixes fail in order as a rule: once the construct that breaks is cut in, every longer
+// prefix holds it. (A multi-line quoted scalar or flow collection cut in the middle fails with
+// another message, "unexpected end of stream", and so does not match.)
+func breakingLine(data []byte, from int, msg string) int {
+	ends := []int{} // ends[i] is the offset after line i+1
+	for i, b := range data {
+		if b == '\n' {
+			ends = append(ends, i+1)
+		}
+	}
+	if len(ends) == 0 || ends[len(ends)-1] != len(data) {
+		ends = append(ends, len(data))
+	}
+	fails := func(n int) bool {
+		err := parseAll(data[:ends[n-1]])
+		if err == nil {
+			return false
+		}
+		m := yamlLine.FindStringSubmatch(err.Error())
+		return m != nil && m[2] == msg
+	}
+	lo, hi := from, len(ends)
+	if lo > hi || !fails(hi) {
+		return from
+	}
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		if fails(mid) {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return lo
+}
+
+// parseAll parses every YAML document of data and returns the first error.
+func parseAll(data []byte) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var n yaml.Node
+		if err := dec.Decode(&n); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// reportJSONError reports why a .json file is not JSON, at its line and column: encoding/json
+// gives a byte offset.
+func reportJSONError(r *reporter, data []byte, err error) {
+	var se *json.SyntaxError
+	if !errors.As(err, &se) {
+		r.at(1, "", "invalid JSON: %v", err)
+		return
+	}
+	// Offset counts the bytes read, the bad one included; at the end of the input there is
+	// no bad byte, and the place is just after the last one.
+	off := int(min(max(se.Offset-1, 0), int64(len(data))))
+	if se.Offset >= int64(len(data)) && strings.Contains(se.Error(), "unexpected end") {
+		off = len(data)
+	}
+	line := 1 + bytes.Count(data[:off], []byte{'\n'})
+	col := off - bytes.LastIndexByte(data[:off], '\n')
+	r.at(line, "", "invalid JSON: line %d, column %d: %v", line, col, err)
 }
 
 func trimYAMLPrefix(s string) string {
@@ -157,13 +243,77 @@ func (d *decoder) fields(n *yaml.Node, path string, known ...string) map[string]
 			continue
 		}
 		if !slices.Contains(known, name) {
-			d.at(k.Line, fp, "unknown field")
+			if guess := closest(name, known); guess != "" {
+				d.at(k.Line, fp, "unknown field (did you mean %s?)", guess)
+			} else {
+				d.at(k.Line, fp, "unknown field")
+			}
 			continue
 		}
 		d.lines[fp] = k.Line
 		out[name] = v
 	}
 	return out
+}
+
+// closest returns the known field that name is most likely a misspelling of: the nearest,
+// ignoring case, within an edit distance of 2 (1 for names of up to 4 bytes), or else the one
+// sharing the longest prefix of 4 bytes or more (timeout, retries). It returns "" when none is
+// close.
+func closest(name string, known []string) string {
+	lower := strings.ToLower(name)
+	limit := 3
+	if len(name) <= 4 {
+		limit = 2
+	}
+	best, bestDist := "", limit
+	for _, k := range known {
+		if d := editDistance(lower, k, bestDist); d < bestDist {
+			best, bestDist = k, d
+		}
+	}
+	if best != "" {
+		return best
+	}
+	bestPrefix := 3
+	for _, k := range known {
+		n := 0
+		for n < len(lower) && n < len(k) && lower[n] == k[n] {
+			n++
+		}
+		if n > bestPrefix {
+			best, bestPrefix = k, n
+		}
+	}
+	return best
+}
+
+// editDistance is the edit distance of a and b in bytes (insertions, deletions, substitutions
+// and swaps of neighbours: tpye is 1 from type), or limit when it is limit or more.
+func editDistance(a, b string, limit int) int {
+	if d := len(a) - len(b); d >= limit || -d >= limit {
+		return limit
+	}
+	// Three rows of the optimal string alignment table.
+	prev2, prev, cur := make([]int, len(b)+1), make([]int, len(b)+1), make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
+		}
+		prev2, prev, cur = prev, cur, prev2
+	}
+	return min(prev[len(b)], limit)
 }
 
 // key returns the string of a mapping key.

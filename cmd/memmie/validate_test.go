@@ -53,3 +53,35 @@ steps:
 	require.Contains(t, out, wf+":8: steps[1].id: ")
 	require.Contains(t, out, wf+":9: steps[1].type: ")
 }
+
+func TestValidateSyntaxErrorsAndMisspeltFields(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "workflows", "bad.yaml")
+	broken := filepath.Join(dir, "workflows", "broken.json")
+	typo := filepath.Join(dir, "workflows", "typo.yaml")
+	require.NoError(t, os.MkdirAll(filepath.Dir(bad), 0o755))
+	// The step starts on line 3; the bad indentation is on line 8.
+	require.NoError(t, os.WriteFile(bad, []byte(`id: bad
+steps:
+  - id: a
+    type: transform
+    input_map:
+      x: 1
+      y: 2
+     z: 3
+`), 0o644))
+	require.NoError(t, os.WriteFile(broken, []byte("{\n  \"id\": \"broken\",\n  \"steps\": [}\n"), 0o644))
+	require.NoError(t, os.WriteFile(typo, []byte(`id: typo
+steps:
+  - id: a
+    type: transform
+    input_map: {x: 1}
+    timout_seconds: 5
+`), 0o644))
+	code, out := execute(t, "validate", dir)
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, bad+":8: invalid YAML: did not find expected key")
+	require.Contains(t, out, broken+":3: invalid JSON: line 3, column 13: invalid character '}'")
+	require.Contains(t, out, typo+":6: steps[0].timout_seconds: unknown field (did you mean timeout_seconds?)")
+	require.NotContains(t, out, "invalid YAML: did not find expected ',' or ']'")
+}
