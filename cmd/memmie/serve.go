@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -191,7 +190,8 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", o.httpAddr, err)
 	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	// Timeouts and the header limit: see api.ServerConfig's defaults.
+	srv := api.NewServer(handler, api.ServerConfig{})
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 

@@ -6,9 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"mime"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/memmie/memmie/definitions"
 	"github.com/memmie/memmie/events"
@@ -147,7 +151,7 @@ type errorDetail struct {
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", "encode response: "+err.Error())
+		writeError(w, http.StatusInternalServerError, "internal", "internal error: the answer could not be encoded")
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -200,16 +204,49 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nobody reads the answer.
 		writeError(w, 499, "cancelled", err.Error())
+	case errors.Is(err, errUnsupportedMedia):
+		writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", err.Error())
 	default:
-		a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		// The error may name streams, subjects or servers: it goes to the log, and the
+		// client gets the id to find it there.
+		id := uuid.NewString()
+		w.Header().Set("X-Request-Id", id)
+		a.log.Error("request failed", "request_id", id, "method", r.Method, "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusInternalServerError, "internal", fmt.Sprintf("internal error (request id %s)", id))
 	}
 }
 
 var (
-	errBadRequest = errors.New("bad request")
-	errNoEngine   = errors.New("this memmie serves no executions")
+	errBadRequest       = errors.New("bad request")
+	errNoEngine         = errors.New("this memmie serves no executions")
+	errUnsupportedMedia = errors.New("unsupported media type")
 )
+
+// jsonTypes are the media types of a JSON body; yamlTypes those of a YAML one (the first is
+// the registered one, the others are in common use).
+var (
+	jsonTypes = []string{"application/json"}
+	yamlTypes = []string{"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"}
+)
+
+// checkContentType returns an error that fail answers 415 unless the request's Content-Type is
+// one of types, with no parameter but charset=utf-8.
+func checkContentType(r *http.Request, types ...string) error {
+	ct := r.Header.Get("Content-Type")
+	if ct == "" {
+		return fmt.Errorf("%w: no Content-Type: send %s", errUnsupportedMedia, strings.Join(types, " or "))
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil || !slices.Contains(types, mt) {
+		return fmt.Errorf("%w: Content-Type %q: send %s", errUnsupportedMedia, ct, strings.Join(types, " or "))
+	}
+	for k, v := range params {
+		if k != "charset" || !strings.EqualFold(v, "utf-8") {
+			return fmt.Errorf("%w: Content-Type %q: only charset=utf-8 is accepted", errUnsupportedMedia, ct)
+		}
+	}
+	return nil
+}
 
 // badRequest returns an error that fail answers 400.
 func badRequest(format string, args ...any) error {

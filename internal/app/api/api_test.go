@@ -49,6 +49,13 @@ func serve(t *testing.T, js jetstream.JetStream, eng api.Engine) (*httptest.Serv
 	return serveWith(t, reg, eng), reg
 }
 
+// startRegistryOn starts a registry on a new embedded server.
+func startRegistryOn(t *testing.T) *registry.Registry {
+	t.Helper()
+	_, _, js := natstest.Run(t)
+	return startRegistry(t, js)
+}
+
 // startRegistry creates the streams and starts a registry on them.
 func startRegistry(t *testing.T, js jetstream.JetStream) *registry.Registry {
 	t.Helper()
@@ -86,7 +93,18 @@ func (r response) errorCode() string {
 	return ""
 }
 
+// do sends body (none when empty) as JSON when it starts with '{', as YAML otherwise.
 func do(t *testing.T, srv *httptest.Server, method, path, body string) response {
+	t.Helper()
+	contentType := "application/yaml"
+	if strings.HasPrefix(strings.TrimSpace(body), "{") {
+		contentType = "application/json"
+	}
+	return doAs(t, srv, method, path, contentType, body)
+}
+
+// doAs sends body with the given Content-Type ("": none).
+func doAs(t *testing.T, srv *httptest.Server, method, path, contentType, body string) response {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -94,6 +112,9 @@ func do(t *testing.T, srv *httptest.Server, method, path, body string) response 
 	}
 	req, err := http.NewRequestWithContext(testContext(t), method, srv.URL+path, rd)
 	require.NoError(t, err)
+	if body != "" && contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
 	resp, err := srv.Client().Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
@@ -125,14 +146,14 @@ func putExamples(t *testing.T, srv *httptest.Server) {
 		{"/v1/providers/blob-summary", "providers/blob-summary.yaml"},
 		{"/v1/providers/book-writer", "providers/book-writer.yaml"},
 	} {
-		r := do(t, srv, http.MethodPut, p.path, readFile(t, "../../definitions/"+p.file))
+		r := do(t, srv, http.MethodPut, p.path, readFile(t, "../../../definitions/"+p.file))
 		require.Equal(t, http.StatusOK, r.Status, "%s: %s", p.path, r.Raw)
 	}
 }
 
 func TestDefinitionEndpoints(t *testing.T) {
 	srv, _ := newServer(t, nil)
-	wf := readFile(t, "../../definitions/workflows/blob-summary.yaml")
+	wf := readFile(t, "../../../definitions/workflows/blob-summary.yaml")
 
 	// A workflow before its schemas is refused: the registered set has none.
 	r := do(t, srv, http.MethodPut, "/v1/workflows/blob_summary", wf)

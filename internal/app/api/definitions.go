@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -84,6 +85,10 @@ func (a *API) putDefinition(kind definitions.Kind) http.HandlerFunc {
 		}
 		if len(body) == 0 {
 			a.fail(w, r, badRequest("the body is empty: send the %s as YAML or JSON", kind))
+			return
+		}
+		if err := checkContentType(r, append(slices.Clone(jsonTypes), yamlTypes...)...); err != nil {
+			a.fail(w, r, err)
 			return
 		}
 		// Problems name the definition the way the registry does: workflows/<id>:line.

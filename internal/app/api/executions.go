@@ -72,6 +72,9 @@ func (a *API) decodeBody(w http.ResponseWriter, r *http.Request, v any, optional
 		}
 		return badRequest("the body is empty: send a JSON object")
 	}
+	if err := checkContentType(r, jsonTypes...); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

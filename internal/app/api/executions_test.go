@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/internal/app/api"
 	"github.com/memmie/memmie/internal/app/engine"
 	"github.com/memmie/memmie/internal/core/execution"
 	"github.com/memmie/memmie/internal/natsserver/natstest"
@@ -131,6 +133,11 @@ func TestEngineErrorsMapToStatuses(t *testing.T) {
 				r := do(t, srv, req.method, req.path, req.body)
 				assert.Equal(t, tt.status, r.Status, r.Raw)
 				assert.Equal(t, tt.code, r.errorCode(), r.Raw)
+				if tt.status == http.StatusInternalServerError {
+					assert.NotContains(t, r.Raw, tt.err.Error(), "an internal error stays in the log")
+					assert.Regexp(t, `^internal error \(request id [0-9a-f-]{36}\)$`, r.Body["error"].(map[string]any)["message"])
+					return
+				}
 				assert.Equal(t, tt.err.Error(), r.Body["error"].(map[string]any)["message"])
 			})
 		}
@@ -139,6 +146,59 @@ func TestEngineErrorsMapToStatuses(t *testing.T) {
 	r := do(t, srv, "GET", "/readyz", "")
 	assert.Equal(t, http.StatusServiceUnavailable, r.Status)
 	assert.Contains(t, r.Raw, "handlers are not running")
+}
+
+// syncBuffer is a log destination that handlers may write to concurrently.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// A 500 answers with a request id, not with the error, which goes to the log under that id.
+func TestInternalErrorIsLoggedNotEchoed(t *testing.T) {
+	_, _, js := natstest.Run(t)
+	reg := startRegistry(t, js)
+	var logs syncBuffer
+	secret := "nats: timeout on $JS.API.STREAM.MSG.GET.MEMMIE_EXECUTIONS at nats://10.0.0.7:4222"
+	h, err := api.New(api.Config{Registry: reg, Engine: &cannedEngine{err: errors.New(secret)},
+		Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	require.NoError(t, err)
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+
+	req, err := http.NewRequestWithContext(testContext(t), http.MethodGet, srv.URL+"/v1/executions/e1", nil)
+	require.NoError(t, err)
+	resp, err := srv.Client().Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var body struct {
+		Error struct{ Code, Message string } `json:"error"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+	require.Equal(t, http.StatusInternalServerError, resp.StatusCode)
+	id := resp.Header.Get("X-Request-Id")
+	require.NotEmpty(t, id)
+	assert.Equal(t, "internal", body.Error.Code)
+	assert.Equal(t, "internal error (request id "+id+")", body.Error.Message)
+	assert.NotContains(t, body.Error.Message, "nats")
+
+	var logged map[string]any
+	require.NoError(t, json.Unmarshal([]byte(strings.TrimSpace(logs.String())), &logged), logs.String())
+	assert.Equal(t, id, logged["request_id"])
+	assert.Equal(t, secret, logged["err"])
+	assert.Equal(t, "/v1/executions/e1", logged["path"])
 }
 
 // stack is one memmie process: the registry, the real engine and the API, on an embedded
