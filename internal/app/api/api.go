@@ -177,8 +177,14 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var (
 		probs  definitions.Problems
 		tooBig *http.MaxBytesError
+		input  *engine.InputError
 	)
 	switch {
+	case errors.As(err, &input):
+		writeErrorBody(w, http.StatusUnprocessableEntity, errorBody{Error: errorDetail{Code: "invalid_input",
+			Message: input.Error(), Problems: inputProblems(input)}})
+	case errors.Is(err, engine.ErrIdempotencyConflict):
+		writeError(w, http.StatusConflict, "idempotency_conflict", err.Error())
 	case errors.As(err, &probs):
 		msg := fmt.Sprintf("%d problems", len(probs))
 		if len(probs) == 1 {
@@ -214,6 +220,20 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 		a.log.Error("request failed", "request_id", id, "method", r.Method, "path", r.URL.Path, "err", err)
 		writeError(w, http.StatusInternalServerError, "internal", fmt.Sprintf("internal error (request id %s)", id))
 	}
+}
+
+// inputProblems lists an input's violations as problems whose field is the JSON pointer into
+// the input ("/blob_id"; "/" is the input itself).
+func inputProblems(e *engine.InputError) definitions.Problems {
+	probs := make(definitions.Problems, len(e.Problems))
+	for i, p := range e.Problems {
+		ptr, msg, ok := strings.Cut(p, ": ")
+		if !ok {
+			ptr, msg = "", p
+		}
+		probs[i] = definitions.Problem{Field: ptr, Message: msg}
+	}
+	return probs
 }
 
 var (

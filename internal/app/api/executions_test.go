@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -115,6 +116,8 @@ func TestEngineErrorsMapToStatuses(t *testing.T) {
 		{fmt.Errorf("%w: w", engine.ErrWorkflowInactive), 409, "workflow_inactive"},
 		{fmt.Errorf("%w: ended", engine.ErrState), 409, "invalid_state"},
 		{fmt.Errorf("%w: input", engine.ErrInvalid), 400, "bad_request"},
+		{&engine.IdempotencyConflictError{ExecutionID: "e1", Fields: []string{"input"}}, 409, "idempotency_conflict"},
+		{&engine.InputError{WorkflowID: "w", SchemaID: "s", Problems: []string{"/a: missing"}}, 422, "invalid_input"},
 		{errors.New("nats: timeout"), 500, "internal"},
 	}
 	requests := []struct{ method, path, body string }{
@@ -326,6 +329,52 @@ func TestExecutionsEndToEnd(t *testing.T) {
 			assert.Equal(t, http.StatusConflict, r.Status, r.Raw)
 			assert.Equal(t, "invalid_state", r.errorCode(), "%s of a completed execution", action)
 		}
+	})
+
+	t.Run("the same key with other parameters is a conflict", func(t *testing.T) {
+		body := `{"workflow_id": "blob_summary", "input": ` + input + `, "priority": 7, "max_retries": 1, "idempotency_key": "twice"}`
+		r := do(t, srv, "POST", "/v1/executions", body)
+		require.Equal(t, http.StatusAccepted, r.Status, r.Raw)
+		id := r.Body["execution_id"].(string)
+
+		// The same parameters, written otherwise, are the same request.
+		var compact bytes.Buffer
+		require.NoError(t, json.Compact(&compact, []byte(input)))
+		same := `{"idempotency_key": "twice", "max_retries": 1, "priority": 7, "input": ` + compact.String() + `, "workflow_id": "blob_summary"}`
+		r = do(t, srv, "POST", "/v1/executions", same)
+		require.Equal(t, http.StatusAccepted, r.Status, r.Raw)
+		assert.Equal(t, map[string]any{"execution_id": id, "created": false}, r.Body)
+
+		for _, tt := range []struct{ body, differs string }{
+			{`{"workflow_id": "blob_summary", "input": ` + input + `, "priority": 8, "max_retries": 1, "idempotency_key": "twice"}`, "priority"},
+			{`{"workflow_id": "blob_summary", "input": ` + input + `, "priority": 7, "idempotency_key": "twice"}`, "max_retries"},
+			{`{"workflow_id": "blob_summary", "input": ` + strings.Replace(input, "# One", "# Two", 1) + `, "priority": 7, "max_retries": 1, "idempotency_key": "twice"}`, "input"},
+			{`{"workflow_id": "flaky", "priority": 7, "max_retries": 1, "idempotency_key": "twice"}`, "workflow_id, input"},
+		} {
+			r := do(t, srv, "POST", "/v1/executions", tt.body)
+			require.Equal(t, http.StatusConflict, r.Status, r.Raw)
+			assert.Equal(t, "idempotency_conflict", r.errorCode())
+			assert.Contains(t, r.Body["error"].(map[string]any)["message"], "started with another "+tt.differs)
+		}
+		waitState(t, srv, id, "completed", status("completed"))
+	})
+
+	t.Run("an input the schema refuses is 422 and starts nothing", func(t *testing.T) {
+		r := do(t, srv, "POST", "/v1/executions", `{"workflow_id": "blob_summary", "input": {"blob_id": "not-a-uuid"}, "idempotency_key": "bad-input"}`)
+		require.Equal(t, http.StatusUnprocessableEntity, r.Status, r.Raw)
+		assert.Equal(t, "invalid_input", r.errorCode())
+		probs := r.Body["error"].(map[string]any)["problems"].([]any)
+		require.NotEmpty(t, probs, r.Raw)
+		fields := map[string]bool{}
+		for _, p := range probs {
+			fields[p.(map[string]any)["field"].(string)] = true
+		}
+		assert.True(t, fields["/blob_id"], "the bad uuid is named: %s", r.Raw)
+		assert.True(t, fields["/"], "the missing properties are named: %s", r.Raw)
+
+		// Nothing on the execution's subjects.
+		r = do(t, srv, "GET", "/v1/executions/"+engine.IDForKey("bad-input")+"/events", "")
+		assert.Equal(t, http.StatusNotFound, r.Status, r.Raw)
 	})
 
 	t.Run("unknown, missing and inactive", func(t *testing.T) {

@@ -533,9 +533,11 @@ type StartRequest struct {
 }
 
 // Start queues an execution of the workflow's current revision, pinning the workflow and its
-// schemas, and returns its id. created is false when the idempotency key names an execution
-// that exists already (that one is returned, whatever this request says). The dispatcher
-// starts it when its priority's turn comes.
+// schemas, and returns its id. An input that breaks the input schema is an *InputError, and
+// nothing is queued. created is false when the idempotency key names an execution that exists
+// already and was started with the same workflow, input, priority and max retries; with other
+// ones the error is an *IdempotencyConflictError. The dispatcher starts it when its
+// priority's turn comes.
 func (e *Engine) Start(ctx context.Context, req StartRequest) (executionID string, created bool, err error) {
 	if e.cfg.Definitions == nil {
 		return "", false, ErrNoDefinitions
@@ -575,6 +577,9 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (executionID strin
 	if err != nil {
 		return "", false, err
 	}
+	if err := e.checkInput(wf, input); err != nil {
+		return "", false, err
+	}
 
 	id := uuid.Must(uuid.NewV7()).String()
 	if req.IdempotencyKey != "" {
@@ -605,16 +610,18 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (executionID strin
 	ack, err := stream.Append(ctx, e.js, streams.Executions, []stream.Msg{{Subject: ev.Subject, Data: data, ID: ev.ID}},
 		stream.Expect{FilterSubject: events.ExecutionFilter(id)})
 	switch {
-	case errors.Is(err, stream.ErrConflict):
+	case errors.Is(err, stream.ErrConflict), err == nil && ack.Duplicate:
+		// The key's execution exists: the same request again, or a conflict.
+		if err := e.sameStart(ctx, ev); err != nil {
+			return "", false, err
+		}
 		return id, false, nil
 	case err != nil:
 		return "", false, fmt.Errorf("start %s: %w", wf.ID, err)
 	}
-	if !ack.Duplicate {
-		e.log.Info("execution queued", "execution_id", id, "workflow_id", wf.ID, "workflow_revision", rev.Revision,
-			"priority", req.Priority)
-	}
-	return id, !ack.Duplicate, nil
+	e.log.Info("execution queued", "execution_id", id, "workflow_id", wf.ID, "workflow_revision", rev.Revision,
+		"priority", req.Priority)
+	return id, true, nil
 }
 
 // schema returns the canonical JSON of a schema a workflow names, or nil when it names none.

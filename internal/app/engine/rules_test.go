@@ -224,13 +224,21 @@ steps:
     service: svc
     endpoint: /hello
 `)
-	id := h.start("needs_name", map[string]any{"nom": "x"})
-	s := h.waitEnd(id)
-	require.Equal(t, execution.StatusFailed, s.Status)
-	require.NotNil(t, s.Error)
-	assert.Equal(t, events.CodeInputInvalid, s.Error.Code)
+	// Start refuses it and appends nothing. (An input that breaks a schema pinned by a
+	// queued event fails the run at start: the core's tests cover that.)
+	ctx := testContext(t)
+	_, _, err := h.eng.Start(ctx, engine.StartRequest{WorkflowID: "needs_name", Input: []byte(`{"nom": "x"}`), IdempotencyKey: "bad-input"})
+	require.ErrorIs(t, err, engine.ErrInvalidInput)
+	var inErr *engine.InputError
+	require.ErrorAs(t, err, &inErr)
+	assert.Equal(t, "name_input", inErr.SchemaID)
+	assert.Equal(t, []string{"/: missing property 'name'"}, inErr.Problems)
+	_, err = h.eng.History(ctx, engine.IDForKey("bad-input"))
+	assert.ErrorIs(t, err, engine.ErrNotFound, "nothing was appended")
 	assert.Empty(t, svc.Calls())
-	assert.Equal(t, []events.Type{events.TypeExecutionQueued, events.TypeExecutionStarted, events.TypeExecutionFailed}, h.types(id))
+
+	id := h.start("needs_name", map[string]any{"name": "x"})
+	assert.Equal(t, execution.StatusCompleted, h.waitEnd(id).Status)
 }
 
 func TestFalseConditionSkipsTheStep(t *testing.T) {
@@ -387,10 +395,16 @@ steps:
 	require.NoError(t, err)
 	assert.True(t, created)
 	assert.Equal(t, engine.IDForKey("order-42"), first)
-	again, created, err := h.eng.Start(ctx, engine.StartRequest{WorkflowID: "noop", Input: []byte(`{"x": 2}`), IdempotencyKey: "order-42"})
+	again, created, err := h.eng.Start(ctx, engine.StartRequest{WorkflowID: "noop", Input: []byte(` { "x" : 1.0 } `), IdempotencyKey: "order-42"})
 	require.NoError(t, err)
 	assert.False(t, created)
 	assert.Equal(t, first, again)
+	// The same key with other parameters is a conflict, naming what differs.
+	_, _, err = h.eng.Start(ctx, engine.StartRequest{WorkflowID: "noop", Input: []byte(`{"x": 2}`), Priority: 3, IdempotencyKey: "order-42"})
+	var conflict *engine.IdempotencyConflictError
+	require.ErrorAs(t, err, &conflict)
+	assert.ErrorIs(t, err, engine.ErrIdempotencyConflict)
+	assert.Equal(t, []string{"input", "priority"}, conflict.Fields)
 	s := h.waitEnd(first)
 	assert.Equal(t, map[string]any{"x": 1.0}, s.Output, "the first request's input")
 
