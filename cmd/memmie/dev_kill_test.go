@@ -380,7 +380,7 @@ func TestDevRecoversFromKill9(t *testing.T) {
 				} `json:"data"`
 			} `json:"events"`
 		}
-		getJSON(t, apiURL2+"/v1/executions/"+id+"/events", &list)
+		getJSON(t, apiURL2+"/v1/executions/"+id+"/events?limit=1000", &list)
 		ends, seen := 0, map[string]bool{}
 		results := map[string][]events.Type{} // per run/step/attempt
 		succeeded := map[string]int{}         // per step

@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 
 	"github.com/spf13/cobra"
+
+	"github.com/memmie/memmie/internal/app/engine"
 )
 
 func newExecutionsCmd() *cobra.Command {
@@ -45,6 +48,7 @@ cancel and retry return once the request is queued; follow the execution with sh
 		},
 	}
 
+	var pageSize int
 	history := &cobra.Command{
 		Use:   "history ID",
 		Short: "Print an execution's events, one JSON per line",
@@ -54,21 +58,36 @@ cancel and retry return once the request is queued; follow the execution with sh
 			if err != nil {
 				return err
 			}
-			var list struct {
-				Events []json.RawMessage `json:"events"`
-			}
-			if err := c.do(cmd.Context(), http.MethodGet, executionPath(args[0], "/events"), nil, &list); err != nil {
-				return err
+			if pageSize < 1 || pageSize > engine.MaxHistoryPage {
+				return fmt.Errorf("--page-size %d: want 1 to %d", pageSize, engine.MaxHistoryPage)
 			}
 			out := cmd.OutOrStdout()
-			for _, ev := range list.Events {
-				if _, err := fmt.Fprintf(out, "%s\n", ev); err != nil {
+			// Page after page, each printed as it comes: a long history is never held whole.
+			for after := ""; ; {
+				q := url.Values{"limit": {strconv.Itoa(pageSize)}}
+				if after != "" {
+					q.Set("after", after)
+				}
+				var page struct {
+					Events []json.RawMessage `json:"events"`
+					Next   string            `json:"next"`
+				}
+				if err := c.do(cmd.Context(), http.MethodGet, executionPath(args[0], "/events?"+q.Encode()), nil, &page); err != nil {
 					return err
 				}
+				for _, ev := range page.Events {
+					if _, err := fmt.Fprintf(out, "%s\n", ev); err != nil {
+						return err
+					}
+				}
+				if page.Next == "" {
+					return nil
+				}
+				after = page.Next
 			}
-			return nil
 		},
 	}
+	history.Flags().IntVar(&pageSize, "page-size", engine.MaxHistoryPage, "events per request to the API")
 
 	var reason string
 	cancel := &cobra.Command{

@@ -40,6 +40,14 @@ func TestExecutions(t *testing.T) {
 		}
 		assert.Equal(t, events.TypeExecutionQueued, types[0])
 		assert.Equal(t, events.TypeExecutionFailed, types[len(types)-1])
+
+		// Pages of 2 print the same lines: history follows the next cursor.
+		code, paged, errOut := executeSplit(t, "executions", "history", failed, "--page-size", "2", "--api-url", srv.URL)
+		require.Equal(t, 0, code, errOut)
+		assert.Equal(t, out, paged)
+		code, _, errOut = executeSplit(t, "executions", "history", failed, "--page-size", "0", "--api-url", srv.URL)
+		assert.Equal(t, 1, code)
+		assert.Contains(t, errOut, "--page-size")
 	})
 
 	t.Run("retry", func(t *testing.T) {

@@ -15,7 +15,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/memmie/memmie/definitions"
-	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/internal/app/engine"
 	"github.com/memmie/memmie/internal/core/execution"
 	"github.com/memmie/memmie/internal/registry"
@@ -25,7 +24,7 @@ import (
 type Engine interface {
 	Start(ctx context.Context, req engine.StartRequest) (executionID string, created bool, err error)
 	Execution(ctx context.Context, id string) (*execution.State, error)
-	History(ctx context.Context, id string) ([]events.Event, error)
+	HistoryPage(ctx context.Context, id string, after uint64, limit int) (engine.HistoryPage, error)
 	Cancel(ctx context.Context, id, reason string) error
 	Retry(ctx context.Context, id string) error
 	Ready(ctx context.Context) error

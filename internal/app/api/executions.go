@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 
 	"github.com/memmie/memmie/definitions"
 	"github.com/memmie/memmie/events"
@@ -31,10 +32,13 @@ type StartResponse struct {
 	Created bool `json:"created"`
 }
 
-// EventList is the answer of GET /v1/executions/{id}/events: the CloudEvents envelopes, in
-// stream order.
+// EventList is the answer of GET /v1/executions/{id}/events: a page of the CloudEvents
+// envelopes, in stream order.
 type EventList struct {
 	Events []json.RawMessage `json:"events"`
+	// Next, when set, is the after of the next page: the history held more events when this
+	// page was read. Absent on the last page.
+	Next string `json:"next,omitempty"`
 }
 
 // ActionRequest is the optional body of POST /v1/executions/{id}/cancel.
@@ -145,13 +149,35 @@ func (a *API) executionEvents(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	history, err := eng.History(r.Context(), r.PathValue("id"))
+	q := r.URL.Query()
+	limit := engine.DefaultHistoryPage
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > engine.MaxHistoryPage {
+			a.fail(w, r, badRequest("limit %q: want 1 to %d", v, engine.MaxHistoryPage))
+			return
+		}
+		limit = n
+	}
+	var after uint64
+	if v := q.Get("after"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			a.fail(w, r, badRequest("after %q: want the next cursor of a previous page", v))
+			return
+		}
+		after = n
+	}
+	page, err := eng.HistoryPage(r.Context(), r.PathValue("id"), after, limit)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	list := EventList{Events: make([]json.RawMessage, len(history))}
-	for i, ev := range history {
+	list := EventList{Events: make([]json.RawMessage, len(page.Events))}
+	if page.Next != 0 {
+		list.Next = strconv.FormatUint(page.Next, 10)
+	}
+	for i, ev := range page.Events {
 		b, err := events.Marshal(ev)
 		if err != nil {
 			a.fail(w, r, fmt.Errorf("event %d of %s: %w", i, r.PathValue("id"), err))

@@ -53,7 +53,9 @@ func (c *cannedEngine) Execution(context.Context, string) (*execution.State, err
 	return &execution.State{ExecutionID: "e1", Status: execution.StatusRunning}, nil
 }
 
-func (c *cannedEngine) History(context.Context, string) ([]events.Event, error) { return nil, c.err }
+func (c *cannedEngine) HistoryPage(context.Context, string, uint64, int) (engine.HistoryPage, error) {
+	return engine.HistoryPage{}, c.err
+}
 func (c *cannedEngine) Cancel(context.Context, string, string) error            { return c.err }
 func (c *cannedEngine) Retry(context.Context, string) error                     { return c.err }
 func (c *cannedEngine) Ready(context.Context) error                             { return c.err }
@@ -323,6 +325,38 @@ func TestExecutionsEndToEnd(t *testing.T) {
 		assert.Equal(t, string(events.TypeExecutionQueued), first["type"])
 		assert.Equal(t, "1.0", first["specversion"])
 		assert.Equal(t, string(events.TypeExecutionCompleted), last["type"])
+
+		assert.Nil(t, ev.Body["next"], "one page holds it all")
+
+		// Pages of 2 follow each other to the same events.
+		var paged []any
+		after, pages := "", 0
+		for {
+			path := "/v1/executions/" + id + "/events?limit=2"
+			if after != "" {
+				path += "&after=" + after
+			}
+			r := do(t, srv, "GET", path, "")
+			require.Equal(t, http.StatusOK, r.Status, r.Raw)
+			page := r.Body["events"].([]any)
+			require.LessOrEqual(t, len(page), 2)
+			paged = append(paged, page...)
+			pages++
+			next, ok := r.Body["next"].(string)
+			if !ok {
+				break
+			}
+			require.Len(t, page, 2, "a page with a next is full")
+			after = next
+		}
+		assert.Equal(t, list, paged)
+		assert.Equal(t, (len(list)+1)/2, pages)
+		r = do(t, srv, "GET", "/v1/executions/"+id+"/events?limit=1000&after="+after, "")
+		assert.Equal(t, http.StatusOK, r.Status, r.Raw)
+		for _, bad := range []string{"limit=0", "limit=1001", "limit=x", "after=-1", "after=x"} {
+			r := do(t, srv, "GET", "/v1/executions/"+id+"/events?"+bad, "")
+			assert.Equal(t, http.StatusBadRequest, r.Status, "%s: %s", bad, r.Raw)
+		}
 
 		for _, action := range []string{"cancel", "retry"} {
 			r := do(t, srv, "POST", "/v1/executions/"+id+"/"+action, "")
