@@ -56,9 +56,9 @@ func (c *cannedEngine) Execution(context.Context, string) (*execution.State, err
 func (c *cannedEngine) HistoryPage(context.Context, string, uint64, int) (engine.HistoryPage, error) {
 	return engine.HistoryPage{}, c.err
 }
-func (c *cannedEngine) Cancel(context.Context, string, string) error            { return c.err }
-func (c *cannedEngine) Retry(context.Context, string) error                     { return c.err }
-func (c *cannedEngine) Ready(context.Context) error                             { return c.err }
+func (c *cannedEngine) Cancel(context.Context, string, string) error { return c.err }
+func (c *cannedEngine) Retry(context.Context, string) error          { return c.err }
+func (c *cannedEngine) Ready(context.Context) error                  { return c.err }
 
 func TestExecutionRequestValidation(t *testing.T) {
 	eng := &cannedEngine{}
