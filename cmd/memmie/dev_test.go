@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -151,14 +153,21 @@ func TestServeAgainstANATSServer(t *testing.T) {
 // TestDevWithTheRepositoryNATSConf starts dev with the repository's nats.conf: it connects as
 // the file's engine user unless told otherwise, and runs the example.
 func TestDevWithTheRepositoryNATSConf(t *testing.T) {
+	_, password, err := configEngineUser("../../nats.conf")
+	require.NoError(t, err)
+	passwordFile := filepath.Join(t.TempDir(), "engine-password")
+	require.NoError(t, os.WriteFile(passwordFile, []byte(password+"\n"), 0o600))
 	tests := []struct {
 		name  string
 		flags []string
+		user  string // given by the flags
 		err   string // empty: it starts
 	}{
 		{name: "engine user by default"},
 		{name: "the flags win", flags: []string{"--nats-user", "engine", "--nats-password", "wrong"},
 			err: "Authorization Violation (with --nats-config, give the engine user with --nats-user and --nats-password"},
+		{name: "a password file", flags: []string{"--nats-user", "engine", "--nats-password-file", passwordFile},
+			user: "engine"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -168,12 +177,16 @@ func TestDevWithTheRepositoryNATSConf(t *testing.T) {
 				code, out := execute(t, args...)
 				assert.Equal(t, 1, code)
 				assert.Contains(t, out, tt.err)
+				assert.Contains(t, out, "--nats-password on the command line is visible", "a password on the command line is warned about")
 				assert.NotContains(t, out, "HTTP:")
 				return
 			}
 			dev := startBackground(t, args...)
 			apiURL := dev.ready(t)
-			assert.Contains(t, dev.out.String(), "NATS user: engine (from ../../nats.conf)")
+			if tt.user == "" {
+				assert.Contains(t, dev.out.String(), "NATS user: engine (from ../../nats.conf)")
+			}
+			assert.NotContains(t, dev.out.String(), "visible to every user")
 			code, stdout, stderr := executeSplit(t, "run", "blob_summary", "--api-url", apiURL, "--input", blobInput, "--wait")
 			require.Equal(t, 0, code, stderr)
 			assert.Equal(t, "completed", decodeState(t, stdout)["status"])

@@ -59,6 +59,10 @@ func applyEnv(cmd *cobra.Command, lookup func(string) (string, bool)) error {
 			return
 		}
 		f.Changed = true
+		if f.Annotations == nil {
+			f.Annotations = map[string][]string{}
+		}
+		f.Annotations[fromEnvAnnotation] = []string{envName(f.Name)}
 	}
 	cmd.Flags().VisitAll(set)
 	cmd.InheritedFlags().VisitAll(set)
@@ -66,6 +70,15 @@ func applyEnv(cmd *cobra.Command, lookup func(string) (string, bool)) error {
 		return fmt.Errorf("environment: %s", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// fromEnvAnnotation marks a flag that applyEnv set from the environment.
+const fromEnvAnnotation = "memmie/from-env"
+
+// fromCommandLine reports whether the flag was given on the command line, not through its
+// environment variable.
+func fromCommandLine(f *pflag.Flag) bool {
+	return f != nil && f.Changed && f.Annotations[fromEnvAnnotation] == nil
 }
 
 // annotateEnv appends "(env MEMMIE_X)" to the usage of every flag of the command tree, so that

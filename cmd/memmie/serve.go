@@ -49,6 +49,34 @@ type runtimeOptions struct {
 	// natsUser and natsPassword authenticate the connection (the engine user of nats.conf).
 	natsUser     string
 	natsPassword string
+	// natsPasswordFile holds the password instead: a command line is visible to every user
+	// of the machine (ps, /proc), a file or the environment is not.
+	natsPasswordFile string
+}
+
+// resolveNATSPassword reads --nats-password-file into natsPassword, and warns when
+// --nats-password was given on the command line rather than through MEMMIE_NATS_PASSWORD.
+func (o *runtimeOptions) resolveNATSPassword(flags *pflag.FlagSet, log *slog.Logger) error {
+	if fromCommandLine(flags.Lookup("nats-password")) {
+		log.Warn("--nats-password on the command line is visible to every user of this machine (ps); use --nats-password-file or " +
+			envName("nats-password"))
+	}
+	if o.natsPasswordFile == "" {
+		return nil
+	}
+	if o.natsPassword != "" {
+		return errors.New("--nats-password and --nats-password-file are both given: give one")
+	}
+	b, err := os.ReadFile(o.natsPasswordFile)
+	if err != nil {
+		return fmt.Errorf("--nats-password-file: %w", err)
+	}
+	// A file written by echo or an editor ends in a newline, which is not part of the password.
+	o.natsPassword = strings.TrimRight(string(b), "\r\n")
+	if o.natsPassword == "" {
+		return fmt.Errorf("--nats-password-file %s is empty", o.natsPasswordFile)
+	}
+	return nil
 }
 
 // natsAuth returns the connection option of --nats-user and --nats-password, or nil.
@@ -71,7 +99,8 @@ func (o *runtimeOptions) addFlags(f *pflag.FlagSet, definitionsDefault, logLevel
 		"name of this process among those sharing the work (default: host name and a random suffix); a process restarted with the same name takes its share back at once")
 	f.StringVar(&o.logLevel, "log-level", logLevelDefault, "debug, info, warn or error")
 	f.StringVar(&o.natsUser, "nats-user", "", "NATS user (e.g. the engine user of nats.conf)")
-	f.StringVar(&o.natsPassword, "nats-password", "", "password of --nats-user")
+	f.StringVar(&o.natsPassword, "nats-password", "", "password of --nats-user; on the command line every user of the machine sees it (ps): prefer --nats-password-file or the environment")
+	f.StringVar(&o.natsPasswordFile, "nats-password-file", "", "file holding the password of --nats-user (a final newline is ignored)")
 }
 
 func newServeCmd() *cobra.Command {
@@ -94,6 +123,9 @@ MEMMIE_SERVICE_<NAME>_URL (which override the file's base_url of the same name).
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(cmd.ErrOrStderr(), o.logLevel)
 			if err != nil {
+				return err
+			}
+			if err := o.resolveNATSPassword(cmd.Flags(), log); err != nil {
 				return err
 			}
 			set, err := loadDefinitions(cmd.OutOrStdout(), o.definitions, o.definitions != "")
