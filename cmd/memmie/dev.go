@@ -122,7 +122,7 @@ MEMMIE_SERVICE_<NAME>_URL (which override the file's base_url of the same name).
 			nc, err := nats.Connect(srv.ClientURL(), opts...)
 			if err != nil {
 				if errors.Is(err, nats.ErrAuthorization) {
-					err = fmt.Errorf("%w (with --nats-config, give the engine user with --nats-user and --nats-password, or name it %q in the file)", err, engineUser)
+					err = fmt.Errorf("%w (with --nats-config, give the engine user with --nats-user and --nats-password-file, or name it %q in the file)", err, engineUser)
 				}
 				return fmt.Errorf("connect to the embedded server: %w", err)
 			}

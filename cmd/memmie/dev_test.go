@@ -165,7 +165,7 @@ func TestDevWithTheRepositoryNATSConf(t *testing.T) {
 	}{
 		{name: "engine user by default"},
 		{name: "the flags win", flags: []string{"--nats-user", "engine", "--nats-password", "wrong"},
-			err: "Authorization Violation (with --nats-config, give the engine user with --nats-user and --nats-password"},
+			err: "Authorization Violation (with --nats-config, give the engine user with --nats-user and --nats-password-file"},
 		{name: "a password file", flags: []string{"--nats-user", "engine", "--nats-password-file", passwordFile},
 			user: "engine"},
 	}

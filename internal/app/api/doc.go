@@ -3,7 +3,7 @@
 // histories on MEMMIE_EXECUTIONS, through the engine.
 //
 //	h, err := api.New(api.Config{Registry: reg, Engine: eng, Logger: log})
-//	srv := &http.Server{Addr: "127.0.0.1:8080", Handler: h}
+//	srv := api.NewServer(h, api.ServerConfig{Addr: "127.0.0.1:8080"}) // timeouts and limits: see ServerConfig
 //
 // Endpoints:
 //
@@ -13,13 +13,23 @@
 //	GET    /v1/{schemas|workflows|providers}       {"items": [current revision of each, deactivated ones too]}
 //	POST   /v1/executions                          {"workflow_id","input","priority","idempotency_key","max_retries"} -> 202 {"execution_id","created"}
 //	GET    /v1/executions/{id}                     the execution's state
-//	GET    /v1/executions/{id}/events              {"events": [CloudEvents envelopes]}
+//	GET    /v1/executions/{id}/events              {"events": [CloudEvents envelopes], "next"}: ?limit= (100, at most 1000), ?after=<next>
 //	POST   /v1/executions/{id}/cancel              {"reason"} (optional) -> 202
 //	POST   /v1/executions/{id}/retry               -> 202
 //	GET    /healthz, /readyz                       liveness; readiness (registry and engine)
 //
-// Every error is {"error": {"code", "message"}}; an invalid definition adds "problems", each
-// {"file","line","field","message"}. Codes and statuses:
+// JSON bodies need Content-Type application/json (charset=utf-8 allowed); a definition's PUT
+// takes application/json or application/yaml (also application/x-yaml, text/yaml). A start
+// whose input breaks the workflow's input schema starts nothing. The same idempotency_key with
+// the same workflow_id, input, priority and max_retries answers the same execution, "created":
+// false; with any of them different it is a conflict (as Step Functions answers
+// ExecutionAlreadyExists). The events come a page at a time; "next", present while more
+// followed when the page was read, is the "after" of the next page.
+//
+// Every error is {"error": {"code", "message"}}; an invalid definition or input adds
+// "problems", each {"file","line","field","message"} (for an input, "field" is a JSON pointer
+// into it). A 500 says only "internal error (request id X)": the error is logged with
+// request_id X, and the answer's X-Request-Id header holds it too. Codes and statuses:
 //
 //	400 bad_request          malformed body, parameter or id
 //	404 not_found            no such definition, revision, execution or route
@@ -28,8 +38,11 @@
 //	409 in_use               DELETE of a definition that an active one names
 //	409 workflow_inactive    POST /v1/executions of a deactivated workflow (or schema)
 //	409 invalid_state        cancel of an ended execution, retry of one that did not fail
+//	409 idempotency_conflict the idempotency_key names an execution started with other parameters
 //	413 too_large            a body over MaxBodyBytes
+//	415 unsupported_media_type  a body without the Content-Type its endpoint takes
 //	422 invalid_definition   the definition, or the set it would make, is invalid
+//	422 invalid_input        the input breaks the workflow's input schema
 //	500 internal             anything else
 //	503 unavailable          no engine configured, or not ready (/readyz)
 //
