@@ -114,7 +114,9 @@ func newServeCmd() *cobra.Command {
 		Short: "Run the handlers and the API against a NATS server",
 		Long: `Runs memmie's handlers (orchestrator, step runner, timers, dispatcher) and the HTTP
 API against the NATS server or cluster at --nats-url. It starts no embedded server. It
-creates or updates the streams, and registers definitions only when --definitions is given.
+creates the streams that are missing and never rewrites existing ones: a difference in
+partitions, replicas or storage stops the start and names the fix ('memmie streams update');
+other differences are logged. It registers definitions only when --definitions is given.
 Ctrl-C stops it cleanly: work in progress finishes or is handed back to the server.
 
 Workflows call the services of --services, and those named by environment variables
@@ -166,7 +168,7 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 	startCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	streamOpts := streams.Options{Replicas: o.replicas, Partitions: o.partitions}
-	if err := stream.EnsureStreams(startCtx, js, engine.StreamConfigs(streamOpts)); err != nil {
+	if err := stream.Ensure(startCtx, js, engine.StreamConfigs(streamOpts), log); err != nil {
 		return err
 	}
 
