@@ -38,6 +38,20 @@ type Event struct {
 	// Data's concrete type is fixed by Type: a pointer to the struct of that name (for example
 	// *ExecutionQueued for TypeExecutionQueued).
 	Data Data
+
+	// size is the length of the event's stored encoding when known (see EncodedSize).
+	size int
+}
+
+// EncodedSize is the length in bytes of the event's encoding when it is known, 0 otherwise:
+// Decode sets it to the length of what it decoded, and a writer that has marshalled the event
+// records it with WithEncodedSize. It saves marshalling an event again only to measure it.
+func (e Event) EncodedSize() int { return e.size }
+
+// WithEncodedSize returns the event with its encoding's length recorded (see EncodedSize).
+func (e Event) WithEncodedSize(n int) Event {
+	e.size = n
+	return e
 }
 
 // Envelope is the CloudEvents 1.0 JSON envelope, as it is stored.
@@ -135,7 +149,11 @@ func Decode(b []byte) (Event, error) {
 	if err := json.Unmarshal(b, &env); err != nil {
 		return Event{}, fmt.Errorf("decode event envelope: %w", err)
 	}
-	return DecodeEnvelope(env)
+	ev, err := DecodeEnvelope(env)
+	if err != nil {
+		return Event{}, err
+	}
+	return ev.WithEncodedSize(len(b)), nil
 }
 
 // DecodeEnvelope decodes the data of an already parsed envelope (see Decode).

@@ -462,6 +462,13 @@ func (o *Orchestrator) decide(ctx context.Context, log *slog.Logger, partition i
 		wf = q.WorkflowID
 	}
 	log = log.With("workflow_id", wf)
+	// Encoded once: its length counts towards the history's bounds, and the bytes are
+	// appended below.
+	inData, err := events.Marshal(in)
+	if err != nil {
+		return consume.DeadLetter(err.Error()), nil
+	}
+	in = in.WithEncodedSize(len(inData))
 	stale := next.StaleCount
 	if err := next.Apply(in); err != nil {
 		o.cache.remove(id)
@@ -496,15 +503,17 @@ func (o *Orchestrator) decide(ctx context.Context, log *slog.Logger, partition i
 	}
 	msgs := make([]stream.Msg, 0, len(batch))
 	for _, e := range batch {
-		if e.ID != in.ID {
-			if err := next.Apply(e); err != nil {
-				log.Error("a decision does not apply to its own state", "decision", e.Type, "err", err)
-				return consume.DeadLetter(fmt.Sprintf("decision %s: %v", e.Type, err)), nil
-			}
+		if e.ID == in.ID {
+			msgs = append(msgs, stream.Msg{Subject: e.Subject, Data: inData, ID: e.ID})
+			continue
 		}
 		data, err := events.Marshal(e)
 		if err != nil {
 			return consume.DeadLetter(err.Error()), nil
+		}
+		if err := next.Apply(e.WithEncodedSize(len(data))); err != nil {
+			log.Error("a decision does not apply to its own state", "decision", e.Type, "err", err)
+			return consume.DeadLetter(fmt.Sprintf("decision %s: %v", e.Type, err)), nil
 		}
 		msgs = append(msgs, stream.Msg{Subject: e.Subject, Data: data, ID: e.ID})
 	}

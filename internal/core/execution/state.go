@@ -683,6 +683,9 @@ func (s *State) historyError() *events.ExecutionError {
 // encoded (over events.MaxEventSize) counts as the largest one: its append fails on the same
 // error.
 func encodedSize(ev events.Event) int64 {
+	if n := ev.EncodedSize(); n > 0 {
+		return int64(n)
+	}
 	b, err := events.Marshal(ev)
 	if err != nil {
 		return events.MaxEventSize
