@@ -1,0 +1,452 @@
+package reconciler
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/memmie/memmie/events"
+	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/internal/core/execution"
+	"github.com/memmie/memmie/internal/jetstream/inbox"
+	"github.com/memmie/memmie/internal/jetstream/stream"
+)
+
+// Name is the reconciler's component name and the role of its lease.
+const Name = "reconciler"
+
+// Defaults of Config.
+const (
+	DefaultInterval    = time.Minute
+	DefaultGrace       = 30 * time.Second
+	DefaultPassTimeout = 5 * time.Minute
+)
+
+// Config configures a Reconciler.
+type Config struct {
+	// Executions is the stream of execution events. Defaults to streams.Executions.
+	Executions string
+	// Inbox is the stream of commands. Defaults to streams.Inbox.
+	Inbox string
+	// Interval is the time between two passes; one runs at Start, and one whenever this
+	// process becomes the leader. Defaults to DefaultInterval.
+	Interval time.Duration
+	// Grace is how long past its due time a timer (a retry backoff, an attempt's or a run's
+	// deadline) may stay unfired before the reconciler fires it. It also spares executions
+	// whose last event is younger than it: they are moving. Keep it above the time the timers
+	// handler and the orchestrator take under load, so that a slow timer is not sent twice
+	// (harmless, but noise). Defaults to DefaultGrace.
+	Grace time.Duration
+	// PassTimeout bounds one pass. Defaults to DefaultPassTimeout.
+	PassTimeout time.Duration
+	// Leader, when set, says whether this process reconciles: with several processes, only
+	// the holder of the reconciler's lease does. Defaults to nil: this reconciler always
+	// does.
+	Leader Leader
+	// Now is the clock, compared with the stream's timestamps. Defaults to time.Now.
+	Now func() time.Time
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) defaults() error {
+	c.Executions = cmp.Or(c.Executions, streams.Executions)
+	c.Inbox = cmp.Or(c.Inbox, streams.Inbox)
+	c.Interval = cmp.Or(c.Interval, DefaultInterval)
+	c.Grace = cmp.Or(c.Grace, DefaultGrace)
+	c.PassTimeout = cmp.Or(c.PassTimeout, DefaultPassTimeout)
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	c.Logger = cmp.Or(c.Logger, slog.Default())
+	switch {
+	case c.Interval < 10*time.Millisecond:
+		return fmt.Errorf("reconciler: Interval %s is under 10ms", c.Interval)
+	case c.Grace < 10*time.Millisecond:
+		return fmt.Errorf("reconciler: Grace %s is under 10ms", c.Grace)
+	case c.PassTimeout < time.Second:
+		return fmt.Errorf("reconciler: PassTimeout %s is under a second", c.PassTimeout)
+	}
+	return nil
+}
+
+// Leader is a leader lease; *lease.Lease is one.
+type Leader interface {
+	// Held reports whether this process leads now.
+	Held() bool
+	// Changes receives a value when leadership may have changed.
+	Changes() <-chan struct{}
+}
+
+// Lifecycle are the subjects that open and close an execution, which the reconciler follows
+// to know the executions that have not ended.
+var Lifecycle = []string{
+	"memmie.executions.*.queued",
+	"memmie.executions.*.requeued",
+	"memmie.executions.*.completed",
+	"memmie.executions.*.failed",
+	"memmie.executions.*.cancelled",
+}
+
+// open is what the reconciler remembers of an execution that has not ended.
+type open struct {
+	// seq is the stream sequence of the last event seen when its history was last folded,
+	// and quietUntil when the first of its timers will be overdue: until then, with no new
+	// event, there is nothing to look at.
+	seq        uint64
+	quietUntil time.Time
+}
+
+// Reconciler re-issues the timers that executions wait for and that never fired (see the
+// package documentation).
+type Reconciler struct {
+	js  jetstream.JetStream
+	cfg Config
+	log *slog.Logger
+
+	mu     sync.Mutex // one pass at a time; guards what follows
+	cursor uint64     // the last stream sequence of Lifecycle read
+	open   map[string]*open
+	inbox  jetstream.Stream
+
+	lifeMu     sync.Mutex
+	stop, done chan struct{}
+
+	passes, checked, loaded, reissued atomic.Uint64
+}
+
+// New checks cfg and returns a reconciler. Start starts it.
+func New(js jetstream.JetStream, cfg Config) (*Reconciler, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	return &Reconciler{js: js, cfg: cfg, log: cfg.Logger.With("component", Name), open: map[string]*open{}}, nil
+}
+
+// Start starts the passes: the first at once (in the background), then every Interval.
+func (r *Reconciler) Start(ctx context.Context) error {
+	r.lifeMu.Lock()
+	defer r.lifeMu.Unlock()
+	if r.stop != nil {
+		return errors.New("reconciler: already started")
+	}
+	r.stop, r.done = make(chan struct{}), make(chan struct{})
+	go r.run(r.stop, r.done)
+	return nil
+}
+
+// Stop stops the passes; one in progress is cut short. It waits for it until ctx ends.
+func (r *Reconciler) Stop(ctx context.Context) error {
+	r.lifeMu.Lock()
+	defer r.lifeMu.Unlock()
+	stop, done := r.stop, r.done
+	if stop == nil {
+		return nil
+	}
+	select {
+	case <-stop:
+	default:
+		close(stop)
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("reconciler: stop: %w", ctx.Err())
+	}
+	r.stop, r.done = nil, nil
+	return nil
+}
+
+func (r *Reconciler) run(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-stop
+		cancel()
+	}()
+	var changes <-chan struct{}
+	if r.cfg.Leader != nil {
+		changes = r.cfg.Leader.Changes()
+	}
+	tick := time.NewTicker(r.cfg.Interval)
+	defer tick.Stop()
+	for {
+		if r.cfg.Leader == nil || r.cfg.Leader.Held() {
+			pctx, cancel := context.WithTimeout(ctx, r.cfg.PassTimeout)
+			if _, err := r.Pass(pctx); err != nil && ctx.Err() == nil {
+				r.log.Warn("reconcile pass failed; trying again at the next", "err", err)
+			}
+			cancel()
+		}
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		case <-changes:
+		}
+	}
+}
+
+// PassStats counts what one pass did.
+type PassStats struct {
+	// Lifecycle counts the lifecycle events read (all of them on the first pass, the new
+	// ones on later passes).
+	Lifecycle int
+	// Open counts the executions that have not ended.
+	Open int
+	// Checked counts the executions whose last event was read.
+	Checked int
+	// Loaded counts the histories read and folded: executions that looked stuck.
+	Loaded int
+	// Reissued counts the timers fired again.
+	Reissued int
+}
+
+// Pass reconciles once: it reads the lifecycle events since the last pass, then looks at each
+// execution that has not ended, and fires its overdue timers. Start runs it periodically;
+// tests call it directly. Passes run one at a time.
+func (r *Reconciler) Pass(ctx context.Context) (PassStats, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var ps PassStats
+	n, err := r.follow(ctx)
+	ps.Lifecycle = n
+	if err != nil {
+		return ps, err
+	}
+	r.passes.Add(1)
+	ids := make([]string, 0, len(r.open))
+	for id := range r.open {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	ps.Open = len(ids)
+	for _, id := range ids {
+		if ctx.Err() != nil {
+			return ps, ctx.Err()
+		}
+		if err := r.check(ctx, id, &ps); err != nil {
+			r.log.Warn("reconcile execution", "execution_id", id, "err", err)
+		}
+	}
+	if ps.Reissued > 0 {
+		r.log.Info("reconcile pass", "open", ps.Open, "checked", ps.Checked, "loaded", ps.Loaded, "reissued", ps.Reissued)
+	} else {
+		r.log.Debug("reconcile pass", "open", ps.Open, "checked", ps.Checked, "loaded", ps.Loaded)
+	}
+	return ps, nil
+}
+
+// follow reads the lifecycle events stored after the cursor and updates the open executions.
+// It reads them with an ordered consumer, deleted when done: a pass costs the new lifecycle
+// events, not the executions that ended before.
+func (r *Reconciler) follow(ctx context.Context) (int, error) {
+	cons, err := r.js.OrderedConsumer(ctx, r.cfg.Executions, jetstream.OrderedConsumerConfig{
+		FilterSubjects:    Lifecycle,
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       r.cursor + 1,
+		InactiveThreshold: time.Minute,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("reconciler: follow %s: %w", r.cfg.Executions, err)
+	}
+	defer func() {
+		if info := cons.CachedInfo(); info != nil {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			_ = r.js.DeleteConsumer(dctx, r.cfg.Executions, info.Name)
+			cancel()
+		}
+	}()
+	it, err := cons.Messages(jetstream.PullExpiry(2 * time.Second))
+	if err != nil {
+		return 0, fmt.Errorf("reconciler: follow %s: %w", r.cfg.Executions, err)
+	}
+	defer it.Stop()
+	if info := cons.CachedInfo(); info == nil || info.NumPending == 0 {
+		return 0, nil
+	}
+	n := 0
+	for {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return n, fmt.Errorf("reconciler: follow %s: %w", r.cfg.Executions, err)
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			return n, fmt.Errorf("reconciler: follow %s: %w", r.cfg.Executions, err)
+		}
+		n++
+		r.cursor = md.Sequence.Stream
+		if id, tail, err := events.ParseExecutionSubject(msg.Subject()); err == nil {
+			switch t, _ := events.TypeOfTail(tail); t {
+			case events.TypeExecutionQueued, events.TypeExecutionRequeued:
+				if r.open[id] == nil {
+					r.open[id] = &open{}
+				}
+			default:
+				// Ended. A failed one that is retried comes back with requeued.
+				delete(r.open, id)
+			}
+		}
+		if md.NumPending == 0 {
+			return n, nil
+		}
+	}
+}
+
+// check looks at one execution, from the cheapest reads to the dearest: its last event, the
+// commands waiting for it in the inbox, and only then its history.
+func (r *Reconciler) check(ctx context.Context, id string, ps *PassStats) error {
+	o := r.open[id]
+	ps.Checked++
+	r.checked.Add(1)
+	last, err := stream.LastBySubject(ctx, r.js, r.cfg.Executions, events.ExecutionFilter(id))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		delete(r.open, id) // its history is gone (deleted by an operator)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	now := r.cfg.Now()
+	_, tail, err := events.ParseExecutionSubject(last.Subject)
+	if err != nil {
+		return err
+	}
+	switch t, _ := events.TypeOfTail(tail); t {
+	case events.TypeExecutionCompleted, events.TypeExecutionFailed, events.TypeExecutionCancelled:
+		// Ended since follow read; the next pass forgets it.
+		return nil
+	case events.TypeExecutionQueued, events.TypeExecutionRequeued:
+		// Waiting for the dispatcher, which sends a lost start again (its ResendAfter).
+		return nil
+	}
+	switch {
+	case now.Sub(last.Time) < r.cfg.Grace:
+		return nil // it moves
+	case last.Sequence == o.seq && now.Before(o.quietUntil):
+		return nil // nothing new, and nothing overdue yet
+	}
+	waiting, err := r.commandWaits(ctx, id)
+	if err != nil {
+		return err
+	}
+	if waiting {
+		// The orchestrator has not taken it up yet (a backlog, a partition moving): it is
+		// not lost.
+		return nil
+	}
+
+	ps.Loaded++
+	r.loaded.Add(1)
+	msgs, err := stream.Load(ctx, r.js, r.cfg.Executions, events.ExecutionFilter(id))
+	if err != nil {
+		return err
+	}
+	history := make([]events.Event, 0, len(msgs))
+	for _, m := range msgs {
+		ev, err := events.Decode(m.Data)
+		if err != nil {
+			return fmt.Errorf("history of %s: message %d: %w", id, m.Sequence, err)
+		}
+		history = append(history, ev)
+	}
+	s, err := execution.Fold(history)
+	if err != nil {
+		return fmt.Errorf("history of %s: %w", id, err)
+	}
+	o.seq, o.quietUntil = msgs[len(msgs)-1].Sequence, time.Time{}
+	log := r.log.With("execution_id", id, "workflow_id", s.WorkflowID)
+	for _, tm := range s.Pending().Timers {
+		if tm.At.IsZero() {
+			continue // a timer with no time is never set
+		}
+		overdue := now.Sub(tm.At)
+		if overdue < r.cfg.Grace {
+			if q := tm.At.Add(r.cfg.Grace); o.quietUntil.IsZero() || q.Before(o.quietUntil) {
+				o.quietUntil = q
+			}
+			continue
+		}
+		if err := r.reissue(ctx, tm.Fire); err != nil {
+			return err
+		}
+		ps.Reissued++
+		r.reissued.Add(1)
+		d := tm.Fire.Data.(*events.TimerFired)
+		log.Info("timer re-issued", "timer", d.Kind, "run", d.Run, "step_id", d.StepID, "attempt", d.Attempt,
+			"due", tm.At, "overdue", overdue.Round(time.Millisecond))
+	}
+	if o.quietUntil.IsZero() {
+		// Nothing is due (a request in flight before its deadline is a due timeout):
+		// look again at the next pass only if the history moved.
+		o.quietUntil = now.Add(r.cfg.Interval)
+	}
+	return nil
+}
+
+// commandWaits reports whether the inbox holds a command for the execution.
+func (r *Reconciler) commandWaits(ctx context.Context, id string) (bool, error) {
+	if r.inbox == nil {
+		s, err := r.js.Stream(ctx, r.cfg.Inbox)
+		if err != nil {
+			return false, fmt.Errorf("inbox of %s: %w", id, err)
+		}
+		r.inbox = s
+	}
+	// The inbox has no direct gets: this asks its leader. The partition token is a wildcard
+	// so that the reconciler needs not know the partitions.
+	_, err := r.inbox.GetLastMsgForSubject(ctx, "memmie.inbox.*."+id)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("inbox of %s: %w", id, err)
+	}
+	return true, nil
+}
+
+// reissue publishes a timer's timer.fired command again. The event is the one the timers
+// handler sends (same id, so the history records it once, and the core ignores it when the
+// timer is no longer current), but its Nats-Msg-Id is the reconciler's own: the inbox may
+// still remember the lost original's id (its duplicate window) and would drop the command.
+// Passes within the window send it once.
+func (r *Reconciler) reissue(ctx context.Context, fire events.Event) error {
+	data, err := events.Marshal(fire)
+	if err != nil {
+		return err
+	}
+	if err := inbox.PublishData(ctx, r.js, fire.ExecutionID(), MsgID(fire.ID), data); err != nil {
+		return fmt.Errorf("re-issue timer %s: %w", fire.ID, err)
+	}
+	return nil
+}
+
+// MsgID is the Nats-Msg-Id of a command the reconciler re-issues, for the event id.
+func MsgID(eventID string) string { return "reconciler/" + eventID }
+
+// Stats counts what a reconciler did since it was created.
+type Stats struct {
+	// Passes counts the passes done (not those cut short).
+	Passes uint64 `json:"passes"`
+	// Checked counts the looks at an execution that has not ended (a read of its last event).
+	Checked uint64 `json:"checked"`
+	// Loaded counts the histories read and folded.
+	Loaded uint64 `json:"loaded"`
+	// Reissued counts the timers fired again.
+	Reissued uint64 `json:"reissued"`
+}
+
+// Stats returns the reconciler's counters.
+func (r *Reconciler) Stats() Stats {
+	return Stats{Passes: r.passes.Load(), Checked: r.checked.Load(), Loaded: r.loaded.Load(), Reissued: r.reissued.Load()}
+}
