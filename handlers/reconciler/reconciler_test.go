@@ -251,7 +251,7 @@ func TestPassCost(t *testing.T) {
 	}
 	t.Logf("stored %d events of %d executions in %s", len(pending), ended+stuck, time.Since(started).Round(time.Millisecond))
 
-	r, err := reconciler.New(js, reconciler.Config{Grace: time.Second,
+	r, err := reconciler.New(js, reconciler.Config{Grace: time.Second, Logger: testLogger(t),
 		Now: func() time.Time { return time.Now().Add(2 * time.Minute) }})
 	require.NoError(t, err)
 	begin := time.Now()

@@ -22,6 +22,7 @@ import (
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/handlers/dispatcher"
 	"github.com/memmie/memmie/handlers/orchestrator"
+	"github.com/memmie/memmie/handlers/reconciler"
 	"github.com/memmie/memmie/handlers/runner"
 	"github.com/memmie/memmie/handlers/timers"
 	"github.com/memmie/memmie/internal/core/execution"
@@ -87,6 +88,9 @@ type Config struct {
 	Timers       timers.Config
 	// Dispatcher.MaxRunning is memmie's --max-running.
 	Dispatcher dispatcher.Config
+	// Reconciler re-issues lost timers; its Leader defaults to the lease of the role
+	// reconciler.Name, so that one process at a time reconciles.
+	Reconciler reconciler.Config
 
 	// Now is the clock. Defaults to time.Now.
 	Now func() time.Time
@@ -109,7 +113,7 @@ type Cluster struct {
 
 // Handlers selects the handlers Open starts.
 type Handlers struct {
-	NoOrchestrator, NoRunner, NoTimers, NoDispatcher bool
+	NoOrchestrator, NoRunner, NoTimers, NoDispatcher, NoReconciler bool
 }
 
 // Engine runs executions: its client methods (Start, Execution, History, Cancel, Retry,
@@ -126,6 +130,7 @@ type Engine struct {
 	runner       *runner.Runner
 	timers       *timers.Timers
 	dispatcher   *dispatcher.Dispatcher
+	reconciler   *reconciler.Reconciler
 	caller       *services.Caller
 	members      *lease.Members
 	leader       *lease.Lease
@@ -133,6 +138,8 @@ type Engine struct {
 	assignDone   chan struct{}
 	// closed keeps the orchestrator's counters of the last run once it is closed.
 	closed orchestrator.Stats
+	// reconLease is the reconciler's lease, when the engine made it.
+	reconLease *lease.Lease
 }
 
 // New returns an engine on js. It starts nothing; Open does.
@@ -208,6 +215,7 @@ func (e *Engine) Open(ctx context.Context) error {
 		}
 		e.orchestrator, e.runner, e.timers, e.dispatcher = nil, nil, nil, nil
 		e.members, e.leader = nil, nil
+		e.reconciler, e.reconLease = nil, nil
 		if e.caller != nil {
 			e.caller.Close()
 			e.caller = nil
@@ -339,8 +347,44 @@ func (e *Engine) Open(ctx context.Context) error {
 		e.dispatcher = d
 		started = append(started, d)
 	}
+	if !e.cfg.Handlers.NoReconciler {
+		if err := e.openReconciler(ctx, &started); err != nil {
+			return fail(err)
+		}
+	}
 	e.open = true
 	e.log.Info("engine open")
+	return nil
+}
+
+// openReconciler starts the reconciler, and its lease unless Config.Reconciler.Leader is set.
+func (e *Engine) openReconciler(ctx context.Context, started *[]interface{ Stop(context.Context) error }) error {
+	cfg := e.cfg.Reconciler
+	cfg.Logger = cmp.Or(cfg.Logger, e.cfg.Logger)
+	if cfg.Now == nil {
+		cfg.Now = e.cfg.Now
+	}
+	if cfg.Leader == nil {
+		l, err := lease.New(e.js, lease.Config{Role: reconciler.Name, Holder: e.cfg.Cluster.ProcessID,
+			TTL: e.cfg.Cluster.TTL, Logger: e.cfg.Logger})
+		if err != nil {
+			return err
+		}
+		if err := l.Start(ctx); err != nil {
+			return err
+		}
+		*started = append(*started, l)
+		e.reconLease, cfg.Leader = l, l
+	}
+	r, err := reconciler.New(e.js, cfg)
+	if err != nil {
+		return err
+	}
+	if err := r.Start(ctx); err != nil {
+		return err
+	}
+	e.reconciler = r
+	*started = append(*started, r)
 	return nil
 }
 
@@ -424,6 +468,9 @@ func (e *Engine) Close(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	if e.reconciler != nil {
+		stop(e.reconciler)
+	}
 	if e.dispatcher != nil {
 		stop(e.dispatcher)
 	}
@@ -439,6 +486,9 @@ func (e *Engine) Close(ctx context.Context) error {
 	}
 	if e.leader != nil {
 		leave(e.leader)
+	}
+	if e.reconLease != nil {
+		leave(e.reconLease)
 	}
 	if e.timers != nil {
 		stop(e.timers)
@@ -460,6 +510,7 @@ func (e *Engine) Close(ctx context.Context) error {
 	}
 	e.orchestrator, e.runner, e.timers, e.dispatcher = nil, nil, nil, nil
 	e.members, e.leader = nil, nil
+	e.reconciler, e.reconLease = nil, nil
 	e.log.Info("engine closed")
 	return errors.Join(errs...)
 }
@@ -493,6 +544,8 @@ type Stats struct {
 	Members []string `json:"members"`
 	// Leader is true while this process's dispatcher admits executions.
 	Leader bool `json:"leader"`
+	// Reconciler counts the reconciler's passes and re-issued timers, when it runs.
+	Reconciler *reconciler.Stats `json:"reconciler,omitempty"`
 }
 
 // Stats returns the process's counters and roles. Counters count from Open; once the engine
@@ -509,6 +562,10 @@ func (e *Engine) Stats() Stats {
 	}
 	if e.dispatcher != nil {
 		st.Leader = e.dispatcher.Leading()
+	}
+	if e.reconciler != nil {
+		rs := e.reconciler.Stats()
+		st.Reconciler = &rs
 	}
 	return st
 }
