@@ -27,7 +27,8 @@
 // What it leaves to others: a queued execution whose start was lost is the dispatcher's (it
 // sends a start again after its ResendAfter). An input that is in no history and is no
 // timer (a cancel or retry request lost before the orchestrator took it up) cannot be
-// re-derived; the client that sent it sees no change and asks again.
+// re-derived; the client that sent it sees no change and asks again. An execution that keeps
+// moving is not looked at: a lost run deadline fires once it stops moving.
 //
 // One process reconciles at a time: the holder of the lease memmie.leases.leader.reconciler
 // (Config.Leader). It must never append to an execution's history: it only sends commands

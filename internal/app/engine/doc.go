@@ -1,7 +1,7 @@
 // Package engine runs executions end to end on JetStream. It wires the handlers — the
-// orchestrator (the single writer of each execution's history), the step runner, the timers
-// and the dispatcher — and gives the API its client methods: Start, Execution, History,
-// HistoryPage, Cancel, Retry, Queue and Ready.
+// orchestrator (the single writer of each execution's history), the step runner, the timers,
+// the dispatcher and the reconciler — and gives the API its client methods: Start, Execution,
+// History, HistoryPage, Cancel, Retry, Queue and Ready.
 //
 //	eng, err := engine.New(js, engine.Config{Definitions: reg, Services: svcs})
 //	err = eng.Open(ctx)       // creates missing streams (never rewrites one), starts the handlers
@@ -26,7 +26,8 @@
 //     execution's commands reach the process that has its state in cache; a process that
 //     stops hands its partitions over at once, one that crashes after Cluster.TTL;
 //   - one dispatcher admits executions, the holder of the dispatcher's lease, so that
-//     --max-running holds across processes; the others follow the queue, ready to take over.
+//     --max-running holds across processes; the others follow the queue, ready to take over;
+//   - one reconciler re-issues lost timers, the holder of the reconciler's lease.
 //
 // Whatever the partitions do, the optimistic-concurrency append keeps each history correct.
 // Stats reports this process's OCC conflicts, cache hits and misses, history loads,

@@ -535,8 +535,8 @@ func (e *Engine) Ready(ctx context.Context) error {
 }
 
 // Stats is what a process did and holds: the orchestrator's counters (OCC conflicts, cache
-// hits and misses, history loads), the live processes, and whether this one admits
-// executions.
+// hits and misses, history loads), the live processes, whether this one admits executions,
+// and the reconciler's counters.
 type Stats struct {
 	ProcessID    string             `json:"process_id"`
 	Orchestrator orchestrator.Stats `json:"orchestrator"`
