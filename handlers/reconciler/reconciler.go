@@ -18,6 +18,7 @@ import (
 	"github.com/memmie/memmie/internal/core/execution"
 	"github.com/memmie/memmie/internal/jetstream/inbox"
 	"github.com/memmie/memmie/internal/jetstream/stream"
+	"github.com/memmie/memmie/internal/lifecycle"
 )
 
 // Name is the reconciler's component name and the role of its lease.
@@ -117,8 +118,7 @@ type Reconciler struct {
 	open   map[string]*open
 	inbox  jetstream.Stream
 
-	lifeMu     sync.Mutex
-	stop, done chan struct{}
+	life lifecycle.Service
 
 	passes, checked, loaded, reissued atomic.Uint64
 }
@@ -128,45 +128,17 @@ func New(js jetstream.JetStream, cfg Config) (*Reconciler, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	return &Reconciler{js: js, cfg: cfg, log: cfg.Logger.With("component", Name), open: map[string]*open{}}, nil
+	return &Reconciler{js: js, cfg: cfg, log: cfg.Logger.With("component", Name), open: map[string]*open{},
+		life: lifecycle.Service{Name: Name}}, nil
 }
 
 // Start starts the passes: the first at once (in the background), then every Interval.
-func (r *Reconciler) Start(ctx context.Context) error {
-	r.lifeMu.Lock()
-	defer r.lifeMu.Unlock()
-	if r.stop != nil {
-		return errors.New("reconciler: already started")
-	}
-	r.stop, r.done = make(chan struct{}), make(chan struct{})
-	go r.run(r.stop, r.done)
-	return nil
-}
+func (r *Reconciler) Start(ctx context.Context) error { return r.life.Start(ctx, nil, r.run) }
 
 // Stop stops the passes; one in progress is cut short. It waits for it until ctx ends.
-func (r *Reconciler) Stop(ctx context.Context) error {
-	r.lifeMu.Lock()
-	defer r.lifeMu.Unlock()
-	stop, done := r.stop, r.done
-	if stop == nil {
-		return nil
-	}
-	select {
-	case <-stop:
-	default:
-		close(stop)
-	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return fmt.Errorf("reconciler: stop: %w", ctx.Err())
-	}
-	r.stop, r.done = nil, nil
-	return nil
-}
+func (r *Reconciler) Stop(ctx context.Context) error { return r.life.Stop(ctx, nil) }
 
-func (r *Reconciler) run(stop <-chan struct{}, done chan<- struct{}) {
-	defer close(done)
+func (r *Reconciler) run(stop <-chan struct{}) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
