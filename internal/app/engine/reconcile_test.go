@@ -154,7 +154,7 @@ func TestReconcilerLeavesHealthyExecutionsAlone(t *testing.T) {
 		},
 		"/fast": reply(200, map[string]any{"ok": true}),
 	}))
-	const grace = 2 * time.Second
+	const grace = 3 * time.Second
 	h := newHarness(t, map[string]string{"svc": svc.URL}, withMaxRunning(2), func(c *engine.Config) {
 		c.Reconciler = reconciler.Config{Interval: 50 * time.Millisecond, Grace: grace}
 	})
@@ -162,7 +162,7 @@ func TestReconcilerLeavesHealthyExecutionsAlone(t *testing.T) {
 	h.register(`
 id: backoff
 steps:
-  - {id: s, type: api_call, service: svc, endpoint: /backoff, retry: {max_attempts: 2, backoff_ms: 5000, jitter: 0}}
+  - {id: s, type: api_call, service: svc, endpoint: /backoff, retry: {max_attempts: 2, backoff_ms: 6000, jitter: 0}}
 `, `
 id: slow
 steps:
