@@ -134,7 +134,7 @@ func (c *cluster) restartServer() {
 // Execution, ...), as an API-only process would.
 func (c *cluster) client() *proc {
 	return c.start("client", nil, func(cfg *engine.Config) {
-		cfg.Handlers = engine.Handlers{NoOrchestrator: true, NoRunner: true, NoTimers: true, NoDispatcher: true}
+		cfg.Handlers = engine.Handlers{NoOrchestrator: true, NoRunner: true, NoTimers: true, NoDispatcher: true, NoReconciler: true}
 	})
 }
 
