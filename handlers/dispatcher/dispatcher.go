@@ -84,6 +84,9 @@ func (c *Config) defaults() error {
 type Leader interface {
 	// Held reports whether this process leads now.
 	Held() bool
+	// ValidUntil returns until when this process may count on the lease, before any other
+	// process can take it; zero when not held.
+	ValidUntil() time.Time
 	// Changes receives a value when leadership may have changed.
 	Changes() <-chan struct{}
 }
@@ -560,10 +563,6 @@ func (d *Dispatcher) admit() {
 			send = append(send, e)
 		}
 	}
-	type start struct {
-		e   *exec
-		run int
-	}
 	starts := make([]start, len(send))
 	for i, e := range send {
 		starts[i] = start{e, e.run}
@@ -571,16 +570,18 @@ func (d *Dispatcher) admit() {
 	d.mu.Unlock()
 
 	for i, s := range starts {
-		if d.cfg.Leader != nil && !d.cfg.Leader.Held() {
-			// The lease ran out meanwhile: the next leader admits the rest from its own view.
-			d.log.Info("lease lost while admitting; leaving the rest to the next leader", "not_sent", len(starts)-i)
-			return
-		}
 		if err := d.cfg.Hooks.At(d.ctx, faults.DispatcherAdmitted, s.e.id); err != nil {
 			return
 		}
+		ctx, cancel, ok := d.fenced()
+		if !ok {
+			// The lease ran out meanwhile: the next leader admits the rest from its own view
+			// (it counts the starts already sent: they are in the inbox).
+			d.log.Info("lease lost while admitting; leaving the rest to the next leader", "not_sent", len(starts)-i)
+			d.requeue(starts[i:])
+			return
+		}
 		ev := events.NewExecution(&events.ExecutionStarted{ExecutionID: s.e.id, Run: s.run}, events.SourceDispatcher, now)
-		ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
 		err := inbox.Publish(ctx, d.js, ev)
 		cancel()
 		if err == nil {
@@ -588,13 +589,48 @@ func (d *Dispatcher) admit() {
 			continue
 		}
 		d.log.Warn("send start; back to the queue", "execution_id", s.e.id, "err", err)
-		d.mu.Lock()
+		d.requeue([]start{s})
+	}
+}
+
+// start is one start command to send: an admitted execution and its run.
+type start struct {
+	e   *exec
+	run int
+}
+
+// requeue puts admitted executions whose start was not sent back in the queue.
+func (d *Dispatcher) requeue(starts []start) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, s := range starts {
 		if s.e.status == statusStarting && s.e.run == s.run {
 			d.setStatus(s.e, statusQueued)
 			heap.Push(&d.queue, s.e)
 		}
-		d.mu.Unlock()
 	}
+}
+
+// publishTimeout bounds a publish of a dispatcher without a Leader.
+const publishTimeout = 10 * time.Second
+
+// fenced returns the context of one publish of a start. A leader's ends when its lease's
+// validity does, which is before any other process can take the lease: so a leader whose
+// lease lapsed (renewals failed, a pause) does not admit past it, when the next leader may
+// already count what is in the inbox. ok is false when the lease is not held, or when the
+// connection is down: a publish then would wait in the client's reconnect buffer and leave
+// after the lease ended.
+func (d *Dispatcher) fenced() (ctx context.Context, cancel context.CancelFunc, ok bool) {
+	if d.cfg.Leader == nil {
+		ctx, cancel = context.WithTimeout(d.ctx, publishTimeout)
+		return ctx, cancel, true
+	}
+	until := d.cfg.Leader.ValidUntil()
+	if !d.cfg.Leader.Held() || !time.Now().Before(until) || !d.js.Conn().IsConnected() {
+		return nil, nil, false
+	}
+	ctx, cancel = context.WithDeadline(d.ctx, until)
+	return ctx, cancel, true
 }
 
 func containsExec(list []*exec, e *exec) bool {

@@ -176,6 +176,19 @@ func (l *Lease) Held() bool {
 	return l.held && time.Now().Before(l.validUntil)
 }
 
+// ValidUntil returns until when this process counts on the lease: the time it sent its last
+// renewal plus the TTL, less one renewal period, which no other process can take it before.
+// It is zero when the lease is not held. Work done for the lease (a publish) should end by
+// then: give it a context with this deadline.
+func (l *Lease) ValidUntil() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.held {
+		return time.Time{}
+	}
+	return l.validUntil
+}
+
 // Changes receives a value when the lease is won or lost (or may have run out). It is
 // buffered by one: a reader that looks at Held after each value sees every change.
 func (l *Lease) Changes() <-chan struct{} { return l.changes }
