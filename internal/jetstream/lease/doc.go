@@ -3,9 +3,13 @@
 // is alive, which partitions are whose, and who leads.
 //
 //   - Members keeps this process's heartbeat on memmie.leases.members.<process_id> (a message
-//     with a per-message TTL, renewed every TTL/5) and follows the live processes: the
-//     heartbeats still stored. A process that stops cleanly deletes its heartbeat; one that
-//     crashes is gone when its last heartbeat expires.
+//     with a per-message TTL, renewed every TTL/5 by a compare-and-swap on the subject's last
+//     sequence) and follows the live processes: the heartbeats still stored. A process that
+//     stops cleanly deletes its heartbeat; one that crashes is gone when its last heartbeat
+//     expires. Each heartbeat carries a random instance nonce: a process refuses to start
+//     (ErrIDInUse) when another instance's heartbeat with its id is renewed within two
+//     renewal periods, and takes the id over when it is not (the last heartbeat of a crashed
+//     process), so a restart after a crash waits 2.5 periods, not a TTL.
 //   - Assign shares N partitions out over the live processes by rendezvous hashing: each
 //     partition goes to the process with the highest hash of (process, partition). Every
 //     process computes the same answer from the same members, without talking to the others;

@@ -269,3 +269,35 @@ func TestLeaseTakenOverWhenNotRenewed(t *testing.T) {
 	require.Eventually(t, func() bool { return !l2.Held() }, 5*time.Second, 10*time.Millisecond)
 	require.NoError(t, l2.Stop(testContext(t)))
 }
+
+// TestMembersRefuseADuplicateID: a second process with the ID of a live one refuses to start,
+// with an error naming the ID; a process started again with the ID of one that crashed (its
+// last heartbeat still stored) joins before that heartbeat expires.
+func TestMembersRefuseADuplicateID(t *testing.T) {
+	srv := server(t)
+	start := func(id string) (*lease.Members, *nats.Conn, error) {
+		nc, js := connect(t, srv)
+		m, err := lease.NewMembers(js, lease.MembersConfig{ID: id, TTL: ttl, Logger: logger(t)})
+		require.NoError(t, err)
+		err = m.Start(testContext(t))
+		if err == nil {
+			t.Cleanup(func() { _ = m.Stop(context.Background()) })
+		}
+		return m, nc, err
+	}
+	first, firstConn, err := start("p1")
+	require.NoError(t, err)
+
+	_, _, err = start("p1")
+	require.ErrorIs(t, err, lease.ErrIDInUse, "a second live p1 is refused")
+	assert.ErrorContains(t, err, `"p1"`)
+	assert.Equal(t, []string{"p1"}, first.Live())
+
+	// p1 crashes: its heartbeat stays until its TTL. Started again, p1 joins.
+	firstConn.Close()
+	crashed := time.Now()
+	again, _, err := start("p1")
+	require.NoError(t, err, "p1 restarted after a crash joins")
+	t.Logf("p1 rejoined %s after its crash (TTL %s)", time.Since(crashed).Round(time.Millisecond), ttl)
+	assert.Equal(t, []string{"p1"}, again.Live())
+}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -15,9 +16,22 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/internal/jetstream/stream"
 )
+
+// ErrIDInUse is returned by Members.Start when another live process has the same ID.
+var ErrIDInUse = errors.New("process id in use by another live process")
+
+// heartbeat is the body of a heartbeat message.
+type heartbeat struct {
+	// Instance is a random nonce of the running process: two processes with the same ID
+	// have different ones. Empty in heartbeats written before it existed.
+	Instance string    `json:"instance"`
+	At       time.Time `json:"at"`
+}
 
 // MembersConfig configures Members.
 type MembersConfig struct {
@@ -47,6 +61,8 @@ type Members struct {
 	subject string
 
 	mu         sync.Mutex
+	instance   string // this run's nonce, new at each Start
+	seq        uint64 // the sequence of our last heartbeat
 	live       []string
 	stream     jetstream.Stream
 	stop, done chan struct{}
@@ -77,12 +93,13 @@ func (m *Members) Start(ctx context.Context) error {
 		return errors.New("members: already started")
 	}
 	m.live = nil
+	m.instance, m.seq = nuid.Next(), 0
 	m.mu.Unlock()
 	s, err := m.js.Stream(ctx, m.cfg.Stream)
 	if err != nil {
 		return fmt.Errorf("members: stream %s: %w", m.cfg.Stream, err)
 	}
-	if err := m.heartbeat(ctx); err != nil {
+	if err := m.join(ctx); err != nil {
 		return err
 	}
 	stop, done := make(chan struct{}), make(chan struct{})
@@ -108,7 +125,9 @@ func (m *Members) run(stop <-chan struct{}, done chan<- struct{}) {
 		case <-t.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.Every)
-		if err := m.heartbeat(ctx); err != nil {
+		if err := m.heartbeat(ctx); errors.Is(err, ErrIDInUse) {
+			m.log.Error("another live process has this process id: both share its work unnoticed by the others; stop one, and give each its own id", "err", err)
+		} else if err != nil {
 			m.log.Warn("heartbeat", "err", err)
 		}
 		if err := m.refresh(ctx); err != nil {
@@ -147,13 +166,103 @@ func (m *Members) Live() []string {
 	return slices.Clone(m.live)
 }
 
+// join writes the first heartbeat, refusing an ID that another live process has. A heartbeat
+// of another instance still stored is either a live process's or the last one of a process
+// that died (a crash leaves it until its TTL): join watches it for two renewal periods, in
+// which a live process renews it at least once. It refuses then; otherwise it takes the ID
+// over, so that a process restarted after a crash rejoins within 2*Every rather than TTL.
+func (m *Members) join(ctx context.Context) error {
+	last, other, err := m.last(ctx)
+	if err != nil {
+		return err
+	}
+	if other != nil {
+		m.log.Info("a heartbeat of this process id is stored; waiting to see whether it is renewed", "instance", other.Instance)
+		t := time.NewTimer(2*m.cfg.Every + m.cfg.Every/2)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("members: join as %s: %w", m.cfg.ID, ctx.Err())
+		case <-t.C:
+		}
+		again, _, err := m.last(ctx)
+		if err != nil {
+			return err
+		}
+		if again != last {
+			return fmt.Errorf("members: join as %q: %w (its heartbeat on %s is being renewed); give each process its own id", m.cfg.ID, ErrIDInUse, m.subject)
+		}
+	}
+	m.mu.Lock()
+	m.seq = last
+	m.mu.Unlock()
+	if err := m.heartbeat(ctx); errors.Is(err, ErrIDInUse) {
+		return fmt.Errorf("members: join as %q: %w (it wrote a heartbeat on %s meanwhile); give each process its own id", m.cfg.ID, ErrIDInUse, m.subject)
+	} else if err != nil {
+		return err
+	}
+	return nil
+}
+
+// last reads the last heartbeat on this process's subject: its sequence (0 for none), and
+// its body when it is another instance's.
+func (m *Members) last(ctx context.Context) (uint64, *heartbeat, error) {
+	msg, err := stream.LastBySubject(ctx, m.js, m.cfg.Stream, m.subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil, nil
+	}
+	if err != nil {
+		return 0, nil, fmt.Errorf("members: read %s: %w", m.subject, err)
+	}
+	var hb heartbeat
+	_ = json.Unmarshal(msg.Data, &hb) // one from before instances is another's
+	m.mu.Lock()
+	mine := hb.Instance == m.instance
+	m.mu.Unlock()
+	if mine {
+		return msg.Sequence, nil, nil
+	}
+	return msg.Sequence, &hb, nil
+}
+
+// heartbeat renews this process's heartbeat, expecting its last one to be the subject's last
+// message: another instance's heartbeat in between means a second live process with this ID
+// (ErrIDInUse).
 func (m *Members) heartbeat(ctx context.Context) error {
-	msg := nats.NewMsg(m.subject)
-	msg.Header.Set(HeaderTTL, ttlHeader(m.cfg.TTL))
-	msg.Data = []byte(time.Now().UTC().Format(time.RFC3339Nano))
-	if _, err := m.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(m.cfg.Stream)); err != nil {
+	m.mu.Lock()
+	instance, expect := m.instance, m.seq
+	m.mu.Unlock()
+	data, err := json.Marshal(heartbeat{Instance: instance, At: time.Now().UTC()})
+	if err != nil {
+		return err
+	}
+	send := func(expect uint64) (uint64, error) {
+		ack, err := stream.Append(ctx, m.js, m.cfg.Stream, []stream.Msg{{
+			Subject: m.subject,
+			Data:    data,
+			ID:      instance + "-" + nuid.Next(),
+			Header:  nats.Header{HeaderTTL: []string{ttlHeader(m.cfg.TTL)}},
+		}}, stream.Expect{FilterSubject: m.subject, LastSubjectSeq: expect})
+		return ack.LastSeq, err
+	}
+	seq, err := send(expect)
+	if errors.Is(err, stream.ErrConflict) {
+		// Our last heartbeat expired (renewals failed for a TTL), or another instance wrote.
+		last, other, rerr := m.last(ctx)
+		switch {
+		case rerr != nil:
+			return fmt.Errorf("members: heartbeat %s: %w", m.subject, rerr)
+		case other != nil:
+			return fmt.Errorf("members: heartbeat %s: %w (instance %s)", m.subject, ErrIDInUse, other.Instance)
+		}
+		seq, err = send(last)
+	}
+	if err != nil {
 		return fmt.Errorf("members: heartbeat %s: %w", m.subject, err)
 	}
+	m.mu.Lock()
+	m.seq = seq
+	m.mu.Unlock()
 	return nil
 }
 
