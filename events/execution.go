@@ -285,6 +285,9 @@ type ExecutionRequeued struct {
 	Run        int  `json:"run"`
 	RetryCount int  `json:"retry_count"`
 	Manual     bool `json:"manual"`
+	// Priority is the execution's, from its queued event, so that the dispatcher needs no
+	// lookup to queue the run. Nil in requeued events stored before it existed.
+	Priority *int `json:"priority,omitempty"`
 }
 
 func (*ExecutionQueued) EventType() Type            { return TypeExecutionQueued }

@@ -123,6 +123,9 @@ type exec struct {
 	status status
 	sentAt time.Time
 	index  int // in the queue heap, -1 when not queued
+	// resolving is true while the priority of a requeued run is read (resolvePriority): it
+	// is queued, but not in the heap yet.
+	resolving bool
 }
 
 // Entry is one queued execution, for a view of the queue.
@@ -300,19 +303,6 @@ func (d *Dispatcher) apply(msg jetstream.Msg) {
 		return
 	}
 	ev, derr := events.Decode(msg.Data())
-	var requeuedPriority int
-	if derr == nil {
-		if r, ok := ev.Data.(*events.ExecutionRequeued); ok {
-			// A requeue does not carry the priority; the queued event does. Read it when the
-			// execution is not known (a manual retry of an execution that failed long ago).
-			d.mu.Lock()
-			_, known := d.execs[r.ExecutionID]
-			d.mu.Unlock()
-			if !known {
-				requeuedPriority, derr = d.priority(r.ExecutionID)
-			}
-		}
-	}
 
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -326,7 +316,9 @@ func (d *Dispatcher) apply(msg jetstream.Msg) {
 		d.poison(msg, derr)
 		return
 	}
-	d.applyEvent(ev, md.Sequence.Stream, requeuedPriority)
+	if id := d.applyEvent(ev, md.Sequence.Stream); id != "" {
+		go d.resolvePriority(id)
+	}
 	d.signal()
 }
 
@@ -344,6 +336,35 @@ func (d *Dispatcher) poison(msg jetstream.Msg, err error) {
 			d.log.Error("dead-letter failed", "subject", m.Subject, "err", err)
 		}
 	}()
+}
+
+// resolvePriority reads the priority of a requeued execution from its queued event, until it
+// can, and then queues the run. Only a requeued event stored before it carried the priority
+// needs it, for an execution the view does not know (a manual retry of one that ended long
+// ago). A failed read is retried, never dead-lettered: the event is valid, and the queued
+// event is in the stream before it (a lagging replica may not have it yet).
+func (d *Dispatcher) resolvePriority(id string) {
+	wait := 100 * time.Millisecond
+	for {
+		p, err := d.priority(id)
+		if err == nil {
+			d.mu.Lock()
+			if e := d.execs[id]; e != nil && e.resolving && e.status == statusQueued {
+				e.priority, e.resolving = p, false
+				heap.Push(&d.queue, e)
+				d.signal()
+			}
+			d.mu.Unlock()
+			return
+		}
+		d.log.Warn("read the priority of a requeued execution; trying again", "execution_id", id, "in", wait, "err", err)
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
 }
 
 // priority reads an execution's priority from its queued event.
@@ -369,8 +390,9 @@ func (d *Dispatcher) priority(id string) (int, error) {
 	return q.Priority, nil
 }
 
-// applyEvent changes the view; d.mu is held.
-func (d *Dispatcher) applyEvent(ev events.Event, seq uint64, requeuedPriority int) {
+// applyEvent changes the view; d.mu is held. It returns the id of a requeued execution
+// whose priority must be read (see resolvePriority), or "".
+func (d *Dispatcher) applyEvent(ev events.Event, seq uint64) (resolve string) {
 	switch x := ev.Data.(type) {
 	case *events.ExecutionQueued:
 		if _, ok := d.execs[x.ExecutionID]; ok {
@@ -382,12 +404,21 @@ func (d *Dispatcher) applyEvent(ev events.Event, seq uint64, requeuedPriority in
 	case *events.ExecutionRequeued:
 		e := d.execs[x.ExecutionID]
 		if e == nil {
-			e = &exec{id: x.ExecutionID, priority: requeuedPriority, index: -1}
+			// Not known: a manual retry of an execution that ended before the view began.
+			e = &exec{id: x.ExecutionID, index: -1, resolving: x.Priority == nil}
 			d.execs[e.id] = e
+			if e.resolving {
+				resolve = e.id
+			}
+		}
+		if x.Priority != nil {
+			e.priority, e.resolving = *x.Priority, false
 		}
 		d.setStatus(e, statusQueued)
 		e.run, e.seq = x.Run, seq
-		heap.Push(&d.queue, e)
+		if !e.resolving {
+			heap.Push(&d.queue, e)
+		}
 	case *events.ExecutionStarted:
 		e := d.execs[x.ExecutionID]
 		if e == nil {
@@ -407,6 +438,7 @@ func (d *Dispatcher) applyEvent(ev events.Event, seq uint64, requeuedPriority in
 			delete(d.execs, id)
 		}
 	}
+	return resolve
 }
 
 // setStatus moves an execution, keeping the queue and the running count; d.mu is held.
@@ -423,6 +455,9 @@ func (d *Dispatcher) setStatus(e *exec, s status) {
 		d.starting[e.id] = e
 	} else {
 		delete(d.starting, e.id)
+	}
+	if s != statusQueued {
+		e.resolving = false
 	}
 	e.status = s
 }

@@ -142,4 +142,47 @@ func TestLeaseLostMidPublishDoesNotAdmit(t *testing.T) {
 	assert.Eventually(t, func() bool { return !d.Leading() }, waitFor, 10*time.Millisecond)
 }
 
-var _ = fmt.Sprintf
+
+// deadLetters counts the dead letters.
+func deadLetters(t testing.TB, js jetstream.JetStream) uint64 {
+	t.Helper()
+	s, err := js.Stream(testContext(t), streams.DeadLetter)
+	require.NoError(t, err)
+	info, err := s.Info(testContext(t))
+	require.NoError(t, err)
+	return info.State.Msgs
+}
+
+// queueIDs returns the queued executions in admission order, with their priorities.
+func queueIDs(d *dispatcher.Dispatcher) []string {
+	var out []string
+	for _, e := range d.Queue() {
+		out = append(out, fmt.Sprintf("%s/%d", e.ExecutionID, e.Priority))
+	}
+	return out
+}
+
+// TestRequeuedExecutionIsNeverDeadLettered: a requeued run of an execution the dispatcher
+// does not know (a manual retry of one that ended before its view began) is queued with its
+// priority and never dead-lettered: from the event when it carries the priority, with no
+// lookup (here the queued event cannot be read at all); from the queued event otherwise,
+// read again until it can be read.
+func TestRequeuedExecutionIsNeverDeadLettered(t *testing.T) {
+	js := setup(t)
+	l := newLeader() // never held: nothing is admitted, the queue shows the order
+	d := startDispatcher(t, js, dispatcher.Config{Leader: l})
+	seven := 7
+	appendEvents(t, js,
+		&events.ExecutionQueued{ExecutionID: "low", WorkflowID: "wf", Priority: 0},
+		&events.ExecutionRequeued{ExecutionID: "carried", Run: 2, Manual: true, Priority: &seven},
+		&events.ExecutionRequeued{ExecutionID: "looked-up", Run: 2, Manual: true}, // as stored before the field
+	)
+	require.Eventually(t, func() bool { return len(d.Queue()) == 2 }, waitFor, 10*time.Millisecond)
+	assert.Equal(t, []string{"carried/7", "low/0"}, queueIDs(d), "the carried priority needs no lookup")
+
+	// The queued event of looked-up shows up late (a lagging replica): the read is retried.
+	appendEvents(t, js, &events.ExecutionQueued{ExecutionID: "looked-up", WorkflowID: "wf", Priority: 9})
+	require.Eventually(t, func() bool { return len(d.Queue()) == 3 }, waitFor, 10*time.Millisecond)
+	assert.Equal(t, []string{"looked-up/9", "carried/7", "low/0"}, queueIDs(d))
+	assert.Zero(t, deadLetters(t, js), "nothing dead-lettered")
+}

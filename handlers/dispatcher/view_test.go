@@ -17,7 +17,7 @@ func TestView(t *testing.T) {
 	seq := uint64(0)
 	feed := func(data events.ExecutionData) {
 		seq++
-		d.applyEvent(events.NewExecution(data, events.SourceCore, now), seq, 0)
+		d.applyEvent(events.NewExecution(data, events.SourceCore, now), seq)
 	}
 	ids := func() []string {
 		var out []string
