@@ -142,7 +142,6 @@ func TestLeaseLostMidPublishDoesNotAdmit(t *testing.T) {
 	assert.Eventually(t, func() bool { return !d.Leading() }, waitFor, 10*time.Millisecond)
 }
 
-
 // deadLetters counts the dead letters.
 func deadLetters(t testing.TB, js jetstream.JetStream) uint64 {
 	t.Helper()
