@@ -27,8 +27,9 @@ const Name = "dispatcher"
 
 // Defaults of Config.
 const (
-	DefaultMaxRunning  = 100
-	DefaultResendAfter = 30 * time.Second
+	DefaultMaxRunning    = 100
+	DefaultResendAfter   = 30 * time.Second
+	DefaultSnapshotEvery = 30 * time.Second
 )
 
 // Config configures a Dispatcher.
@@ -38,6 +39,13 @@ type Config struct {
 	// Inbox is the stream of commands, read when the dispatcher takes over from another
 	// leader. Defaults to streams.Inbox.
 	Inbox string
+	// Snapshots is the stream of the view's snapshots (SubjectSnapshots). Defaults to
+	// streams.Leases.
+	Snapshots string
+	// SnapshotEvery is how often the leader writes a snapshot of its view, when it changed
+	// (and after 5000 queue events, and when it stops): a dispatcher starts from the last
+	// one and replays only the events after it. Defaults to DefaultSnapshotEvery.
+	SnapshotEvery time.Duration
 	// Leader, when set, says whether this process may admit executions: with several
 	// processes, only the holder of the dispatcher's lease does, so that MaxRunning holds
 	// across them; the others follow the stream, ready to take over. Defaults to nil: this
@@ -63,6 +71,8 @@ type Config struct {
 func (c *Config) defaults() error {
 	c.Executions = cmp.Or(c.Executions, streams.Executions)
 	c.Inbox = cmp.Or(c.Inbox, streams.Inbox)
+	c.Snapshots = cmp.Or(c.Snapshots, streams.Leases)
+	c.SnapshotEvery = cmp.Or(c.SnapshotEvery, DefaultSnapshotEvery)
 	c.MaxRunning = cmp.Or(c.MaxRunning, DefaultMaxRunning)
 	c.ResendAfter = cmp.Or(c.ResendAfter, DefaultResendAfter)
 	if c.Now == nil {
@@ -74,6 +84,8 @@ func (c *Config) defaults() error {
 		return fmt.Errorf("dispatcher: MaxRunning %d is negative", c.MaxRunning)
 	case c.ResendAfter < time.Second:
 		return fmt.Errorf("dispatcher: ResendAfter %s is under a second", c.ResendAfter)
+	case c.SnapshotEvery < time.Second:
+		return fmt.Errorf("dispatcher: SnapshotEvery %s is under a second", c.SnapshotEvery)
 	case c.DeadLetter == nil:
 		return errors.New("dispatcher: DeadLetter is required")
 	}
@@ -151,6 +163,13 @@ type Dispatcher struct {
 	applied  uint64
 	caughtUp bool
 	leading  atomic.Bool
+	events   int // queue events applied since Start
+	startUp  StartUp
+	// The executions stream's creation time, and the last snapshot written or read.
+	created     time.Time
+	snapApplied uint64
+	snapParts   int
+	snapAt      time.Time
 
 	kick   chan struct{}
 	cons   jetstream.Consumer
@@ -169,9 +188,11 @@ func New(js jetstream.JetStream, cfg Config) (*Dispatcher, error) {
 	return &Dispatcher{js: js, cfg: cfg, log: cfg.Logger.With("component", Name)}, nil
 }
 
-// Start rebuilds the queue by replaying the stream's queue events from the first, and returns
-// once it has caught up; it then follows the stream and admits executions until Stop.
+// Start rebuilds the queue from the last snapshot and the queue events after it (from the
+// first without a snapshot), and returns once it has caught up; it then follows the stream
+// and admits executions until Stop.
 func (d *Dispatcher) Start(ctx context.Context) error {
+	began := time.Now()
 	d.mu.Lock()
 	if d.cc != nil {
 		d.mu.Unlock()
@@ -180,7 +201,8 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	d.queue = nil
 	d.execs = map[string]*exec{}
 	d.starting = map[string]*exec{}
-	d.running, d.applied, d.caughtUp = 0, 0, false
+	d.running, d.applied, d.caughtUp, d.events = 0, 0, false, 0
+	d.snapApplied, d.snapParts, d.snapAt = 0, 0, d.cfg.Now()
 	d.leading.Store(false)
 	d.kick = make(chan struct{}, 1)
 	d.stop = make(chan struct{})
@@ -188,11 +210,25 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	d.ctx, d.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	d.mu.Unlock()
 
-	cons, err := d.js.OrderedConsumer(ctx, d.cfg.Executions, jetstream.OrderedConsumerConfig{
+	s, err := d.js.Stream(ctx, d.cfg.Executions)
+	if err != nil {
+		return fmt.Errorf("dispatcher: follow %s: %w", d.cfg.Executions, err)
+	}
+	info := s.CachedInfo()
+	d.created = info.Created
+	parts, from, err := d.loadSnapshot(ctx, info.Created, info.State.LastSeq)
+	if err != nil {
+		return err
+	}
+	occ := jetstream.OrderedConsumerConfig{
 		FilterSubjects:    Filters,
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
 		InactiveThreshold: time.Minute,
-	})
+	}
+	if from > 1 {
+		occ.DeliverPolicy, occ.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	cons, err := d.js.OrderedConsumer(ctx, d.cfg.Executions, occ)
 	if err != nil {
 		return fmt.Errorf("dispatcher: follow %s: %w", d.cfg.Executions, err)
 	}
@@ -212,7 +248,9 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	}
 	go d.admitLoop()
 	d.mu.Lock()
-	d.log.Info("queue rebuilt", "queued", d.queue.Len(), "running", d.running, "max_running", d.cfg.MaxRunning)
+	d.startUp = StartUp{SnapshotParts: parts, Events: d.events, Took: time.Since(began)}
+	d.log.Info("queue rebuilt", "queued", d.queue.Len(), "running", d.running, "max_running", d.cfg.MaxRunning,
+		"snapshot_parts", parts, "events", d.events, "took", d.startUp.Took)
 	d.mu.Unlock()
 	return nil
 }
@@ -263,8 +301,21 @@ func (d *Dispatcher) Stop(ctx context.Context) error {
 	case <-cc.Closed():
 	case <-ctx.Done():
 	}
+	if d.cfg.Leader == nil || (d.leading.Load() && d.cfg.Leader.Held()) {
+		// The next dispatcher to start replays only what comes after.
+		if serr := d.writeSnapshot(ctx); serr != nil {
+			d.log.Warn("snapshot on stop", "err", serr)
+		}
+	}
 	d.cancel()
 	return err
+}
+
+// StartUp says what the last Start read.
+func (d *Dispatcher) StartUp() StartUp {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.startUp
 }
 
 // Queue returns the queued executions, in the order they will be admitted.
@@ -309,6 +360,7 @@ func (d *Dispatcher) apply(msg jetstream.Msg) {
 	if md.Sequence.Stream > d.applied {
 		d.applied = md.Sequence.Stream
 	}
+	d.events++
 	if md.NumPending == 0 {
 		d.caughtUp = true
 	}
@@ -489,6 +541,13 @@ func (d *Dispatcher) admitLoop() {
 		}
 		if d.lead() {
 			d.admit()
+			if d.snapshotDue() {
+				ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
+				if err := d.writeSnapshot(ctx); err != nil {
+					d.log.Warn("write a snapshot of the queue", "err", err)
+				}
+				cancel()
+			}
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -184,4 +185,106 @@ func TestRequeuedExecutionIsNeverDeadLettered(t *testing.T) {
 	require.Eventually(t, func() bool { return len(d.Queue()) == 3 }, waitFor, 10*time.Millisecond)
 	assert.Equal(t, []string{"looked-up/9", "carried/7", "low/0"}, queueIDs(d))
 	assert.Zero(t, deadLetters(t, js), "nothing dead-lettered")
+}
+
+// appendMany stores events quickly (async publishes), for a long history.
+func appendMany(t testing.TB, js jetstream.JetStream, data ...events.ExecutionData) {
+	t.Helper()
+	for _, d := range data {
+		ev := events.NewExecution(d, events.SourceCore, time.Now())
+		b, err := events.Marshal(ev)
+		require.NoError(t, err)
+		subject, err := events.ExecutionSubject(ev.ExecutionID(), ev.Type)
+		require.NoError(t, err)
+		msg := nats.NewMsg(subject)
+		msg.Data = b
+		msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
+		_, err = js.PublishMsgAsync(msg, jetstream.WithExpectStream(streams.Executions))
+		require.NoError(t, err)
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(time.Minute):
+		t.Fatal("async publishes did not complete")
+	}
+}
+
+// TestStartUpReadsTheSnapshotAndTheTail: after 5,000 finished executions, a dispatcher that
+// starts reads the last snapshot (written by the leader when it stopped) and the queue events
+// after it, not the whole history; its view is the one a full replay gives.
+func TestStartUpReadsTheSnapshotAndTheTail(t *testing.T) {
+	js := setup(t)
+	const finished = 5000
+	var history []events.ExecutionData
+	for i := range finished {
+		id := fmt.Sprintf("done-%d", i)
+		history = append(history,
+			&events.ExecutionQueued{ExecutionID: id, WorkflowID: "wf"},
+			&events.ExecutionStarted{ExecutionID: id, Run: 1},
+			&events.ExecutionCompleted{ExecutionID: id, Run: 1})
+	}
+	history = append(history,
+		&events.ExecutionQueued{ExecutionID: "r1", WorkflowID: "wf"},
+		&events.ExecutionStarted{ExecutionID: "r1", Run: 1},
+		&events.ExecutionQueued{ExecutionID: "q1", WorkflowID: "wf", Priority: 0},
+		&events.ExecutionQueued{ExecutionID: "q2", WorkflowID: "wf", Priority: 5})
+	appendMany(t, js, history...)
+
+	l := newLeader()
+	l.set(time.Now().Add(time.Hour))
+	first := startDispatcher(t, js, dispatcher.Config{Leader: l, MaxRunning: 1}) // r1 runs: nothing is admitted
+	full := first.StartUp()
+	t.Logf("without a snapshot: %d events read in %s", full.Events, full.Took.Round(time.Millisecond))
+	assert.Equal(t, 0, full.SnapshotParts)
+	assert.Equal(t, len(history), full.Events)
+	require.Eventually(t, first.Leading, waitFor, 10*time.Millisecond)
+	require.NoError(t, first.Stop(testContext(t))) // the leader writes a snapshot as it stops
+
+	appendEvents(t, js,
+		&events.ExecutionQueued{ExecutionID: "q3", WorkflowID: "wf", Priority: 9},
+		&events.ExecutionCompleted{ExecutionID: "r1", Run: 1})
+	second := startDispatcher(t, js, dispatcher.Config{Leader: newLeader()})
+	su := second.StartUp()
+	t.Logf("from the snapshot: %d snapshot messages and %d events read in %s", su.SnapshotParts, su.Events, su.Took.Round(time.Millisecond))
+	assert.Equal(t, 1, su.SnapshotParts)
+	assert.Equal(t, 2, su.Events, "only the events after the snapshot")
+	assert.Equal(t, []string{"q3/9", "q2/5", "q1/0"}, queueIDs(second))
+	assert.Equal(t, 0, second.Running())
+}
+
+// TestSnapshotInParts: a view larger than one message of the leases stream is written in
+// parts, and read back whole; a later, smaller snapshot replaces it.
+func TestSnapshotInParts(t *testing.T) {
+	js := setup(t)
+	var queued []events.ExecutionData
+	for i := range 300 {
+		id := fmt.Sprintf("0190c5d2-0000-7000-8000-%012d", i)
+		queued = append(queued, &events.ExecutionQueued{ExecutionID: id, WorkflowID: "wf", Priority: i % 3})
+	}
+	appendMany(t, js, queued...)
+	restart := func() *dispatcher.Dispatcher {
+		l := newLeader()
+		l.set(time.Now().Add(time.Hour))
+		d := startDispatcher(t, js, dispatcher.Config{Leader: l, MaxRunning: 1})
+		require.Eventually(t, func() bool { return d.Running() == 1 && d.Leading() }, waitFor, 10*time.Millisecond)
+		return d
+	}
+	first := restart() // admits one
+	require.NoError(t, first.Stop(testContext(t)))
+	second := restart()
+	assert.Greater(t, second.StartUp().SnapshotParts, 1)
+	assert.Zero(t, second.StartUp().Events)
+	assert.Equal(t, 300, len(second.Queue())+second.Running(), "the one admitted is queued in the snapshot; the new leader admits it again")
+
+	// All but one end: the next snapshot has one part, and the stale ones go.
+	var ended []events.ExecutionData
+	for i := 1; i < 300; i++ {
+		ended = append(ended, &events.ExecutionCancelled{ExecutionID: fmt.Sprintf("0190c5d2-0000-7000-8000-%012d", i), Run: 1})
+	}
+	appendMany(t, js, ended...)
+	require.Eventually(t, func() bool { return len(second.Queue())+second.Running() == 1 }, waitFor, 10*time.Millisecond)
+	require.NoError(t, second.Stop(testContext(t)))
+	third := startDispatcher(t, js, dispatcher.Config{Leader: newLeader()})
+	assert.Equal(t, 1, third.StartUp().SnapshotParts)
+	assert.Equal(t, []string{"0190c5d2-0000-7000-8000-000000000000/0"}, queueIDs(third))
 }
