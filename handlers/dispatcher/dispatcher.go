@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -155,16 +156,17 @@ type Dispatcher struct {
 	cfg Config
 	log *slog.Logger
 
-	mu       sync.Mutex
-	queue    queue
-	execs    map[string]*exec
-	starting map[string]*exec
-	running  int // executions whose status counts
-	applied  uint64
-	caughtUp bool
-	leading  atomic.Bool
-	events   int // queue events applied since Start
-	startUp  StartUp
+	mu        sync.Mutex
+	queue     queue
+	execs     map[string]*exec
+	starting  map[string]*exec
+	running   int // executions whose status counts
+	applied   uint64
+	caughtUp  bool
+	leading   atomic.Bool
+	events    int // queue events applied since Start
+	inboxRead int // inbox messages read by takeovers
+	startUp   StartUp
 	// The executions stream's creation time, and the last snapshot written or read.
 	created     time.Time
 	snapApplied uint64
@@ -577,20 +579,25 @@ func (d *Dispatcher) lead() bool {
 }
 
 // takeOver makes the view count the executions that the last leader admitted and that have
-// not started yet: their start commands wait in the inbox. It reads them there first, then
-// waits until the view has applied every queue event stored by then. A start taken up
-// meanwhile is in the view as started; one still waiting was read. So the running count is
+// not started yet: their start commands wait in the inbox. The last leader sent them before
+// its lease's validity ended, so before this one held the lease (see fenced), and their
+// queued events were stored before that. So: it catches up (the view has them, queued), reads
+// the starts waiting for executions queued in the view, and catches up again. A start taken
+// up meanwhile is in the view as started; one still waiting was read. So the running count is
 // the whole system's, and MaxRunning holds across a change of leader.
 func (d *Dispatcher) takeOver() error {
-	ctx, cancel := context.WithTimeout(d.ctx, 30*time.Second)
+	ctx, cancel := d.takeOverContext()
 	defer cancel()
+	d.mu.Lock()
+	cons := d.cons
+	d.mu.Unlock()
+	if err := d.catchUp(ctx, cons); err != nil {
+		return err
+	}
 	pending, err := d.pendingStarts(ctx)
 	if err != nil {
 		return err
 	}
-	d.mu.Lock()
-	cons := d.cons
-	d.mu.Unlock()
 	if err := d.catchUp(ctx, cons); err != nil {
 		return err
 	}
@@ -610,30 +617,76 @@ func (d *Dispatcher) takeOver() error {
 	return nil
 }
 
-// pendingStarts returns the runs whose start command waits in the inbox.
+// takeOverContext bounds a takeover by the lease's validity: one that cannot finish in time
+// gives up, and the next tick tries again with a renewed lease, rather than one attempt
+// waiting on a stale deadline.
+func (d *Dispatcher) takeOverContext() (context.Context, context.CancelFunc) {
+	if until := d.cfg.Leader.ValidUntil(); !until.IsZero() {
+		return context.WithDeadline(d.ctx, until)
+	}
+	return context.WithTimeout(d.ctx, publishTimeout)
+}
+
+// pendingStarts returns the runs whose start command waits in the inbox, for the executions
+// queued in the view: it lists the inbox's subjects (one per execution with commands waiting:
+// memmie.inbox.<partition>.<execution_id>) and reads the messages of those executions only,
+// not the whole inbox.
 func (d *Dispatcher) pendingStarts(ctx context.Context) (map[string]int, error) {
 	s, err := d.js.Stream(ctx, d.cfg.Inbox)
 	if err != nil {
 		return nil, fmt.Errorf("read the inbox: %w", err)
 	}
-	out := map[string]int{}
-	for seq := uint64(1); ; {
-		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(streams.SubjectInboxPartitions))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read the inbox at %d: %w", seq, err)
-		}
-		seq = m.Sequence + 1
-		ev, err := events.Decode(m.Data)
-		if err != nil {
-			continue // the orchestrator dead-letters it
-		}
-		if st, ok := ev.Data.(*events.ExecutionStarted); ok && st.Run > out[st.ExecutionID] {
-			out[st.ExecutionID] = st.Run
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(streams.SubjectInboxPartitions))
+	if err != nil {
+		return nil, fmt.Errorf("read the inbox: %w", err)
+	}
+	type waiting struct {
+		subject string
+		count   uint64
+	}
+	var candidates []waiting
+	d.mu.Lock()
+	for subject, n := range info.State.Subjects {
+		id := subject[strings.LastIndexByte(subject, '.')+1:]
+		if e := d.execs[id]; e != nil && e.status == statusQueued {
+			candidates = append(candidates, waiting{subject, n})
 		}
 	}
+	d.mu.Unlock()
+	out := map[string]int{}
+	read := 0
+	for _, c := range candidates {
+		seq := uint64(1)
+		for range c.count {
+			m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(c.subject))
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				break // taken up meanwhile: its started event is in the stream
+			}
+			if err != nil {
+				return nil, fmt.Errorf("read the inbox on %s: %w", c.subject, err)
+			}
+			read++
+			seq = m.Sequence + 1
+			ev, err := events.Decode(m.Data)
+			if err != nil {
+				continue // the orchestrator dead-letters it
+			}
+			if st, ok := ev.Data.(*events.ExecutionStarted); ok && st.Run > out[st.ExecutionID] {
+				out[st.ExecutionID] = st.Run
+			}
+		}
+	}
+	d.mu.Lock()
+	d.inboxRead += read
+	d.mu.Unlock()
+	return out, nil
+}
+
+// InboxRead returns how many inbox messages the takeovers read.
+func (d *Dispatcher) InboxRead() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.inboxRead
 }
 
 func (d *Dispatcher) admit() {

@@ -17,6 +17,7 @@ import (
 	"github.com/memmie/memmie/handlers/dispatcher"
 	"github.com/memmie/memmie/internal/faults"
 	"github.com/memmie/memmie/internal/jetstream/deadletter"
+	"github.com/memmie/memmie/internal/jetstream/inbox"
 	"github.com/memmie/memmie/internal/jetstream/stream"
 	"github.com/memmie/memmie/internal/natsserver/natstest"
 )
@@ -287,4 +288,38 @@ func TestSnapshotInParts(t *testing.T) {
 	third := startDispatcher(t, js, dispatcher.Config{Leader: newLeader()})
 	assert.Equal(t, 1, third.StartUp().SnapshotParts)
 	assert.Equal(t, []string{"0190c5d2-0000-7000-8000-000000000000/0"}, queueIDs(third))
+}
+
+// TestTakeOverReadsOnlyTheStartsItNeeds: a new leader counts the starts that the last one
+// sent and that wait in the inbox, reading the commands of the executions queued in its view
+// only, not every command in the inbox.
+func TestTakeOverReadsOnlyTheStartsItNeeds(t *testing.T) {
+	js := setup(t)
+	const running = 200
+	var history []events.ExecutionData
+	for i := range running {
+		id := fmt.Sprintf("r%d", i)
+		history = append(history, &events.ExecutionQueued{ExecutionID: id, WorkflowID: "wf"}, &events.ExecutionStarted{ExecutionID: id, Run: 1})
+	}
+	history = append(history,
+		&events.ExecutionQueued{ExecutionID: "q1", WorkflowID: "wf"},
+		&events.ExecutionQueued{ExecutionID: "q2", WorkflowID: "wf"},
+		&events.ExecutionQueued{ExecutionID: "q3", WorkflowID: "wf"})
+	appendMany(t, js, history...)
+	// Commands wait in the inbox: for the running executions (not taken up yet), and the
+	// starts of q1 and q2 that the last leader sent.
+	for i := range running {
+		require.NoError(t, inbox.Publish(testContext(t), js, events.NewExecution(&events.CancelRequested{ExecutionID: fmt.Sprintf("r%d", i), Reason: "test"}, events.SourceAPI, time.Now())))
+	}
+	for _, id := range []string{"q1", "q2"} {
+		require.NoError(t, inbox.Publish(testContext(t), js, events.NewExecution(&events.ExecutionStarted{ExecutionID: id, Run: 1}, events.SourceDispatcher, time.Now())))
+	}
+
+	l := newLeader()
+	l.set(time.Now().Add(time.Hour))
+	d := startDispatcher(t, js, dispatcher.Config{Leader: l, MaxRunning: running + 2})
+	require.Eventually(t, d.Leading, waitFor, 10*time.Millisecond)
+	assert.Equal(t, running+2, d.Running(), "the last leader's starts count")
+	assert.Equal(t, []string{"q3/0"}, queueIDs(d))
+	assert.Equal(t, 2, d.InboxRead(), "only the commands of the queued executions are read")
 }
