@@ -102,8 +102,9 @@ type Config struct {
 type Cluster struct {
 	// ProcessID names this process among the live ones: a subject token, unique among them.
 	// A process started again with the same id takes its partitions and the dispatcher's
-	// lease back at once, rather than after TTL. Defaults to the host name and a random
-	// suffix.
+	// lease back at once after a clean stop, and within half a TTL after a crash (its last
+	// heartbeat is watched for two renewals); a second live process with the same id is
+	// refused. Defaults to the host name and a random suffix.
 	ProcessID string
 	// TTL is how long a process that stopped without saying so (a crash, a lost network)
 	// keeps its inbox partitions and the dispatcher's lease: the time the others take to
@@ -331,10 +332,6 @@ func (e *Engine) Open(ctx context.Context) error {
 			if err != nil {
 				return fail(err)
 			}
-			if err := l.Start(ctx); err != nil {
-				return fail(err)
-			}
-			started = append(started, l)
 			e.leader, cfg.Leader = l, l
 		}
 		d, err := dispatcher.New(e.js, cfg)
@@ -346,6 +343,13 @@ func (e *Engine) Open(ctx context.Context) error {
 		}
 		e.dispatcher = d
 		started = append(started, d)
+		// The lease only once the queue is rebuilt: a process that holds it admits at once.
+		if e.leader != nil {
+			if err := e.leader.Start(ctx); err != nil {
+				return fail(err)
+			}
+			started = append(started, e.leader)
+		}
 	}
 	if !e.cfg.Handlers.NoReconciler {
 		if err := e.openReconciler(ctx, &started); err != nil {
