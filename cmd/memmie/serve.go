@@ -96,7 +96,7 @@ func (o *runtimeOptions) addFlags(f *pflag.FlagSet, definitionsDefault, logLevel
 	f.IntVar(&o.partitions, "partitions", streams.DefaultPartitions,
 		"partitions of the orchestrator's inbox, shared out over the processes (the same in every process)")
 	f.StringVar(&o.processID, "process-id", "",
-		"name of this process among those sharing the work (default: host name and a random suffix); a process restarted with the same name takes its share back at once")
+		"name of this process among those sharing the work (default: host name and a random suffix); a process restarted with the same name takes its share back (at once after a clean stop, within about half the TTL after a crash); a second live process with the same name is refused")
 	f.StringVar(&o.logLevel, "log-level", logLevelDefault, "debug, info, warn or error")
 	f.StringVar(&o.natsUser, "nats-user", "", "NATS user (e.g. the engine user of nats.conf)")
 	f.StringVar(&o.natsPassword, "nats-password", "", "password of --nats-user; on the command line every user of the machine sees it (ps): prefer --nats-password-file or the environment")

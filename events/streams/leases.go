@@ -11,7 +11,9 @@ import (
 // Leases is the stream through which memmie processes coordinate: each live process keeps a
 // heartbeat on memmie.leases.members.<process_id>, and a leader holds
 // memmie.leases.leader.<role> (the dispatcher's, so that --max-running holds across
-// processes). It is internal: clients never read or write it.
+// processes; the reconciler's), and the dispatcher's leader keeps a snapshot of its view on
+// memmie.leases.snapshots.dispatcher.<part>, so that a start replays only the queue events
+// after it. It is internal: clients never read or write it.
 const Leases = "MEMMIE_LEASES"
 
 // Subjects of the leases stream.

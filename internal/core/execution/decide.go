@@ -106,14 +106,17 @@ func (d *decider) waitingForRetry() {
 		// to be queued.
 		d.emit(&events.ExecutionCancelled{ExecutionID: s.ExecutionID, Run: s.Run + 1, Reason: s.CancelReason})
 	case s.RetryDue:
-		d.emit(&events.ExecutionRequeued{ExecutionID: s.ExecutionID, Run: s.Run + 1, RetryCount: s.RetryCount + 1})
+		priority := s.Priority // carried, so that the dispatcher needs no lookup
+		d.emit(&events.ExecutionRequeued{ExecutionID: s.ExecutionID, Run: s.Run + 1, RetryCount: s.RetryCount + 1, Priority: &priority})
 	}
 }
 
 func (d *decider) failed() {
 	s := &d.s
 	if s.RetryRequested {
-		d.emit(&events.ExecutionRequeued{ExecutionID: s.ExecutionID, Run: s.Run + 1, RetryCount: s.RetryCount, Manual: true})
+		priority := s.Priority
+		d.emit(&events.ExecutionRequeued{ExecutionID: s.ExecutionID, Run: s.Run + 1, RetryCount: s.RetryCount, Manual: true,
+			Priority: &priority})
 	}
 }
 
