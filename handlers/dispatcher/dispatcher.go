@@ -21,6 +21,7 @@ import (
 	"github.com/memmie/memmie/internal/jetstream/deadletter"
 	"github.com/memmie/memmie/internal/jetstream/inbox"
 	"github.com/memmie/memmie/internal/jetstream/stream"
+	"github.com/memmie/memmie/internal/lifecycle"
 )
 
 // Name is the dispatcher's dead-letter source.
@@ -176,10 +177,9 @@ type Dispatcher struct {
 	kick   chan struct{}
 	cons   jetstream.Consumer
 	cc     jetstream.ConsumeContext
-	stop   chan struct{}
-	done   chan struct{}
 	ctx    context.Context
 	cancel context.CancelFunc
+	life   lifecycle.Service
 }
 
 // New checks cfg and returns a dispatcher. Start starts it.
@@ -187,19 +187,21 @@ func New(js jetstream.JetStream, cfg Config) (*Dispatcher, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	return &Dispatcher{js: js, cfg: cfg, log: cfg.Logger.With("component", Name)}, nil
+	return &Dispatcher{life: lifecycle.Service{Name: Name}, js: js, cfg: cfg, log: cfg.Logger.With("component", Name)}, nil
 }
 
 // Start rebuilds the queue from the last snapshot and the queue events after it (from the
 // first without a snapshot), and returns once it has caught up; it then follows the stream
 // and admits executions until Stop.
 func (d *Dispatcher) Start(ctx context.Context) error {
+	return d.life.Start(ctx, d.rebuild, d.admitLoop)
+}
+
+// rebuild builds the view from the last snapshot and the queue events after it, and follows
+// the stream from there.
+func (d *Dispatcher) rebuild(ctx context.Context) error {
 	began := time.Now()
 	d.mu.Lock()
-	if d.cc != nil {
-		d.mu.Unlock()
-		return errors.New("dispatcher: already started")
-	}
 	d.queue = nil
 	d.execs = map[string]*exec{}
 	d.starting = map[string]*exec{}
@@ -207,8 +209,6 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 	d.snapApplied, d.snapParts, d.snapAt = 0, 0, d.cfg.Now()
 	d.leading.Store(false)
 	d.kick = make(chan struct{}, 1)
-	d.stop = make(chan struct{})
-	d.done = make(chan struct{})
 	d.ctx, d.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	d.mu.Unlock()
 
@@ -248,7 +248,6 @@ func (d *Dispatcher) Start(ctx context.Context) error {
 		d.mu.Unlock()
 		return err
 	}
-	go d.admitLoop()
 	d.mu.Lock()
 	d.startUp = StartUp{SnapshotParts: parts, Events: d.events, Took: time.Since(began)}
 	d.log.Info("queue rebuilt", "queued", d.queue.Len(), "running", d.running, "max_running", d.cfg.MaxRunning,
@@ -283,33 +282,28 @@ func (d *Dispatcher) catchUp(ctx context.Context, cons jetstream.Consumer) error
 // Stop stops following the stream and admitting.
 func (d *Dispatcher) Stop(ctx context.Context) error {
 	d.mu.Lock()
-	cc := d.cc
+	cc, cancel := d.cc, d.cancel
 	d.cc = nil
 	d.mu.Unlock()
-	if cc == nil {
-		return nil
+	if cc != nil {
+		cc.Stop()
 	}
-	cc.Stop()
-	close(d.stop)
-	var err error
-	select {
-	case <-d.done:
-	case <-ctx.Done():
-		d.cancel()
-		<-d.done
-		err = fmt.Errorf("dispatcher: stop: %w", ctx.Err())
-	}
-	select {
-	case <-cc.Closed():
-	case <-ctx.Done():
-	}
-	if d.cfg.Leader == nil || (d.leading.Load() && d.cfg.Leader.Held()) {
-		// The next dispatcher to start replays only what comes after.
-		if serr := d.writeSnapshot(ctx); serr != nil {
-			d.log.Warn("snapshot on stop", "err", serr)
+	err := d.life.Stop(ctx, func(ctx context.Context) error {
+		select {
+		case <-cc.Closed():
+		case <-ctx.Done():
 		}
+		if d.cfg.Leader == nil || (d.leading.Load() && d.cfg.Leader.Held()) {
+			// The next dispatcher to start replays only what comes after.
+			if serr := d.writeSnapshot(ctx); serr != nil {
+				d.log.Warn("snapshot on stop", "err", serr)
+			}
+		}
+		return nil
+	})
+	if cancel != nil {
+		cancel()
 	}
-	d.cancel()
 	return err
 }
 
@@ -525,8 +519,9 @@ func (d *Dispatcher) signal() {
 
 // admitLoop admits executions whenever the view changes, and sends again the starts that did
 // not arrive.
-func (d *Dispatcher) admitLoop() {
-	defer close(d.done)
+func (d *Dispatcher) admitLoop(ctx context.Context, stop <-chan struct{}) {
+	// A Stop that gives up waiting cuts the admissions in progress short.
+	context.AfterFunc(ctx, d.cancel)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var changes <-chan struct{}
@@ -535,7 +530,7 @@ func (d *Dispatcher) admitLoop() {
 	}
 	for {
 		select {
-		case <-d.stop:
+		case <-stop:
 			return
 		case <-d.kick:
 		case <-changes:

@@ -138,8 +138,9 @@ func (r *Reconciler) Start(ctx context.Context) error { return r.life.Start(ctx,
 // Stop stops the passes; one in progress is cut short. It waits for it until ctx ends.
 func (r *Reconciler) Stop(ctx context.Context) error { return r.life.Stop(ctx, nil) }
 
-func (r *Reconciler) run(stop <-chan struct{}) {
-	ctx, cancel := context.WithCancel(context.Background())
+func (r *Reconciler) run(ctx context.Context, stop <-chan struct{}) {
+	// A pass is idempotent: a stop cuts it short rather than waiting for it.
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
 		<-stop

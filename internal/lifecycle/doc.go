@@ -1,7 +1,8 @@
 // Package lifecycle is the one start/stop discipline of memmie's long-running components (in
 // the manner of River's startstop): a component starts once, runs its background work until
-// it is stopped, and Stop waits for that work to end or for the caller's context, whichever
-// comes first. A Group starts components in order and stops them in reverse.
+// it is stopped, and Stop waits for that work to end; when the caller's context ends first, the
+// work's own context is cancelled and Stop still waits for it to return, so that nothing a
+// component started outlives its Stop. A Group starts components in order and stops them in reverse.
 //
 //	type Lease struct{ life lifecycle.Service; ... }
 //

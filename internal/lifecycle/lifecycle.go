@@ -20,13 +20,17 @@ type Service struct {
 	starting bool
 	stop     chan struct{}
 	done     chan struct{}
+	cancel   context.CancelFunc
 }
 
 // Start runs setup (the work a start must finish before it returns: a first lease acquisition,
-// a view caught up), then run in a goroutine of its own until Stop closes stop. It fails with
-// ErrStarted when the component runs, and with setup's error, in which case the component
-// stays stopped and run does not start. setup and run may be nil.
-func (s *Service) Start(ctx context.Context, setup func(context.Context) error, run func(stop <-chan struct{})) error {
+// a view caught up), then run in a goroutine of its own. run finishes its work and returns
+// once stop is closed; its ctx is cancelled when Stop gives up waiting, so that work in
+// progress is cut short. It fails with ErrStarted when the component runs, and with setup's
+// error, in which case the component stays stopped and run does not start. setup and run may
+// be nil.
+func (s *Service) Start(ctx context.Context, setup func(context.Context) error,
+	run func(ctx context.Context, stop <-chan struct{})) error {
 	s.mu.Lock()
 	if s.starting || s.stop != nil {
 		s.mu.Unlock()
@@ -43,15 +47,17 @@ func (s *Service) Start(ctx context.Context, setup func(context.Context) error, 
 			return err
 		}
 	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	stop, done := make(chan struct{}), make(chan struct{})
 	s.mu.Lock()
 	s.starting = false
-	s.stop, s.done = stop, done
+	s.stop, s.done, s.cancel = stop, done, cancel
 	s.mu.Unlock()
 	go func() {
 		defer close(done)
+		defer cancel()
 		if run != nil {
-			run(stop)
+			run(runCtx, stop)
 		}
 	}()
 	return nil
@@ -65,13 +71,13 @@ func (s *Service) Running() bool {
 }
 
 // Stop closes run's stop channel and waits for run to return, then calls teardown (releasing
-// what the component holds), which may be nil. Stopping a stopped component does nothing.
-// When ctx ends before run returns, Stop returns ctx's error and skips teardown; run still
-// returns in its own time.
+// what the component holds), which may be nil. When ctx ends first, Stop cancels run's
+// context, waits for run to return, and returns ctx's error without tearing down. Stopping a
+// stopped component does nothing.
 func (s *Service) Stop(ctx context.Context, teardown func(context.Context) error) error {
 	s.mu.Lock()
-	stop, done := s.stop, s.done
-	s.stop, s.done = nil, nil
+	stop, done, cancel := s.stop, s.done, s.cancel
+	s.stop, s.done, s.cancel = nil, nil, nil
 	s.mu.Unlock()
 	if stop == nil {
 		return nil
@@ -80,6 +86,8 @@ func (s *Service) Stop(ctx context.Context, teardown func(context.Context) error
 	select {
 	case <-done:
 	case <-ctx.Done():
+		cancel()
+		<-done
 		return s.errorf("stop: %w", ctx.Err())
 	}
 	if teardown != nil {

@@ -17,7 +17,7 @@ func TestServiceStartsOnceAndStopsItsRun(t *testing.T) {
 	ctx := context.Background()
 	ran := make(chan struct{})
 	returned := make(chan struct{})
-	require.NoError(t, s.Start(ctx, nil, func(stop <-chan struct{}) {
+	require.NoError(t, s.Start(ctx, nil, func(_ context.Context, stop <-chan struct{}) {
 		close(ran)
 		<-stop
 		close(returned)
@@ -44,14 +44,14 @@ func TestServiceStartsOnceAndStopsItsRun(t *testing.T) {
 	require.NoError(t, s.Stop(ctx, func(context.Context) error { t.Error("a second Stop tore down again"); return nil }))
 
 	// Stopped, it starts again.
-	require.NoError(t, s.Start(ctx, nil, func(stop <-chan struct{}) { <-stop }))
+	require.NoError(t, s.Start(ctx, nil, func(_ context.Context, stop <-chan struct{}) { <-stop }))
 	require.NoError(t, s.Stop(ctx, nil))
 }
 
 func TestServiceSetupFailureLeavesItStopped(t *testing.T) {
 	s := &lifecycle.Service{}
 	boom := errors.New("boom")
-	err := s.Start(context.Background(), func(context.Context) error { return boom }, func(<-chan struct{}) {
+	err := s.Start(context.Background(), func(context.Context) error { return boom }, func(context.Context, <-chan struct{}) {
 		t.Error("run started after a failed setup")
 	})
 	require.ErrorIs(t, err, boom)
@@ -78,14 +78,17 @@ func TestServiceStartDuringSetupIsRefused(t *testing.T) {
 
 func TestServiceStopGivesUpWithTheContext(t *testing.T) {
 	s := &lifecycle.Service{Name: "slow"}
-	release := make(chan struct{})
-	require.NoError(t, s.Start(context.Background(), nil, func(<-chan struct{}) { <-release }))
+	var cut bool
+	require.NoError(t, s.Start(context.Background(), nil, func(ctx context.Context, _ <-chan struct{}) {
+		<-ctx.Done() // work that ignores stop and ends only when cut short
+		cut = true
+	}))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	err := s.Stop(ctx, func(context.Context) error { t.Error("teardown after a stop that gave up"); return nil })
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.ErrorContains(t, err, "slow: stop")
-	close(release)
+	require.True(t, cut, "Stop returned before run did")
 }
 
 type recorder struct {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/internal/jetstream/stream"
+	"github.com/memmie/memmie/internal/lifecycle"
 )
 
 // DefaultTTL is how long a heartbeat or a lease lasts without renewal.
@@ -79,7 +80,7 @@ type Lease struct {
 	validUntil time.Time // when held, we count on it until then
 	seenSeq    uint64    // another holder's lease as we last saw it,
 	seenAt     time.Time // and when we first saw that sequence
-	stop, done chan struct{}
+	life       lifecycle.Service
 }
 
 // New checks cfg and returns a lease. Start starts campaigning.
@@ -99,6 +100,7 @@ func New(js jetstream.JetStream, cfg Config) (*Lease, error) {
 		return nil, err
 	}
 	return &Lease{
+		life:    lifecycle.Service{Name: "lease " + cfg.Role},
 		js:      js,
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "lease", "role", cfg.Role, "holder", cfg.Holder),
@@ -110,21 +112,10 @@ func New(js jetstream.JetStream, cfg Config) (*Lease, error) {
 // Start makes a first attempt at the lease, then keeps campaigning (or renewing) every
 // Config.Every until Stop.
 func (l *Lease) Start(ctx context.Context) error {
-	l.mu.Lock()
-	if l.stop != nil {
-		l.mu.Unlock()
-		return fmt.Errorf("lease %s: already started", l.cfg.Role)
-	}
-	stop, done := make(chan struct{}), make(chan struct{})
-	l.stop, l.done = stop, done
-	l.mu.Unlock()
-	l.tick(ctx)
-	go l.run(stop, done)
-	return nil
+	return l.life.Start(ctx, func(ctx context.Context) error { l.tick(ctx); return nil }, l.run)
 }
 
-func (l *Lease) run(stop <-chan struct{}, done chan<- struct{}) {
-	defer close(done)
+func (l *Lease) run(ctx context.Context, stop <-chan struct{}) {
 	t := time.NewTicker(l.cfg.Every)
 	defer t.Stop()
 	for {
@@ -132,8 +123,8 @@ func (l *Lease) run(stop <-chan struct{}, done chan<- struct{}) {
 		case <-stop:
 			return
 		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), l.cfg.Every)
-			l.tick(ctx)
+			tctx, cancel := context.WithTimeout(ctx, l.cfg.Every)
+			l.tick(tctx)
 			cancel()
 		}
 	}
@@ -142,19 +133,11 @@ func (l *Lease) run(stop <-chan struct{}, done chan<- struct{}) {
 // Stop stops campaigning and releases the lease if held, so that another process takes it at
 // once rather than after its TTL.
 func (l *Lease) Stop(ctx context.Context) error {
-	l.mu.Lock()
-	stop, done := l.stop, l.done
-	l.stop = nil
-	l.mu.Unlock()
-	if stop == nil {
-		return nil
-	}
-	close(stop)
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return fmt.Errorf("lease %s: stop: %w", l.cfg.Role, ctx.Err())
-	}
+	return l.life.Stop(ctx, l.release)
+}
+
+// release gives the lease up, if held, so that another process takes it at once.
+func (l *Lease) release(ctx context.Context) error {
 	l.mu.Lock()
 	held, seq := l.held, l.seq
 	l.set(false, 0, time.Time{})

@@ -20,6 +20,7 @@ import (
 
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/internal/jetstream/stream"
+	"github.com/memmie/memmie/internal/lifecycle"
 )
 
 // ErrIDInUse is returned by Members.Start when another live process has the same ID.
@@ -60,12 +61,12 @@ type Members struct {
 	log     *slog.Logger
 	subject string
 
-	mu         sync.Mutex
-	instance   string // this run's nonce, new at each Start
-	seq        uint64 // the sequence of our last heartbeat
-	live       []string
-	stream     jetstream.Stream
-	stop, done chan struct{}
+	mu       sync.Mutex
+	instance string // this run's nonce, new at each Start
+	seq      uint64 // the sequence of our last heartbeat
+	live     []string
+	stream   jetstream.Stream
+	life     lifecycle.Service
 }
 
 // NewMembers checks cfg and returns Members. Start joins.
@@ -81,17 +82,18 @@ func NewMembers(js jetstream.JetStream, cfg MembersConfig) (*Members, error) {
 	if err := checkTTL("members", cfg.TTL, cfg.Every); err != nil {
 		return nil, err
 	}
-	return &Members{js: js, cfg: cfg, log: cfg.Logger.With("component", "members", "process_id", cfg.ID), subject: subject}, nil
+	return &Members{life: lifecycle.Service{Name: "members"}, js: js, cfg: cfg, log: cfg.Logger.With("component", "members", "process_id", cfg.ID), subject: subject}, nil
 }
 
 // Start writes the first heartbeat, reads the live members (calling OnChange), and keeps
 // both up to date until Stop.
 func (m *Members) Start(ctx context.Context) error {
+	return m.life.Start(ctx, m.setup, m.run)
+}
+
+// setup joins: the first heartbeat, and a first read of the live members.
+func (m *Members) setup(ctx context.Context) error {
 	m.mu.Lock()
-	if m.stop != nil {
-		m.mu.Unlock()
-		return errors.New("members: already started")
-	}
 	m.live = nil
 	m.instance, m.seq = nuid.Next(), 0
 	m.mu.Unlock()
@@ -102,20 +104,16 @@ func (m *Members) Start(ctx context.Context) error {
 	if err := m.join(ctx); err != nil {
 		return err
 	}
-	stop, done := make(chan struct{}), make(chan struct{})
 	m.mu.Lock()
 	m.stream = s
-	m.stop, m.done = stop, done
 	m.mu.Unlock()
 	if err := m.refresh(ctx); err != nil {
 		m.log.Warn("read members", "err", err)
 	}
-	go m.run(stop, done)
 	return nil
 }
 
-func (m *Members) run(stop <-chan struct{}, done chan<- struct{}) {
-	defer close(done)
+func (m *Members) run(runCtx context.Context, stop <-chan struct{}) {
 	t := time.NewTicker(m.cfg.Every)
 	defer t.Stop()
 	for {
@@ -124,7 +122,7 @@ func (m *Members) run(stop <-chan struct{}, done chan<- struct{}) {
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.Every)
+		ctx, cancel := context.WithTimeout(runCtx, m.cfg.Every)
 		if err := m.heartbeat(ctx); errors.Is(err, ErrIDInUse) {
 			m.log.Error("another live process has this process id: both share its work unnoticed by the others; stop one, and give each its own id", "err", err)
 		} else if err != nil {
@@ -140,19 +138,14 @@ func (m *Members) run(stop <-chan struct{}, done chan<- struct{}) {
 // Stop stops the heartbeats and deletes this process's, so that the others take over its
 // share at once rather than after the TTL.
 func (m *Members) Stop(ctx context.Context) error {
+	return m.life.Stop(ctx, m.leave)
+}
+
+// leave removes the heartbeat, so that the others take this process's share at once.
+func (m *Members) leave(ctx context.Context) error {
 	m.mu.Lock()
-	stop, done, s := m.stop, m.done, m.stream
-	m.stop = nil
+	s := m.stream
 	m.mu.Unlock()
-	if stop == nil {
-		return nil
-	}
-	close(stop)
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return fmt.Errorf("members: stop: %w", ctx.Err())
-	}
 	if err := s.Purge(ctx, jetstream.WithPurgeSubject(m.subject)); err != nil {
 		return fmt.Errorf("members: leave: %w", err)
 	}
