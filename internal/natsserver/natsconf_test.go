@@ -3,6 +3,7 @@ package natsserver_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -13,12 +14,15 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/handlers/runner"
+	"github.com/memmie/memmie/handlers/timers"
+	"github.com/memmie/memmie/internal/app/engine"
 	"github.com/memmie/memmie/internal/jetstream/stream"
 	"github.com/memmie/memmie/internal/natsserver"
 )
 
 // permissionErrors collects the asynchronous permission violations the server reports to a
-// connection.
+// connection, in the order the server sent them.
 type permissionErrors struct {
 	mu   sync.Mutex
 	errs []string
@@ -32,87 +36,401 @@ func (p *permissionErrors) handler(_ *nats.Conn, _ *nats.Subscription, err error
 	}
 }
 
-func (p *permissionErrors) waitFor(t *testing.T, subject string) {
-	t.Helper()
-	require.Eventually(t, func() bool {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		for _, e := range p.errs {
-			if strings.Contains(e, subject) {
-				return true
-			}
+// has reports whether a violation names subject exactly (the server quotes it).
+func (p *permissionErrors) has(subject string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, e := range p.errs {
+		if strings.Contains(e, `"`+subject+`"`) {
+			return true
 		}
-		return false
-	}, 5*time.Second, 10*time.Millisecond, "no permission violation for %s", subject)
+	}
+	return false
 }
 
-// TestNATSConfPermissions loads the top-level nats.conf with the server's own config parser and
-// proves the client user's rights: publish blob events, read deltas and executions through
-// JetStream, and write neither deltas nor executions.
-func TestNATSConfPermissions(t *testing.T) {
+func (p *permissionErrors) waitFor(t *testing.T, subject string) {
+	t.Helper()
+	require.Eventually(t, func() bool { return p.has(subject) }, 20*time.Second, 10*time.Millisecond,
+		"no permission violation for %s", subject)
+}
+
+// confServer is a server loaded from the repository's nats.conf by the server's own parser,
+// with an engine and a client connection.
+type confServer struct {
+	srv    *natsserver.Server
+	engine *nats.Conn
+	ejs    jetstream.JetStream
+	client *nats.Conn
+	cjs    jetstream.JetStream
+	perms  *permissionErrors
+	probes int
+}
+
+func startConf(t *testing.T) *confServer {
+	t.Helper()
 	srv, err := natsserver.Start(natsserver.Config{ConfigFile: "../../nats.conf", Port: -1, StoreDir: t.TempDir()})
 	require.NoError(t, err, "start a server from nats.conf")
 	t.Cleanup(srv.Shutdown)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-
-	engine, err := nats.Connect(srv.ClientURL(), nats.UserInfo("engine", "engine-dev-password"))
+	engineConn, err := nats.Connect(srv.ClientURL(), nats.UserInfo("engine", "engine-dev-password"))
 	require.NoError(t, err)
-	defer engine.Close()
-	ejs, err := jetstream.New(engine)
+	t.Cleanup(engineConn.Close)
+	ejs, err := jetstream.New(engineConn)
 	require.NoError(t, err)
-	require.NoError(t, stream.EnsureStreams(ctx, ejs, streams.Configs(streams.Options{})), "the engine user manages the streams")
-	_, err = ejs.Publish(ctx, "memmie.deltas.b1", []byte(`{"version":1}`))
-	require.NoError(t, err, "the engine user writes deltas")
-	_, err = ejs.Publish(ctx, "memmie.executions.e1.queued", []byte(`{}`))
-	require.NoError(t, err, "the engine user writes executions")
-
-	var perms permissionErrors
+	perms := &permissionErrors{}
 	client, err := nats.Connect(srv.ClientURL(), nats.UserInfo("client", "client-dev-password"), nats.ErrorHandler(perms.handler))
 	require.NoError(t, err)
-	defer client.Close()
+	t.Cleanup(client.Close)
 	cjs, err := jetstream.New(client)
 	require.NoError(t, err)
+	return &confServer{srv: srv, engine: engineConn, ejs: ejs, client: client, cjs: cjs, perms: perms}
+}
 
-	// Allowed: publishing a blob event, with its JetStream acknowledgement.
-	ack, err := cjs.Publish(ctx, "memmie.blobs.b1.created", []byte(`{"blob_id":"b1"}`), jetstream.WithMsgID("b1-created"))
-	require.NoError(t, err, "the client publishes blob events")
-	require.Equal(t, streams.Blobs, ack.Stream)
+// denied sends a request to subject as the client and waits for the server's permission
+// violation naming it.
+func (c *confServer) denied(t *testing.T, subject string, body string) {
+	t.Helper()
+	require.NoError(t, c.client.PublishRequest(subject, c.client.NewRespInbox(), []byte(body)))
+	require.NoError(t, c.client.Flush())
+	c.perms.waitFor(t, subject)
+}
 
-	// Allowed: replaying deltas and executions with ordered consumers.
-	for _, tc := range []struct{ stream, subject string }{
+// deniedSub subscribes to subject as the client and waits for the server's violation.
+func (c *confServer) deniedSub(t *testing.T, subject string) {
+	t.Helper()
+	sub, err := c.client.SubscribeSync(subject)
+	require.NoError(t, err)
+	require.NoError(t, c.client.Flush())
+	c.perms.waitFor(t, subject)
+	_ = sub.Unsubscribe()
+}
+
+// allowedPub publishes to subject as the client, then to a subject the client may not
+// publish to: the server answers a connection's messages in order, so once the second one's
+// violation is in, the first one had none.
+func (c *confServer) allowedPub(t *testing.T, subject string) {
+	t.Helper()
+	c.probes++
+	probe := fmt.Sprintf("memmie.probe.%d", c.probes)
+	require.NoError(t, c.client.Publish(subject, nil))
+	require.NoError(t, c.client.Publish(probe, nil))
+	require.NoError(t, c.client.Flush())
+	c.perms.waitFor(t, probe)
+	require.False(t, c.perms.has(subject), "the client may publish to %s", subject)
+}
+
+// deniedCall runs a JetStream call that the server must refuse: it fails, and the server
+// reports a violation for subject, the request it was sent on.
+func (c *confServer) deniedCall(t *testing.T, subject string, call func(ctx context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	require.Error(t, call(ctx), "a call on %s must fail", subject)
+	c.perms.waitFor(t, subject)
+}
+
+// engineDurables are the durable consumers memmie creates on streams the client may read,
+// each with a config like the handler's. nats.conf denies them by name.
+var engineDurables = []jetstream.ConsumerConfig{
+	{Durable: runner.Name, FilterSubjects: []string{"memmie.executions.*.step.scheduled"}, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxDeliver: 5},
+	{Durable: timers.Name, FilterSubjects: timers.Filters, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxDeliver: -1},
+}
+
+// TestNATSConfPermissions loads the top-level nats.conf and proves the client user's rights,
+// one assertion per rule: it publishes blob events and reads deltas and executions through
+// consumers of its own, and it can neither write memmie's streams, nor touch memmie's
+// durable consumers, nor read the internal streams.
+func TestNATSConfPermissions(t *testing.T) {
+	c := startConf(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	require.NoError(t, stream.EnsureStreams(ctx, c.ejs, engine.StreamConfigs(streams.Options{})), "the engine user manages the streams")
+	_, err := c.ejs.Publish(ctx, "memmie.deltas.b1", []byte(`{"version":1}`), jetstream.WithMsgID("d1"))
+	require.NoError(t, err, "the engine user writes deltas")
+	_, err = c.ejs.Publish(ctx, "memmie.executions.e1.step.scheduled", []byte(`{}`), jetstream.WithMsgID("x1"))
+	require.NoError(t, err, "the engine user writes executions")
+	for _, cfg := range engineDurables {
+		_, err := c.ejs.CreateOrUpdateConsumer(ctx, streams.Executions, cfg)
+		require.NoError(t, err, "the engine user creates %s", cfg.Durable)
+	}
+	readable := []struct{ stream, subject string }{
 		{streams.Deltas, "memmie.deltas.b1"},
-		{streams.Executions, "memmie.executions.e1.queued"},
-	} {
-		cons, err := cjs.OrderedConsumer(ctx, tc.stream, jetstream.OrderedConsumerConfig{})
-		require.NoError(t, err, "the client reads %s", tc.stream)
-		msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
-		require.NoError(t, err, "the client replays %s", tc.stream)
-		require.Equal(t, tc.subject, msg.Subject())
+		{streams.Executions, "memmie.executions.e1.step.scheduled"},
 	}
 
-	// Denied: writing deltas or executions, by JetStream or by plain publish.
-	for _, subject := range []string{"memmie.deltas.b1", "memmie.executions.e1.completed", "memmie.executions.e2.queued"} {
-		require.NoError(t, client.Publish(subject, []byte(`{}`)))
-		require.NoError(t, client.Flush())
-		perms.waitFor(t, subject)
-		short, cancelShort := context.WithTimeout(ctx, 500*time.Millisecond)
-		_, err := cjs.Publish(short, subject, []byte(`{}`), jetstream.WithRetryAttempts(0))
-		cancelShort()
-		require.Error(t, err, "a JetStream publish to %s must fail", subject)
-	}
-	// Denied: managing streams.
-	short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
-	defer cancelShort()
-	err = cjs.DeleteStream(short, streams.Deltas)
-	require.Error(t, err, "the client must not delete streams")
+	t.Run("publishes blob events", func(t *testing.T) {
+		for _, kind := range []string{"created", "updated", "deleted"} {
+			ack, err := c.cjs.Publish(ctx, "memmie.blobs.b1."+kind, []byte(`{"blob_id":"b1"}`), jetstream.WithMsgID("b1-"+kind))
+			require.NoError(t, err, "the client publishes %s blob events", kind)
+			require.Equal(t, streams.Blobs, ack.Stream)
+		}
+	})
+
+	t.Run("reads account and stream info", func(t *testing.T) {
+		_, err := c.cjs.AccountInfo(ctx)
+		require.NoError(t, err, "$JS.API.INFO")
+		name, err := c.cjs.StreamNameBySubject(ctx, "memmie.deltas.b1")
+		require.NoError(t, err, "$JS.API.STREAM.NAMES")
+		require.Equal(t, streams.Deltas, name)
+		for _, r := range readable {
+			s, err := c.cjs.Stream(ctx, r.stream)
+			require.NoError(t, err, "$JS.API.STREAM.INFO.%s", r.stream)
+			require.True(t, s.CachedInfo().Config.AllowDirect)
+		}
+	})
+
+	t.Run("replays with ordered consumers", func(t *testing.T) {
+		for _, r := range readable {
+			cons, err := c.cjs.OrderedConsumer(ctx, r.stream, jetstream.OrderedConsumerConfig{})
+			require.NoError(t, err, "the client reads %s", r.stream)
+			msg, err := cons.Next(jetstream.FetchMaxWait(10 * time.Second))
+			require.NoError(t, err, "the client replays %s", r.stream)
+			require.Equal(t, r.subject, msg.Subject())
+		}
+	})
+
+	t.Run("replays with the legacy push ordered subscribe (nats sub --all)", func(t *testing.T) {
+		js, err := c.client.JetStream()
+		require.NoError(t, err)
+		for _, r := range readable {
+			// The stream is looked up by subject, as nats sub does.
+			sub, err := js.SubscribeSync(r.subject, nats.OrderedConsumer(), nats.DeliverAll())
+			require.NoError(t, err, "the client subscribes to %s from the first message", r.stream)
+			msg, err := sub.NextMsg(10 * time.Second)
+			require.NoError(t, err, "the client replays %s", r.stream)
+			require.Equal(t, r.subject, msg.Subject)
+			require.NoError(t, sub.Unsubscribe())
+		}
+		// Flow control replies of push consumers.
+		for _, r := range readable {
+			c.allowedPub(t, "$JS.FC."+r.stream+".consumer.1")
+		}
+	})
+
+	t.Run("fetches and acks on an ephemeral pull consumer", func(t *testing.T) {
+		for _, r := range readable {
+			cons, err := c.cjs.CreateConsumer(ctx, r.stream, jetstream.ConsumerConfig{
+				AckPolicy: jetstream.AckExplicitPolicy, InactiveThreshold: time.Minute,
+			})
+			require.NoError(t, err, "the client creates a consumer on %s", r.stream)
+			batch, err := cons.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
+			require.NoError(t, err)
+			var got []jetstream.Msg
+			for msg := range batch.Messages() {
+				got = append(got, msg)
+			}
+			require.NoError(t, batch.Error(), "the client pulls from its consumer on %s", r.stream)
+			require.Len(t, got, 1)
+			require.NoError(t, got[0].DoubleAck(ctx), "the client acks on %s", r.stream)
+			info, err := cons.Info(ctx)
+			require.NoError(t, err, "the client reads its consumer's info on %s", r.stream)
+			require.Equal(t, uint64(1), info.AckFloor.Stream)
+			require.NoError(t, c.cjs.DeleteConsumer(ctx, r.stream, info.Name), "the client deletes its consumer on %s", r.stream)
+		}
+	})
+
+	t.Run("direct-gets messages", func(t *testing.T) {
+		for _, r := range readable {
+			s, err := c.cjs.Stream(ctx, r.stream)
+			require.NoError(t, err)
+			last, err := s.GetLastMsgForSubject(ctx, r.subject)
+			require.NoError(t, err, "$JS.API.DIRECT.GET.%s.<subject>", r.stream)
+			require.Equal(t, uint64(1), last.Sequence)
+			first, err := s.GetMsg(ctx, 1)
+			require.NoError(t, err, "$JS.API.DIRECT.GET.%s", r.stream)
+			require.Equal(t, r.subject, first.Subject)
+		}
+	})
+
+	t.Run("subscribes to live deltas", func(t *testing.T) {
+		sub, err := c.client.SubscribeSync("memmie.deltas.>")
+		require.NoError(t, err)
+		defer sub.Unsubscribe()
+		require.NoError(t, c.client.Flush())
+		_, err = c.ejs.Publish(ctx, "memmie.deltas.b2", []byte(`{"version":1}`), jetstream.WithMsgID("d2"))
+		require.NoError(t, err)
+		msg, err := sub.NextMsg(10 * time.Second)
+		require.NoError(t, err, "the client follows memmie.deltas.>")
+		require.Equal(t, "memmie.deltas.b2", msg.Subject)
+	})
+
+	t.Run("cannot touch memmie's durable consumers", func(t *testing.T) {
+		for _, cfg := range engineDurables {
+			name := cfg.Durable
+			// Each form, on each stream the client reads: the rules name no stream.
+			for _, r := range readable {
+				s := r.stream
+				hijack := fmt.Sprintf(`{"stream_name":%q,"config":{"name":%q,"durable_name":%q,"ack_policy":"explicit","ack_wait":1000000000,"max_deliver":1}}`, s, name, name)
+				c.denied(t, "$JS.API.CONSUMER.CREATE."+s+"."+name, hijack)
+				c.denied(t, "$JS.API.CONSUMER.CREATE."+s+"."+name+"."+r.subject, hijack)
+				c.denied(t, "$JS.API.CONSUMER.INFO."+s+"."+name, "")
+				c.denied(t, "$JS.API.CONSUMER.DELETE."+s+"."+name, "")
+				c.denied(t, "$JS.API.CONSUMER.MSG.NEXT."+s+"."+name, `{"batch":1}`)
+				c.denied(t, "$JS.ACK."+s+"."+name+".1.1.1.1796120893125887810.0", "")
+				// Not allowed at all: the name in the body, the legacy durable form, the
+				// second ack format, and the other consumer operations.
+				c.denied(t, "$JS.API.CONSUMER.CREATE."+s, strings.Replace(hijack, fmt.Sprintf(`"durable_name":%q,`, name), "", 1))
+				c.denied(t, "$JS.API.CONSUMER.DURABLE.CREATE."+s+"."+name, hijack)
+				c.denied(t, "$JS.ACK._.hash."+s+"."+name+".1.1.1.1796120893125887810.0.token", "")
+				for _, op := range []string{"PAUSE", "RESET", "UNPIN", "LEADER.STEPDOWN"} {
+					c.denied(t, "$JS.API.CONSUMER."+op+"."+s+"."+name, "{}")
+				}
+			}
+			// The same through nats.go, as a client would try.
+			x := streams.Executions
+			c.deniedCall(t, "$JS.API.CONSUMER.CREATE."+x+"."+name, func(ctx context.Context) error {
+				changed := cfg
+				changed.AckWait, changed.MaxDeliver, changed.FilterSubjects = time.Second, 1, []string{"memmie.executions.>", "memmie.executions.*.x"}
+				_, err := c.cjs.CreateOrUpdateConsumer(ctx, x, changed)
+				return err
+			})
+			c.deniedCall(t, "$JS.API.CONSUMER.CREATE."+x+"."+name+".memmie.executions.>", func(ctx context.Context) error {
+				_, err := c.cjs.CreateOrUpdateConsumer(ctx, x, jetstream.ConsumerConfig{Durable: name, FilterSubject: "memmie.executions.>", AckPolicy: jetstream.AckExplicitPolicy})
+				return err
+			})
+			c.deniedCall(t, "$JS.API.CONSUMER.DELETE."+x+"."+name, func(ctx context.Context) error {
+				return c.cjs.DeleteConsumer(ctx, x, name)
+			})
+			c.deniedCall(t, "$JS.API.CONSUMER.INFO."+x+"."+name, func(ctx context.Context) error {
+				_, err := c.cjs.Consumer(ctx, x, name)
+				return err
+			})
+		}
+
+		// Acking a real message of the runner's: the engine pulls it, the client acks it.
+		cons, err := c.ejs.Consumer(ctx, streams.Executions, runner.Name)
+		require.NoError(t, err)
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
+		require.NoError(t, err)
+		var pulled []jetstream.Msg
+		for msg := range batch.Messages() {
+			pulled = append(pulled, msg)
+		}
+		require.Len(t, pulled, 1)
+		reply := pulled[0].Reply()
+		require.True(t, strings.HasPrefix(reply, "$JS.ACK."+streams.Executions+"."+runner.Name+"."), reply)
+		c.denied(t, reply, "")
+
+		// Untouched: the same config, the message still waiting for the runner's ack.
+		for _, cfg := range engineDurables {
+			cons, err := c.ejs.Consumer(ctx, streams.Executions, cfg.Durable)
+			require.NoError(t, err, "%s still exists", cfg.Durable)
+			info, err := cons.Info(ctx)
+			require.NoError(t, err)
+			require.Equal(t, cfg.AckWait, info.Config.AckWait, cfg.Durable)
+			require.Equal(t, cfg.MaxDeliver, info.Config.MaxDeliver, cfg.Durable)
+			if cfg.Durable == runner.Name {
+				require.Equal(t, 1, info.NumAckPending, "the client's ack was dropped")
+			}
+		}
+	})
+
+	t.Run("cannot manage streams", func(t *testing.T) {
+		for _, r := range readable {
+			for _, op := range []string{"DELETE", "UPDATE", "PURGE", "CREATE", "MSG.DELETE", "SNAPSHOT"} {
+				c.denied(t, "$JS.API.STREAM."+op+"."+r.stream, "{}")
+			}
+			c.denied(t, "$JS.API.CONSUMER.NAMES."+r.stream, "{}")
+			c.denied(t, "$JS.API.CONSUMER.LIST."+r.stream, "{}")
+		}
+		c.denied(t, "$JS.API.STREAM.LIST", "{}")
+		c.deniedCall(t, "$JS.API.STREAM.DELETE."+streams.Deltas, func(ctx context.Context) error {
+			return c.cjs.DeleteStream(ctx, streams.Deltas)
+		})
+		c.deniedCall(t, "$JS.API.STREAM.PURGE."+streams.Executions, func(ctx context.Context) error {
+			s, err := c.cjs.Stream(ctx, streams.Executions)
+			if err != nil {
+				return err
+			}
+			return s.Purge(ctx)
+		})
+	})
+
+	t.Run("cannot read the other streams", func(t *testing.T) {
+		for _, s := range []string{streams.Blobs, streams.Inbox, streams.Leases, streams.Definitions, streams.DeadLetter} {
+			c.denied(t, "$JS.API.STREAM.INFO."+s, "")
+			c.denied(t, "$JS.API.CONSUMER.CREATE."+s+".mine", fmt.Sprintf(`{"stream_name":%q,"config":{"name":"mine"}}`, s))
+			c.denied(t, "$JS.API.DIRECT.GET."+s, `{"seq":1}`)
+			c.denied(t, "$JS.API.STREAM.MSG.GET."+s, `{"seq":1}`)
+		}
+		c.deniedCall(t, "$JS.API.CONSUMER.CREATE."+streams.Inbox+".mine", func(ctx context.Context) error {
+			_, err := c.cjs.CreateConsumer(ctx, streams.Inbox, jetstream.ConsumerConfig{Name: "mine", AckPolicy: jetstream.AckExplicitPolicy})
+			return err
+		})
+		for _, subject := range []string{"memmie.inbox.>", "memmie.blobs.>", "memmie.definitions.>", "memmie.deadletter.>", "memmie.leases.>",
+			// A push consumer delivers to any subject with a subscriber: a subscriber here would
+			// let it copy messages into execution histories.
+			"memmie.executions.>", "memmie.executions.e1.completed"} {
+			c.deniedSub(t, subject)
+		}
+	})
+
+	t.Run("cannot publish anything but blob events", func(t *testing.T) {
+		for _, subject := range []string{
+			"memmie.deltas.b1", "memmie.executions.e1.completed", "memmie.executions.e2.queued",
+			"memmie.inbox.e1", "memmie.timers.e1.t1", "memmie.definitions.workflows.w1",
+			"memmie.deadletter.runner", "memmie.leases.members.p1",
+			"memmie.blobs.b1", "memmie.blobs.b1.created.x", "memmie.blobs.b1.archived",
+		} {
+			c.denied(t, subject, "{}")
+			short, cancelShort := context.WithTimeout(ctx, 500*time.Millisecond)
+			_, err := c.cjs.Publish(short, subject, []byte(`{}`), jetstream.WithRetryAttempts(0))
+			cancelShort()
+			require.Error(t, err, "a JetStream publish to %s must fail", subject)
+		}
+	})
 
 	// Nothing the client tried to write landed.
-	for name, want := range map[string]uint64{streams.Deltas: 1, streams.Executions: 1, streams.Blobs: 1} {
-		s, err := ejs.Stream(ctx, name)
+	for name, want := range map[string]uint64{streams.Deltas: 2, streams.Executions: 1, streams.Blobs: 3, streams.Inbox: 0} {
+		s, err := c.ejs.Stream(ctx, name)
 		require.NoError(t, err)
 		info, err := s.Info(ctx)
 		require.NoError(t, err)
 		require.Equal(t, want, info.State.Msgs, "messages in %s", name)
+	}
+}
+
+// TestNATSConfEngineConsumers starts the engine as nats.conf's engine user and checks that
+// every durable consumer it creates is out of the client's reach: a durable that nats.conf
+// does not deny by name fails here.
+func TestNATSConfEngineConsumers(t *testing.T) {
+	c := startConf(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	eng, err := engine.New(c.ejs, engine.Config{Streams: streams.Options{Partitions: 2}})
+	require.NoError(t, err)
+	require.NoError(t, eng.Open(ctx), "the engine runs as the engine user")
+	t.Cleanup(func() {
+		stop, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_ = eng.Close(stop)
+	})
+
+	type durable struct{ stream, name string }
+	var found []durable
+	// The orchestrator adds its partitions' consumers once it has its partitions.
+	require.Eventually(t, func() bool {
+		found = found[:0]
+		for name := range c.ejs.StreamNames(ctx).Name() {
+			s, err := c.ejs.Stream(ctx, name)
+			require.NoError(t, err)
+			for info := range s.ListConsumers(ctx).Info() {
+				if info.Config.Durable != "" {
+					found = append(found, durable{name, info.Name})
+				}
+			}
+		}
+		return len(found) >= 4 // runner, timers and two partitions
+	}, 20*time.Second, 50*time.Millisecond, "the engine's durables: %v", found)
+	t.Logf("engine durables: %v", found)
+
+	for _, d := range found {
+		s, n := d.stream, d.name
+		c.denied(t, "$JS.API.CONSUMER.CREATE."+s+"."+n, fmt.Sprintf(`{"stream_name":%q,"config":{"name":%q,"ack_policy":"explicit","ack_wait":1000000000}}`, s, n))
+		c.denied(t, "$JS.API.CONSUMER.CREATE."+s+"."+n+".memmie.>", fmt.Sprintf(`{"stream_name":%q,"config":{"name":%q,"filter_subject":"memmie.>"}}`, s, n))
+		c.denied(t, "$JS.API.CONSUMER.INFO."+s+"."+n, "")
+		c.denied(t, "$JS.API.CONSUMER.DELETE."+s+"."+n, "")
+		c.denied(t, "$JS.API.CONSUMER.MSG.NEXT."+s+"."+n, `{"batch":1}`)
+		c.denied(t, "$JS.ACK."+s+"."+n+".1.1.1.1796120893125887810.0", "")
 	}
 }
