@@ -54,6 +54,14 @@ func (p *permissionErrors) waitFor(t *testing.T, subject string) {
 		"no permission violation for %s", subject)
 }
 
+// testContext bounds one test or subtest, so that a call refused by the server fails that
+// subtest alone.
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 // confServer is a server loaded from the repository's nats.conf by the server's own parser,
 // with an engine and a client connection.
 type confServer struct {
@@ -141,9 +149,7 @@ var engineDurables = []jetstream.ConsumerConfig{
 // durable consumers, nor read the internal streams.
 func TestNATSConfPermissions(t *testing.T) {
 	c := startConf(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-
+	ctx := testContext(t)
 	require.NoError(t, stream.EnsureStreams(ctx, c.ejs, engine.StreamConfigs(streams.Options{})), "the engine user manages the streams")
 	_, err := c.ejs.Publish(ctx, "memmie.deltas.b1", []byte(`{"version":1}`), jetstream.WithMsgID("d1"))
 	require.NoError(t, err, "the engine user writes deltas")
@@ -159,6 +165,7 @@ func TestNATSConfPermissions(t *testing.T) {
 	}
 
 	t.Run("publishes blob events", func(t *testing.T) {
+		ctx := testContext(t)
 		for _, kind := range []string{"created", "updated", "deleted"} {
 			ack, err := c.cjs.Publish(ctx, "memmie.blobs.b1."+kind, []byte(`{"blob_id":"b1"}`), jetstream.WithMsgID("b1-"+kind))
 			require.NoError(t, err, "the client publishes %s blob events", kind)
@@ -167,6 +174,7 @@ func TestNATSConfPermissions(t *testing.T) {
 	})
 
 	t.Run("reads account and stream info", func(t *testing.T) {
+		ctx := testContext(t)
 		_, err := c.cjs.AccountInfo(ctx)
 		require.NoError(t, err, "$JS.API.INFO")
 		name, err := c.cjs.StreamNameBySubject(ctx, "memmie.deltas.b1")
@@ -180,6 +188,7 @@ func TestNATSConfPermissions(t *testing.T) {
 	})
 
 	t.Run("replays with ordered consumers", func(t *testing.T) {
+		ctx := testContext(t)
 		for _, r := range readable {
 			cons, err := c.cjs.OrderedConsumer(ctx, r.stream, jetstream.OrderedConsumerConfig{})
 			require.NoError(t, err, "the client reads %s", r.stream)
@@ -208,6 +217,7 @@ func TestNATSConfPermissions(t *testing.T) {
 	})
 
 	t.Run("fetches and acks on an ephemeral pull consumer", func(t *testing.T) {
+		ctx := testContext(t)
 		for _, r := range readable {
 			cons, err := c.cjs.CreateConsumer(ctx, r.stream, jetstream.ConsumerConfig{
 				AckPolicy: jetstream.AckExplicitPolicy, InactiveThreshold: time.Minute,
@@ -230,6 +240,7 @@ func TestNATSConfPermissions(t *testing.T) {
 	})
 
 	t.Run("direct-gets messages", func(t *testing.T) {
+		ctx := testContext(t)
 		for _, r := range readable {
 			s, err := c.cjs.Stream(ctx, r.stream)
 			require.NoError(t, err)
@@ -243,6 +254,7 @@ func TestNATSConfPermissions(t *testing.T) {
 	})
 
 	t.Run("subscribes to live deltas", func(t *testing.T) {
+		ctx := testContext(t)
 		sub, err := c.client.SubscribeSync("memmie.deltas.>")
 		require.NoError(t, err)
 		defer sub.Unsubscribe()
@@ -255,6 +267,7 @@ func TestNATSConfPermissions(t *testing.T) {
 	})
 
 	t.Run("cannot touch memmie's durable consumers", func(t *testing.T) {
+		ctx := testContext(t)
 		for _, cfg := range engineDurables {
 			name := cfg.Durable
 			// Each form, on each stream the client reads: the rules name no stream.
@@ -366,6 +379,7 @@ func TestNATSConfPermissions(t *testing.T) {
 	})
 
 	t.Run("cannot publish anything but blob events", func(t *testing.T) {
+		ctx := testContext(t)
 		for _, subject := range []string{
 			"memmie.deltas.b1", "memmie.executions.e1.completed", "memmie.executions.e2.queued",
 			"memmie.inbox.e1", "memmie.timers.e1.t1", "memmie.definitions.workflows.w1",
@@ -395,8 +409,7 @@ func TestNATSConfPermissions(t *testing.T) {
 // does not deny by name fails here.
 func TestNATSConfEngineConsumers(t *testing.T) {
 	c := startConf(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := testContext(t)
 	eng, err := engine.New(c.ejs, engine.Config{Streams: streams.Options{Partitions: 2}})
 	require.NoError(t, err)
 	require.NoError(t, eng.Open(ctx), "the engine runs as the engine user")
