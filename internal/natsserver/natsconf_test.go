@@ -74,12 +74,12 @@ type confServer struct {
 	probes int
 }
 
-func startConf(t *testing.T) *confServer {
+func startConf(t *testing.T, engineOpts ...nats.Option) *confServer {
 	t.Helper()
 	srv, err := natsserver.Start(natsserver.Config{ConfigFile: "../../nats.conf", Port: -1, StoreDir: t.TempDir()})
 	require.NoError(t, err, "start a server from nats.conf")
 	t.Cleanup(srv.Shutdown)
-	engineConn, err := nats.Connect(srv.ClientURL(), nats.UserInfo("engine", "engine-dev-password"))
+	engineConn, err := nats.Connect(srv.ClientURL(), append([]nats.Option{nats.UserInfo("engine", "engine-dev-password")}, engineOpts...)...)
 	require.NoError(t, err)
 	t.Cleanup(engineConn.Close)
 	ejs, err := jetstream.New(engineConn)
@@ -373,7 +373,9 @@ func TestNATSConfPermissions(t *testing.T) {
 		for _, subject := range []string{"memmie.inbox.>", "memmie.blobs.>", "memmie.definitions.>", "memmie.deadletter.>", "memmie.leases.>",
 			// A push consumer delivers to any subject with a subscriber: a subscriber here would
 			// let it copy messages into execution histories.
-			"memmie.executions.>", "memmie.executions.e1.completed"} {
+			"memmie.executions.>", "memmie.executions.e1.completed",
+			// memmie's own reply prefix (see TestNATSConfEngineConsumers).
+			"_INBOX_memmie.>"} {
 			c.deniedSub(t, subject)
 		}
 	})
@@ -404,11 +406,11 @@ func TestNATSConfPermissions(t *testing.T) {
 	}
 }
 
-// TestNATSConfEngineConsumers starts the engine as nats.conf's engine user and checks that
-// every durable consumer it creates is out of the client's reach: a durable that nats.conf
-// does not deny by name fails here.
+// TestNATSConfEngineConsumers starts the engine as nats.conf's engine user, with its own
+// reply prefix, and checks that every durable consumer it creates is out of the client's
+// reach: a durable that nats.conf does not deny by name fails here.
 func TestNATSConfEngineConsumers(t *testing.T) {
-	c := startConf(t)
+	c := startConf(t, nats.CustomInboxPrefix("_INBOX_memmie"))
 	ctx := testContext(t)
 	eng, err := engine.New(c.ejs, engine.Config{Streams: streams.Options{Partitions: 2}})
 	require.NoError(t, err)
