@@ -57,7 +57,7 @@ func (p *permissionErrors) waitFor(t *testing.T, subject string) {
 // testContext bounds one test or subtest, so that a call refused by the server fails that
 // subtest alone.
 func testContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }
