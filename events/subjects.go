@@ -20,6 +20,12 @@ const (
 	SubjectInbox       = "memmie.inbox.*"         // memmie.inbox.<execution_id>
 )
 
+// EngineInboxPrefix is the reply prefix of memmie's own NATS connections (nats.CustomInboxPrefix):
+// replies to the engine, pulled inbox commands among them, go to EngineInboxPrefix + ".>",
+// which nats.conf lets only the engine subscribe to, rather than to _INBOX.>, which clients
+// may subscribe to.
+const EngineInboxPrefix = "_INBOX_memmie"
+
 // ExecutionIDToken is the index of the execution id among an execution subject's tokens, for
 // partitioning by execution.
 const ExecutionIDToken = 2

@@ -118,7 +118,7 @@ MEMMIE_SERVICE_<NAME>_URL (which override the file's base_url of the same name).
 
 			// Over loopback, as any client: the configuration's users apply (--nats-user, or
 			// the file's engine user).
-			opts := append([]nats.Option{nats.Name("memmie dev"), nats.MaxReconnects(-1)}, o.natsAuth()...)
+			opts := o.natsOptions("memmie dev")
 			nc, err := nats.Connect(srv.ClientURL(), opts...)
 			if err != nil {
 				if errors.Is(err, nats.ErrAuthorization) {

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/memmie/memmie/definitions"
+	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/handlers/dispatcher"
 	"github.com/memmie/memmie/internal/app/api"
@@ -79,6 +80,12 @@ func (o *runtimeOptions) resolveNATSPassword(flags *pflag.FlagSet, log *slog.Log
 	return nil
 }
 
+// natsOptions returns the options of memmie's connection to NATS, named name.
+func (o *runtimeOptions) natsOptions(name string) []nats.Option {
+	return append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.CustomInboxPrefix(events.EngineInboxPrefix)},
+		o.natsAuth()...)
+}
+
 // natsAuth returns the connection option of --nats-user and --nats-password, or nil.
 func (o *runtimeOptions) natsAuth() []nats.Option {
 	if o.natsUser == "" && o.natsPassword == "" {
@@ -138,7 +145,7 @@ MEMMIE_SERVICE_<NAME>_URL (which override the file's base_url of the same name).
 			if err != nil {
 				return err
 			}
-			opts := append([]nats.Option{nats.Name("memmie serve"), nats.MaxReconnects(-1)}, o.natsAuth()...)
+			opts := o.natsOptions("memmie serve")
 			if natsCreds != "" {
 				opts = append(opts, nats.UserCredentials(natsCreds))
 			}

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/handlers/runner"
 	"github.com/memmie/memmie/handlers/timers"
@@ -79,7 +80,9 @@ func startConf(t *testing.T, engineOpts ...nats.Option) *confServer {
 	srv, err := natsserver.Start(natsserver.Config{ConfigFile: "../../nats.conf", Port: -1, StoreDir: t.TempDir()})
 	require.NoError(t, err, "start a server from nats.conf")
 	t.Cleanup(srv.Shutdown)
-	engineConn, err := nats.Connect(srv.ClientURL(), append([]nats.Option{nats.UserInfo("engine", "engine-dev-password")}, engineOpts...)...)
+	// The engine connects with its own reply prefix, as memmie does.
+	engineConn, err := nats.Connect(srv.ClientURL(), append([]nats.Option{nats.UserInfo("engine", "engine-dev-password"),
+		nats.CustomInboxPrefix(events.EngineInboxPrefix)}, engineOpts...)...)
 	require.NoError(t, err)
 	t.Cleanup(engineConn.Close)
 	ejs, err := jetstream.New(engineConn)
@@ -410,8 +413,13 @@ func TestNATSConfPermissions(t *testing.T) {
 // reply prefix, and checks that every durable consumer it creates is out of the client's
 // reach: a durable that nats.conf does not deny by name fails here.
 func TestNATSConfEngineConsumers(t *testing.T) {
-	c := startConf(t, nats.CustomInboxPrefix("_INBOX_memmie"))
+	c := startConf(t)
 	ctx := testContext(t)
+	// A client listening on every reply subject it may subscribe to sees none of the engine's
+	// replies (pulled commands, stream reads).
+	replies, err := c.client.SubscribeSync("_INBOX.>")
+	require.NoError(t, err)
+	require.NoError(t, c.client.Flush())
 	eng, err := engine.New(c.ejs, engine.Config{Streams: streams.Options{Partitions: 2}})
 	require.NoError(t, err)
 	require.NoError(t, eng.Open(ctx), "the engine runs as the engine user")
@@ -447,5 +455,15 @@ func TestNATSConfEngineConsumers(t *testing.T) {
 		c.denied(t, "$JS.API.CONSUMER.DELETE."+s+"."+n, "")
 		c.denied(t, "$JS.API.CONSUMER.MSG.NEXT."+s+"."+n, `{"batch":1}`)
 		c.denied(t, "$JS.ACK."+s+"."+n+".1.1.1.1796120893125887810.0", "")
+	}
+	// Only answers to the client's own requests may have arrived there.
+	own := c.client.NewRespInbox()
+	own = own[:strings.LastIndex(own, ".")+1]
+	for {
+		msg, err := replies.NextMsg(10 * time.Millisecond)
+		if err != nil {
+			break
+		}
+		require.True(t, strings.HasPrefix(msg.Subject, own), "the client saw the engine's reply on %s", msg.Subject)
 	}
 }
