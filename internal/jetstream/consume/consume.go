@@ -1,11 +1,12 @@
 // Package consume runs a handler over durable JetStream pull consumers: a pool of workers,
 // per-key ordering, acknowledgements from the handler's outcome, progress heartbeats for long
-// work, dead letters for poison messages, panic recovery, and a clean drain on Stop.
+// work, dead letters for poison messages, panic recovery, middleware, and a clean drain on
+// Stop.
 //
 //	loop, err := consume.New(js, consume.Config{
 //		Name:       "runner",
 //		Stream:     "MEMMIE_EXECUTIONS",
-//		Consumer:   jetstream.ConsumerConfig{Durable: "runner", AckWait: 30 * time.Second, ...},
+//		Consumer:   jetstream.ConsumerConfig{Durable: "runner", AckWait: 5 * time.Second, MaxDeliver: -1, ...},
 //		Workers:    32,
 //		DeadLetter: deadletter.NewWriter(js, deadletter.Config{}),
 //	}, func(ctx context.Context, d consume.Delivery) consume.Outcome {
@@ -16,9 +17,21 @@
 //	defer loop.Stop(ctx)
 //
 // A handler names what happened as an Outcome, and the loop maps it onto the message: Ack,
-// Retry (a failure: nak with backoff, dead-lettered after MaxFailures deliveries), Hold (not
-// due yet: nak with an exact delay, not a failure), DeadLetter (record, then ack) or Abandon
-// (an injected crash: leave it unsettled).
+// Retry (a transient failure: nak with a capped backoff, for as long as it takes; never a dead
+// letter), Hold (not due yet: nak with an exact delay), DeadLetter (record, then ack) or
+// Abandon (an injected crash: leave it unsettled). A consumer whose handler may Retry must
+// have MaxDeliver -1: the server drops a message nak'd past MaxDeliver, so on a consumer with
+// a positive MaxDeliver a Retry on the last delivery is dead-lettered instead.
+//
+// A panic in the handler is a bug, not an outage: the message is retried with the backoff
+// (the panic may come from a state that passes), and dead-lettered once its handler panicked
+// Config.MaxPanics times in this process.
+//
+// The loop pulls only as many messages as it has free workers (per consumer, when Key is
+// set), so that a message is never held by a busy process while another could take it, and
+// every message it holds is in a worker or waiting for its key's worker: those get InProgress
+// every quarter of AckWait, so a short AckWait redelivers a crashed process's work soon
+// without redelivering long work.
 //
 // One loop may consume several consumers with the same workers and handler, added and removed
 // while it runs (the orchestrator consumes the inbox partitions its process is assigned):
@@ -28,11 +41,10 @@
 //
 // Why not Watermill's JetStream subscriber: it hands a handler one message at a time per
 // subscription, acks or naks with one static delay policy, and exposes neither the delivery
-// metadata (NumDelivered, needed to act on the last delivery) nor InProgress (needed to keep a
-// long HTTP call's message from being redelivered) nor a per-message NakWithDelay (needed to
-// hold a timer until it is due). Its router middleware would sit on top of exactly this loop,
-// wrapping and unwrapping every message for a recoverer and a poison queue that are a few lines
-// here; so the loop uses nats.go's jetstream consumers directly.
+// metadata (NumDelivered) nor InProgress (needed to keep a long HTTP call's message from
+// being redelivered) nor a per-message NakWithDelay (needed to hold a timer until it is due).
+// Its router middleware would sit on top of exactly this loop; Config.Middleware is the same
+// seam here.
 package consume
 
 import (
@@ -61,6 +73,7 @@ const (
 	kindHold
 	kindDeadLetter
 	kindAbandon
+	kindPanic
 )
 
 // Outcome is what a handler made of a message.
@@ -74,9 +87,10 @@ type Outcome struct {
 // Ack: the message is done.
 func Ack() Outcome { return Outcome{kind: kindAck} }
 
-// Retry: processing failed for a reason that may pass (NATS unreachable, a timeout). The
-// message is delivered again after delay, or after the loop's backoff when delay is 0. After
-// MaxFailures deliveries it is dead-lettered with err as the reason.
+// Retry: processing failed for a reason that passes (NATS or a stream unavailable, a
+// timeout). The message is delivered again after delay, or after the loop's backoff when
+// delay is 0, for as long as it takes: a Retry is logged and counted, never dead-lettered
+// (but see the package documentation on MaxDeliver).
 func Retry(err error, delay time.Duration) Outcome {
 	if err == nil {
 		err = errors.New("retry")
@@ -108,6 +122,8 @@ func (o Outcome) String() string {
 		return fmt.Sprintf("hold for %s", o.delay)
 	case kindAbandon:
 		return "abandon"
+	case kindPanic:
+		return o.err.Error()
 	default:
 		return "dead-letter: " + o.reason
 	}
@@ -118,12 +134,21 @@ type Delivery struct {
 	Msg  jetstream.Msg
 	Meta *jetstream.MsgMetadata
 	// Last is true when the consumer will not deliver the message again (its MaxDeliver is
-	// reached): whatever the handler returns, this is its last chance.
+	// positive and reached): whatever the handler returns, this is its last chance. Never
+	// true on a consumer with MaxDeliver -1.
 	Last bool
 }
 
 // Handler processes one delivery. ctx is cancelled when Stop gives up waiting.
 type Handler func(ctx context.Context, d Delivery) Outcome
+
+// Defaults of Config.
+const (
+	DefaultRetryBackoff    = 250 * time.Millisecond
+	DefaultMaxRetryBackoff = 10 * time.Second
+	DefaultMaxPanics       = 5
+	DefaultPullWait        = 2 * time.Second
+)
 
 // Config configures a Loop.
 type Config struct {
@@ -137,23 +162,47 @@ type Config struct {
 	// explicit. Defaults to none (no Durable): Start only starts the workers, and Add adds
 	// consumers.
 	Consumer jetstream.ConsumerConfig
-	// Workers is the number of messages processed at once. Defaults to 1.
+	// Workers is the number of messages processed at once. Without Key, it is also the most
+	// messages the loop holds: it pulls only for free workers. Defaults to 1.
 	Workers int
 	// Key routes a message to a worker: messages with the same key are processed one at a
-	// time, in delivery order. Defaults to nil: any free worker.
+	// time, in delivery order. A consumer then holds at most twice Workers messages (fewer
+	// when its MaxAckPending is lower), waiting for their keys' workers. Defaults to nil: any
+	// free worker.
 	Key func(jetstream.Msg) string
-	// MaxFailures is the delivery at which a message whose handler returns Retry is
-	// dead-lettered instead. Defaults to the consumer's MaxDeliver when that is positive, else
-	// 20.
-	MaxFailures int
 	// RetryBackoff is the first wait after a Retry without a delay; it doubles with each
-	// delivery up to MaxRetryBackoff. Defaults to 250 ms and 30 s.
+	// delivery up to MaxRetryBackoff, which bounds how long the loop takes to notice that an
+	// outage has ended. Defaults to DefaultRetryBackoff and DefaultMaxRetryBackoff.
 	RetryBackoff    time.Duration
 	MaxRetryBackoff time.Duration
+	// MaxPanics is how many times the handler may panic on one message, in this process,
+	// before the message is dead-lettered. Defaults to DefaultMaxPanics.
+	MaxPanics int
+	// PullWait is how long one pull request waits for messages before the loop asks again.
+	// Defaults to DefaultPullWait.
+	PullWait time.Duration
+	// Middleware wraps the handler, Middleware[0] outermost: metrics, tracing and logging
+	// see every delivery and its outcome. The loop's panic recovery sits inside all of them,
+	// so that a handler's panic reaches them as an outcome (its String starts with "panic:")
+	// rather than unwinding through them; a panic in a middleware is recovered too. Defaults
+	// to none.
+	Middleware []func(Handler) Handler
 	// DeadLetter records poison messages. Required.
 	DeadLetter *deadletter.Writer
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+}
+
+// Stats counts what a loop did since it was created.
+type Stats struct {
+	// Handled counts deliveries given to the handler.
+	Handled uint64 `json:"handled"`
+	// Retried counts transient failures: deliveries nak'd to be tried again after a backoff.
+	Retried uint64 `json:"retried"`
+	// DeadLettered counts messages recorded as poison.
+	DeadLettered uint64 `json:"dead_lettered"`
+	// Panics counts handler panics.
+	Panics uint64 `json:"panics"`
 }
 
 // Loop consumes one or more durable consumers with a handler and one pool of workers.
@@ -163,6 +212,8 @@ type Loop struct {
 	handler Handler
 	log     *slog.Logger
 
+	handled, retried, deadLettered, panics atomic.Uint64
+
 	mu       sync.Mutex
 	started  bool
 	stopping atomic.Bool
@@ -170,25 +221,40 @@ type Loop struct {
 	readers  sync.WaitGroup
 	workCtx  context.Context
 	cancel   context.CancelFunc
-	chans    []chan item // one per worker, when Key is set
-	shared   chan item   // any free worker, when Key is nil
+	chans    []chan item   // one per worker, when Key is set
+	shared   chan item     // any free worker, when Key is nil
+	slots    chan struct{} // free workers, when Key is nil: a token per worker
 	workers  sync.WaitGroup
 	stopHB   chan struct{}
 	inflight map[jetstream.Msg]time.Time
+	// panicked counts the panics per message (consumer and stream sequence) until the
+	// message is settled otherwise or dead-lettered.
+	panicked map[panicKey]int
+}
+
+type panicKey struct {
+	durable string
+	seq     uint64
 }
 
 // source is one consumer the loop reads.
 type source struct {
-	cfg         jetstream.ConsumerConfig
-	opts        []jetstream.PullMessagesOpt
-	maxFailures int
-	ackWait     time.Duration
+	cfg     jetstream.ConsumerConfig
+	opts    []jetstream.FetchOpt
+	ackWait time.Duration
+	// slots are the messages the source may hold: the loop's free workers, or its own
+	// budget when Key is set. A token is taken before a message is pulled and given back
+	// when it is settled.
+	slots chan struct{}
 
-	mu       sync.Mutex // guards it
-	it       jetstream.MessagesContext
+	opened   bool // under Loop.mu: Add has opened it
+	mu       sync.Mutex
+	cons     jetstream.Consumer // guarded by mu
 	stopping atomic.Bool
 	stop     chan struct{} // closed when the source is removed or the loop stops
-	done     chan struct{} // closed when its reader has returned
+	ctx      context.Context
+	cancel   context.CancelFunc // ends a pull in progress
+	done     chan struct{}      // closed when its reader has returned
 	pending  sync.WaitGroup
 }
 
@@ -212,21 +278,48 @@ func New(js jetstream.JetStream, cfg Config, h Handler) (*Loop, error) {
 		return nil, fmt.Errorf("consume %s: DeadLetter is required", cfg.Name)
 	case cfg.Workers < 0:
 		return nil, fmt.Errorf("consume %s: Workers %d is negative", cfg.Name, cfg.Workers)
+	case cfg.MaxPanics < 0:
+		return nil, fmt.Errorf("consume %s: MaxPanics %d is negative", cfg.Name, cfg.MaxPanics)
+	}
+	for i, mw := range cfg.Middleware {
+		if mw == nil {
+			return nil, fmt.Errorf("consume %s: Middleware[%d] is nil", cfg.Name, i)
+		}
 	}
 	cfg.Workers = cmp.Or(cfg.Workers, 1)
+	cfg.MaxPanics = cmp.Or(cfg.MaxPanics, DefaultMaxPanics)
 	if cfg.RetryBackoff <= 0 {
-		cfg.RetryBackoff = 250 * time.Millisecond
+		cfg.RetryBackoff = DefaultRetryBackoff
 	}
 	if cfg.MaxRetryBackoff <= 0 {
-		cfg.MaxRetryBackoff = 30 * time.Second
+		cfg.MaxRetryBackoff = DefaultMaxRetryBackoff
+	}
+	cfg.MaxRetryBackoff = max(cfg.MaxRetryBackoff, cfg.RetryBackoff)
+	if cfg.PullWait <= 0 {
+		cfg.PullWait = DefaultPullWait
 	}
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
-	return &Loop{
-		js:      js,
-		cfg:     cfg,
-		handler: h,
-		log:     cfg.Logger.With("component", cfg.Name),
-	}, nil
+	l := &Loop{
+		js:  js,
+		cfg: cfg,
+		log: cfg.Logger.With("component", cfg.Name),
+	}
+	// The recoverer is innermost: the middleware see a panic as an outcome.
+	l.handler = l.recoverer(h)
+	for i := len(cfg.Middleware) - 1; i >= 0; i-- {
+		l.handler = cfg.Middleware[i](l.handler)
+	}
+	return l, nil
+}
+
+// Stats returns the loop's counters.
+func (l *Loop) Stats() Stats {
+	return Stats{
+		Handled:      l.handled.Load(),
+		Retried:      l.retried.Load(),
+		DeadLettered: l.deadLettered.Load(),
+		Panics:       l.panics.Load(),
+	}
 }
 
 // Start starts the workers, and consumes Config.Consumer when it names one. It returns once
@@ -243,17 +336,20 @@ func (l *Loop) Start(ctx context.Context) error {
 	l.workCtx, l.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	l.stopHB = make(chan struct{})
 	l.inflight = map[jetstream.Msg]time.Time{}
-	l.chans, l.shared = nil, nil
+	l.panicked = map[panicKey]int{}
+	l.chans, l.shared, l.slots = nil, nil, nil
 	if l.cfg.Key != nil {
 		l.chans = make([]chan item, l.cfg.Workers)
 		for i := range l.chans {
-			l.chans[i] = make(chan item, 4)
+			l.chans[i] = make(chan item, 8)
 			l.workers.Add(1)
 			go l.work(l.chans[i])
 		}
 	} else {
-		// Any free worker takes the next message: one channel feeds them all.
+		// Any free worker takes the next message: one channel feeds them all, and a
+		// message is pulled only once a worker is free for it.
 		l.shared = make(chan item)
+		l.slots = newSlots(l.cfg.Workers)
 		for range l.cfg.Workers {
 			l.workers.Add(1)
 			go l.work(l.shared)
@@ -271,6 +367,14 @@ func (l *Loop) Start(ctx context.Context) error {
 	return nil
 }
 
+func newSlots(n int) chan struct{} {
+	ch := make(chan struct{}, n)
+	for range n {
+		ch <- struct{}{}
+	}
+	return ch
+}
+
 func (l *Loop) work(ch <-chan item) {
 	defer l.workers.Done()
 	for it := range ch {
@@ -279,26 +383,21 @@ func (l *Loop) work(ch <-chan item) {
 }
 
 // Add creates or updates a durable consumer on the loop's stream and consumes it with the
-// loop's workers, until Remove or Stop. opts tune its pulls (after the loop's own batch size).
-func (l *Loop) Add(ctx context.Context, cc jetstream.ConsumerConfig, opts ...jetstream.PullMessagesOpt) error {
+// loop's workers, until Remove or Stop. opts tune its pulls (a priority group, for one); the
+// loop sets the batch and the wait itself, so they must not be FetchMaxWait or FetchContext.
+func (l *Loop) Add(ctx context.Context, cc jetstream.ConsumerConfig, opts ...jetstream.FetchOpt) error {
 	if cc.Durable == "" {
 		return fmt.Errorf("consume %s: a consumer needs a Durable name", l.cfg.Name)
 	}
 	cc.AckPolicy = jetstream.AckExplicitPolicy
 	src := &source{
-		cfg:         cc,
-		opts:        append([]jetstream.PullMessagesOpt{jetstream.PullMaxMessages(l.batch(cc))}, opts...),
-		maxFailures: l.cfg.MaxFailures,
-		ackWait:     cc.AckWait,
-		stop:        make(chan struct{}),
-		done:        make(chan struct{}),
+		cfg:     cc,
+		opts:    opts,
+		ackWait: cc.AckWait,
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
 	}
-	if src.maxFailures <= 0 {
-		src.maxFailures = 20
-		if cc.MaxDeliver > 0 {
-			src.maxFailures = cc.MaxDeliver
-		}
-	}
+	src.ctx, src.cancel = context.WithCancel(context.Background())
 	if src.ackWait <= 0 {
 		src.ackWait = 30 * time.Second // the server's default
 	}
@@ -311,25 +410,28 @@ func (l *Loop) Add(ctx context.Context, cc jetstream.ConsumerConfig, opts ...jet
 		l.mu.Unlock()
 		return fmt.Errorf("consume %s: already consuming %s", l.cfg.Name, cc.Durable)
 	}
+	src.slots = l.slots
+	if src.slots == nil {
+		src.slots = newSlots(l.budget(cc))
+	}
 	l.sources[cc.Durable] = src // reserved; no reader yet
 	l.mu.Unlock()
 
-	it, err := l.open(ctx, src)
+	cons, err := l.open(ctx, src)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err == nil && (!l.started || l.stopping.Load() || l.sources[cc.Durable] != src) {
-		it.Stop()
 		err = fmt.Errorf("consume %s: add %s: the loop stopped meanwhile", l.cfg.Name, cc.Durable)
 	}
 	if err != nil {
 		if l.sources[cc.Durable] == src {
 			delete(l.sources, cc.Durable)
 		}
+		src.cancel()
 		return err
 	}
-	src.mu.Lock()
-	src.it = it
-	src.mu.Unlock()
+	src.setConsumer(cons)
+	src.opened = true
 	l.readers.Add(1)
 	go l.read(src)
 	l.log.Debug("consuming", "stream", l.cfg.Stream, "consumer", cc.Durable, "workers", l.cfg.Workers)
@@ -349,7 +451,7 @@ func (l *Loop) Remove(ctx context.Context, durable string) error {
 		return nil
 	}
 	delete(l.sources, durable)
-	adding := src.it == nil
+	adding := !src.opened
 	l.mu.Unlock()
 	if adding {
 		// Add is opening it: it finds the source removed and gives up.
@@ -378,7 +480,7 @@ func (l *Loop) Consumers() []string {
 	defer l.mu.Unlock()
 	out := make([]string, 0, len(l.sources))
 	for name, src := range l.sources {
-		if src.it != nil {
+		if src.opened {
 			out = append(out, name)
 		}
 	}
@@ -386,23 +488,31 @@ func (l *Loop) Consumers() []string {
 	return out
 }
 
+func (s *source) setConsumer(c jetstream.Consumer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cons = c
+}
+
+func (s *source) consumer() jetstream.Consumer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cons
+}
+
 // halt stops the source's pulls; its reader returns once the messages already pulled are
 // handed to the workers (which hand them back).
 func (s *source) halt() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.stopping.Swap(true) {
 		return
 	}
 	close(s.stop)
-	if s.it != nil {
-		s.it.Drain()
-	}
+	s.cancel()
 }
 
-// batch is how many messages the loop asks for at a time: enough to keep every worker busy,
+// budget is how many messages a keyed consumer may hold: enough to keep the workers busy,
 // never more than the consumer lets be unacknowledged.
-func (l *Loop) batch(cc jetstream.ConsumerConfig) int {
+func (l *Loop) budget(cc jetstream.ConsumerConfig) int {
 	n := 2 * l.cfg.Workers
 	if m := cc.MaxAckPending; m > 0 && n > m {
 		n = m
@@ -410,72 +520,104 @@ func (l *Loop) batch(cc jetstream.ConsumerConfig) int {
 	return max(n, 1)
 }
 
-func (l *Loop) open(ctx context.Context, src *source) (jetstream.MessagesContext, error) {
+func (l *Loop) open(ctx context.Context, src *source) (jetstream.Consumer, error) {
 	cons, err := l.js.CreateOrUpdateConsumer(ctx, l.cfg.Stream, src.cfg)
 	if err != nil {
 		return nil, fmt.Errorf("consume %s: consumer %s on %s: %w", l.cfg.Name, src.cfg.Durable, l.cfg.Stream, err)
 	}
-	it, err := cons.Messages(src.opts...)
-	if err != nil {
-		return nil, fmt.Errorf("consume %s: consumer %s on %s: %w", l.cfg.Name, src.cfg.Durable, l.cfg.Stream, err)
-	}
-	return it, nil
+	return cons, nil
 }
 
-// read takes messages from the source's iterator and hands them to the workers until the
-// iterator is drained. A consumer that goes away (deleted by an operator, a server that lost
-// it) is created again.
+// take waits for a free slot, then takes the others that are free too; it returns 0 when
+// the source stops.
+func (l *Loop) take(src *source) int {
+	select {
+	case <-src.slots:
+	case <-src.stop:
+		return 0
+	}
+	n := 1
+	for n < cap(src.slots) {
+		select {
+		case <-src.slots:
+			n++
+		default:
+			return n
+		}
+	}
+	return n
+}
+
+func (src *source) give(n int) {
+	for range n {
+		src.slots <- struct{}{}
+	}
+}
+
+// read pulls as many messages as the source has free slots and hands them to the workers,
+// until the source stops. A consumer that goes away (deleted by an operator, a server that
+// lost it) is created again.
 func (l *Loop) read(src *source) {
 	defer l.readers.Done()
 	defer close(src.done)
-	src.mu.Lock()
-	it := src.it
-	src.mu.Unlock()
 	backoff := l.cfg.RetryBackoff
 	for {
-		msg, err := it.Next()
-		if err != nil {
-			if l.stopping.Load() || src.stopping.Load() {
-				return
-			}
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || !isTransient(err) {
-				l.log.Warn("consumer interrupted; opening it again", "consumer", src.cfg.Durable, "err", err, "in", backoff)
-				if !l.wait(src, backoff) {
-					return
-				}
-				backoff = min(2*backoff, l.cfg.MaxRetryBackoff)
-				next, oerr := l.open(l.workCtx, src)
-				if oerr != nil {
-					l.log.Warn("reopen consumer", "consumer", src.cfg.Durable, "err", oerr)
-					continue
-				}
-				src.mu.Lock()
-				if src.stopping.Load() {
-					src.mu.Unlock()
-					next.Stop()
-					return
-				}
-				src.it, it = next, next
-				src.mu.Unlock()
-			}
+		n := l.take(src)
+		if n == 0 {
+			return
+		}
+		got, err := l.pull(src, n)
+		src.give(n - got)
+		if src.stopping.Load() || l.stopping.Load() {
+			return
+		}
+		if err == nil || errors.Is(err, jetstream.ErrPinIDMismatch) {
+			// A mismatched pin: another client had the partition; ask again, unpinned.
+			backoff = l.cfg.RetryBackoff
 			continue
 		}
-		backoff = l.cfg.RetryBackoff
+		l.log.Warn("pull interrupted; opening the consumer again", "consumer", src.cfg.Durable, "err", err, "in", backoff)
+		if !l.wait(src, backoff) {
+			return
+		}
+		backoff = min(2*backoff, l.cfg.MaxRetryBackoff)
+		cons, oerr := l.open(src.ctx, src)
+		if oerr != nil {
+			l.log.Warn("reopen consumer", "consumer", src.cfg.Durable, "err", oerr)
+			continue
+		}
+		src.setConsumer(cons)
+	}
+}
+
+// pull fetches up to n messages and hands each to a worker as it arrives. It returns how
+// many it got.
+func (l *Loop) pull(src *source, n int) (int, error) {
+	ctx, cancel := context.WithTimeout(src.ctx, l.cfg.PullWait)
+	defer cancel()
+	batch, err := src.consumer().Fetch(n, append(slices.Clip(src.opts), jetstream.FetchContext(ctx))...)
+	if err != nil {
+		return 0, err
+	}
+	got := 0
+	for msg := range batch.Messages() {
+		got++
 		l.track(msg)
 		src.pending.Add(1)
 		x := item{msg: msg, src: src}
 		if l.cfg.Key == nil {
-			l.shared <- x
+			l.shared <- x // a worker is free: its slot was taken for this message
 			continue
 		}
 		h := fnv.New32a()
 		h.Write([]byte(l.cfg.Key(msg)))
 		l.chans[h.Sum32()%uint32(len(l.chans))] <- x
 	}
-}
-
-func isTransient(err error) bool {
-	return errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, context.DeadlineExceeded)
+	err = batch.Error()
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		err = nil // the pull's own wait, or a stop
+	}
+	return got, err
 }
 
 // wait waits d, or less when the loop stops or the source is removed; it reports whether the
@@ -505,9 +647,9 @@ func (l *Loop) untrack(msg jetstream.Msg) {
 	l.mu.Unlock()
 }
 
-// heartbeatEvery is how often the loop tells the server that held messages are in progress:
-// a third of the shortest AckWait of its consumers, so that a long HTTP call, or a message
-// waiting for a busy worker, is not delivered again meanwhile.
+// heartbeatEvery is how often the loop tells the server that the messages it holds are in
+// progress: a quarter of the shortest AckWait of its consumers. A message gets its first
+// InProgress within 3/8 of AckWait, and the next ones every quarter.
 func (l *Loop) heartbeatEvery() time.Duration {
 	every := l.cfg.Consumer.AckWait
 	if every <= 0 {
@@ -518,7 +660,7 @@ func (l *Loop) heartbeatEvery() time.Duration {
 		every = min(every, src.ackWait)
 	}
 	l.mu.Unlock()
-	return max(every/3, 100*time.Millisecond)
+	return max(every/4, 100*time.Millisecond)
 }
 
 func (l *Loop) heartbeat(stop <-chan struct{}) {
@@ -533,7 +675,7 @@ func (l *Loop) heartbeat(stop <-chan struct{}) {
 			l.mu.Lock()
 			var due []jetstream.Msg
 			for msg, since := range l.inflight {
-				if now.Sub(since) >= every {
+				if now.Sub(since) >= every/2 {
 					due = append(due, msg)
 				}
 			}
@@ -552,6 +694,7 @@ func (l *Loop) heartbeat(stop <-chan struct{}) {
 // process runs the handler on one message and settles it.
 func (l *Loop) process(x item) {
 	msg, src := x.msg, x.src
+	defer src.give(1)
 	defer src.pending.Done()
 	defer l.untrack(msg)
 	md, err := msg.Metadata()
@@ -571,20 +714,39 @@ func (l *Loop) process(x item) {
 		return
 	}
 	d := Delivery{Msg: msg, Meta: md, Last: src.cfg.MaxDeliver > 0 && md.NumDelivered >= uint64(src.cfg.MaxDeliver)}
+	l.handled.Add(1)
 	out := l.run(d)
-	if out.kind == kindRetry && md.NumDelivered >= uint64(src.maxFailures) {
-		out = DeadLetter(fmt.Sprintf("gave up after %d deliveries: %v", md.NumDelivered, out.err))
+	key := panicKey{src.cfg.Durable, md.Sequence.Stream}
+	if out.kind == kindPanic {
+		l.panics.Add(1)
+		l.mu.Lock()
+		l.panicked[key]++
+		n := l.panicked[key]
+		l.mu.Unlock()
+		if n >= l.cfg.MaxPanics {
+			out = DeadLetter(fmt.Sprintf("the handler panicked %d times: %v", n, out.err))
+		}
+	}
+	if out.kind != kindPanic {
+		l.mu.Lock()
+		delete(l.panicked, key)
+		l.mu.Unlock()
+	}
+	if (out.kind == kindRetry || out.kind == kindPanic) && d.Last {
+		// A nak past MaxDeliver would drop the message without a word: record it instead.
+		out = DeadLetter(fmt.Sprintf("failed on its last delivery (MaxDeliver %d): %v", src.cfg.MaxDeliver, out.err))
 	}
 	switch out.kind {
 	case kindAck:
 		err = msg.Ack()
 	case kindHold:
 		err = msg.NakWithDelay(out.delay)
-	case kindRetry:
+	case kindRetry, kindPanic:
 		delay := out.delay
 		if delay <= 0 {
 			delay = l.backoff(md.NumDelivered)
 		}
+		l.retried.Add(1)
 		log.Warn("processing failed; will retry", "err", out.err, "in", delay)
 		err = msg.NakWithDelay(delay)
 	case kindDeadLetter:
@@ -594,6 +756,7 @@ func (l *Loop) process(x item) {
 			err = msg.NakWithDelay(l.backoff(md.NumDelivered))
 			break
 		}
+		l.deadLettered.Add(1)
 		err = msg.Ack()
 	case kindAbandon:
 		log.Warn("message abandoned")
@@ -603,12 +766,25 @@ func (l *Loop) process(x item) {
 	}
 }
 
-// run calls the handler, turning a panic into a Retry (and, in the end, a dead letter).
+// recoverer turns a panic of h into a panic outcome.
+func (l *Loop) recoverer(h Handler) Handler {
+	return func(ctx context.Context, d Delivery) (out Outcome) {
+		defer func() {
+			if r := recover(); r != nil {
+				l.log.Error("handler panicked", "subject", d.Msg.Subject(), "panic", r, "stack", string(debug.Stack()))
+				out = Outcome{kind: kindPanic, err: fmt.Errorf("panic: %v", r)}
+			}
+		}()
+		return h(ctx, d)
+	}
+}
+
+// run calls the handler with its middleware; a panic in a middleware is a panic outcome too.
 func (l *Loop) run(d Delivery) (out Outcome) {
 	defer func() {
 		if r := recover(); r != nil {
-			l.log.Error("handler panicked", "subject", d.Msg.Subject(), "panic", r, "stack", string(debug.Stack()))
-			out = Retry(fmt.Errorf("panic: %v", r), 0)
+			l.log.Error("middleware panicked", "subject", d.Msg.Subject(), "panic", r, "stack", string(debug.Stack()))
+			out = Outcome{kind: kindPanic, err: fmt.Errorf("panic: %v", r)}
 		}
 	}()
 	return l.handler(l.workCtx, d)

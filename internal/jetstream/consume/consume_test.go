@@ -56,9 +56,10 @@ func TestOutcomes(t *testing.T) {
 		Name:         "tester",
 		Stream:       "WORK",
 		Consumer:     jetstream.ConsumerConfig{Durable: "tester", MaxDeliver: -1, AckWait: 5 * time.Second},
-		Workers:      4,
-		MaxFailures:  3,
-		RetryBackoff: 10 * time.Millisecond,
+		Workers:         4,
+		MaxPanics:       3,
+		RetryBackoff:    time.Millisecond,
+		MaxRetryBackoff: 5 * time.Millisecond,
 		DeadLetter:   deadletter.NewWriter(js, deadletter.Config{}),
 		Logger:       slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError})),
 	}, func(_ context.Context, d consume.Delivery) consume.Outcome {
@@ -77,7 +78,12 @@ func TestOutcomes(t *testing.T) {
 			}
 			return consume.Ack()
 		case "broken":
-			return consume.Retry(errors.New("always broken"), 0)
+			// Broken for longer than the old dead-letter threshold (20 deliveries): a
+			// transient failure is retried for as long as it takes.
+			if d.Meta.NumDelivered <= 25 {
+				return consume.Retry(errors.New("broken for a while"), 0)
+			}
+			return consume.Ack()
 		case "poison":
 			return consume.DeadLetter("cannot read it")
 		case "panic":
@@ -97,9 +103,13 @@ func TestOutcomes(t *testing.T) {
 	}
 
 	require.Eventually(t, func() bool {
+		d, _ := rec.get("broken")
+		return len(d) == 26
+	}, 20*time.Second, 20*time.Millisecond, "broken is retried until it works")
+	require.Eventually(t, func() bool {
 		msgs, err := stream.Load(ctx, js, streams.DeadLetter, events.SubjectDeadLetter)
-		return err == nil && len(msgs) == 3
-	}, 20*time.Second, 20*time.Millisecond, "poison, broken and panic are dead-lettered")
+		return err == nil && len(msgs) == 2
+	}, 20*time.Second, 20*time.Millisecond, "poison and panic are dead-lettered")
 	msgs, err := stream.Load(ctx, js, streams.DeadLetter, events.SubjectDeadLetter)
 	require.NoError(t, err)
 	reasons := map[string]string{}
@@ -112,8 +122,10 @@ func TestOutcomes(t *testing.T) {
 		assert.Equal(t, "WORK", dl.Stream)
 	}
 	assert.Equal(t, "cannot read it", reasons["poison"])
-	assert.Equal(t, "gave up after 3 deliveries: always broken", reasons["broken"])
-	assert.Equal(t, "gave up after 3 deliveries: panic: boom", reasons["panic"])
+	assert.NotContains(t, reasons, "broken", "a transient failure is never dead-lettered")
+	assert.Equal(t, "the handler panicked 3 times: panic: boom", reasons["panic"])
+	panics, _ := rec.get("panic")
+	assert.Equal(t, []uint64{1, 2, 3}, panics, "a panic is retried, then dead-lettered")
 
 	require.Eventually(t, func() bool {
 		d, _ := rec.get("flaky")
@@ -136,6 +148,11 @@ func TestOutcomes(t *testing.T) {
 		ci, err := info.Info(ctx)
 		return err == nil && ci.NumAckPending == 0 && ci.NumPending == 0
 	}, 20*time.Second, 20*time.Millisecond, "every message is settled")
+	st := loop.Stats()
+	assert.Equal(t, uint64(2), st.DeadLettered)
+	assert.Equal(t, uint64(3), st.Panics)
+	assert.Equal(t, uint64(25+2+2), st.Retried, "broken 25 times, flaky twice, the panic twice before its dead letter")
+	assert.Equal(t, uint64(1+2+3+26+1+3), st.Handled)
 }
 
 // One loop consumes several consumers with the same workers; a consumer removed while its
@@ -254,4 +271,176 @@ func TestAbandon(t *testing.T) {
 	assert.Equal(t, []uint64{1, 2}, d)
 	assert.GreaterOrEqual(t, times[1].Sub(times[0]), 900*time.Millisecond, "redelivered after AckWait, not at once")
 	assert.Equal(t, "abandon", consume.Abandon().String())
+}
+
+// workStream creates the dead-letter stream and a WORK stream on work.>.
+func workStream(t *testing.T, ctx context.Context, js jetstream.JetStream) {
+	t.Helper()
+	dlCfg, err := streams.Config(streams.DeadLetter, streams.Options{Storage: jetstream.MemoryStorage})
+	require.NoError(t, err)
+	require.NoError(t, stream.EnsureStreams(ctx, js, []jetstream.StreamConfig{dlCfg, {
+		Name: "WORK", Subjects: []string{"work.>"}, Storage: jetstream.MemoryStorage,
+	}}))
+}
+
+func quietLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError}))
+}
+
+// Middleware wrap the handler in order, the first outermost, and see a handler's panic as an
+// outcome.
+func TestMiddleware(t *testing.T) {
+	_, _, js := natstest.Run(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	workStream(t, ctx, js)
+
+	var mu sync.Mutex
+	var trace []string
+	note := func(s string) {
+		mu.Lock()
+		trace = append(trace, s)
+		mu.Unlock()
+	}
+	named := func(name string) func(consume.Handler) consume.Handler {
+		return func(next consume.Handler) consume.Handler {
+			return func(ctx context.Context, d consume.Delivery) consume.Outcome {
+				note(name + ">")
+				out := next(ctx, d)
+				note("<" + name + " " + out.String())
+				return out
+			}
+		}
+	}
+	loop, err := consume.New(js, consume.Config{
+		Name: "tester", Stream: "WORK", Workers: 1, MaxPanics: 1,
+		Consumer:   jetstream.ConsumerConfig{Durable: "tester", MaxDeliver: -1, AckWait: 5 * time.Second},
+		Middleware: []func(consume.Handler) consume.Handler{named("a"), named("b")},
+		DeadLetter: deadletter.NewWriter(js, deadletter.Config{}),
+		Logger:     quietLogger(t),
+	}, func(_ context.Context, d consume.Delivery) consume.Outcome {
+		note("handler " + string(d.Msg.Data()))
+		if string(d.Msg.Data()) == "panic" {
+			panic("boom")
+		}
+		return consume.Ack()
+	})
+	require.NoError(t, err)
+	require.NoError(t, loop.Start(ctx))
+	defer func() { require.NoError(t, loop.Stop(context.Background())) }()
+	for _, body := range []string{"ok", "panic"} {
+		_, err := js.Publish(ctx, "work."+body, []byte(body))
+		require.NoError(t, err)
+	}
+	require.Eventually(t, func() bool { return loop.Stats().DeadLettered == 1 }, 20*time.Second, 10*time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, []string{
+		"a>", "b>", "handler ok", "<b ack", "<a ack",
+		"a>", "b>", "handler panic", "<b panic: boom", "<a panic: boom",
+	}, trace)
+
+	_, err = consume.New(js, consume.Config{Name: "x", Stream: "WORK", DeadLetter: deadletter.NewWriter(js, deadletter.Config{}),
+		Middleware: []func(consume.Handler) consume.Handler{nil}}, func(context.Context, consume.Delivery) consume.Outcome { return consume.Ack() })
+	assert.ErrorContains(t, err, "Middleware[0] is nil")
+}
+
+// The loop pulls only for free workers: with 2 workers, an AckWait of 1 s and work that takes
+// longer, no message waits unseen in a client buffer until the server delivers it again.
+// (Before, the loop prefetched twice its workers, and the waiting ones were delivered twice.)
+func TestPullsOnlyForFreeWorkers(t *testing.T) {
+	_, _, js := natstest.Run(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	workStream(t, ctx, js)
+	rec := &record{deliveries: map[string][]uint64{}, times: map[string][]time.Time{}}
+	loop, err := consume.New(js, consume.Config{
+		Name: "tester", Stream: "WORK", Workers: 2,
+		Consumer:   jetstream.ConsumerConfig{Durable: "tester", MaxDeliver: -1, AckWait: time.Second},
+		DeadLetter: deadletter.NewWriter(js, deadletter.Config{}),
+		Logger:     quietLogger(t),
+	}, func(ctx context.Context, d consume.Delivery) consume.Outcome {
+		rec.add(d)
+		select {
+		case <-time.After(1500 * time.Millisecond): // the work: longer than AckWait
+		case <-ctx.Done():
+		}
+		return consume.Ack()
+	})
+	require.NoError(t, err)
+	const n = 6
+	for i := range n {
+		_, err := js.Publish(ctx, "work.slow", []byte{byte('a' + i)})
+		require.NoError(t, err)
+	}
+	require.NoError(t, loop.Start(ctx))
+	defer func() { require.NoError(t, loop.Stop(context.Background())) }()
+	require.Eventually(t, func() bool { return loop.Stats().Handled >= n && pendingAcks(ctx, js) == 0 }, 40*time.Second, 20*time.Millisecond)
+	for i := range n {
+		d, _ := rec.get(string([]byte{byte('a' + i)}))
+		assert.Equal(t, []uint64{1}, d, "message %c is handled once", 'a'+i)
+	}
+	assert.Equal(t, uint64(n), loop.Stats().Handled)
+}
+
+func pendingAcks(ctx context.Context, js jetstream.JetStream) int {
+	c, err := js.Consumer(ctx, "WORK", "tester")
+	if err != nil {
+		return -1
+	}
+	ci, err := c.Info(ctx)
+	if err != nil {
+		return -1
+	}
+	return ci.NumAckPending + int(ci.NumPending)
+}
+
+// A consumer deleted under the loop is created again, and the loop goes on; asking for its
+// consumers meanwhile is safe (run with -race).
+func TestDeletedConsumerIsCreatedAgain(t *testing.T) {
+	_, _, js := natstest.Run(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	workStream(t, ctx, js)
+	rec := &record{deliveries: map[string][]uint64{}, times: map[string][]time.Time{}}
+	loop, err := consume.New(js, consume.Config{
+		Name: "tester", Stream: "WORK", Workers: 1, RetryBackoff: 10 * time.Millisecond, PullWait: 500 * time.Millisecond,
+		Consumer:   jetstream.ConsumerConfig{Durable: "tester", MaxDeliver: -1, AckWait: 5 * time.Second},
+		DeadLetter: deadletter.NewWriter(js, deadletter.Config{}),
+		Logger:     quietLogger(t),
+	}, func(_ context.Context, d consume.Delivery) consume.Outcome {
+		rec.add(d)
+		return consume.Ack()
+	})
+	require.NoError(t, err)
+	require.NoError(t, loop.Start(ctx))
+	defer func() { require.NoError(t, loop.Stop(context.Background())) }()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				_ = loop.Consumers()
+			}
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+
+	_, err = js.Publish(ctx, "work.a", []byte("a"))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { d, _ := rec.get("a"); return len(d) == 1 }, 20*time.Second, 10*time.Millisecond)
+	require.NoError(t, js.DeleteConsumer(ctx, "WORK", "tester"))
+	require.Eventually(t, func() bool {
+		_, err := js.Consumer(ctx, "WORK", "tester")
+		return err == nil
+	}, 20*time.Second, 10*time.Millisecond, "the consumer is created again")
+	_, err = js.Publish(ctx, "work.b", []byte("b"))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { d, _ := rec.get("b"); return len(d) == 1 }, 20*time.Second, 10*time.Millisecond)
+	assert.Equal(t, []string{"tester"}, loop.Consumers())
 }
