@@ -40,8 +40,6 @@ const (
 	DefaultMaxConflicts  = 10
 	DefaultPinnedTTL     = 5 * time.Second
 	DefaultLoadTimeout   = 10 * time.Second
-	// DefaultPartitionPull bounds the commands pulled at a time from one partition.
-	DefaultPartitionPull = 16
 )
 
 // Config configures an Orchestrator.
@@ -97,6 +95,10 @@ type Config struct {
 	// Hooks inject faults (tests only): faults.OrchestratorDecided and
 	// faults.OrchestratorAppended. Defaults to none.
 	Hooks faults.Hook
+	// RetryBackoff and MaxRetryBackoff pace the retries of an input whose load or append
+	// failed (an unavailable stream): it is retried for as long as that lasts. Default to
+	// consume.DefaultRetryBackoff and consume.DefaultMaxRetryBackoff.
+	RetryBackoff, MaxRetryBackoff time.Duration
 }
 
 func (c *Config) defaults() error {
@@ -170,9 +172,14 @@ func New(js jetstream.JetStream, cfg Config) (*Orchestrator, error) {
 		Stream:  cfg.Inbox,
 		Workers: cfg.Workers,
 		// The commands of one execution are decided one at a time, in order.
-		Key:        func(msg jetstream.Msg) string { return msg.Subject() },
-		DeadLetter: cfg.DeadLetter,
-		Logger:     cfg.Logger,
+		Key: func(msg jetstream.Msg) string { return msg.Subject() },
+		// A pinned client renews its pin with each pull request: an idle one must ask
+		// again well within PinnedTTL.
+		PullWait:        max(cfg.PinnedTTL/2, time.Second),
+		RetryBackoff:    cfg.RetryBackoff,
+		MaxRetryBackoff: cfg.MaxRetryBackoff,
+		DeadLetter:      cfg.DeadLetter,
+		Logger:          cfg.Logger,
 	}, o.handle)
 	if err != nil {
 		return nil, err
@@ -214,9 +221,9 @@ func (o *Orchestrator) consumerConfig(partition int) jetstream.ConsumerConfig {
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       o.cfg.AckWait,
 		// Unlimited: an early timer is held with NakWithDelay, which counts as a delivery,
-		// and a command must never be dropped silently. The handler dead-letters what it
-		// cannot process, and the loop dead-letters a command whose processing failed 20
-		// times (MaxFailures).
+		// and a command must never be dropped silently, nor one that failed for a
+		// transient reason, which the loop retries for as long as it takes. The handler
+		// dead-letters what it can never process.
 		MaxDeliver:    -1,
 		MaxAckPending: o.cfg.MaxAckPending,
 		// One client at a time: the process a partition is assigned to. A process that
@@ -299,15 +306,8 @@ func (o *Orchestrator) Assign(ctx context.Context, partitions []int) error {
 		return nil
 	})
 	o.unpin(ctx, removed...)
-	pull := []jetstream.PullMessagesOpt{
-		jetstream.PullPriorityGroup(PriorityGroup),
-		jetstream.PullMaxMessages(min(DefaultPartitionPull, o.cfg.MaxAckPending)),
-		// A pinned client renews its pin with each pull request: an idle one must ask
-		// again well within PinnedTTL.
-		jetstream.PullExpiry(max(o.cfg.PinnedTTL/2, time.Second)),
-	}
 	each(added, func(p int) error {
-		if err := o.loop.Add(ctx, o.consumerConfig(p), pull...); err != nil {
+		if err := o.loop.Add(ctx, o.consumerConfig(p), jetstream.FetchPriorityGroup(PriorityGroup)); err != nil {
 			return err
 		}
 		o.setAssigned(p, true)

@@ -25,9 +25,11 @@ const Name = "runner"
 
 // Defaults of Config.
 const (
-	DefaultWorkers    = 64
-	DefaultAckWait    = 30 * time.Second
-	DefaultMaxDeliver = 5
+	DefaultWorkers       = 64
+	DefaultAckWait       = 5 * time.Second
+	DefaultMaxDeliver    = 5
+	DefaultMaxAckPending = 1024
+	DefaultClockSkew     = 2 * time.Second
 	// DefaultMaxResponseBytes leaves room in the report's event (at most events.MaxEventSize)
 	// for the envelope and for JSON's escaping of the body.
 	DefaultMaxResponseBytes = 256 << 10
@@ -46,18 +48,36 @@ type Config struct {
 	Executions string
 	// Durable is the consumer's name. Defaults to Name.
 	Durable string
-	// Workers is how many calls run at once. Defaults to DefaultWorkers.
+	// Workers is how many calls run at once. A runner pulls an attempt only when a worker is
+	// free, so the processes that share the consumer share the attempts by their free
+	// workers. Defaults to DefaultWorkers.
 	Workers int
 	// AckWait is how long the server waits for a scheduled attempt to be settled before it
-	// delivers it again. The consume loop tells the server a call is in progress every third
-	// of it, so a call may take longer; AckWait only bounds how soon a crashed runner's
-	// attempts are taken up by another. Defaults to DefaultAckWait.
+	// delivers it again. The consume loop tells the server a call is in progress every
+	// quarter of it, so a call may take longer; AckWait bounds how soon the attempts of a
+	// crashed runner are called again, well within their deadlines. Defaults to
+	// DefaultAckWait.
 	AckWait time.Duration
-	// MaxDeliver bounds the deliveries of one attempt: a runner that keeps crashing or failing
-	// to report on it. The last delivery is not called: it is dead-lettered and reported as a
-	// failed attempt (a timeout, which the step's retry policy may retry), so that no
-	// execution waits for it. Defaults to DefaultMaxDeliver.
+	// MaxAckPending bounds the attempts in progress across every runner process. Defaults to
+	// DefaultMaxAckPending.
+	MaxAckPending int
+	// MaxDeliver bounds the deliveries of one attempt: a runner that keeps crashing, or
+	// being stopped, in the middle of it. The delivery that reaches it is not called: it is
+	// dead-lettered and reported as a failed attempt (a timeout, which the step's retry
+	// policy may retry), so that no execution waits for it. A transient failure to report
+	// is retried in place and is not a delivery. (The consumer itself has MaxDeliver -1, so
+	// that the server never drops an attempt.) Defaults to DefaultMaxDeliver.
 	MaxDeliver int
+	// ClockSkew is how far this process's clock may be ahead of the orchestrator's, which
+	// set the attempt's deadline: an attempt is skipped as past its deadline only once the
+	// deadline is ClockSkew behind, and a call may run ClockSkew past it (its late report is
+	// stale). Defaults to DefaultClockSkew.
+	ClockSkew time.Duration
+	// RetryBackoff and MaxRetryBackoff pace the retries of a report that could not be
+	// published (an unavailable inbox): it is retried in place, without calling again, for
+	// as long as it takes. Default to consume.DefaultRetryBackoff and
+	// consume.DefaultMaxRetryBackoff.
+	RetryBackoff, MaxRetryBackoff time.Duration
 	// Now is the clock of reports. Defaults to time.Now.
 	Now func() time.Time
 	// Logger defaults to slog.Default().
@@ -75,6 +95,10 @@ func (c *Config) defaults() error {
 	c.Workers = cmp.Or(c.Workers, DefaultWorkers)
 	c.AckWait = cmp.Or(c.AckWait, DefaultAckWait)
 	c.MaxDeliver = cmp.Or(c.MaxDeliver, DefaultMaxDeliver)
+	c.MaxAckPending = cmp.Or(c.MaxAckPending, DefaultMaxAckPending)
+	c.ClockSkew = cmp.Or(c.ClockSkew, DefaultClockSkew)
+	c.RetryBackoff = cmp.Or(c.RetryBackoff, consume.DefaultRetryBackoff)
+	c.MaxRetryBackoff = max(cmp.Or(c.MaxRetryBackoff, consume.DefaultMaxRetryBackoff), c.RetryBackoff)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -90,6 +114,10 @@ func (c *Config) defaults() error {
 		return fmt.Errorf("runner: AckWait %s is under a second", c.AckWait)
 	case c.MaxDeliver < 2:
 		return fmt.Errorf("runner: MaxDeliver %d: at least 2 (the last delivery only reports)", c.MaxDeliver)
+	case c.MaxAckPending < c.Workers:
+		return fmt.Errorf("runner: MaxAckPending %d is under Workers %d", c.MaxAckPending, c.Workers)
+	case c.ClockSkew < 0:
+		return fmt.Errorf("runner: ClockSkew %s is negative", c.ClockSkew)
 	}
 	return nil
 }
@@ -123,14 +151,16 @@ func New(js jetstream.JetStream, cfg Config) (*Runner, error) {
 			DeliverPolicy: jetstream.DeliverAllPolicy,
 			AckPolicy:     jetstream.AckExplicitPolicy,
 			AckWait:       cfg.AckWait,
-			MaxDeliver:    cfg.MaxDeliver,
-			// Twice the workers: a worker never waits for the next attempt, and messages
-			// waiting for a worker are few (and kept alive by the loop's progress messages).
-			MaxAckPending: 2 * cfg.Workers,
+			// Unlimited: the server drops a message nak'd past MaxDeliver. The handler
+			// bounds the deliveries of an attempt itself (Config.MaxDeliver).
+			MaxDeliver:    -1,
+			MaxAckPending: cfg.MaxAckPending,
 		},
-		Workers:    cfg.Workers,
-		DeadLetter: cfg.DeadLetter,
-		Logger:     cfg.Logger,
+		Workers:         cfg.Workers,
+		RetryBackoff:    cfg.RetryBackoff,
+		MaxRetryBackoff: cfg.MaxRetryBackoff,
+		DeadLetter:      cfg.DeadLetter,
+		Logger:          cfg.Logger,
 	}, r.handle)
 	if err != nil {
 		return nil, err
@@ -144,6 +174,9 @@ func (r *Runner) Start(ctx context.Context) error { return r.loop.Start(ctx) }
 
 // Stop stops consuming; calls in progress finish, or are handed back when ctx ends first.
 func (r *Runner) Stop(ctx context.Context) error { return r.loop.Stop(ctx) }
+
+// Stats returns the counters of the runner's consume loop.
+func (r *Runner) Stats() consume.Stats { return r.loop.Stats() }
 
 func (r *Runner) handle(ctx context.Context, d consume.Delivery) consume.Outcome {
 	ev, err := events.Decode(d.Msg.Data())
@@ -166,7 +199,7 @@ func (r *Runner) handle(ctx context.Context, d consume.Delivery) consume.Outcome
 	log := r.log.With("execution_id", req.ExecutionID, "step_id", req.StepID, "attempt", req.Attempt,
 		"run", req.Run, "compensation", req.Compensation, "service", req.Request.Service)
 
-	if d.Last {
+	if d.Meta.NumDelivered >= uint64(r.cfg.MaxDeliver) {
 		// The attempt was delivered MaxDeliver times without a report: give up on it, and say
 		// so, so that the execution goes on.
 		reason := fmt.Sprintf("no report after %d deliveries", d.Meta.NumDelivered)
@@ -181,7 +214,8 @@ func (r *Runner) handle(ctx context.Context, d consume.Delivery) consume.Outcome
 	now := r.cfg.Now()
 	timeout := time.Duration(req.Request.TimeoutMS) * time.Millisecond
 	if !req.Deadline.IsZero() {
-		left := req.Deadline.Sub(now)
+		// The deadline comes from the orchestrator's clock: allow for this one being ahead.
+		left := req.Deadline.Sub(now) + r.cfg.ClockSkew
 		if left <= 0 {
 			// The attempt's timer has timed it out, or will: calling now would only repeat an
 			// effect the execution no longer waits for.
@@ -251,6 +285,9 @@ func response(res services.Result) events.Response {
 
 // report publishes the attempt's report to the execution's inbox. Its id is the report's
 // event id, the same for every delivery of the attempt, so a report sent twice is kept once.
+// A publish that fails is tried again in place, with a capped backoff, for as long as it
+// takes (the loop keeps the message in progress meanwhile): handing the attempt back would
+// make the call again and use up a delivery. Only a stop ends the wait, and hands it back.
 func (r *Runner) report(ctx context.Context, log *slog.Logger, req execution.Request, resp events.Response) consume.Outcome {
 	ev := req.Report(resp, r.cfg.Now())
 	data, err := events.Marshal(ev)
@@ -263,8 +300,19 @@ func (r *Runner) report(ctx context.Context, log *slog.Logger, req execution.Req
 			return consume.DeadLetter(err.Error())
 		}
 	}
-	if err := inbox.PublishData(ctx, r.js, req.ExecutionID, ev.ID, data); err != nil {
-		return consume.Retry(err, 0)
+	wait := r.cfg.RetryBackoff
+	for tries := 1; ; tries++ {
+		err := inbox.PublishData(ctx, r.js, req.ExecutionID, ev.ID, data)
+		if err == nil {
+			break
+		}
+		log.Warn("report not published; trying again", "err", err, "tries", tries, "in", wait)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return consume.Retry(fmt.Errorf("report not published before the stop: %w", err), time.Millisecond)
+		}
+		wait = min(2*wait, r.cfg.MaxRetryBackoff)
 	}
 	if err := r.cfg.Hooks.At(ctx, faults.RunnerReported, req.ExecutionID); err != nil {
 		return consume.Abandon()

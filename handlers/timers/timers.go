@@ -28,7 +28,7 @@ const Name = "timers"
 const (
 	DefaultScheduleAfter = 10 * time.Second
 	DefaultWorkers       = 8
-	DefaultAckWait       = 30 * time.Second
+	DefaultAckWait       = 5 * time.Second
 	DefaultMaxAckPending = 20_000
 )
 
@@ -55,7 +55,8 @@ type Config struct {
 	// Workers is how many timer events are handled at once. Defaults to DefaultWorkers.
 	Workers int
 	// AckWait is how long the server waits for a timer event to be settled (a publish, a
-	// millisecond's work). Defaults to DefaultAckWait.
+	// millisecond's work) before it delivers it again: how late a crashed process's timer
+	// events are taken up. Defaults to DefaultAckWait.
 	AckWait time.Duration
 	// MaxAckPending bounds the timers held with NakWithDelay at once (those due within
 	// ScheduleAfter), plus those being handled. When it is reached, new timer events wait.
@@ -69,6 +70,10 @@ type Config struct {
 	DeadLetter *deadletter.Writer
 	// Hooks inject faults (tests only): faults.TimersSet. Defaults to none.
 	Hooks faults.Hook
+	// RetryBackoff and MaxRetryBackoff pace the retries of a timer that could not be fired,
+	// scheduled or purged (an unavailable inbox): it is retried for as long as that lasts.
+	// Default to consume.DefaultRetryBackoff and consume.DefaultMaxRetryBackoff.
+	RetryBackoff, MaxRetryBackoff time.Duration
 }
 
 func (c *Config) defaults() error {
@@ -142,13 +147,15 @@ func New(js jetstream.JetStream, cfg Config) (*Timers, error) {
 			AckWait:       cfg.AckWait,
 			// Unlimited: every NakWithDelay that holds a timer counts as a delivery, and a
 			// timer must not be dropped. Events that can never be handled are dead-lettered
-			// by the handler; failures by the loop after 20 deliveries.
+			// by the handler; transient failures are retried for as long as they last.
 			MaxDeliver:    -1,
 			MaxAckPending: cfg.MaxAckPending,
 		},
-		Workers:    cfg.Workers,
-		DeadLetter: cfg.DeadLetter,
-		Logger:     cfg.Logger,
+		Workers:         cfg.Workers,
+		RetryBackoff:    cfg.RetryBackoff,
+		MaxRetryBackoff: cfg.MaxRetryBackoff,
+		DeadLetter:      cfg.DeadLetter,
+		Logger:          cfg.Logger,
 	}, t.handle)
 	if err != nil {
 		return nil, err
@@ -162,6 +169,9 @@ func (t *Timers) Start(ctx context.Context) error { return t.loop.Start(ctx) }
 
 // Stop stops consuming. Held timers stay with the server and come back on the next start.
 func (t *Timers) Stop(ctx context.Context) error { return t.loop.Stop(ctx) }
+
+// Stats returns the counters of the timers' consume loop.
+func (t *Timers) Stats() consume.Stats { return t.loop.Stats() }
 
 // Timer is the timer an event asks for.
 type Timer struct {
