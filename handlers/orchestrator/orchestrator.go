@@ -370,6 +370,10 @@ type Stats struct {
 	Partitions []int `json:"partitions"`
 }
 
+// LoopStats returns the counters of the orchestrator's consume loop: inputs handled,
+// retried after a transient failure, dead-lettered, and handler panics.
+func (o *Orchestrator) LoopStats() consume.Stats { return o.loop.Stats() }
+
 // Stats returns the orchestrator's counters.
 func (o *Orchestrator) Stats() Stats {
 	o.mu.Lock()

@@ -27,6 +27,7 @@ import (
 	"github.com/memmie/memmie/handlers/timers"
 	"github.com/memmie/memmie/internal/core/execution"
 	"github.com/memmie/memmie/internal/faults"
+	"github.com/memmie/memmie/internal/jetstream/consume"
 	"github.com/memmie/memmie/internal/jetstream/deadletter"
 	"github.com/memmie/memmie/internal/jetstream/inbox"
 	"github.com/memmie/memmie/internal/jetstream/lease"
@@ -550,6 +551,8 @@ type Stats struct {
 	Leader bool `json:"leader"`
 	// Reconciler counts the reconciler's passes and re-issued timers, when it runs.
 	Reconciler *reconciler.Stats `json:"reconciler,omitempty"`
+	// Loops are the counters of the handlers' consume loops that run, by handler name.
+	Loops map[string]consume.Stats `json:"loops,omitempty"`
 }
 
 // Stats returns the process's counters and roles. Counters count from Open; once the engine
@@ -570,6 +573,16 @@ func (e *Engine) Stats() Stats {
 	if e.reconciler != nil {
 		rs := e.reconciler.Stats()
 		st.Reconciler = &rs
+	}
+	st.Loops = map[string]consume.Stats{}
+	if e.orchestrator != nil {
+		st.Loops[orchestrator.Name] = e.orchestrator.LoopStats()
+	}
+	if e.runner != nil {
+		st.Loops[runner.Name] = e.runner.Stats()
+	}
+	if e.timers != nil {
+		st.Loops[timers.Name] = e.timers.Stats()
 	}
 	return st
 }

@@ -53,15 +53,15 @@ func TestOutcomes(t *testing.T) {
 
 	rec := &record{deliveries: map[string][]uint64{}, times: map[string][]time.Time{}}
 	loop, err := consume.New(js, consume.Config{
-		Name:         "tester",
-		Stream:       "WORK",
-		Consumer:     jetstream.ConsumerConfig{Durable: "tester", MaxDeliver: -1, AckWait: 5 * time.Second},
+		Name:            "tester",
+		Stream:          "WORK",
+		Consumer:        jetstream.ConsumerConfig{Durable: "tester", MaxDeliver: -1, AckWait: 5 * time.Second},
 		Workers:         4,
 		MaxPanics:       3,
 		RetryBackoff:    time.Millisecond,
 		MaxRetryBackoff: 5 * time.Millisecond,
-		DeadLetter:   deadletter.NewWriter(js, deadletter.Config{}),
-		Logger:       slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError})),
+		DeadLetter:      deadletter.NewWriter(js, deadletter.Config{}),
+		Logger:          slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelError})),
 	}, func(_ context.Context, d consume.Delivery) consume.Outcome {
 		rec.add(d)
 		switch string(d.Msg.Data()) {
