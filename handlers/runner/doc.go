@@ -12,9 +12,13 @@
 //
 // A report's id is derived from (execution, run, step, attempt): a call redelivered after a
 // crash reports under the same id, and the inbox's duplicate window, or else the execution's
-// state, keeps one. The consume loop sends InProgress while a call runs, so a long call is
-// not delivered twice. An attempt delivered Config.MaxDeliver times is not called again: it is
-// dead-lettered and reported as a timed-out attempt, so that no execution waits for it. An
-// attempt whose deadline has passed is not called at all: its timeout timer has failed it, or
-// will. transform steps never reach the runner; the core runs them.
+// state, keeps one. The runner pulls an attempt only for a free worker, and the consume loop
+// sends InProgress while a call runs, so a long call is not delivered twice, and the short
+// AckWait (5 s) brings a crashed runner's attempts back well within their deadlines. A
+// report that cannot be published is published again in place, never by calling again. An
+// attempt delivered Config.MaxDeliver times is not called again: it is dead-lettered and
+// reported as a timed-out attempt, so that no execution waits for it. An attempt whose
+// deadline has passed (by more than Config.ClockSkew, the orchestrator's clock being
+// another's) is not called at all: its timeout timer has failed it, or will. transform steps
+// never reach the runner; the core runs them.
 package runner
