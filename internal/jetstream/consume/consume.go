@@ -147,7 +147,7 @@ const (
 	DefaultRetryBackoff    = 250 * time.Millisecond
 	DefaultMaxRetryBackoff = 10 * time.Second
 	DefaultMaxPanics       = 5
-	DefaultPullWait        = 2 * time.Second
+	DefaultPullWait        = time.Second
 )
 
 // Config configures a Loop.
@@ -178,7 +178,9 @@ type Config struct {
 	// MaxPanics is how many times the handler may panic on one message, in this process,
 	// before the message is dead-lettered. Defaults to DefaultMaxPanics.
 	MaxPanics int
-	// PullWait is how long one pull request waits for messages before the loop asks again.
+	// PullWait is how long one pull request waits for messages before the loop asks again,
+	// and so how long Stop and Remove wait for the pull in progress: it is not cut short,
+	// because the messages the server sends it after that would be lost until AckWait.
 	// Defaults to DefaultPullWait.
 	PullWait time.Duration
 	// Middleware wraps the handler, Middleware[0] outermost: metrics, tracing and logging
@@ -252,9 +254,7 @@ type source struct {
 	cons     jetstream.Consumer // guarded by mu
 	stopping atomic.Bool
 	stop     chan struct{} // closed when the source is removed or the loop stops
-	ctx      context.Context
-	cancel   context.CancelFunc // ends a pull in progress
-	done     chan struct{}      // closed when its reader has returned
+	done     chan struct{} // closed when its reader has returned
 	pending  sync.WaitGroup
 }
 
@@ -384,7 +384,7 @@ func (l *Loop) work(ch <-chan item) {
 
 // Add creates or updates a durable consumer on the loop's stream and consumes it with the
 // loop's workers, until Remove or Stop. opts tune its pulls (a priority group, for one); the
-// loop sets the batch and the wait itself, so they must not be FetchMaxWait or FetchContext.
+// loop sets the batch and the wait (Config.PullWait) itself.
 func (l *Loop) Add(ctx context.Context, cc jetstream.ConsumerConfig, opts ...jetstream.FetchOpt) error {
 	if cc.Durable == "" {
 		return fmt.Errorf("consume %s: a consumer needs a Durable name", l.cfg.Name)
@@ -397,7 +397,6 @@ func (l *Loop) Add(ctx context.Context, cc jetstream.ConsumerConfig, opts ...jet
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
-	src.ctx, src.cancel = context.WithCancel(context.Background())
 	if src.ackWait <= 0 {
 		src.ackWait = 30 * time.Second // the server's default
 	}
@@ -427,7 +426,6 @@ func (l *Loop) Add(ctx context.Context, cc jetstream.ConsumerConfig, opts ...jet
 		if l.sources[cc.Durable] == src {
 			delete(l.sources, cc.Durable)
 		}
-		src.cancel()
 		return err
 	}
 	src.setConsumer(cons)
@@ -500,14 +498,13 @@ func (s *source) consumer() jetstream.Consumer {
 	return s.cons
 }
 
-// halt stops the source's pulls; its reader returns once the messages already pulled are
-// handed to the workers (which hand them back).
+// halt stops the source's pulls; its reader returns once the pull in progress has ended and
+// its messages are handed to the workers (which hand them back).
 func (s *source) halt() {
 	if s.stopping.Swap(true) {
 		return
 	}
 	close(s.stop)
-	s.cancel()
 }
 
 // budget is how many messages a keyed consumer may hold: enough to keep the workers busy,
@@ -581,7 +578,7 @@ func (l *Loop) read(src *source) {
 			return
 		}
 		backoff = min(2*backoff, l.cfg.MaxRetryBackoff)
-		cons, oerr := l.open(src.ctx, src)
+		cons, oerr := l.open(l.workCtx, src)
 		if oerr != nil {
 			l.log.Warn("reopen consumer", "consumer", src.cfg.Durable, "err", oerr)
 			continue
@@ -593,9 +590,7 @@ func (l *Loop) read(src *source) {
 // pull fetches up to n messages and hands each to a worker as it arrives. It returns how
 // many it got.
 func (l *Loop) pull(src *source, n int) (int, error) {
-	ctx, cancel := context.WithTimeout(src.ctx, l.cfg.PullWait)
-	defer cancel()
-	batch, err := src.consumer().Fetch(n, append(slices.Clip(src.opts), jetstream.FetchContext(ctx))...)
+	batch, err := src.consumer().Fetch(n, append(slices.Clip(src.opts), jetstream.FetchMaxWait(l.cfg.PullWait))...)
 	if err != nil {
 		return 0, err
 	}
@@ -613,11 +608,7 @@ func (l *Loop) pull(src *source, n int) (int, error) {
 		h.Write([]byte(l.cfg.Key(msg)))
 		l.chans[h.Sum32()%uint32(len(l.chans))] <- x
 	}
-	err = batch.Error()
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		err = nil // the pull's own wait, or a stop
-	}
-	return got, err
+	return got, batch.Error()
 }
 
 // wait waits d, or less when the loop stops or the source is removed; it reports whether the
@@ -706,9 +697,11 @@ func (l *Loop) process(x item) {
 	log := l.log.With("subject", msg.Subject(), "seq", md.Sequence.Stream, "delivery", md.NumDelivered)
 	if l.stopping.Load() || src.stopping.Load() {
 		// Stopping: hand the message back rather than start new work. A nak with a delay,
-		// unlike a plain one, is stored with the consumer: the message comes back at once
+		// unlike a plain one, is stored with the consumer: the message comes back soon
 		// even when the server restarts meanwhile (a plain nak would wait for AckWait).
-		if err := msg.NakWithDelay(time.Millisecond); err != nil {
+		// The delay outlasts this loop's last pull, which would take it back only to hand
+		// it back again, a delivery each time.
+		if err := msg.NakWithDelay(l.cfg.PullWait); err != nil {
 			log.Debug("hand back", "err", err)
 		}
 		return
@@ -745,6 +738,9 @@ func (l *Loop) process(x item) {
 		delay := out.delay
 		if delay <= 0 {
 			delay = l.backoff(md.NumDelivered)
+		}
+		if l.stopping.Load() || src.stopping.Load() {
+			delay = max(delay, l.cfg.PullWait) // not back into this loop's last pull
 		}
 		l.retried.Add(1)
 		log.Warn("processing failed; will retry", "err", out.err, "in", delay)
