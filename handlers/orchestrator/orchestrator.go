@@ -173,8 +173,8 @@ func New(js jetstream.JetStream, cfg Config) (*Orchestrator, error) {
 		Workers: cfg.Workers,
 		// The commands of one execution are decided one at a time, in order.
 		Key: func(msg jetstream.Msg) string { return msg.Subject() },
-		// A pinned client renews its pin with each pull request: the loop's, of a second,
-		// are well within PinnedTTL.
+		// A pinned client renews its pin with each pull request: the loop's
+		// (consume.DefaultPullWait) come well within PinnedTTL.
 		RetryBackoff:    cfg.RetryBackoff,
 		MaxRetryBackoff: cfg.MaxRetryBackoff,
 		DeadLetter:      cfg.DeadLetter,

@@ -147,7 +147,7 @@ const (
 	DefaultRetryBackoff    = 250 * time.Millisecond
 	DefaultMaxRetryBackoff = 10 * time.Second
 	DefaultMaxPanics       = 5
-	DefaultPullWait        = time.Second
+	DefaultPullWait        = 250 * time.Millisecond
 )
 
 // Config configures a Loop.
