@@ -182,9 +182,11 @@ func (m *Members) join(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if again != last {
+		// A heartbeat that expired meanwhile (again is 0) was not renewed: its process is gone.
+		if again != 0 && again != last {
 			return fmt.Errorf("members: join as %q: %w (its heartbeat on %s is being renewed); give each process its own id", m.cfg.ID, ErrIDInUse, m.subject)
 		}
+		last = again
 	}
 	m.mu.Lock()
 	m.seq = last
