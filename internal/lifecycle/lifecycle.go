@@ -147,3 +147,25 @@ func (g *Group) Stop(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
+
+// Funcs is a Component made of two functions, for a composition root that starts and stops
+// several parts as one (a handler and the lease it leads by). A nil function does nothing.
+type Funcs struct {
+	OnStart, OnStop func(context.Context) error
+}
+
+// Start calls OnStart.
+func (f Funcs) Start(ctx context.Context) error {
+	if f.OnStart == nil {
+		return nil
+	}
+	return f.OnStart(ctx)
+}
+
+// Stop calls OnStop.
+func (f Funcs) Stop(ctx context.Context) error {
+	if f.OnStop == nil {
+		return nil
+	}
+	return f.OnStop(ctx)
+}

@@ -124,3 +124,16 @@ func TestGroupStopsInReverse(t *testing.T) {
 	require.Equal(t, []string{"start a", "start b", "stop b", "stop a"}, log, "c never started, so it is not stopped")
 	require.NoError(t, g.Stop(ctx), "the group is empty after Stop")
 }
+
+func TestFuncsInAGroup(t *testing.T) {
+	var log []string
+	var g lifecycle.Group
+	ctx := context.Background()
+	require.NoError(t, g.Start(ctx, lifecycle.Funcs{
+		OnStart: func(context.Context) error { log = append(log, "start pair"); return nil },
+		OnStop:  func(context.Context) error { log = append(log, "stop pair"); return nil },
+	}))
+	require.NoError(t, g.Start(ctx, lifecycle.Funcs{}), "nil functions do nothing")
+	require.NoError(t, g.Stop(ctx))
+	require.Equal(t, []string{"start pair", "stop pair"}, log)
+}
