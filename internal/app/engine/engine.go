@@ -32,6 +32,7 @@ import (
 	"github.com/memmie/memmie/internal/jetstream/inbox"
 	"github.com/memmie/memmie/internal/jetstream/lease"
 	"github.com/memmie/memmie/internal/jetstream/stream"
+	"github.com/memmie/memmie/internal/lifecycle"
 	"github.com/memmie/memmie/internal/registry"
 	"github.com/memmie/memmie/internal/services"
 )
@@ -138,6 +139,8 @@ type Engine struct {
 	leader       *lease.Lease
 	assignStop   chan struct{}
 	assignDone   chan struct{}
+	// parts are what Open started, stopped by Close in reverse.
+	parts *lifecycle.Group
 	// closed keeps the orchestrator's counters of the last run once it is closed.
 	closed orchestrator.Stats
 	// reconLease is the reconciler's lease, when the engine made it.
@@ -209,66 +212,20 @@ func (e *Engine) Open(ctx context.Context) error {
 		return fmt.Errorf("engine: %w", err)
 	}
 	dl := deadletter.NewWriter(e.js, deadletter.Config{Now: e.cfg.Now})
-	var started []interface{ Stop(context.Context) error }
+	// Parts start in order and stop in reverse: the orchestrator (which takes the commands
+	// the others send) first and last, the dispatcher and the reconciler, which send them,
+	// last and first.
+	var g lifecycle.Group
 	fail := func(err error) error {
-		e.stopAssigning()
-		for i := len(started) - 1; i >= 0; i-- {
-			_ = started[i].Stop(context.WithoutCancel(ctx))
-		}
-		e.orchestrator, e.runner, e.timers, e.dispatcher = nil, nil, nil, nil
-		e.members, e.leader = nil, nil
-		e.reconciler, e.reconLease = nil, nil
-		if e.caller != nil {
-			e.caller.Close()
-			e.caller = nil
-		}
+		_ = g.Stop(context.WithoutCancel(ctx))
+		e.reset()
 		return fmt.Errorf("engine: %w", err)
 	}
 
 	if !e.cfg.Handlers.NoOrchestrator {
-		cfg := e.cfg.Orchestrator
-		e.fill(&cfg.Logger, &cfg.Now, &cfg.Hooks)
-		if cfg.DeadLetter == nil {
-			cfg.DeadLetter = dl
-		}
-		cfg.Partitions = cmp.Or(cfg.Partitions, streams.InboxPartitions(e.cfg.Streams))
-		cfg.PinnedTTL = cmp.Or(cfg.PinnedTTL, e.cfg.Cluster.TTL)
-		o, err := orchestrator.New(e.js, cfg)
-		if err != nil {
+		if err := e.openOrchestrator(ctx, &g, dl); err != nil {
 			return fail(err)
 		}
-		if err := o.Start(ctx); err != nil {
-			return fail(err)
-		}
-		e.orchestrator = o
-		started = append(started, o)
-		// The live processes share the inbox partitions out; the members stop last, once
-		// the orchestrator has handed its partitions back.
-		kick := make(chan struct{}, 1)
-		m, err := lease.NewMembers(e.js, lease.MembersConfig{
-			ID:  e.cfg.Cluster.ProcessID,
-			TTL: e.cfg.Cluster.TTL,
-			OnChange: func([]string) {
-				select {
-				case kick <- struct{}{}:
-				default:
-				}
-			},
-			Logger: e.cfg.Logger,
-		})
-		if err != nil {
-			return fail(err)
-		}
-		if err := m.Start(ctx); err != nil {
-			return fail(err)
-		}
-		started = append([]interface{ Stop(context.Context) error }{m}, started...)
-		e.members = m
-		if err := o.Assign(ctx, e.partitions()); err != nil {
-			e.log.Warn("assign partitions; trying again", "err", err)
-		}
-		e.assignStop, e.assignDone = make(chan struct{}), make(chan struct{})
-		go e.assignLoop(o, m, kick, e.assignStop, e.assignDone)
 	}
 	if !e.cfg.Handlers.NoRunner {
 		cfg := e.cfg.Runner
@@ -294,11 +251,10 @@ func (e *Engine) Open(ctx context.Context) error {
 		if err != nil {
 			return fail(err)
 		}
-		if err := r.Start(ctx); err != nil {
+		if err := g.Start(ctx, r); err != nil {
 			return fail(err)
 		}
 		e.runner = r
-		started = append(started, r)
 	}
 	if !e.cfg.Handlers.NoTimers {
 		cfg := e.cfg.Timers
@@ -310,11 +266,10 @@ func (e *Engine) Open(ctx context.Context) error {
 		if err != nil {
 			return fail(err)
 		}
-		if err := t.Start(ctx); err != nil {
+		if err := g.Start(ctx, t); err != nil {
 			return fail(err)
 		}
 		e.timers = t
-		started = append(started, t)
 	}
 	if !e.cfg.Handlers.NoDispatcher {
 		cfg := e.cfg.Dispatcher
@@ -339,31 +294,115 @@ func (e *Engine) Open(ctx context.Context) error {
 		if err != nil {
 			return fail(err)
 		}
-		if err := d.Start(ctx); err != nil {
+		// The lease only once the queue is rebuilt (a process that holds it admits at once),
+		// and given up only once the dispatcher has stopped (its last snapshot is a leader's).
+		if err := g.Start(ctx, ledBy(d, e.leader)); err != nil {
 			return fail(err)
 		}
 		e.dispatcher = d
-		started = append(started, d)
-		// The lease only once the queue is rebuilt: a process that holds it admits at once.
-		if e.leader != nil {
-			if err := e.leader.Start(ctx); err != nil {
-				return fail(err)
-			}
-			started = append(started, e.leader)
-		}
 	}
 	if !e.cfg.Handlers.NoReconciler {
-		if err := e.openReconciler(ctx, &started); err != nil {
+		if err := e.openReconciler(ctx, &g); err != nil {
 			return fail(err)
 		}
 	}
+	e.parts = &g
 	e.open = true
 	e.log.Info("engine open")
 	return nil
 }
 
+// openOrchestrator starts the orchestrator, this process's membership among the live ones,
+// and the loop that gives the orchestrator the inbox partitions of the live processes' latest
+// view. They stop as one: the assignments end, the orchestrator hands its partitions back,
+// and only then does the process leave.
+func (e *Engine) openOrchestrator(ctx context.Context, g *lifecycle.Group, dl *deadletter.Writer) error {
+	cfg := e.cfg.Orchestrator
+	e.fill(&cfg.Logger, &cfg.Now, &cfg.Hooks)
+	if cfg.DeadLetter == nil {
+		cfg.DeadLetter = dl
+	}
+	cfg.Partitions = cmp.Or(cfg.Partitions, streams.InboxPartitions(e.cfg.Streams))
+	cfg.PinnedTTL = cmp.Or(cfg.PinnedTTL, e.cfg.Cluster.TTL)
+	o, err := orchestrator.New(e.js, cfg)
+	if err != nil {
+		return err
+	}
+	kick := make(chan struct{}, 1)
+	m, err := lease.NewMembers(e.js, lease.MembersConfig{
+		ID:  e.cfg.Cluster.ProcessID,
+		TTL: e.cfg.Cluster.TTL,
+		OnChange: func([]string) {
+			select {
+			case kick <- struct{}{}:
+			default:
+			}
+		},
+		Logger: e.cfg.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	return g.Start(ctx, lifecycle.Funcs{
+		OnStart: func(ctx context.Context) error {
+			if err := o.Start(ctx); err != nil {
+				return err
+			}
+			if err := m.Start(ctx); err != nil {
+				_ = o.Stop(context.WithoutCancel(ctx))
+				return err
+			}
+			e.orchestrator, e.members = o, m
+			if err := o.Assign(ctx, e.partitions()); err != nil {
+				e.log.Warn("assign partitions; trying again", "err", err)
+			}
+			e.assignStop, e.assignDone = make(chan struct{}), make(chan struct{})
+			go e.assignLoop(o, m, kick, e.assignStop, e.assignDone)
+			return nil
+		},
+		OnStop: func(ctx context.Context) error {
+			e.stopAssigning()
+			err := o.Stop(ctx)
+			e.closed = o.Stats()
+			return errors.Join(err, leave(ctx, m))
+		},
+	})
+}
+
+// ledBy starts a handler, then the lease it leads by, and stops them in the same order: the
+// handler stops while it still leads, then the lease is given up.
+func ledBy(handler lifecycle.Component, l *lease.Lease) lifecycle.Component {
+	if l == nil {
+		return handler
+	}
+	return lifecycle.Funcs{
+		OnStart: func(ctx context.Context) error {
+			if err := handler.Start(ctx); err != nil {
+				return err
+			}
+			if err := l.Start(ctx); err != nil {
+				_ = handler.Stop(context.WithoutCancel(ctx))
+				return err
+			}
+			return nil
+		},
+		OnStop: func(ctx context.Context) error {
+			return errors.Join(handler.Stop(ctx), leave(ctx, l))
+		},
+	}
+}
+
+// leave stops a lease or a membership with its own few seconds, even when ctx has run out on
+// handlers that stopped slowly: leaving is quick, and lets the other processes take over at
+// once rather than after Cluster.TTL.
+func leave(ctx context.Context, c lifecycle.Component) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	return c.Stop(ctx)
+}
+
 // openReconciler starts the reconciler, and its lease unless Config.Reconciler.Leader is set.
-func (e *Engine) openReconciler(ctx context.Context, started *[]interface{ Stop(context.Context) error }) error {
+func (e *Engine) openReconciler(ctx context.Context, g *lifecycle.Group) error {
 	cfg := e.cfg.Reconciler
 	cfg.Logger = cmp.Or(cfg.Logger, e.cfg.Logger)
 	if cfg.Now == nil {
@@ -375,22 +414,29 @@ func (e *Engine) openReconciler(ctx context.Context, started *[]interface{ Stop(
 		if err != nil {
 			return err
 		}
-		if err := l.Start(ctx); err != nil {
-			return err
-		}
-		*started = append(*started, l)
 		e.reconLease, cfg.Leader = l, l
 	}
 	r, err := reconciler.New(e.js, cfg)
 	if err != nil {
 		return err
 	}
-	if err := r.Start(ctx); err != nil {
+	if err := g.Start(ctx, ledBy(r, e.reconLease)); err != nil {
 		return err
 	}
 	e.reconciler = r
-	*started = append(*started, r)
 	return nil
+}
+
+// reset forgets the parts of the last run; e.mu is held.
+func (e *Engine) reset() {
+	e.orchestrator, e.runner, e.timers, e.dispatcher = nil, nil, nil, nil
+	e.members, e.leader = nil, nil
+	e.reconciler, e.reconLease = nil, nil
+	e.parts = nil
+	if e.caller != nil {
+		e.caller.Close()
+		e.caller = nil
+	}
 }
 
 func (e *Engine) fill(log **slog.Logger, now *func() time.Time, hooks *faults.Hook) {
@@ -467,57 +513,10 @@ func (e *Engine) Close(ctx context.Context) error {
 		return nil
 	}
 	e.open = false
-	var errs []error
-	stop := func(c interface{ Stop(context.Context) error }) {
-		if err := c.Stop(ctx); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if e.reconciler != nil {
-		stop(e.reconciler)
-	}
-	if e.dispatcher != nil {
-		stop(e.dispatcher)
-	}
-	// Leaving is quick, and lets the other processes take over at once rather than after
-	// Cluster.TTL: it gets its own time even when ctx has run out on handlers that stopped
-	// slowly.
-	leave := func(c interface{ Stop(context.Context) error }) {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if err := c.Stop(ctx); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if e.leader != nil {
-		leave(e.leader)
-	}
-	if e.reconLease != nil {
-		leave(e.reconLease)
-	}
-	if e.timers != nil {
-		stop(e.timers)
-	}
-	if e.runner != nil {
-		stop(e.runner)
-	}
-	e.stopAssigning()
-	if e.orchestrator != nil {
-		stop(e.orchestrator)
-		e.closed = e.orchestrator.Stats()
-	}
-	if e.members != nil {
-		leave(e.members)
-	}
-	if e.caller != nil {
-		e.caller.Close()
-		e.caller = nil
-	}
-	e.orchestrator, e.runner, e.timers, e.dispatcher = nil, nil, nil, nil
-	e.members, e.leader = nil, nil
-	e.reconciler, e.reconLease = nil, nil
+	err := e.parts.Stop(ctx)
+	e.reset()
 	e.log.Info("engine closed")
-	return errors.Join(errs...)
+	return err
 }
 
 // Ready reports whether the engine can take requests: NATS is connected, the streams exist,
