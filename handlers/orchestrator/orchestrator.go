@@ -35,7 +35,7 @@ const PriorityGroup = "orchestrator"
 const (
 	DefaultWorkers       = 16
 	DefaultCacheSize     = 10_000
-	DefaultAckWait       = 30 * time.Second
+	DefaultAckWait       = 5 * time.Second
 	DefaultMaxAckPending = 1024
 	DefaultMaxConflicts  = 10
 	DefaultPinnedTTL     = 5 * time.Second
@@ -64,8 +64,10 @@ type Config struct {
 	// CacheSize bounds the execution states held in memory. Defaults to DefaultCacheSize.
 	CacheSize int
 	// AckWait is how long the server waits for an input to be settled before delivering it
-	// again. Processing an input takes one append (milliseconds); a cache miss adds a history
-	// load, and the consume loop sends progress while it runs. Defaults to DefaultAckWait.
+	// again: how soon the inputs a crashed process held are taken up (once its partition's pin
+	// has expired). Processing an input takes one append (milliseconds); a cache miss adds a
+	// history load, and the consume loop sends progress for every input it holds, so a short
+	// AckWait does not redeliver work in progress. Defaults to DefaultAckWait.
 	AckWait time.Duration
 	// MaxAckPending bounds the inputs delivered and not yet settled, early timers held for
 	// their due time included. Defaults to DefaultMaxAckPending.
