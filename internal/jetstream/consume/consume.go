@@ -63,6 +63,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/memmie/memmie/internal/jetstream/deadletter"
+	"github.com/memmie/memmie/internal/lifecycle"
 )
 
 type outcomeKind int
@@ -227,7 +228,7 @@ type Loop struct {
 	shared   chan item     // any free worker, when Key is nil
 	slots    chan struct{} // free workers, when Key is nil: a token per worker
 	workers  sync.WaitGroup
-	stopHB   chan struct{}
+	life     lifecycle.Service
 	inflight map[jetstream.Msg]time.Time
 	// panicked counts the panics per message (consumer and stream sequence) until the
 	// message is settled otherwise or dead-lettered.
@@ -300,9 +301,10 @@ func New(js jetstream.JetStream, cfg Config, h Handler) (*Loop, error) {
 	}
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	l := &Loop{
-		js:  js,
-		cfg: cfg,
-		log: cfg.Logger.With("component", cfg.Name),
+		life: lifecycle.Service{Name: "consume " + cfg.Name},
+		js:   js,
+		cfg:  cfg,
+		log:  cfg.Logger.With("component", cfg.Name),
 	}
 	// The recoverer is innermost: the middleware see a panic as an outcome.
 	l.handler = l.recoverer(h)
@@ -325,16 +327,26 @@ func (l *Loop) Stats() Stats {
 // Start starts the workers, and consumes Config.Consumer when it names one. It returns once
 // messages flow.
 func (l *Loop) Start(ctx context.Context) error {
-	l.mu.Lock()
-	if l.started {
-		l.mu.Unlock()
-		return fmt.Errorf("consume %s: already started", l.cfg.Name)
+	if err := l.life.Start(ctx, l.setup, l.keepAlive); err != nil {
+		return err
 	}
+	if l.cfg.Consumer.Durable != "" {
+		if err := l.Add(ctx, l.cfg.Consumer); err != nil {
+			_ = l.Stop(context.WithoutCancel(ctx))
+			return err
+		}
+	}
+	return nil
+}
+
+// setup starts the workers.
+func (l *Loop) setup(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	l.started = true
 	l.stopping.Store(false)
 	l.sources = map[string]*source{}
 	l.workCtx, l.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	l.stopHB = make(chan struct{})
 	l.inflight = map[jetstream.Msg]time.Time{}
 	l.panicked = map[panicKey]int{}
 	l.chans, l.shared, l.slots = nil, nil, nil
@@ -355,16 +367,35 @@ func (l *Loop) Start(ctx context.Context) error {
 			go l.work(l.shared)
 		}
 	}
-	go l.heartbeat(l.stopHB)
-	l.mu.Unlock()
-
-	if l.cfg.Consumer.Durable != "" {
-		if err := l.Add(ctx, l.cfg.Consumer); err != nil {
-			_ = l.Stop(context.WithoutCancel(ctx))
-			return err
-		}
-	}
 	return nil
+}
+
+// keepAlive keeps the messages the loop holds alive until the loop stops, then waits for them to
+// settle: the readers return (Stop has halted them), the workers finish what they hold and
+// hand back the rest. Heartbeats go on meanwhile. When Stop gives up waiting (ctx ends), the
+// workers' context is cancelled.
+func (l *Loop) keepAlive(ctx context.Context, stop <-chan struct{}) {
+	hbStop, hbDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		l.heartbeat(hbStop)
+	}()
+	<-stop
+	giveUp := context.AfterFunc(ctx, l.cancel)
+	defer giveUp()
+	// Every reader has returned before the workers' channels close: nothing sends on a
+	// closed channel.
+	l.readers.Wait()
+	if l.shared != nil {
+		close(l.shared)
+	}
+	for _, ch := range l.chans {
+		close(ch)
+	}
+	l.workers.Wait()
+	l.cancel()
+	close(hbStop)
+	<-hbDone
 }
 
 func newSlots(n int) chan struct{} {
@@ -815,29 +846,5 @@ func (l *Loop) Stop(ctx context.Context) error {
 	for _, src := range srcs {
 		src.halt()
 	}
-	done := make(chan struct{})
-	go func() {
-		// Every reader has returned before the workers' channels close: nothing sends on a
-		// closed channel.
-		l.readers.Wait()
-		if l.shared != nil {
-			close(l.shared)
-		}
-		for _, ch := range l.chans {
-			close(ch)
-		}
-		l.workers.Wait()
-		close(done)
-	}()
-	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = fmt.Errorf("consume %s: stop: %w", l.cfg.Name, ctx.Err())
-		l.cancel()
-		<-done
-	}
-	l.cancel()
-	close(l.stopHB)
-	return err
+	return l.life.Stop(ctx, nil)
 }
