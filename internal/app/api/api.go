@@ -2,6 +2,8 @@ package api
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,6 +46,13 @@ type Config struct {
 	MaxBodyBytes int64
 	// ReadyTimeout bounds the checks of /readyz. Defaults to 2 s.
 	ReadyTimeout time.Duration
+	// Metrics serves GET /metrics (see package metrics). Defaults to none: /metrics answers
+	// 404.
+	Metrics http.Handler
+	// Token, when set, is the bearer token every request but those of /healthz, /readyz and
+	// /metrics must carry (Authorization: Bearer <token>); one without it is answered 401.
+	// Defaults to none: no request needs a token.
+	Token string
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -75,7 +84,34 @@ func New(cfg Config) (*API, error) {
 }
 
 // ServeHTTP serves one request.
-func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if a.cfg.Token != "" && !public(r) && !a.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="memmie"`)
+		writeError(w, http.StatusUnauthorized, "unauthorized", "this memmie needs a token: send Authorization: Bearer <token> (memmie commands: --api-token or MEMMIE_API_TOKEN)")
+		return
+	}
+	a.mux.ServeHTTP(w, r)
+}
+
+// public reports whether r needs no token: probes and scrapes, which carry none.
+func public(r *http.Request) bool {
+	switch r.URL.Path {
+	case "/healthz", "/readyz", "/metrics":
+		return true
+	}
+	return false
+}
+
+// authorized reports whether r carries the token. The hashes make the comparison take the
+// same time whatever the lengths, so the answer's timing tells nothing of the token.
+func (a *API) authorized(r *http.Request) bool {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	got, want := sha256.Sum256([]byte(strings.TrimSpace(token))), sha256.Sum256([]byte(a.cfg.Token))
+	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
+}
 
 func (a *API) routes() {
 	for _, kind := range []definitions.Kind{definitions.KindSchema, definitions.KindWorkflow, definitions.KindProvider} {
@@ -92,6 +128,9 @@ func (a *API) routes() {
 	a.mux.HandleFunc("POST /v1/executions/{id}/retry", a.retryExecution)
 	a.mux.HandleFunc("GET /healthz", a.healthz)
 	a.mux.HandleFunc("GET /readyz", a.readyz)
+	if a.cfg.Metrics != nil {
+		a.mux.Handle("GET /metrics", a.cfg.Metrics)
+	}
 	a.mux.HandleFunc("/", a.fallback)
 }
 
@@ -118,20 +157,32 @@ func (a *API) healthz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// readyz reports ready when the registry follows its stream and the engine (if any) is ready:
-// NATS connected, streams present, handlers running.
+// readyz reports ready when the engine (if any) is ready (NATS connected, streams present,
+// handlers running) and the registry follows its stream. A failure names the first
+// dependency down, in "dependency" and at the start of the message: nats, streams, handlers
+// or definitions. The engine is asked first, so that NATS down is told as such rather than
+// as the registry's failure to read its stream.
 func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.ReadyTimeout)
 	defer cancel()
-	if err := a.cfg.Registry.Ready(ctx); err != nil {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "definitions: "+err.Error())
-		return
+	notReady := func(dep string, err error) {
+		writeErrorBody(w, http.StatusServiceUnavailable, errorBody{Error: errorDetail{Code: "unavailable",
+			Message: dep + ": " + err.Error(), Dependency: dep}})
 	}
 	if a.cfg.Engine != nil {
 		if err := a.cfg.Engine.Ready(ctx); err != nil {
-			writeError(w, http.StatusServiceUnavailable, "unavailable", "engine: "+err.Error())
+			var nr *engine.NotReadyError
+			if errors.As(err, &nr) {
+				notReady(nr.Dependency, nr.Err)
+			} else {
+				notReady("engine", err)
+			}
 			return
 		}
+	}
+	if err := a.cfg.Registry.Ready(ctx); err != nil {
+		notReady("definitions", err)
+		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
@@ -145,6 +196,8 @@ type errorDetail struct {
 	Code     string               `json:"code"`
 	Message  string               `json:"message"`
 	Problems definitions.Problems `json:"problems,omitempty"`
+	// Dependency names what is down, in an answer of /readyz.
+	Dependency string `json:"dependency,omitempty"`
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

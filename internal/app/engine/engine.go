@@ -519,21 +519,31 @@ func (e *Engine) Close(ctx context.Context) error {
 	return err
 }
 
+// NotReadyError says which dependency keeps the engine from taking requests.
+type NotReadyError struct {
+	// Dependency is "nats", "streams" or "handlers".
+	Dependency string
+	Err        error
+}
+
+func (e *NotReadyError) Error() string { return e.Dependency + ": " + e.Err.Error() }
+func (e *NotReadyError) Unwrap() error { return e.Err }
+
 // Ready reports whether the engine can take requests: NATS is connected, the streams exist,
-// and the handlers run.
+// and the handlers run. Its error is a *NotReadyError naming the first of them that is not.
 func (e *Engine) Ready(ctx context.Context) error {
 	if st := e.js.Conn().Status(); st != nats.CONNECTED {
-		return fmt.Errorf("nats connection is %s", st)
+		return &NotReadyError{Dependency: "nats", Err: fmt.Errorf("connection is %s", st)}
 	}
 	for _, cfg := range StreamConfigs(e.cfg.Streams) {
 		if _, err := e.js.Stream(ctx, cfg.Name); err != nil {
-			return fmt.Errorf("stream %s: %w", cfg.Name, err)
+			return &NotReadyError{Dependency: "streams", Err: fmt.Errorf("stream %s: %w", cfg.Name, err)}
 		}
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if !e.open {
-		return errors.New("engine handlers are not running")
+		return &NotReadyError{Dependency: "handlers", Err: errors.New("the engine's handlers are not running")}
 	}
 	return nil
 }
