@@ -277,6 +277,7 @@ func TestReadyzFailsWhenTheRegistryStopped(t *testing.T) {
 	r := do(t, srv, http.MethodGet, "/readyz", "")
 	assert.Equal(t, http.StatusServiceUnavailable, r.Status)
 	assert.Equal(t, "unavailable", r.errorCode())
+	assert.Equal(t, "definitions", r.Body["error"].(map[string]any)["dependency"], r.Raw)
 	assert.Equal(t, http.StatusOK, do(t, srv, http.MethodGet, "/healthz", "").Status, "liveness does not depend on NATS")
 }
 
