@@ -24,7 +24,7 @@ import (
 const defaultAPIURL = "http://127.0.0.1:8080"
 
 func newApplyCmd() *cobra.Command {
-	var apiURL string
+	var af apiFlags
 	cmd := &cobra.Command{
 		Use:   "apply PATH...",
 		Short: "Register definitions with a running memmie",
@@ -41,14 +41,14 @@ A definition whose canonical JSON is unchanged is a no-op ("unchanged"); a chang
 becomes a new revision.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, paths []string) error {
-			c, err := newAPIClient(apiURL)
+			c, err := newAPIClient(af)
 			if err != nil {
 				return err
 			}
 			return apply(cmd.Context(), c, cmd.OutOrStdout(), paths)
 		},
 	}
-	addAPIURLFlag(cmd.Flags(), &apiURL)
+	addAPIFlags(cmd.Flags(), &af)
 	return cmd
 }
 
@@ -191,24 +191,32 @@ func printProblems(out io.Writer, probs definitions.Problems) error {
 
 // apiClient talks to a running memmie's HTTP API.
 type apiClient struct {
-	base *url.URL
-	http *http.Client
+	base  *url.URL
+	token string
+	http  *http.Client
 }
 
 // apiRequestTimeout bounds one request to the API.
 const apiRequestTimeout = 30 * time.Second
 
-func addAPIURLFlag(fs *pflag.FlagSet, p *string) {
-	fs.StringVar(p, "api-url", defaultAPIURL, "URL of a running memmie's HTTP API")
+// apiFlags are the flags of a command that calls the API.
+type apiFlags struct {
+	url   string
+	token string
 }
 
-func newAPIClient(raw string) (*apiClient, error) {
-	u, err := url.Parse(raw)
+func addAPIFlags(fs *pflag.FlagSet, f *apiFlags) {
+	fs.StringVar(&f.url, "api-url", defaultAPIURL, "URL of a running memmie's HTTP API")
+	fs.StringVar(&f.token, "api-token", "", "bearer token of the API, when it was started with one; prefer the environment to the command line, which every user of the machine sees (ps)")
+}
+
+func newAPIClient(f apiFlags) (*apiClient, error) {
+	u, err := url.Parse(f.url)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("--api-url %q: want http(s)://host[:port]", raw)
+		return nil, fmt.Errorf("--api-url %q: want http(s)://host[:port]", f.url)
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
-	return &apiClient{base: u, http: &http.Client{Timeout: apiRequestTimeout}}, nil
+	return &apiClient{base: u, token: f.token, http: &http.Client{Timeout: apiRequestTimeout}}, nil
 }
 
 // apiError is an error answer of the API.
@@ -241,6 +249,9 @@ func (c *apiClient) do(ctx context.Context, method, path string, body []byte, ou
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return err

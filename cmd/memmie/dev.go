@@ -61,7 +61,7 @@ MEMMIE_SERVICE_<NAME>_URL (which override the file's base_url of the same name).
 			if err != nil {
 				return err
 			}
-			if err := o.resolveNATSPassword(cmd.Flags(), log); err != nil {
+			if err := o.resolveSecrets(cmd.Flags(), log); err != nil {
 				return err
 			}
 			set, err := loadDefinitions(cmd.OutOrStdout(), o.definitions, cmd.Flags().Changed("definitions"))

@@ -13,7 +13,7 @@ import (
 )
 
 func newExecutionsCmd() *cobra.Command {
-	var apiURL string
+	var af apiFlags
 	cmd := &cobra.Command{
 		Use:   "executions",
 		Short: "Inspect and act on executions",
@@ -28,8 +28,8 @@ cancel and retry return once the request is queued; follow the execution with sh
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	addAPIURLFlag(cmd.PersistentFlags(), &apiURL)
-	client := func() (*apiClient, error) { return newAPIClient(apiURL) }
+	addAPIFlags(cmd.PersistentFlags(), &af)
+	client := func() (*apiClient, error) { return newAPIClient(af) }
 
 	show := &cobra.Command{
 		Use:   "show ID",

@@ -21,7 +21,7 @@ func resolvePassword(t *testing.T, args []string, env map[string]string) (passwo
 	require.NoError(t, cmd.ParseFlags(args))
 	require.NoError(t, applyEnv(cmd, func(k string) (string, bool) { v, ok := env[k]; return v, ok }))
 	var buf bytes.Buffer
-	err = o.resolveNATSPassword(cmd.Flags(), slog.New(slog.NewTextHandler(&buf, nil)))
+	err = o.resolveSecrets(cmd.Flags(), slog.New(slog.NewTextHandler(&buf, nil)))
 	return o.natsPassword, buf.String(), err
 }
 

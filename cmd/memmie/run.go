@@ -36,7 +36,7 @@ const (
 )
 
 type runOptions struct {
-	apiURL         string
+	api            apiFlags
 	input          string
 	priority       int
 	idempotencyKey string
@@ -64,7 +64,7 @@ first (the execution goes on; its last known state is printed).`,
 			if o.timeout < 0 {
 				return fmt.Errorf("--timeout %s: want a positive duration", o.timeout)
 			}
-			c, err := newAPIClient(o.apiURL)
+			c, err := newAPIClient(o.api)
 			if err != nil {
 				return err
 			}
@@ -72,7 +72,7 @@ first (the execution goes on; its last known state is printed).`,
 		},
 	}
 	f := cmd.Flags()
-	addAPIURLFlag(f, &o.apiURL)
+	addAPIFlags(f, &o.api)
 	f.StringVar(&o.input, "input", "", "the input as JSON, or @file")
 	f.IntVar(&o.priority, "priority", 0, fmt.Sprintf("priority, %d to %d; higher runs first", definitions.MinPriority, definitions.MaxPriority))
 	f.StringVar(&o.idempotencyKey, "idempotency-key", "", "the same key always gives the same execution")

@@ -23,6 +23,7 @@ import (
 	"github.com/memmie/memmie/handlers/dispatcher"
 	"github.com/memmie/memmie/internal/app/api"
 	"github.com/memmie/memmie/internal/app/engine"
+	"github.com/memmie/memmie/internal/app/metrics"
 	"github.com/memmie/memmie/internal/jetstream/stream"
 	"github.com/memmie/memmie/internal/registry"
 	"github.com/memmie/memmie/internal/services"
@@ -53,14 +54,19 @@ type runtimeOptions struct {
 	// natsPasswordFile holds the password instead: a command line is visible to every user
 	// of the machine (ps, /proc), a file or the environment is not.
 	natsPasswordFile string
+	// apiToken, when set, guards the API (but /healthz, /readyz and /metrics).
+	apiToken string
 }
 
-// resolveNATSPassword reads --nats-password-file into natsPassword, and warns when
-// --nats-password was given on the command line rather than through MEMMIE_NATS_PASSWORD.
-func (o *runtimeOptions) resolveNATSPassword(flags *pflag.FlagSet, log *slog.Logger) error {
+// resolveSecrets reads --nats-password-file into natsPassword, and warns when --nats-password
+// or --api-token was given on the command line rather than through the environment.
+func (o *runtimeOptions) resolveSecrets(flags *pflag.FlagSet, log *slog.Logger) error {
 	if fromCommandLine(flags.Lookup("nats-password")) {
 		log.Warn("--nats-password on the command line is visible to every user of this machine (ps); use --nats-password-file or " +
 			envName("nats-password"))
+	}
+	if fromCommandLine(flags.Lookup("api-token")) {
+		log.Warn("--api-token on the command line is visible to every user of this machine (ps); use " + envName("api-token"))
 	}
 	if o.natsPasswordFile == "" {
 		return nil
@@ -108,6 +114,7 @@ func (o *runtimeOptions) addFlags(f *pflag.FlagSet, definitionsDefault, logLevel
 	f.StringVar(&o.natsUser, "nats-user", "", "NATS user (e.g. the engine user of nats.conf)")
 	f.StringVar(&o.natsPassword, "nats-password", "", "password of --nats-user; on the command line every user of the machine sees it (ps): prefer --nats-password-file or the environment")
 	f.StringVar(&o.natsPasswordFile, "nats-password-file", "", "file holding the password of --nats-user (a final newline is ignored)")
+	f.StringVar(&o.apiToken, "api-token", "", "bearer token every API request must carry (Authorization: Bearer <token>), but /healthz, /readyz and /metrics; none by default; on the command line every user of the machine sees it (ps): prefer the environment")
 }
 
 func newServeCmd() *cobra.Command {
@@ -134,7 +141,7 @@ MEMMIE_SERVICE_<NAME>_URL (which override the file's base_url of the same name).
 			if err != nil {
 				return err
 			}
-			if err := o.resolveNATSPassword(cmd.Flags(), log); err != nil {
+			if err := o.resolveSecrets(cmd.Flags(), log); err != nil {
 				return err
 			}
 			set, err := loadDefinitions(cmd.OutOrStdout(), o.definitions, o.definitions != "")
@@ -223,7 +230,8 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 		}
 	}()
 
-	handler, err := api.New(api.Config{Registry: reg, Engine: eng, Logger: log})
+	handler, err := api.New(api.Config{Registry: reg, Engine: eng, Logger: log, Token: o.apiToken,
+		Metrics: metrics.Handler(metrics.NewRegistry(eng))})
 	if err != nil {
 		return err
 	}
