@@ -21,6 +21,7 @@ import (
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/handlers/dispatcher"
+	"github.com/memmie/memmie/handlers/runner"
 	"github.com/memmie/memmie/internal/app/api"
 	"github.com/memmie/memmie/internal/app/engine"
 	"github.com/memmie/memmie/internal/app/metrics"
@@ -208,9 +209,17 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 		}
 	}
 
+	// The engine's own caller, with /metrics timing its calls.
+	caller, err := services.NewCaller(services.Config{Registry: svcs, MaxResponseBytes: runner.DefaultMaxResponseBytes})
+	if err != nil {
+		return err
+	}
+	defer caller.Close()
+	calls := metrics.NewCalls(caller)
 	eng, err := engine.New(js, engine.Config{
 		Definitions: reg,
 		Services:    svcs,
+		Caller:      calls,
 		Streams:     streamOpts,
 		Dispatcher:  dispatcher.Config{MaxRunning: o.maxRunning},
 		Cluster:     engine.Cluster{ProcessID: o.processID},
@@ -231,7 +240,7 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 	}()
 
 	handler, err := api.New(api.Config{Registry: reg, Engine: eng, Logger: log, Token: o.apiToken,
-		Metrics: metrics.Handler(metrics.NewRegistry(eng))})
+		Metrics: metrics.Handler(metrics.NewRegistry(eng, calls))})
 	if err != nil {
 		return err
 	}

@@ -1,11 +1,14 @@
 // Package metrics exposes an engine's counters in the Prometheus text format.
 //
-//	h := metrics.Handler(metrics.NewRegistry(eng)) // serve on GET /metrics
+//	calls := metrics.NewCalls(caller)                     // the engine's Config.Caller
+//	eng, err := engine.New(js, engine.Config{Caller: calls, ...})
+//	h := metrics.Handler(metrics.NewRegistry(eng, calls)) // serve on GET /metrics
 //
-// Every value is read from the engine when /metrics is scraped (engine.Stats and
-// engine.Queue): the package keeps no counter of its own, so nothing is counted twice and a
-// scrape always agrees with the engine. Counters count from the engine's Open, as its Stats
-// do; a restarted process starts them again from zero, which Prometheus reads as a reset.
+// The engine's counters are read from it when /metrics is scraped (engine.Stats and
+// engine.Queue): the collector keeps no copy of them, so nothing is counted twice and a
+// scrape always agrees with the engine. They count from the engine's Open, as its Stats do; a
+// restarted process starts them again from zero, which Prometheus reads as a reset. The one
+// histogram, memmie_step_call_duration_seconds, is fed by Calls as the runner's calls return.
 //
 // The package only reads: it never writes to a stream and never changes the engine.
 package metrics

@@ -18,15 +18,16 @@ type Source interface {
 }
 
 // NewRegistry returns a registry (not Prometheus's global one, so that several engines in one
-// process, as in tests, each have their own) holding src's collector and the Go runtime's and
-// the process's.
-func NewRegistry(src Source) *prometheus.Registry {
+// process, as in tests, each have their own) holding src's collector, the Go runtime's and the
+// process's, and more (such as the Calls given to the engine).
+func NewRegistry(src Source, more ...prometheus.Collector) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		NewCollector(src),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	reg.MustRegister(more...)
 	return reg
 }
 

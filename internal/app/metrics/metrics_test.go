@@ -158,7 +158,11 @@ func TestMetricsOfARealEngine(t *testing.T) {
 	svcs, err := services.NewRegistry(services.Service{Name: "svc", BaseURL: u})
 	require.NoError(t, err)
 
-	eng, err := engine.New(js, engine.Config{Definitions: reg, Services: svcs, Logger: log, Streams: opts,
+	caller, err := services.NewCaller(services.Config{Registry: svcs})
+	require.NoError(t, err)
+	t.Cleanup(caller.Close)
+	calls := metrics.NewCalls(caller)
+	eng, err := engine.New(js, engine.Config{Definitions: reg, Services: svcs, Caller: calls, Logger: log, Streams: opts,
 		Cluster: engine.Cluster{ProcessID: "p1"}})
 	require.NoError(t, err)
 	require.NoError(t, eng.Open(ctx))
@@ -169,7 +173,7 @@ func TestMetricsOfARealEngine(t *testing.T) {
 	})
 	// With a token: /metrics is served without one all the same.
 	h, err := api.New(api.Config{Registry: reg, Engine: eng, Logger: log, Token: "t0ken",
-		Metrics: metrics.Handler(metrics.NewRegistry(eng))})
+		Metrics: metrics.Handler(metrics.NewRegistry(eng, calls))})
 	require.NoError(t, err)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
@@ -219,6 +223,14 @@ func TestMetricsOfARealEngine(t *testing.T) {
 	v, ok = value(fams, "memmie_consume_dead_lettered_total", "handler", "runner")
 	assert.True(t, ok)
 	assert.Equal(t, 0.0, v, "nothing dead-lettered")
+	// The one step's one call, timed by Calls.
+	hist := fams["memmie_step_call_duration_seconds"]
+	if assert.NotNil(t, hist, "the calls histogram") && assert.Len(t, hist.GetMetric(), 1) {
+		m := hist.GetMetric()[0]
+		assert.Equal(t, uint64(1), m.GetHistogram().GetSampleCount())
+		assert.Equal(t, map[string]string{"service": "svc", "outcome": "ok"}, map[string]string{
+			m.GetLabel()[0].GetName(): m.GetLabel()[0].GetValue(), m.GetLabel()[1].GetName(): m.GetLabel()[1].GetValue()})
+	}
 	// The execution was admitted, so this process leads the dispatcher.
 	v, _ = value(fams, "memmie_dispatcher_leader")
 	assert.Equal(t, 1.0, v)
