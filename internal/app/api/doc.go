@@ -16,7 +16,13 @@
 //	GET    /v1/executions/{id}/events              {"events": [CloudEvents envelopes], "next"}: ?limit= (100, at most 1000), ?after=<next>
 //	POST   /v1/executions/{id}/cancel              {"reason"} (optional) -> 202
 //	POST   /v1/executions/{id}/retry               -> 202
-//	GET    /healthz, /readyz                       liveness; readiness (registry and engine)
+//	GET    /healthz, /readyz                       liveness; readiness (engine and registry)
+//	GET    /metrics                                Config.Metrics (package metrics), when set
+//
+// With Config.Token set, every request but those of /healthz, /readyz and /metrics needs
+// "Authorization: Bearer <token>" (compared in constant time), or is answered 401. A 503 of
+// /readyz names the first dependency down in "dependency" (nats, streams, handlers,
+// definitions) and at the start of its message.
 //
 // JSON bodies need Content-Type application/json (charset=utf-8 allowed); a definition's PUT
 // takes application/json or application/yaml (also application/x-yaml, text/yaml). A start
@@ -32,6 +38,7 @@
 // request_id X, and the answer's X-Request-Id header holds it too. Codes and statuses:
 //
 //	400 bad_request          malformed body, parameter or id
+//	401 unauthorized         no or another bearer token, when Config.Token is set
 //	404 not_found            no such definition, revision, execution or route
 //	404 workflow_not_found   POST /v1/executions of a workflow never registered
 //	405 method_not_allowed
