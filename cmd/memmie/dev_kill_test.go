@@ -22,6 +22,7 @@ import (
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/internal/childproc"
 	"github.com/memmie/memmie/internal/devlock"
+	"github.com/memmie/memmie/internal/logbuf"
 )
 
 // These tests run the real binary, built once, as a subprocess: only a process of its own can
@@ -66,15 +67,15 @@ func buildMemmie(t *testing.T) string {
 // devProcess is `memmie dev` running as a subprocess.
 type devProcess struct {
 	cmd     *exec.Cmd
-	stdout  *syncBuffer
-	stderr  *syncBuffer
+	stdout  *logbuf.Buffer
+	stderr  *logbuf.Buffer
 	started time.Time
 	exited  chan struct{}
 }
 
 func startDevProcess(t *testing.T, env []string, args ...string) *devProcess {
 	t.Helper()
-	p := &devProcess{stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	p := &devProcess{stdout: &logbuf.Buffer{}, stderr: &logbuf.Buffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(buildMemmie(t), append([]string{"dev"}, args...)...)
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr

@@ -1,44 +1,25 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/memmie/memmie/internal/logbuf"
 	"github.com/memmie/memmie/internal/natsserver/natstest"
 )
 
-// syncBuffer is a bytes.Buffer that a running command writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // background runs a long-running command (dev, serve) until the test stops it.
 type background struct {
-	out    *syncBuffer
+	out    *logbuf.Buffer
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -46,7 +27,7 @@ type background struct {
 func startBackground(t *testing.T, args ...string) *background {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	bg := &background{out: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	bg := &background{out: &logbuf.Buffer{}, cancel: cancel, done: make(chan error, 1)}
 	root := newRootCmd()
 	root.SetOut(bg.out)
 	root.SetErr(bg.out)

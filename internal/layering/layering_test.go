@@ -76,6 +76,11 @@ func TestDependenciesPointOneWay(t *testing.T) {
 			forbidden: pure,
 		},
 		{
+			name:     "the log buffer of tests knows nothing of memmie",
+			pkgs:     []string{module + "internal/logbuf"},
+			allowOwn: []string{module + "internal/logbuf"},
+		},
+		{
 			name:     "the lifecycle helper knows nothing of memmie",
 			pkgs:     []string{module + "internal/lifecycle"},
 			allowOwn: []string{module + "internal/lifecycle"},

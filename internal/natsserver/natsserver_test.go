@@ -1,7 +1,6 @@
 package natsserver_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/memmie/memmie/internal/logbuf"
 	"github.com/memmie/memmie/internal/natsserver"
 	"github.com/memmie/memmie/internal/natsserver/natstest"
 )
@@ -147,26 +146,8 @@ func TestStartPortInUseFailsFast(t *testing.T) {
 	assert.Less(t, time.Since(start), 5*time.Second, "a port in use must not wait for the ready timeout")
 }
 
-// syncBuffer is a bytes.Buffer safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestLoggerReceivesServerLines(t *testing.T) {
-	var buf syncBuffer
+	var buf logbuf.Buffer
 	logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	srv, err := natsserver.Start(natsserver.Config{Port: -1, StoreDir: t.TempDir(), Logger: logger})
 	require.NoError(t, err)

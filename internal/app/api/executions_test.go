@@ -24,6 +24,7 @@ import (
 	"github.com/memmie/memmie/internal/app/api"
 	"github.com/memmie/memmie/internal/app/engine"
 	"github.com/memmie/memmie/internal/core/execution"
+	"github.com/memmie/memmie/internal/logbuf"
 	"github.com/memmie/memmie/internal/natsserver/natstest"
 	"github.com/memmie/memmie/internal/services"
 )
@@ -153,29 +154,11 @@ func TestEngineErrorsMapToStatuses(t *testing.T) {
 	assert.Contains(t, r.Raw, "handlers are not running")
 }
 
-// syncBuffer is a log destination that handlers may write to concurrently.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // A 500 answers with a request id, not with the error, which goes to the log under that id.
 func TestInternalErrorIsLoggedNotEchoed(t *testing.T) {
 	_, _, js := natstest.Run(t)
 	reg := startRegistry(t, js)
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	secret := "nats: timeout on $JS.API.STREAM.MSG.GET.MEMMIE_EXECUTIONS at nats://10.0.0.7:4222"
 	h, err := api.New(api.Config{Registry: reg, Engine: &cannedEngine{err: errors.New(secret)},
 		Logger: slog.New(slog.NewJSONHandler(&logs, nil))})

@@ -1,13 +1,11 @@
 package engine_test
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/internal/app/engine"
 	"github.com/memmie/memmie/internal/core/execution"
+	"github.com/memmie/memmie/internal/logbuf"
 )
 
 // TestHistoryTooLarge: steps whose answers near the runner's response limit take the history
@@ -31,7 +30,7 @@ func TestHistoryTooLarge(t *testing.T) {
 		}
 		return 200, map[string]any{"text": text}
 	})
-	logs := &lockedBuffer{}
+	logs := &logbuf.Buffer{}
 	h := newHarness(t, map[string]string{"svc": svc.URL}, func(c *engine.Config) {
 		c.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), logs), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	})
@@ -72,22 +71,4 @@ func TestHistoryTooLarge(t *testing.T) {
 	types := h.types(id)
 	assert.Equal(t, events.TypeExecutionFailed, types[len(types)-1])
 	assert.Contains(t, types, events.TypeExecutionCompensating)
-}
-
-// lockedBuffer collects the log lines that the engine's goroutines write.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

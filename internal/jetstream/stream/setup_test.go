@@ -1,7 +1,6 @@
 package stream_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"sync"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/internal/jetstream/stream"
+	"github.com/memmie/memmie/internal/logbuf"
 	"github.com/memmie/memmie/internal/natsserver/natstest"
 )
 
@@ -54,24 +54,6 @@ func ctx20(t *testing.T) context.Context {
 	return ctx
 }
 
-// bufLogger logs into a buffer that tests read.
-type bufLogger struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *bufLogger) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *bufLogger) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func serverConfig(t *testing.T, js jetstream.JetStream, name string) jetstream.StreamConfig {
 	t.Helper()
 	s, err := js.Stream(ctx20(t), name)
@@ -85,7 +67,7 @@ func TestEnsureNeverRewritesAStream(t *testing.T) {
 	opts := streams.Options{Storage: jetstream.MemoryStorage}
 	require.NoError(t, stream.EnsureStreams(ctx, js, []jetstream.StreamConfig{streams.InboxConfig(opts)}))
 	// Again with the same configuration: nothing to say.
-	var log bufLogger
+	var log logbuf.Buffer
 	require.NoError(t, stream.Ensure(ctx, js, []jetstream.StreamConfig{streams.InboxConfig(opts)}, slog.New(slog.NewTextHandler(&log, nil))))
 	assert.Empty(t, log.String())
 
@@ -117,7 +99,7 @@ func TestEnsureNeverRewritesAStream(t *testing.T) {
 		cfg := streams.InboxConfig(opts)
 		cfg.Description = "something else"
 		cfg.MaxMsgSize = 1 << 10
-		var log bufLogger
+		var log logbuf.Buffer
 		require.NoError(t, stream.Ensure(ctx, js, []jetstream.StreamConfig{cfg}, slog.New(slog.NewTextHandler(&log, nil))))
 		assert.Contains(t, log.String(), "field=description")
 		assert.Contains(t, log.String(), "field=max_msg_size")
