@@ -99,6 +99,13 @@ func TestDependenciesPointOneWay(t *testing.T) {
 				module + "internal/lifecycle"},
 		},
 		{
+			// The schema and the local Postgres serve every layer above them.
+			name: "migrations and the local Postgres know nothing of memmie's handlers, cores or engine",
+			pkgs: []string{module + "migrations/...", module + "internal/pglocal/...", module + "internal/pgtest/..."},
+			allowOwn: []string{module + "migrations", module + "internal/pglocal", module + "internal/pgtest",
+				module + "internal/childproc"},
+		},
+		{
 			name:      "the composition root is above the handlers and below the CLI",
 			pkgs:      []string{module + "internal/app/..."},
 			forbidden: []string{module + "cmd"},
