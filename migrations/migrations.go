@@ -13,6 +13,7 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"errors"
 	"fmt"
 	"time"
 
@@ -40,7 +41,7 @@ type Applied struct {
 }
 
 // Up applies the migrations db has not had yet, in order, and returns them (none when db is
-// up to date). It waits for the advisory lock while another process migrates, up to 10
+// up to date; on an error, those applied before it). It waits for the advisory lock while another process migrates, up to 10
 // minutes, checking every second.
 func Up(ctx context.Context, db *sql.DB) ([]Applied, error) {
 	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(lockID), lock.WithLockTimeout(1, 600))
@@ -53,12 +54,15 @@ func Up(ctx context.Context, db *sql.DB) ([]Applied, error) {
 		return nil, fmt.Errorf("migrate: %w", err)
 	}
 	results, err := p.Up(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("migrate: %w", err)
+	if partial := (*goose.PartialError)(nil); errors.As(err, &partial) {
+		results = partial.Applied
 	}
 	applied := make([]Applied, 0, len(results))
 	for _, r := range results {
 		applied = append(applied, Applied{Version: r.Source.Version, File: r.Source.Path, Duration: r.Duration})
+	}
+	if err != nil {
+		return applied, fmt.Errorf("migrate: %w", err)
 	}
 	return applied, nil
 }

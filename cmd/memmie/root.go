@@ -33,6 +33,7 @@ e.g. --nats-url reads MEMMIE_NATS_URL.`,
 	root.AddCommand(newDevCmd())
 	root.AddCommand(newServeCmd())
 	root.AddCommand(newStreamsCmd())
+	root.AddCommand(newMigrateCmd())
 	annotateEnv(root)
 	return root
 }
