@@ -98,7 +98,8 @@ func searchable(fi fs.FileInfo, cred *syscall.Credential) bool {
 
 // removeStaleLocks removes the lock files a killed server left (postmaster.pid in the data
 // folder, .s.PGSQL.<port>.lock in the socket folder) when the process they name is provably
-// not a postgres: gone, or on Linux a process of another program that got its pid. postgres
+// not a running postgres: gone, or on Linux a zombie or a process of another program that got
+// its pid. postgres
 // would remove a lock whose process is gone by itself, but it takes any live process for
 // its owner and refuses to start, and after a restart pids are soon reused. A lock of a live
 // postgres is left for postgres to judge.
@@ -148,9 +149,16 @@ func maybePostgres(pid int) bool {
 	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
 		return false
 	}
-	comm, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "comm"))
+	// "pid (comm) state ...": a zombie is a dead process its parent has not reaped yet, as
+	// a killed server is until whoever adopted it waits for it.
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
 	if err != nil {
 		return true // not Linux, or not ours to read: assume the worst
 	}
-	return strings.TrimSpace(string(comm)) == "postgres"
+	s := string(stat)
+	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || end < open || end+2 >= len(s) {
+		return true
+	}
+	return s[end+2] != 'Z' && s[open+1:end] == "postgres"
 }
