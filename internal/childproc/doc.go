@@ -1,5 +1,5 @@
-// Package childproc starts the processes `memmie dev` runs beside itself (none yet; a local
-// PostgreSQL later) so that they die with it, even when it is killed with SIGKILL and has no
+// Package childproc starts the processes memmie runs beside itself (a local PostgreSQL:
+// internal/pglocal) so that they die with it, even when it is killed with SIGKILL and has no
 // chance to stop them.
 //
 //	cmd := childproc.Command(ctx, "postgres", "-D", dir)
