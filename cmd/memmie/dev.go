@@ -1,12 +1,18 @@
 package main
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -14,6 +20,7 @@ import (
 
 	"github.com/memmie/memmie/internal/devlock"
 	"github.com/memmie/memmie/internal/natsserver"
+	"github.com/memmie/memmie/internal/pglocal"
 )
 
 // Defaults of dev.
@@ -37,7 +44,16 @@ registers the definitions in --definitions, and runs every handler and the HTTP 
 --http-addr. NATS clients connect on --nats-listen; --nats-config loads a nats-server
 configuration file (such as the repository's nats.conf), whose settings the flags given
 explicitly override. With --nats-config and no --nats-user, dev connects as the file's user
-named "engine", when it has one. It prints the NATS URL, the HTTP URL and what it registered.
+named "engine", when it has one.
+
+Without --database-url it starts a PostgreSQL cluster of its own from the machine's binaries
+(PostgreSQL 15+, found with pg_config --bindir or in the usual Debian and Homebrew folders),
+its data under --data-dir/postgres and listening on a Unix socket there only (in a folder of
+the system's temporary one named after the data dir when that path is too long for a
+socket). As root it runs as the postgres OS user, who must be able to reach the folder. With
+--database-url it uses that database and starts none. Either way it applies the migrations
+the database has not had yet before it serves. It prints the NATS URL, the Postgres URL, the
+HTTP URL and what it registered.
 
 An invalid definitions set stops the start, with every problem printed. Ctrl-C stops it
 cleanly, and a restart on the same --data-dir resumes where it stopped: the streams are the
@@ -48,7 +64,8 @@ It survives kill -9 as well. One dev at a time owns a --data-dir: it holds an fl
 once, naming that pid. The kernel releases the lock of a killed process, so the next start
 takes it (and says that it recovers from an unclean stop); the server rebuilds its indexes
 from the message files, and work that was in flight is delivered again. NATS runs inside the
-dev process, so nothing it started outlives it; dev starts no child process. What the
+dev process; its one child, PostgreSQL, is killed by the kernel when dev dies (on Linux), and
+the next start recovers it from its write-ahead log. What the
 server acknowledged survives kill -9; a crash of the machine can lose what it acknowledged
 in the last 2 minutes, unless --nats-config sets sync_interval: always (see the README's
 section on guarantees).
@@ -93,6 +110,16 @@ MEMMIE_SERVICE_<NAME>_URL (which override the file's base_url of the same name).
 				fmt.Fprintf(cmd.OutOrStdout(), "data dir %s: recovering from an unclean stop (pid %d)\n", dataDir, lock.Previous)
 			}
 
+			if o.databaseURL == "" {
+				pg, err := startPostgres(cmd.Context(), dataDir, log)
+				if err != nil {
+					return err
+				}
+				// Deferred before the engine and the API are: it stops after them.
+				defer pg.stop(log)
+				o.databaseURL = pg.URL()
+			}
+
 			if natsConfig != "" && o.natsUser == "" && o.natsPassword == "" {
 				if o.natsUser, o.natsPassword, err = configEngineUser(natsConfig); err != nil {
 					return err
@@ -134,9 +161,59 @@ MEMMIE_SERVICE_<NAME>_URL (which override the file's base_url of the same name).
 	f.StringVar(&dataDir, "data-dir", defaultDataDir, "directory of the embedded server's store and of the lock file memmie.lock")
 	f.StringVar(&natsListen, "nats-listen", defaultNATSListen, "address NATS clients connect to")
 	f.StringVar(&natsConfig, "nats-config", "", "nats-server configuration file")
+	f.StringVar(&o.databaseURL, "database-url", "",
+		"Postgres database to use, migrated at start (default: a PostgreSQL cluster of dev's own under --data-dir/postgres)")
 	// Warnings only: dev prints what it started, and a laptop's terminal is for the user.
 	o.addFlags(f, defaultDefinitions, "warn")
 	return cmd
+}
+
+// maxSocketPath is the longest Unix socket path PostgreSQL accepts (sun_path less its NUL).
+const maxSocketPath = 107
+
+// startPostgres starts dev's own cluster in <data-dir>/postgres (creating it the first time),
+// listening on a Unix socket in that folder, or, when the socket's path would be too long, in
+// <temp>/memmie-pg-<hash of the folder>: one per data dir, so two devs never collide.
+func startPostgres(ctx context.Context, dataDir string, log *slog.Logger) (*devPostgres, error) {
+	pgDir, err := filepath.Abs(filepath.Join(dataDir, "postgres"))
+	if err != nil {
+		return nil, fmt.Errorf("data dir %s: %w", dataDir, err)
+	}
+	socketDir := pgDir
+	if len(filepath.Join(socketDir, ".s.PGSQL.5432")) > maxSocketPath {
+		sum := sha256.Sum256([]byte(pgDir))
+		socketDir = filepath.Join(os.TempDir(), "memmie-pg-"+hex.EncodeToString(sum[:8]))
+	}
+	srv, err := pglocal.Start(ctx, pglocal.Config{DataDir: pgDir, SocketDir: socketDir,
+		Logger: log.With("component", "postgres")})
+	if err != nil {
+		return nil, fmt.Errorf("start the local PostgreSQL of dev: %w", err)
+	}
+	pg := &devPostgres{Server: srv}
+	// dev goes on without it (nothing reads the database yet), but says so.
+	go func() {
+		<-srv.Done()
+		if !pg.stopping.Load() {
+			log.Error("the local PostgreSQL exited; restart dev to start it again", "data_dir", pgDir)
+		}
+	}()
+	return pg, nil
+}
+
+// devPostgres is dev's own cluster.
+type devPostgres struct {
+	*pglocal.Server
+	stopping atomic.Bool
+}
+
+// stop shuts the cluster down (fast shutdown) and waits for it.
+func (pg *devPostgres) stop(log *slog.Logger) {
+	pg.stopping.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := pg.Stop(ctx); err != nil {
+		log.Warn("stop postgres", "err", err)
+	}
 }
 
 // engineUser is the user of a --nats-config file that dev connects as by default.

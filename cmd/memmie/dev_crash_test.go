@@ -96,7 +96,7 @@ func TestDevCrashResumesCallsInTime(t *testing.T) {
 	svc := newCrashService(t, 6*time.Second)
 	defs := t.TempDir()
 	writeFile(t, filepath.Join(defs, "workflows", "slow.yaml"), slowWorkflow)
-	dataDir := t.TempDir()
+	dataDir := devDataDir(t)
 	env := []string{"MEMMIE_SERVICE_SVC_URL=" + svc.URL}
 	args := []string{"--data-dir", dataDir, "--definitions", defs, "--http-addr", freeAddr(t), "--nats-listen", freeAddr(t)}
 

@@ -301,7 +301,7 @@ func TestDevRecoversFromKill9(t *testing.T) {
 	svc := newFlakyService(t)
 	defs := t.TempDir()
 	writeFile(t, filepath.Join(defs, "workflows", "recover.yaml"), recoverWorkflow)
-	dataDir := t.TempDir()
+	dataDir := devDataDir(t)
 	env := []string{"MEMMIE_SERVICE_SVC_URL=" + svc.URL}
 	args := []string{"--data-dir", dataDir, "--definitions", defs, "--http-addr", freeAddr(t),
 		"--nats-listen", freeAddr(t), "--max-running", "3"}
@@ -421,7 +421,7 @@ func TestDevRecoversFromKill9(t *testing.T) {
 // TestDevRefusesADataDirInUse starts a second dev on the data directory of a running one: it
 // fails at once, naming the first one's pid, and the first one keeps serving.
 func TestDevRefusesADataDirInUse(t *testing.T) {
-	dataDir := t.TempDir()
+	dataDir := devDataDir(t)
 	noDefs := t.TempDir() // no definitions
 	first := startDevProcess(t, nil, "--data-dir", dataDir, "--definitions", noDefs,
 		"--http-addr", freeAddr(t), "--nats-listen", freeAddr(t))

@@ -42,7 +42,7 @@ var httpURLLine = regexp.MustCompile(`(?m)^HTTP: (\S+)$`)
 // ready waits for the "ready" line and returns the HTTP URL printed before it.
 func (bg *background) ready(t *testing.T) string {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		out := bg.out.String()
 		if strings.Contains(out, "ready; Ctrl-C stops") {
@@ -57,7 +57,7 @@ func (bg *background) ready(t *testing.T) string {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	t.Fatalf("not ready within 30s:\n%s", bg.out.String())
+	t.Fatalf("not ready within 60s:\n%s", bg.out.String())
 	return ""
 }
 
@@ -78,7 +78,7 @@ func (bg *background) stop(t *testing.T) error {
 // definitions, then memmie run of the transform-only example with --wait; then a restart on
 // the same data directory finds everything where it was.
 func TestDevRunsTheTransformExample(t *testing.T) {
-	dataDir := t.TempDir()
+	dataDir := devDataDir(t)
 	args := []string{"dev", "--data-dir", dataDir, "--definitions", "../../definitions",
 		"--http-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:-1"}
 	dev := startBackground(t, args...)
@@ -152,7 +152,7 @@ func TestDevWithTheRepositoryNATSConf(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			args := append([]string{"dev", "--nats-config", "../../nats.conf", "--data-dir", t.TempDir(),
+			args := append([]string{"dev", "--nats-config", "../../nats.conf", "--data-dir", devDataDir(t),
 				"--definitions", "../../definitions", "--http-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:-1"}, tt.flags...)
 			if tt.err != "" {
 				code, out := execute(t, args...)

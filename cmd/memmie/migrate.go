@@ -36,20 +36,7 @@ func migrate(ctx context.Context, out io.Writer, databaseURL string) error {
 	if databaseURL == "" {
 		return errors.New("migrate: --database-url (or " + envName("database-url") + ") is required")
 	}
-	db, err := sql.Open("pgx", databaseURL)
-	if err != nil {
-		return fmt.Errorf("migrate: --database-url: %w", err)
-	}
-	defer db.Close()
-	pingCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if err := db.PingContext(pingCtx); err != nil {
-		return fmt.Errorf("migrate: connect to --database-url: %w", err)
-	}
-	applied, err := migrations.Up(ctx, db)
-	for _, a := range applied {
-		fmt.Fprintf(out, "applied %s (%s)\n", filepath.Base(a.File), a.Duration.Round(time.Millisecond))
-	}
+	applied, err := migrateDatabase(ctx, out, databaseURL, "--database-url")
 	if err != nil {
 		return err
 	}
@@ -57,4 +44,24 @@ func migrate(ctx context.Context, out io.Writer, databaseURL string) error {
 		fmt.Fprintln(out, "up to date: no migration to apply")
 	}
 	return nil
+}
+
+// migrateDatabase connects to databaseURL, applies the migrations it has not had yet and
+// prints each one applied; what names the database in errors.
+func migrateDatabase(ctx context.Context, out io.Writer, databaseURL, what string) ([]migrations.Applied, error) {
+	db, err := sql.Open("pgx", databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("migrate: %s: %w", what, err)
+	}
+	defer db.Close()
+	pingCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := db.PingContext(pingCtx); err != nil {
+		return nil, fmt.Errorf("migrate: connect to %s: %w", what, err)
+	}
+	applied, err := migrations.Up(ctx, db)
+	for _, a := range applied {
+		fmt.Fprintf(out, "applied %s (%s)\n", filepath.Base(a.File), a.Duration.Round(time.Millisecond))
+	}
+	return applied, err
 }

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -57,6 +58,9 @@ type runtimeOptions struct {
 	natsPasswordFile string
 	// apiToken, when set, guards the API (but /healthz, /readyz and /metrics).
 	apiToken string
+	// databaseURL is the Postgres database of the projections, migrated at start; none when
+	// empty.
+	databaseURL string
 }
 
 // resolveSecrets reads --nats-password-file into natsPassword, and warns when --nats-password
@@ -132,7 +136,10 @@ API against the NATS server or cluster at --nats-url. It starts no embedded serv
 creates the streams that are missing and never rewrites existing ones: a difference in
 partitions, replicas or storage stops the start and names the fix ('memmie streams update');
 other differences are logged. It registers definitions only when --definitions is given.
-Ctrl-C stops it cleanly: work in progress finishes or is handed back to the server.
+With --database-url it applies the Postgres migrations the database has not had yet before it
+serves (processes starting at once take turns under an advisory lock); without one it runs
+without Postgres. Ctrl-C stops it cleanly: work in progress finishes or is handed back to the
+server.
 
 Workflows call the services of --services, and those named by environment variables
 MEMMIE_SERVICE_<NAME>_URL (which override the file's base_url of the same name).`,
@@ -168,14 +175,23 @@ MEMMIE_SERVICE_<NAME>_URL (which override the file's base_url of the same name).
 	f := cmd.Flags()
 	f.StringVar(&natsURL, "nats-url", defaultNATSURL, "NATS server or cluster to connect to")
 	f.StringVar(&natsCreds, "nats-creds", "", "NATS credentials file")
+	f.StringVar(&o.databaseURL, "database-url", "", "Postgres database, migrated at start, e.g. postgres://user:pass@host:5432/memmie; none by default")
 	o.addFlags(f, "", "info")
 	return cmd
 }
 
-// runRuntime registers the definitions, runs the engine and the API until ctx ends, then
-// stops them. natsURL, when set, is printed as where NATS clients connect.
+// runRuntime migrates the database (if any), registers the definitions, runs the engine and
+// the API until ctx ends, then stops them. natsURL, when set, is printed as where NATS clients
+// connect.
 func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.Conn, set *definitions.Set,
 	svcs *services.Registry, o runtimeOptions, natsURL string) error {
+	if o.databaseURL != "" {
+		if _, err := migrateDatabase(ctx, out, o.databaseURL, "the database"); err != nil {
+			return err
+		}
+	} else {
+		log.Info("no database configured (--database-url, " + envName("database-url") + "): running without Postgres")
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
@@ -256,6 +272,9 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 	if natsURL != "" {
 		fmt.Fprintf(out, "NATS: %s\n", natsURL)
 	}
+	if o.databaseURL != "" {
+		fmt.Fprintf(out, "Postgres: %s\n", redactDatabaseURL(o.databaseURL))
+	}
 	fmt.Fprintf(out, "HTTP: http://%s\n", ln.Addr())
 	printRegistered(out, results)
 	fmt.Fprintf(out, "services: %s\n", describeServices(svcs))
@@ -273,6 +292,16 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 		log.Warn("stop http server", "err", err)
 	}
 	return nil
+}
+
+// redactDatabaseURL hides the password of a postgres:// URL; a keyword/value connection string
+// (host=... password=...) is not printed at all.
+func redactDatabaseURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme == "" {
+		return "(the connection string of --database-url)"
+	}
+	return u.Redacted()
 }
 
 func printRegistered(out io.Writer, results []registry.Result) {
