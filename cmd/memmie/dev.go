@@ -179,12 +179,7 @@ func startPostgres(ctx context.Context, dataDir string, log *slog.Logger) (*devP
 	if err != nil {
 		return nil, fmt.Errorf("data dir %s: %w", dataDir, err)
 	}
-	socketDir := pgDir
-	if len(filepath.Join(socketDir, ".s.PGSQL.5432")) > maxSocketPath {
-		sum := sha256.Sum256([]byte(pgDir))
-		socketDir = filepath.Join(os.TempDir(), "memmie-pg-"+hex.EncodeToString(sum[:8]))
-	}
-	srv, err := pglocal.Start(ctx, pglocal.Config{DataDir: pgDir, SocketDir: socketDir,
+	srv, err := pglocal.Start(ctx, pglocal.Config{DataDir: pgDir, SocketDir: postgresSocketDir(pgDir),
 		Logger: log.With("component", "postgres")})
 	if err != nil {
 		return nil, fmt.Errorf("start the local PostgreSQL of dev: %w", err)
@@ -198,6 +193,16 @@ func startPostgres(ctx context.Context, dataDir string, log *slog.Logger) (*devP
 		}
 	}()
 	return pg, nil
+}
+
+// postgresSocketDir is the folder of the socket of the cluster in pgDir: pgDir itself, or
+// <temp>/memmie-pg-<hash of pgDir> when the socket's path there would be too long.
+func postgresSocketDir(pgDir string) string {
+	if len(filepath.Join(pgDir, ".s.PGSQL.5432")) <= maxSocketPath {
+		return pgDir
+	}
+	sum := sha256.Sum256([]byte(pgDir))
+	return filepath.Join(os.TempDir(), "memmie-pg-"+hex.EncodeToString(sum[:8]))
 }
 
 // devPostgres is dev's own cluster.

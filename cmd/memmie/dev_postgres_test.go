@@ -204,3 +204,26 @@ func TestServeMigratesTheDatabase(t *testing.T) {
 	assert.NotContains(t, none.out.String(), "Postgres:")
 	require.NoError(t, none.stop(t))
 }
+
+// TestDevPostgresOnALongDataDir: a data dir whose socket path would pass the 107 bytes of a
+// Unix socket gets its socket in a folder of the temporary one, named after the data dir.
+func TestDevPostgresOnALongDataDir(t *testing.T) {
+	dataDir := filepath.Join(devDataDir(t), strings.Repeat("a-long-folder-name-", 5))
+	require.NoError(t, os.MkdirAll(dataDir, 0o755))
+	pgDir, err := filepath.Abs(filepath.Join(dataDir, "postgres"))
+	require.NoError(t, err)
+	socketDir := postgresSocketDir(pgDir)
+	require.True(t, strings.HasPrefix(socketDir, filepath.Join(os.TempDir(), "memmie-pg-")), socketDir)
+	t.Cleanup(func() { _ = os.RemoveAll(socketDir) })
+	assert.Equal(t, socketDir, postgresSocketDir(pgDir), "the same folder at every start")
+	assert.Equal(t, "/short/postgres", postgresSocketDir("/short/postgres"))
+
+	dev := startBackground(t, "dev", "--data-dir", dataDir, "--definitions", t.TempDir(),
+		"--http-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:-1")
+	dev.ready(t)
+	url := printedDatabaseURL(t, dev.out.String())
+	assert.Contains(t, url, "host="+strings.ReplaceAll(socketDir, "/", "%2F"))
+	_, table := migratedVersion(t, url)
+	assert.True(t, table)
+	require.NoError(t, dev.stop(t))
+}
