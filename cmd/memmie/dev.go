@@ -50,7 +50,8 @@ Without --database-url it starts a PostgreSQL cluster of its own from the machin
 (PostgreSQL 15+, found with pg_config --bindir or in the usual Debian and Homebrew folders),
 its data under --data-dir/postgres and listening on a Unix socket there only (in a folder of
 the system's temporary one named after the data dir when that path is too long for a
-socket). As root it runs as the postgres OS user, who must be able to reach the folder. With
+socket). As root it runs as the postgres OS user; when that user cannot reach the data dir (a
+clone under /root), the cluster lives in /var/tmp/memmie-pg-<hash of the data dir>. With
 --database-url it uses that database and starts none. Either way it applies the migrations
 the database has not had yet before it serves. It prints the NATS URL, the Postgres URL, the
 HTTP URL and what it registered.
@@ -181,6 +182,16 @@ func startPostgres(ctx context.Context, dataDir string, log *slog.Logger) (*devP
 	}
 	srv, err := pglocal.Start(ctx, pglocal.Config{DataDir: pgDir, SocketDir: postgresSocketDir(pgDir),
 		Logger: log.With("component", "postgres")})
+	if errors.Is(err, pglocal.ErrUnreachable) {
+		// Root in a folder the postgres user cannot enter (a clone under /root): the cluster
+		// lives in a folder of its own that persists across reboots, one per data dir.
+		alt := postgresFallbackDir(pgDir)
+		log.Warn("the data dir is out of the postgres user's reach; PostgreSQL keeps its data elsewhere",
+			"data_dir", pgDir, "postgres_dir", alt, "err", err)
+		pgDir = alt
+		srv, err = pglocal.Start(ctx, pglocal.Config{DataDir: alt, SocketDir: alt,
+			Logger: log.With("component", "postgres")})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("start the local PostgreSQL of dev: %w", err)
 	}
@@ -203,6 +214,13 @@ func postgresSocketDir(pgDir string) string {
 	}
 	sum := sha256.Sum256([]byte(pgDir))
 	return filepath.Join(os.TempDir(), "memmie-pg-"+hex.EncodeToString(sum[:8]))
+}
+
+// postgresFallbackDir is where dev's cluster lives when the data dir is out of the postgres
+// user's reach: /var/tmp (kept across reboots, unlike /tmp), one folder per data dir.
+func postgresFallbackDir(pgDir string) string {
+	sum := sha256.Sum256([]byte(pgDir))
+	return filepath.Join("/var/tmp", "memmie-pg-"+hex.EncodeToString(sum[:8]))
 }
 
 // devPostgres is dev's own cluster.

@@ -227,3 +227,39 @@ func TestDevPostgresOnALongDataDir(t *testing.T) {
 	assert.True(t, table)
 	require.NoError(t, dev.stop(t))
 }
+
+// As root in a data dir the postgres user cannot enter (a clone under /root, whose mode is
+// 0700), dev keeps its cluster in a folder of its own and still starts: the README's first
+// command works wherever the repository is cloned.
+func TestDevPostgresOutOfReach(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Log("not root: PostgreSQL runs as this user, who reaches every folder it owns")
+	}
+	private := t.TempDir() // 0700, as t.TempDir makes it
+	require.NoError(t, os.Chmod(private, 0o700))
+	dataDir := filepath.Join(private, "data")
+	pgDir, err := filepath.Abs(filepath.Join(dataDir, "postgres"))
+	require.NoError(t, err)
+	alt := postgresFallbackDir(pgDir)
+	t.Cleanup(func() { _ = os.RemoveAll(alt) })
+
+	start := func() *background {
+		dev := startBackground(t, "dev", "--data-dir", dataDir, "--definitions", t.TempDir(),
+			"--http-addr", "127.0.0.1:0", "--nats-listen", "127.0.0.1:-1")
+		dev.ready(t)
+		return dev
+	}
+	dev := start()
+	url := printedDatabaseURL(t, dev.out.String())
+	_, table := migratedVersion(t, url)
+	assert.True(t, table)
+	if os.Geteuid() == 0 {
+		assert.Contains(t, url, "host="+strings.ReplaceAll(alt, "/", "%2F"), "the cluster lives in the fallback folder")
+		assert.Contains(t, dev.out.String(), "out of the postgres user's reach")
+	}
+	require.NoError(t, dev.stop(t))
+
+	again := start()
+	assert.Equal(t, url, printedDatabaseURL(t, again.out.String()), "the same cluster at the next start")
+	require.NoError(t, again.stop(t))
+}

@@ -19,6 +19,10 @@ const MinMajor = 15
 // binaries.
 var ErrNoBinaries = errors.New("no PostgreSQL binaries found")
 
+// ErrUnreachable: memmie runs as root, so PostgreSQL runs as the postgres user, and a folder
+// above the data or socket folder is not searchable by that user.
+var ErrUnreachable = errors.New("folder out of the postgres user's reach")
+
 // binaries are the programs of one PostgreSQL installation.
 type binaries struct {
 	initdb, postgres string

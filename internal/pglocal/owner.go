@@ -69,8 +69,9 @@ func prepareDir(dir string, owner *syscall.Credential) error {
 			return err
 		}
 		if !searchable(fi, owner) {
-			return fmt.Errorf("the postgres user, as which PostgreSQL runs when memmie is root, cannot reach %s: "+
-				"%s (mode %v) is not searchable by it; chmod o+x it, or choose a folder elsewhere", dir, p, fi.Mode().Perm())
+			return fmt.Errorf("%w: the postgres user, as which PostgreSQL runs when memmie is root, cannot reach %s: "+
+				"%s (mode %v) is not searchable by it; chmod o+x it, or choose a folder elsewhere", ErrUnreachable, dir, p,
+				fi.Mode().Perm())
 		}
 		if p == filepath.Dir(p) {
 			return nil
