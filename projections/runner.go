@@ -1,0 +1,281 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/memmie/memmie/events"
+	"github.com/memmie/memmie/internal/jetstream/deadletter"
+)
+
+// Config configures a Runner.
+type Config struct {
+	// Pool is the projections' database. Required.
+	Pool *pgxpool.Pool
+	// JS reads the stream. Required.
+	JS jetstream.JetStream
+	// DeadLetters records the messages that do not decode. Defaults to a writer on JS.
+	DeadLetters *deadletter.Writer
+	// BatchSize bounds the events of one transaction. Defaults to 1000.
+	BatchSize int
+	// BatchWait is how long a batch waits for more events once it has one. Defaults to 50ms.
+	BatchWait time.Duration
+	// RetryMin and RetryMax bound the backoff after a failure (Postgres or NATS unreachable):
+	// it doubles from RetryMin up to RetryMax. Default to 100ms and 10s.
+	RetryMin, RetryMax time.Duration
+	// StandbyWait is how often a runner that does not hold the projection's lock tries to take
+	// it. Defaults to 1s.
+	StandbyWait time.Duration
+	// Log defaults to slog.Default().
+	Log *slog.Logger
+}
+
+// Runner feeds one projection from its checkpoint. Of all the runners of a projection, in
+// every process, only the one that holds its advisory lock writes; the others stand by.
+type Runner struct {
+	p   Projection
+	cfg Config
+	log *slog.Logger
+
+	// beforeCommit, when set (by tests), runs after a batch's rows and checkpoint are written
+	// and before the commit.
+	beforeCommit func(ctx context.Context)
+}
+
+// NewRunner returns a runner of p.
+func NewRunner(p Projection, cfg Config) (*Runner, error) {
+	switch {
+	case p == nil:
+		return nil, errors.New("projections: a projection is required")
+	case cfg.Pool == nil:
+		return nil, errors.New("projections: Config.Pool is required")
+	case cfg.JS == nil:
+		return nil, errors.New("projections: Config.JS is required")
+	case cfg.BatchSize < 0:
+		return nil, fmt.Errorf("projections: Config.BatchSize %d is negative", cfg.BatchSize)
+	}
+	if cfg.DeadLetters == nil {
+		cfg.DeadLetters = deadletter.NewWriter(cfg.JS, deadletter.Config{})
+	}
+	cfg.BatchSize = orDefault(cfg.BatchSize, 1000)
+	cfg.BatchWait = orDefault(cfg.BatchWait, 50*time.Millisecond)
+	cfg.RetryMin = orDefault(cfg.RetryMin, 100*time.Millisecond)
+	cfg.RetryMax = max(orDefault(cfg.RetryMax, 10*time.Second), cfg.RetryMin)
+	cfg.StandbyWait = orDefault(cfg.StandbyWait, time.Second)
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	return &Runner{p: p, cfg: cfg, log: cfg.Log.With("projection", p.Name(), "stream", p.Stream())}, nil
+}
+
+func orDefault[T int | time.Duration](v, d T) T {
+	if v <= 0 {
+		return d
+	}
+	return v
+}
+
+// errStandby says that another runner holds the projection's lock.
+var errStandby = errors.New("another runner holds the projection's lock")
+
+// Run applies the stream to the projection until ctx is done, then returns nil. Failures
+// (Postgres or NATS unreachable, the lock lost) are logged and retried with backoff; nothing
+// but ctx ends it.
+func (r *Runner) Run(ctx context.Context) error {
+	backoff := r.cfg.RetryMin
+	for {
+		err := r.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		wait := r.cfg.StandbyWait
+		switch {
+		case errors.Is(err, errStandby):
+			r.log.Debug("projection standing by")
+			backoff = r.cfg.RetryMin
+		default:
+			r.log.Warn("projection failed; retrying", "err", err, "in", backoff)
+			wait, backoff = backoff, min(2*backoff, r.cfg.RetryMax)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+// lockKey names the projection's advisory lock.
+func lockKey(name string) string { return "memmie.projection." + name }
+
+// session takes the lock on a connection of its own and applies batches on that connection
+// until something fails. Writing on the lock's connection means that a lost lock (the session
+// died) fails the write too, so that a runner never writes without the lock.
+func (r *Runner) session(ctx context.Context) error {
+	pc, err := r.cfg.Pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("connect to postgres: %w", err)
+	}
+	// Hijacked, the connection never returns to the pool with the lock held; closing it
+	// releases the lock.
+	conn := pc.Hijack()
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = conn.Close(closeCtx)
+	}()
+	var locked bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended($1, 0))`, lockKey(r.p.Name())).Scan(&locked); err != nil {
+		return fmt.Errorf("take the projection's lock: %w", err)
+	}
+	if !locked {
+		return errStandby
+	}
+	r.log.Info("projection writing")
+
+	last, err := r.checkpoint(ctx, conn)
+	if err != nil {
+		return err
+	}
+	cons, err := r.cfg.JS.OrderedConsumer(ctx, r.p.Stream(), jetstream.OrderedConsumerConfig{
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       last + 1,
+		InactiveThreshold: time.Minute,
+	})
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", r.p.Stream(), err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(r.cfg.BatchSize), jetstream.PullExpiry(5*time.Second))
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", r.p.Stream(), err)
+	}
+	msgs := make(chan jetstream.Msg, r.cfg.BatchSize)
+	fail := make(chan error, 1)
+	go func() {
+		defer close(msgs)
+		for {
+			m, err := it.Next()
+			if err != nil {
+				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					fail <- fmt.Errorf("consume %s: %w", r.p.Stream(), err)
+				}
+				return
+			}
+			msgs <- m
+		}
+	}()
+	defer func() {
+		it.Stop()
+		for range msgs { // let the reader see the stop
+		}
+	}()
+
+	for {
+		batch, err := r.collect(ctx, msgs, fail)
+		if err != nil {
+			return err
+		}
+		if last, err = r.write(ctx, conn, batch, last); err != nil {
+			return err
+		}
+	}
+}
+
+// collect waits for a message, then for more until the batch is full or BatchWait ran out.
+func (r *Runner) collect(ctx context.Context, msgs <-chan jetstream.Msg, fail <-chan error) ([]jetstream.Msg, error) {
+	var batch []jetstream.Msg
+	var timeout <-chan time.Time
+	for len(batch) < r.cfg.BatchSize {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case err := <-fail:
+			return nil, err
+		case <-timeout:
+			return batch, nil
+		case m, ok := <-msgs:
+			if !ok {
+				return nil, errors.New("consumer stopped")
+			}
+			batch = append(batch, m)
+			if timeout == nil {
+				timeout = time.After(r.cfg.BatchWait)
+			}
+		}
+	}
+	return batch, nil
+}
+
+func (r *Runner) checkpoint(ctx context.Context, conn *pgx.Conn) (uint64, error) {
+	var last int64
+	err := conn.QueryRow(ctx, `SELECT last_seq FROM projection_checkpoints WHERE projection = $1 AND stream = $2`,
+		r.p.Name(), r.p.Stream()).Scan(&last)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read the checkpoint: %w", err)
+	}
+	return uint64(last), nil
+}
+
+// write applies a batch after the checkpoint last and moves the checkpoint to its end, in one
+// transaction, and returns the new checkpoint. A message that does not decode is dead-lettered
+// first, and the checkpoint moves past it.
+func (r *Runner) write(ctx context.Context, conn *pgx.Conn, batch []jetstream.Msg, last uint64) (uint64, error) {
+	evs := make([]Event, 0, len(batch))
+	next := last
+	for _, m := range batch {
+		md, err := m.Metadata()
+		if err != nil {
+			return last, fmt.Errorf("message metadata: %w", err)
+		}
+		seq := md.Sequence.Stream
+		if seq <= next {
+			continue // at or below the checkpoint: applied already
+		}
+		next = seq
+		ev, err := events.Decode(m.Data())
+		if err != nil {
+			if err := r.cfg.DeadLetters.Record(ctx, "projection-"+r.p.Name(), m, err.Error()); err != nil {
+				return last, err
+			}
+			r.log.Error("projection: message dead-lettered", "seq", seq, "subject", m.Subject(), "err", err)
+			continue
+		}
+		evs = append(evs, Event{Event: ev, Seq: seq})
+	}
+	if next == last {
+		return last, nil
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return last, fmt.Errorf("begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if len(evs) > 0 {
+		if err := r.p.Apply(ctx, tx, evs); err != nil {
+			return last, fmt.Errorf("apply %d events up to %d: %w", len(evs), next, err)
+		}
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO projection_checkpoints (projection, stream, last_seq, updated_at)
+		VALUES ($1, $2, $3, now())
+		ON CONFLICT (projection, stream) DO UPDATE SET last_seq = EXCLUDED.last_seq, updated_at = now()`,
+		r.p.Name(), r.p.Stream(), int64(next)); err != nil {
+		return last, fmt.Errorf("write the checkpoint %d: %w", next, err)
+	}
+	if r.beforeCommit != nil {
+		r.beforeCommit(ctx)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return last, fmt.Errorf("commit up to %d: %w", next, err)
+	}
+	return next, nil
+}
