@@ -11,6 +11,8 @@
 //     consume loops, the inbox, dead letters, leases), with internal/faults: it knows no core,
 //     handler or composition root.
 //   - handlers/... holds only handlers; each uses the layers below and never another handler.
+//   - projections/... folds the streams into Postgres: it uses the layers below, like the
+//     handlers, and knows neither a handler nor the composition root; no handler knows it.
 //   - internal/app/... is the composition root (the engine that wires the handlers, the HTTP
 //     API): above the handlers, below the CLI.
 //   - cmd/memmie owns flags and config and wires everything.

@@ -106,6 +106,14 @@ func TestDependenciesPointOneWay(t *testing.T) {
 				module + "internal/childproc"},
 		},
 		{
+			// Projections fold the streams into Postgres beside the handlers, never through them.
+			name: "projections know neither handlers nor the composition root",
+			pkgs: []string{module + "projections/..."},
+			allowOwn: []string{module + "projections", module + "events", module + "definitions", module + "internal/core",
+				module + "internal/jetstream", module + "internal/faults", module + "internal/lifecycle"},
+			forbidden: []string{module + "handlers", module + "internal/app", module + "cmd"},
+		},
+		{
 			name:      "the composition root is above the handlers and below the CLI",
 			pkgs:      []string{module + "internal/app/..."},
 			forbidden: []string{module + "cmd"},
