@@ -59,7 +59,9 @@ func TestExecutionsRowsMatchTheEvents(t *testing.T) {
 		require.NoError(t, json.Unmarshal([]byte(s), &r))
 		return r
 	}
-	at := func(i, k int) time.Time { return t0.Add(time.Duration(i)*time.Second + time.Duration(k)*time.Millisecond) }
+	at := func(i, k int) time.Time {
+		return t0.Add(time.Duration(i)*time.Second + time.Duration(k)*time.Millisecond)
+	}
 	tm := func(p *time.Time) time.Time {
 		if p == nil {
 			return time.Time{}

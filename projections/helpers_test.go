@@ -2,8 +2,8 @@ package projections_test
 
 import (
 	"context"
-	"log/slog"
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -17,7 +17,7 @@ import (
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/internal/jetstream/stream"
-		"github.com/memmie/memmie/internal/natsserver/natstest"
+	"github.com/memmie/memmie/internal/natsserver/natstest"
 	"github.com/memmie/memmie/projections"
 )
 

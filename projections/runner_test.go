@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/internal/pgtest"
 	"github.com/memmie/memmie/projections"
 )
@@ -99,4 +100,27 @@ func TestOneWriterAtATime(t *testing.T) {
 	caughtUp(t, pool, "executions", last)
 	require.Positive(t, standby.count(), "the standby took over")
 	require.Equal(t, 20, len(dump(t, pool)))
+}
+
+// The writer's Postgres session dies (its lock goes with it): the runner retries, takes the
+// lock again and goes on, dead-lettering nothing.
+func TestSessionLostIsRetried(t *testing.T) {
+	js := setup(t)
+	pool := pgtest.New(t)
+	hs := histories(20)
+	last := publish(t, js, interleave(hs[:10]))
+	start(t, newRunner(t, projections.NewExecutions(nil), pool, js, projections.Config{BatchSize: 5}))
+	caughtUp(t, pool, "executions", last)
+
+	var killed int
+	require.NoError(t, pool.QueryRow(context.Background(), `SELECT count(pg_terminate_backend(pid)) FROM pg_locks
+		WHERE locktype = 'advisory' AND granted`).Scan(&killed))
+	require.Equal(t, 1, killed, "one session held the lock")
+
+	last = publish(t, js, interleave(hs[10:]))
+	caughtUp(t, pool, "executions", last)
+	require.Equal(t, 20, len(dump(t, pool)))
+	info, err := js.Stream(context.Background(), streams.DeadLetter)
+	require.NoError(t, err)
+	require.Zero(t, info.CachedInfo().State.Msgs, "nothing dead-lettered")
 }
