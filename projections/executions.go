@@ -164,8 +164,8 @@ func rawJSON(v any) ([]byte, error) {
 }
 
 // Apply loads the rows of the batch's executions, folds the batch into them and upserts the
-// rows it changed: a COPY into a temporary table, then one INSERT ... ON CONFLICT that keeps a
-// stored row whose last_seq is not older.
+// rows it changed in one INSERT ... ON CONFLICT over arrays, which keeps a stored row whose
+// last_seq is not older.
 func (p *Executions) Apply(ctx context.Context, tx pgx.Tx, batch []Event) error {
 	ids := make([]uuid.UUID, 0, len(batch))
 	seen := make(map[uuid.UUID]bool, len(batch))
@@ -262,24 +262,32 @@ func loadExecutions(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) (map[uuid.U
 }
 
 func upsertExecutions(ctx context.Context, tx pgx.Tx, rows map[uuid.UUID]*execution, ids []uuid.UUID) error {
-	// The staging table lives as long as the connection; its rows go with each transaction.
-	if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS executions_staged
-		(LIKE executions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS`); err != nil {
-		return fmt.Errorf("stage executions: %w", err)
-	}
-	src := pgx.CopyFromSlice(len(ids), func(i int) ([]any, error) {
-		r := rows[ids[i]]
-		return []any{r.ID, r.WorkflowID, r.WorkflowRevision, r.Status, r.Priority, jsonb(r.Input), jsonb(r.Output),
-			jsonb(r.Error), r.Run, null(r.ProviderID), null(r.BlobID), r.QueuedAt, nullTime(r.StartedAt),
-			nullTime(r.EndedAt), r.UpdatedAt, int64(r.LastSeq)}, nil
-	})
-	cols := []string{"execution_id", "workflow_id", "workflow_revision", "status", "priority", "input", "output", "error",
-		"run", "provider_id", "blob_id", "queued_at", "started_at", "ended_at", "updated_at", "last_seq"}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"executions_staged"}, cols, src); err != nil {
-		return fmt.Errorf("stage executions: %w", err)
+	// One statement: the rows travel as one array per column.
+	n := len(ids)
+	var (
+		workflow, status                    = make([]string, n), make([]string, n)
+		revision, priority, run             = make([]int32, n), make([]int32, n), make([]int32, n)
+		input, output, errs, provider, blob = make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n)
+		queued, updated                     = make([]time.Time, n), make([]time.Time, n)
+		started, ended                      = make([]*time.Time, n), make([]*time.Time, n)
+		lastSeq                             = make([]int64, n)
+	)
+	for i, id := range ids {
+		r := rows[id]
+		workflow[i], status[i] = r.WorkflowID, r.Status
+		revision[i], priority[i], run[i] = int32(r.WorkflowRevision), int32(r.Priority), int32(r.Run)
+		input[i], output[i], errs[i] = text(r.Input), text(r.Output), text(r.Error)
+		provider[i], blob[i] = text([]byte(r.ProviderID)), text([]byte(r.BlobID))
+		queued[i], updated[i] = r.QueuedAt, r.UpdatedAt
+		started[i], ended[i] = timePtr(r.StartedAt), timePtr(r.EndedAt)
+		lastSeq[i] = int64(r.LastSeq)
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO executions (`+executionColumns+`)
-		SELECT `+executionColumns+` FROM executions_staged
+		SELECT id, wf, rev, st, prio, inp::jsonb, outp::jsonb, err::jsonb, run, prov, blob, q, s, e, u, seq
+		FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::int[], $6::text[], $7::text[], $8::text[],
+			$9::int[], $10::text[], $11::text[], $12::timestamptz[], $13::timestamptz[], $14::timestamptz[],
+			$15::timestamptz[], $16::bigint[])
+			AS r(id, wf, rev, st, prio, inp, outp, err, run, prov, blob, q, s, e, u, seq)
 		ON CONFLICT (execution_id) DO UPDATE SET
 			workflow_id = EXCLUDED.workflow_id, workflow_revision = EXCLUDED.workflow_revision,
 			status = EXCLUDED.status, priority = EXCLUDED.priority, input = EXCLUDED.input,
@@ -287,11 +295,10 @@ func upsertExecutions(ctx context.Context, tx pgx.Tx, rows map[uuid.UUID]*execut
 			provider_id = EXCLUDED.provider_id, blob_id = EXCLUDED.blob_id, queued_at = EXCLUDED.queued_at,
 			started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at, updated_at = EXCLUDED.updated_at,
 			last_seq = EXCLUDED.last_seq
-		WHERE executions.last_seq < EXCLUDED.last_seq`); err != nil {
+		WHERE executions.last_seq < EXCLUDED.last_seq`,
+		ids, workflow, revision, status, priority, input, output, errs, run, provider, blob, queued, started, ended,
+		updated, lastSeq); err != nil {
 		return fmt.Errorf("upsert executions: %w", err)
-	}
-	if _, err := tx.Exec(ctx, `TRUNCATE executions_staged`); err != nil {
-		return fmt.Errorf("clear staged executions: %w", err)
 	}
 	return nil
 }
@@ -303,25 +310,18 @@ func deref(s *string) string {
 	return *s
 }
 
-func null(s string) any {
-	if s == "" {
+// text is b as a string, nil for NULL when b is empty.
+func text(b []byte) *string {
+	if len(b) == 0 {
 		return nil
 	}
-	return s
+	s := string(b)
+	return &s
 }
 
-func nullTime(t time.Time) any {
+func timePtr(t time.Time) *time.Time {
 	if t.IsZero() {
 		return nil
 	}
-	return t
-}
-
-// jsonb passes raw JSON as such (a []byte would be taken for a JSON string of base64), nil as
-// NULL.
-func jsonb(b []byte) any {
-	if b == nil {
-		return nil
-	}
-	return json.RawMessage(b)
+	return &t
 }

@@ -156,19 +156,25 @@ func (r *Runner) session(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", r.p.Stream(), err)
 	}
-	msgs := make(chan jetstream.Msg, r.cfg.BatchSize)
+	// The reader decodes ahead, on its own goroutine, while the writer waits for Postgres.
+	msgs := make(chan item, r.cfg.BatchSize)
 	fail := make(chan error, 1)
 	go func() {
 		defer close(msgs)
 		for {
 			m, err := it.Next()
-			if err != nil {
-				if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					fail <- fmt.Errorf("consume %s: %w", r.p.Stream(), err)
+			if err == nil {
+				var md *jetstream.MsgMetadata
+				if md, err = m.Metadata(); err == nil {
+					ev, derr := events.Decode(m.Data())
+					msgs <- item{msg: m, seq: md.Sequence.Stream, ev: ev, err: derr}
+					continue
 				}
-				return
 			}
-			msgs <- m
+			if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				fail <- fmt.Errorf("consume %s: %w", r.p.Stream(), err)
+			}
+			return
 		}
 	}()
 	defer func() {
@@ -188,9 +194,17 @@ func (r *Runner) session(ctx context.Context) error {
 	}
 }
 
+// item is a message as the reader passes it on: decoded, or with the reason it does not decode.
+type item struct {
+	msg jetstream.Msg
+	seq uint64
+	ev  events.Event
+	err error
+}
+
 // collect waits for a message, then for more until the batch is full or BatchWait ran out.
-func (r *Runner) collect(ctx context.Context, msgs <-chan jetstream.Msg, fail <-chan error) ([]jetstream.Msg, error) {
-	var batch []jetstream.Msg
+func (r *Runner) collect(ctx context.Context, msgs <-chan item, fail <-chan error) ([]item, error) {
+	var batch []item
 	var timeout <-chan time.Time
 	for len(batch) < r.cfg.BatchSize {
 		select {
@@ -229,28 +243,22 @@ func (r *Runner) checkpoint(ctx context.Context, conn *pgx.Conn) (uint64, error)
 // write applies a batch after the checkpoint last and moves the checkpoint to its end, in one
 // transaction, and returns the new checkpoint. A message that does not decode is dead-lettered
 // first, and the checkpoint moves past it.
-func (r *Runner) write(ctx context.Context, conn *pgx.Conn, batch []jetstream.Msg, last uint64) (uint64, error) {
+func (r *Runner) write(ctx context.Context, conn *pgx.Conn, batch []item, last uint64) (uint64, error) {
 	evs := make([]Event, 0, len(batch))
 	next := last
 	for _, m := range batch {
-		md, err := m.Metadata()
-		if err != nil {
-			return last, fmt.Errorf("message metadata: %w", err)
-		}
-		seq := md.Sequence.Stream
-		if seq <= next {
+		if m.seq <= next {
 			continue // at or below the checkpoint: applied already
 		}
-		next = seq
-		ev, err := events.Decode(m.Data())
-		if err != nil {
-			if err := r.cfg.DeadLetters.Record(ctx, "projection-"+r.p.Name(), m, err.Error()); err != nil {
+		next = m.seq
+		if m.err != nil {
+			if err := r.cfg.DeadLetters.Record(ctx, "projection-"+r.p.Name(), m.msg, m.err.Error()); err != nil {
 				return last, err
 			}
-			r.log.Error("projection: message dead-lettered", "seq", seq, "subject", m.Subject(), "err", err)
+			r.log.Error("projection: message dead-lettered", "seq", m.seq, "subject", m.msg.Subject(), "err", m.err)
 			continue
 		}
-		evs = append(evs, Event{Event: ev, Seq: seq})
+		evs = append(evs, Event{Event: m.ev, Seq: m.seq})
 	}
 	if next == last {
 		return last, nil

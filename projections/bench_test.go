@@ -1,0 +1,115 @@
+package projections_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/memmie/memmie/events"
+	"github.com/memmie/memmie/internal/pgtest"
+	"github.com/memmie/memmie/projections"
+)
+
+// BenchmarkExecutionsApply measures the executions projection's apply rate over 20k events
+// (5k executions of queued, started, a step, completed), applied in batches of 1000, each in a
+// transaction with its checkpoint, as the Runner's writer does without NATS. The Runner decodes on
+// its reader goroutine, ahead of the writer; decode_events/s is that decoding's rate, measured
+// apart. The baseline is a raw COPY of 20k rows of the same table's shape
+// into a scratch table, measured in the same run; copy_ratio is apply rate over COPY rate.
+// "interleaved" runs all 5k executions at once, so that each batch writes every row it touches
+// (three writes per execution); "50-at-a-time" runs them 50 at a time, so that a batch holds
+// most of an execution's events and writes its row about once.
+//
+//	go test -run '^$' -bench ExecutionsApply ./projections/
+func BenchmarkExecutionsApply(b *testing.B) {
+	const execs = 5000
+	hs := histories(execs * 4)
+	var kept [][]events.Event
+	for i := 0; i < len(hs); i += 4 {
+		kept = append(kept, hs[i]) // the completed ones: four events each
+	}
+	for _, bc := range []struct {
+		name       string
+		concurrent int
+	}{{"interleaved", execs}, {"50-at-a-time", 50}} {
+		b.Run(bc.name, func(b *testing.B) {
+			var raw [][]byte
+			for from := 0; from < len(kept); from += bc.concurrent {
+				for _, ev := range interleave(kept[from:min(from+bc.concurrent, len(kept))]) {
+					data, err := events.Marshal(ev)
+					require.NoError(b, err)
+					raw = append(raw, data)
+				}
+			}
+			benchmarkApply(b, raw, execs)
+		})
+	}
+}
+
+func benchmarkApply(b *testing.B, raw [][]byte, execs int) {
+	const batch = 1000
+	ctx := context.Background()
+	pool := pgtest.New(b)
+	p := projections.NewExecutions(nil)
+	_, err := pool.Exec(ctx, `CREATE TABLE executions_copy (LIKE executions INCLUDING DEFAULTS)`)
+	require.NoError(b, err)
+
+	var applyTime, copyTime, decodeTime time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		_, err := pool.Exec(ctx, `TRUNCATE executions, executions_copy, projection_checkpoints`)
+		require.NoError(b, err)
+		b.StartTimer()
+
+		began := time.Now()
+		evs := make([]projections.Event, 0, len(raw))
+		for i, data := range raw {
+			ev, err := events.Decode(data)
+			require.NoError(b, err)
+			evs = append(evs, projections.Event{Event: ev, Seq: uint64(i + 1)})
+		}
+		decodeTime += time.Since(began)
+
+		began = time.Now()
+		for from := 0; from < len(evs); from += batch {
+			part := evs[from:min(from+batch, len(evs))]
+			err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+				if err := p.Apply(ctx, tx, part); err != nil {
+					return err
+				}
+				_, err := tx.Exec(ctx, `INSERT INTO projection_checkpoints (projection, stream, last_seq) VALUES ('executions', 's', $1)
+					ON CONFLICT (projection, stream) DO UPDATE SET last_seq = EXCLUDED.last_seq`, int64(part[len(part)-1].Seq))
+				return err
+			})
+			require.NoError(b, err)
+		}
+		applyTime += time.Since(began)
+
+		began = time.Now()
+		rows := make([][]any, len(raw))
+		at := time.Now()
+		for i := range rows {
+			rows[i] = []any{execID(i), "wf-0", 1, "completed", i % 100, `{"n": 1}`, `{"ok": true}`, nil, 1, "prov", nil,
+				at, at, at, at, int64(i + 1)}
+		}
+		_, err = pool.CopyFrom(ctx, pgx.Identifier{"executions_copy"}, []string{"execution_id", "workflow_id",
+			"workflow_revision", "status", "priority", "input", "output", "error", "run", "provider_id", "blob_id",
+			"queued_at", "started_at", "ended_at", "updated_at", "last_seq"}, pgx.CopyFromRows(rows))
+		require.NoError(b, err)
+		copyTime += time.Since(began)
+	}
+	var n int
+	require.NoError(b, pool.QueryRow(ctx, `SELECT count(*) FROM executions WHERE status = 'completed'`).Scan(&n))
+	require.Equal(b, execs, n)
+
+	iters := float64(b.N)
+	applyRate := float64(len(raw)) * iters / applyTime.Seconds()
+	copyRate := float64(len(raw)) * iters / copyTime.Seconds()
+	b.ReportMetric(applyRate, "events/s")
+	b.ReportMetric(copyRate, "copy_rows/s")
+	b.ReportMetric(applyRate/copyRate, "copy_ratio")
+	b.ReportMetric(float64(len(raw))*iters/decodeTime.Seconds(), "decode_events/s")
+}
