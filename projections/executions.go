@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -49,8 +50,14 @@ type execution struct {
 	StartedAt        time.Time
 	EndedAt          time.Time
 	UpdatedAt        time.Time
-	// LastSeq is the sequence of the last event folded into the row.
-	LastSeq uint64
+}
+
+func (r *execution) equal(o *execution) bool {
+	return r.ID == o.ID && r.WorkflowID == o.WorkflowID && r.WorkflowRevision == o.WorkflowRevision &&
+		r.Status == o.Status && r.Priority == o.Priority && bytes.Equal(r.Input, o.Input) &&
+		bytes.Equal(r.Output, o.Output) && bytes.Equal(r.Error, o.Error) && r.Run == o.Run &&
+		r.ProviderID == o.ProviderID && r.BlobID == o.BlobID && r.QueuedAt.Equal(o.QueuedAt) &&
+		r.StartedAt.Equal(o.StartedAt) && r.EndedAt.Equal(o.EndedAt) && r.UpdatedAt.Equal(o.UpdatedAt)
 }
 
 // The statuses, as the core names them (internal/core/execution.Status).
@@ -65,13 +72,11 @@ const (
 )
 
 // foldExecution folds one event into row, which is nil when the execution has no row yet. It
-// returns the row after the event and whether the event changed it. It is pure: an event at or
-// below the row's LastSeq, or one that does not apply to the row's run (the core records those
-// as stale), changes nothing.
+// returns the row after the event and whether the event changed it. It is pure, and
+// idempotent: the guards follow the core's state machine (an event that does not apply to the
+// row's status and run is one the core records as stale), so that an event folded a second time
+// is refused or sets what it set already, and changes nothing.
 func foldExecution(row *execution, ev Event) (*execution, bool, error) {
-	if row != nil && ev.Seq <= row.LastSeq {
-		return row, false, nil
-	}
 	if q, ok := ev.Data.(*events.ExecutionQueued); ok {
 		if row != nil {
 			return row, false, nil
@@ -88,7 +93,7 @@ func foldExecution(row *execution, ev Event) (*execution, bool, error) {
 			ID: id, WorkflowID: q.WorkflowID, WorkflowRevision: q.WorkflowRevision,
 			Status: statusQueued, Priority: q.Priority, Input: input, Run: 1,
 			ProviderID: q.ProviderID, BlobID: q.BlobID,
-			QueuedAt: ev.Time, UpdatedAt: ev.Time, LastSeq: ev.Seq,
+			QueuedAt: ev.Time, UpdatedAt: ev.Time,
 		}, true, nil
 	}
 	if row == nil {
@@ -152,7 +157,10 @@ func foldExecution(row *execution, ev Event) (*execution, bool, error) {
 	default:
 		return row, false, nil
 	}
-	r.UpdatedAt, r.LastSeq = ev.Time, ev.Seq
+	r.UpdatedAt = ev.Time
+	if r.equal(row) {
+		return row, false, nil
+	}
 	return &r, true, nil
 }
 
@@ -164,8 +172,7 @@ func rawJSON(v any) ([]byte, error) {
 }
 
 // Apply loads the rows of the batch's executions, folds the batch into them and upserts the
-// rows it changed in one INSERT ... ON CONFLICT over arrays, which keeps a stored row whose
-// last_seq is not older.
+// rows it changed in one INSERT ... ON CONFLICT over arrays.
 func (p *Executions) Apply(ctx context.Context, tx pgx.Tx, batch []Event) error {
 	ids := make([]uuid.UUID, 0, len(batch))
 	seen := make(map[uuid.UUID]bool, len(batch))
@@ -225,7 +232,7 @@ func executionOf(ev Event) (uuid.UUID, bool) {
 }
 
 const executionColumns = `execution_id, workflow_id, workflow_revision, status, priority, input, output, error,
-	run, provider_id, blob_id, queued_at, started_at, ended_at, updated_at, last_seq`
+	run, provider_id, blob_id, queued_at, started_at, ended_at, updated_at`
 
 func loadExecutions(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) (map[uuid.UUID]*execution, error) {
 	rs, err := tx.Query(ctx, `SELECT `+executionColumns+` FROM executions WHERE execution_id = ANY($1)`, ids)
@@ -239,10 +246,9 @@ func loadExecutions(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) (map[uuid.U
 			r              execution
 			provider, blob *string
 			started, ended *time.Time
-			lastSeq        int64
 		)
 		if err := rs.Scan(&r.ID, &r.WorkflowID, &r.WorkflowRevision, &r.Status, &r.Priority, &r.Input, &r.Output,
-			&r.Error, &r.Run, &provider, &blob, &r.QueuedAt, &started, &ended, &r.UpdatedAt, &lastSeq); err != nil {
+			&r.Error, &r.Run, &provider, &blob, &r.QueuedAt, &started, &ended, &r.UpdatedAt); err != nil {
 			return nil, fmt.Errorf("load executions: %w", err)
 		}
 		r.ProviderID, r.BlobID = deref(provider), deref(blob)
@@ -252,7 +258,6 @@ func loadExecutions(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) (map[uuid.U
 		if ended != nil {
 			r.EndedAt = *ended
 		}
-		r.LastSeq = uint64(lastSeq)
 		out[r.ID] = &r
 	}
 	if err := rs.Err(); err != nil {
@@ -270,7 +275,6 @@ func upsertExecutions(ctx context.Context, tx pgx.Tx, rows map[uuid.UUID]*execut
 		input, output, errs, provider, blob = make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n)
 		queued, updated                     = make([]time.Time, n), make([]time.Time, n)
 		started, ended                      = make([]*time.Time, n), make([]*time.Time, n)
-		lastSeq                             = make([]int64, n)
 	)
 	for i, id := range ids {
 		r := rows[id]
@@ -280,24 +284,21 @@ func upsertExecutions(ctx context.Context, tx pgx.Tx, rows map[uuid.UUID]*execut
 		provider[i], blob[i] = text([]byte(r.ProviderID)), text([]byte(r.BlobID))
 		queued[i], updated[i] = r.QueuedAt, r.UpdatedAt
 		started[i], ended[i] = timePtr(r.StartedAt), timePtr(r.EndedAt)
-		lastSeq[i] = int64(r.LastSeq)
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO executions (`+executionColumns+`)
-		SELECT id, wf, rev, st, prio, inp::jsonb, outp::jsonb, err::jsonb, run, prov, blob, q, s, e, u, seq
+		SELECT id, wf, rev, st, prio, inp::jsonb, outp::jsonb, err::jsonb, run, prov, blob, q, s, e, u
 		FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::int[], $6::text[], $7::text[], $8::text[],
 			$9::int[], $10::text[], $11::text[], $12::timestamptz[], $13::timestamptz[], $14::timestamptz[],
-			$15::timestamptz[], $16::bigint[])
-			AS r(id, wf, rev, st, prio, inp, outp, err, run, prov, blob, q, s, e, u, seq)
+			$15::timestamptz[])
+			AS r(id, wf, rev, st, prio, inp, outp, err, run, prov, blob, q, s, e, u)
 		ON CONFLICT (execution_id) DO UPDATE SET
 			workflow_id = EXCLUDED.workflow_id, workflow_revision = EXCLUDED.workflow_revision,
 			status = EXCLUDED.status, priority = EXCLUDED.priority, input = EXCLUDED.input,
 			output = EXCLUDED.output, error = EXCLUDED.error, run = EXCLUDED.run,
 			provider_id = EXCLUDED.provider_id, blob_id = EXCLUDED.blob_id, queued_at = EXCLUDED.queued_at,
-			started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at, updated_at = EXCLUDED.updated_at,
-			last_seq = EXCLUDED.last_seq
-		WHERE executions.last_seq < EXCLUDED.last_seq`,
+			started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at, updated_at = EXCLUDED.updated_at`,
 		ids, workflow, revision, status, priority, input, output, errs, run, provider, blob, queued, started, ended,
-		updated, lastSeq); err != nil {
+		updated); err != nil {
 		return fmt.Errorf("upsert executions: %w", err)
 	}
 	return nil

@@ -51,7 +51,7 @@ func TestFoldExecution(t *testing.T) {
 	r = fold(queued, started, step, compensating)
 	require.Equal(t, "compensating", r.Status)
 	require.Equal(t, started.Time, r.StartedAt)
-	require.Equal(t, compensating.Seq, r.LastSeq, "a step event leaves the row alone")
+	require.Equal(t, compensating.Time, r.UpdatedAt, "a step event leaves the row alone")
 
 	r = fold(queued, started, compensating, retry, requeued)
 	require.Equal(t, "queued", r.Status)
