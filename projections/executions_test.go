@@ -113,3 +113,35 @@ func TestExecutionsRowsMatchTheEvents(t *testing.T) {
 	require.Equal(t, "memmie.executions.x.garbage", d.Subject)
 	require.Contains(t, d.Reason, "decode event")
 }
+
+// An event Postgres refuses for good (jsonb cannot hold \u0000) is dead-lettered with the
+// reason; the rest of its batch is applied and the projection goes on.
+func TestRefusedEventIsDeadLettered(t *testing.T) {
+	js := setup(t)
+	pool := pgtest.New(t)
+	hs := histories(10)
+	hs[3][0].Data.(*events.ExecutionQueued).Input = "a\x00b"
+	last := publish(t, js, interleave(hs))
+
+	start(t, newRunner(t, projections.NewExecutions(nil), pool, js, projections.Config{BatchSize: 100}))
+	caughtUp(t, pool, "executions", last)
+
+	var n int
+	require.NoError(t, pool.QueryRow(context.Background(), `SELECT count(*) FROM executions`).Scan(&n))
+	require.Equal(t, 9, n)
+	var found bool
+	require.NoError(t, pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT FROM executions WHERE execution_id = $1)`,
+		execID(3)).Scan(&found))
+	require.False(t, found)
+
+	dl, err := js.Stream(context.Background(), streams.DeadLetter)
+	require.NoError(t, err)
+	msg, err := dl.GetLastMsgForSubject(context.Background(), "memmie.deadletter.projection-executions")
+	require.NoError(t, err)
+	ev, err := events.Decode(msg.Data)
+	require.NoError(t, err)
+	d := ev.Data.(*events.DeadLetter)
+	require.Equal(t, hs[3][0].Subject, d.Subject)
+	require.Contains(t, d.Reason, "22P05")
+	require.Equal(t, uint64(1), dl.CachedInfo().State.Msgs, "only the refused event")
+}

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -241,10 +243,11 @@ func (r *Runner) checkpoint(ctx context.Context, conn *pgx.Conn) (uint64, error)
 }
 
 // write applies a batch after the checkpoint last and moves the checkpoint to its end, in one
-// transaction, and returns the new checkpoint. A message that does not decode is dead-lettered
-// first, and the checkpoint moves past it.
+// transaction, and returns the new checkpoint. A message that does not decode, or whose rows
+// Postgres refuses (see apply), is dead-lettered, and the checkpoint moves past it.
 func (r *Runner) write(ctx context.Context, conn *pgx.Conn, batch []item, last uint64) (uint64, error) {
 	evs := make([]Event, 0, len(batch))
+	msgs := make(map[uint64]jetstream.Msg, len(batch))
 	next := last
 	for _, m := range batch {
 		if m.seq <= next {
@@ -252,13 +255,13 @@ func (r *Runner) write(ctx context.Context, conn *pgx.Conn, batch []item, last u
 		}
 		next = m.seq
 		if m.err != nil {
-			if err := r.cfg.DeadLetters.Record(ctx, "projection-"+r.p.Name(), m.msg, m.err.Error()); err != nil {
+			if err := r.deadLetter(ctx, m.msg, m.seq, m.err); err != nil {
 				return last, err
 			}
-			r.log.Error("projection: message dead-lettered", "seq", m.seq, "subject", m.msg.Subject(), "err", m.err)
 			continue
 		}
 		evs = append(evs, Event{Event: m.ev, Seq: m.seq})
+		msgs[m.seq] = m.msg
 	}
 	if next == last {
 		return last, nil
@@ -269,7 +272,7 @@ func (r *Runner) write(ctx context.Context, conn *pgx.Conn, batch []item, last u
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	if len(evs) > 0 {
-		if err := r.p.Apply(ctx, tx, evs); err != nil {
+		if err := r.apply(ctx, tx, evs, msgs); err != nil {
 			return last, fmt.Errorf("apply %d events up to %d: %w", len(evs), next, err)
 		}
 	}
@@ -286,4 +289,38 @@ func (r *Runner) write(ctx context.Context, conn *pgx.Conn, batch []item, last u
 		return last, fmt.Errorf("commit up to %d: %w", next, err)
 	}
 	return next, nil
+}
+
+// apply applies evs in a savepoint. When Postgres refuses their data for good (a data exception
+// or a violated constraint, such as a \u0000 that jsonb cannot hold), it halves the batch until
+// it finds the events refused, dead-letters them and applies the rest: one such event must not
+// stop the projection. Each half sees the rows the one before it wrote.
+func (r *Runner) apply(ctx context.Context, tx pgx.Tx, evs []Event, msgs map[uint64]jetstream.Msg) error {
+	err := pgx.BeginFunc(ctx, tx, func(sp pgx.Tx) error { return r.p.Apply(ctx, sp, evs) })
+	if err == nil || !refused(err) {
+		return err
+	}
+	if len(evs) == 1 {
+		return r.deadLetter(ctx, msgs[evs[0].Seq], evs[0].Seq, err)
+	}
+	mid := len(evs) / 2
+	if err := r.apply(ctx, tx, evs[:mid], msgs); err != nil {
+		return err
+	}
+	return r.apply(ctx, tx, evs[mid:], msgs)
+}
+
+// refused reports whether Postgres refused the data itself (SQLSTATE classes 22 and 23), which
+// no retry changes.
+func refused(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "22") || strings.HasPrefix(pgErr.Code, "23"))
+}
+
+func (r *Runner) deadLetter(ctx context.Context, msg jetstream.Msg, seq uint64, reason error) error {
+	if err := r.cfg.DeadLetters.Record(ctx, "projection-"+r.p.Name(), msg, reason.Error()); err != nil {
+		return err
+	}
+	r.log.Error("projection: message dead-lettered", "seq", seq, "subject", msg.Subject(), "err", reason)
+	return nil
 }
