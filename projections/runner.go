@@ -93,9 +93,13 @@ var errStandby = errors.New("another runner holds the projection's lock")
 func (r *Runner) Run(ctx context.Context) error {
 	backoff := r.cfg.RetryMin
 	for {
-		err := r.session(ctx)
+		var wrote bool
+		err := r.session(ctx, &wrote)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if wrote {
+			backoff = r.cfg.RetryMin // a new failure, not the old one lasting
 		}
 		wait := r.cfg.StandbyWait
 		switch {
@@ -118,9 +122,9 @@ func (r *Runner) Run(ctx context.Context) error {
 func lockKey(name string) string { return "memmie.projection." + name }
 
 // session takes the lock on a connection of its own and applies batches on that connection
-// until something fails. Writing on the lock's connection means that a lost lock (the session
+// until something fails; wrote says whether it committed a batch. Writing on the lock's connection means that a lost lock (the session
 // died) fails the write too, so that a runner never writes without the lock.
-func (r *Runner) session(ctx context.Context) error {
+func (r *Runner) session(ctx context.Context, wrote *bool) error {
 	pc, err := r.cfg.Pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("connect to postgres: %w", err)
@@ -193,6 +197,7 @@ func (r *Runner) session(ctx context.Context) error {
 		if last, err = r.write(ctx, conn, batch, last); err != nil {
 			return err
 		}
+		*wrote = true
 	}
 }
 
