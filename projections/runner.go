@@ -122,8 +122,9 @@ func (r *Runner) Run(ctx context.Context) error {
 func lockKey(name string) string { return "memmie.projection." + name }
 
 // session takes the lock on a connection of its own and applies batches on that connection
-// until something fails; wrote says whether it committed a batch. Writing on the lock's connection means that a lost lock (the session
-// died) fails the write too, so that a runner never writes without the lock.
+// until something fails; wrote says whether it committed a batch. Writing on the lock's
+// connection means that a lost lock (the session died) fails the write too, so that a runner
+// never writes without the lock.
 func (r *Runner) session(ctx context.Context, wrote *bool) error {
 	pc, err := r.cfg.Pool.Acquire(ctx)
 	if err != nil {
@@ -186,6 +187,13 @@ func (r *Runner) session(ctx context.Context, wrote *bool) error {
 	defer func() {
 		it.Stop()
 		for range msgs { // let the reader see the stop
+		}
+		// The next session starts a consumer of its own; this one would linger until its
+		// inactivity threshold.
+		if info := cons.CachedInfo(); info != nil {
+			delCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			_ = r.cfg.JS.DeleteConsumer(delCtx, r.p.Stream(), info.Name)
+			cancel()
 		}
 	}()
 
