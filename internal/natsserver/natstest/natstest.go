@@ -1,5 +1,5 @@
-// Package natstest starts an embedded JetStream server for a test: a random port, a store
-// under t.TempDir(), everything stopped when the test ends.
+// Package natstest starts an embedded JetStream server for a test: a random port, a store in
+// a fresh temporary folder, everything stopped and removed when the test ends.
 //
 //	srv, nc, js := natstest.Run(t)
 //	...
@@ -7,6 +7,7 @@
 package natstest
 
 import (
+	"os"
 	"testing"
 	"time"
 
@@ -20,7 +21,7 @@ import (
 // survives Restart.
 func Run(t testing.TB) (*natsserver.Server, *nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	srv := start(t, natsserver.Config{Port: -1, StoreDir: t.TempDir()})
+	srv := start(t, natsserver.Config{Port: -1, StoreDir: storeDir(t)})
 	nc, err := nats.Connect(srv.ClientURL(),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(20*time.Millisecond),
@@ -44,6 +45,32 @@ func Restart(t testing.TB, srv *natsserver.Server) *natsserver.Server {
 	cfg.Port = srv.Port()
 	srv.Shutdown()
 	return start(t, cfg)
+}
+
+// storeDir is a fresh folder, removed once the server has shut down. Unlike t.TempDir, the
+// removal is tried again for a few seconds: a server that has just shut down may still be
+// removing the staging folder of an atomic batch (seen once in a CI run).
+func storeDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "natstest-")
+	if err != nil {
+		t.Fatalf("store dir: %v", err)
+	}
+	t.Cleanup(func() {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			err := os.RemoveAll(dir)
+			if err == nil {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("remove the store dir %s: %v", dir, err)
+				return
+			}
+			time.Sleep(50 * time.Millisecond) // a retry interval, not a wait for a result
+		}
+	})
+	return dir
 }
 
 func start(t testing.TB, cfg natsserver.Config) *natsserver.Server {
