@@ -19,6 +19,7 @@ func newExecutionsCmd() *cobra.Command {
 		Short: "Inspect and act on executions",
 		Long: `Inspects and acts on the executions of a running memmie, through its HTTP API:
 
+  list         lists them, newest first (--status, --workflow, --limit, --all, --json)
   show ID      prints the execution's state as JSON
   history ID   prints its events from the stream, one CloudEvents JSON per line
   cancel ID    asks to cancel it: what succeeded is compensated, then it ends cancelled
@@ -129,7 +130,7 @@ cancel and retry return once the request is queued; follow the execution with sh
 		},
 	}
 
-	cmd.AddCommand(show, history, cancel, retry)
+	cmd.AddCommand(newExecutionsListCmd(client), show, history, cancel, retry)
 	return cmd
 }
 

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
@@ -26,9 +27,11 @@ import (
 	"github.com/memmie/memmie/internal/app/api"
 	"github.com/memmie/memmie/internal/app/engine"
 	"github.com/memmie/memmie/internal/app/metrics"
+	"github.com/memmie/memmie/internal/app/views"
 	"github.com/memmie/memmie/internal/jetstream/stream"
 	"github.com/memmie/memmie/internal/registry"
 	"github.com/memmie/memmie/internal/services"
+	"github.com/memmie/memmie/projections"
 )
 
 // Defaults of dev and serve.
@@ -203,6 +206,23 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 		return err
 	}
 
+	// The projections start before the engine, so that they stop after it (the defers run in
+	// reverse) and fold the events of its last moments too.
+	var vs *views.Views
+	if o.databaseURL != "" {
+		pool, err := pgxpool.New(ctx, o.databaseURL)
+		if err != nil {
+			return fmt.Errorf("connect to the database: %w", err)
+		}
+		defer pool.Close()
+		stop, err := startProjections(ctx, pool, js, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		vs = views.New(pool)
+	}
+
 	reg, err := registry.New(js, registry.Config{Logger: log})
 	if err != nil {
 		return err
@@ -255,8 +275,12 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 		}
 	}()
 
-	handler, err := api.New(api.Config{Registry: reg, Engine: eng, Logger: log, Token: o.apiToken,
-		Metrics: metrics.Handler(metrics.NewRegistry(eng, calls))})
+	cfg := api.Config{Registry: reg, Engine: eng, Logger: log, Token: o.apiToken,
+		Metrics: metrics.Handler(metrics.NewRegistry(eng, calls))}
+	if vs != nil {
+		cfg.Views = vs // a nil *views.Views in the interface would not read as none
+	}
+	handler, err := api.New(cfg)
 	if err != nil {
 		return err
 	}
@@ -292,6 +316,28 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 		log.Warn("stop http server", "err", err)
 	}
 	return nil
+}
+
+// startProjections runs the projections' runners until the returned stop is called: it ends
+// them and waits for them. Of the runners of a projection in every process, the one holding its
+// advisory lock writes and the others stand by.
+func startProjections(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, log *slog.Logger) (stop func(), err error) {
+	plog := log.With("component", "projections")
+	r, err := projections.NewRunner(projections.NewExecutions(plog), projections.Config{Pool: pool, JS: js, Log: plog})
+	if err != nil {
+		return nil, err
+	}
+	// Not ctx: Ctrl-C ends ctx, and the runners go on until the engine has stopped.
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = r.Run(runCtx) // logs and retries its failures; returns when runCtx ends
+	}()
+	return func() {
+		cancel()
+		<-done
+	}, nil
 }
 
 // redactDatabaseURL hides the password of a postgres:// URL; a keyword/value connection string

@@ -42,6 +42,9 @@ type Config struct {
 	// Engine serves executions. Without one, the execution endpoints answer 503 and /readyz
 	// checks only the registry.
 	Engine Engine
+	// Views serves the lists of the projections (GET /v1/executions). Defaults to none (no
+	// database configured): those endpoints answer 503.
+	Views Views
 	// MaxBodyBytes bounds every request body. Defaults to DefaultMaxBodyBytes.
 	MaxBodyBytes int64
 	// ReadyTimeout bounds the checks of /readyz. Defaults to 2 s.
@@ -122,6 +125,7 @@ func (a *API) routes() {
 		a.mux.HandleFunc("DELETE "+plural+"/{id}", a.deleteDefinition(kind))
 	}
 	a.mux.HandleFunc("POST /v1/executions", a.startExecution)
+	a.mux.HandleFunc("GET /v1/executions", a.listExecutions)
 	a.mux.HandleFunc("GET /v1/executions/{id}", a.getExecution)
 	a.mux.HandleFunc("GET /v1/executions/{id}/events", a.executionEvents)
 	a.mux.HandleFunc("POST /v1/executions/{id}/cancel", a.cancelExecution)
@@ -257,7 +261,7 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusConflict, "invalid_state", err.Error())
 	case errors.Is(err, engine.ErrInvalid), errors.Is(err, errBadRequest):
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
-	case errors.Is(err, errNoEngine), errors.Is(err, engine.ErrNoDefinitions):
+	case errors.Is(err, errNoEngine), errors.Is(err, errNoDatabase), errors.Is(err, engine.ErrNoDefinitions):
 		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nobody reads the answer.

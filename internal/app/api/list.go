@@ -1,0 +1,67 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/memmie/memmie/internal/app/views"
+	"github.com/memmie/memmie/internal/core/execution"
+)
+
+// Views is what the API needs of the projections' tables; *views.Views is one.
+type Views interface {
+	Executions(ctx context.Context, q views.ExecutionQuery) (views.ExecutionPage, error)
+}
+
+// Limits of GET /v1/executions.
+const (
+	DefaultListLimit = 50
+	MaxListLimit     = 500
+)
+
+var errNoDatabase = errors.New("no database configured: this memmie serves its lists from Postgres; start it with --database-url (MEMMIE_DATABASE_URL)")
+
+// statuses are those an execution's row may have (the core's).
+var statuses = map[string]bool{}
+
+func init() {
+	for _, s := range []execution.Status{execution.StatusQueued, execution.StatusRunning, execution.StatusCompensating,
+		execution.StatusRetryScheduled, execution.StatusCompleted, execution.StatusFailed, execution.StatusCancelled} {
+		statuses[string(s)] = true
+	}
+}
+
+// listExecutions answers GET /v1/executions from the executions projection: newest first,
+// a page at a time.
+func (a *API) listExecutions(w http.ResponseWriter, r *http.Request) {
+	if a.cfg.Views == nil {
+		a.fail(w, r, errNoDatabase)
+		return
+	}
+	q := r.URL.Query()
+	query := views.ExecutionQuery{Status: q.Get("status"), WorkflowID: q.Get("workflow_id"), Limit: DefaultListLimit,
+		Cursor: q.Get("cursor")}
+	if query.Status != "" && !statuses[query.Status] {
+		a.fail(w, r, badRequest("status %q: want queued, running, compensating, retry_scheduled, completed, failed or cancelled", query.Status))
+		return
+	}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > MaxListLimit {
+			a.fail(w, r, badRequest("limit %q: want 1 to %d", s, MaxListLimit))
+			return
+		}
+		query.Limit = n
+	}
+	page, err := a.cfg.Views.Executions(r.Context(), query)
+	if errors.Is(err, views.ErrCursor) {
+		err = badRequest("%v", err)
+	}
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, page)
+}

@@ -1,0 +1,10 @@
+// Package views reads the projections' tables (see migrations/ and projections/) for the API:
+// the lists that the streams cannot answer quickly.
+//
+//	v := views.New(pool)
+//	page, err := v.Executions(ctx, views.ExecutionQuery{Status: "failed", Limit: 50})
+//	// page.Next, when set, is the Cursor of the next page
+//
+// It only reads: the projections are the tables' one writer. A row may lag the streams by
+// the projection's delay.
+package views
