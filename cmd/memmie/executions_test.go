@@ -80,9 +80,11 @@ func TestExecutions(t *testing.T) {
 		})
 	}
 
-	t.Run("list is not offered yet", func(t *testing.T) {
-		code, _, _ := executeSplit(t, "executions", "list", "--api-url", srv.URL)
-		assert.NotEqual(t, 0, code)
+	t.Run("list without a database names the fix", func(t *testing.T) {
+		code, _, errOut := executeSplit(t, "executions", "list", "--api-url", srv.URL)
+		assert.Equal(t, 1, code)
+		assert.Contains(t, errOut, "no database configured")
+		assert.Contains(t, errOut, "--database-url")
 	})
 }
 

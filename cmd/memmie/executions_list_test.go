@@ -1,0 +1,112 @@
+package main
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/memmie/memmie/internal/natsserver/natstest"
+	"github.com/memmie/memmie/internal/pgtest"
+)
+
+// TestServeProjectsExecutions: serve with a database runs the executions projection, so that
+// the executions it ran are listed, newest first, as a table or JSON, a page at a time.
+func TestServeProjectsExecutions(t *testing.T) {
+	svc := newSlowService(t)
+	t.Setenv("MEMMIE_SERVICE_SVC_URL", svc.URL)
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "workflows", "ok.yaml"), "id: ok\nsteps: [{id: call, type: api_call, service: svc, endpoint: /ok}]\n")
+	writeFile(t, filepath.Join(dir, "workflows", "fail.yaml"), "id: fail\nsteps: [{id: call, type: api_call, service: svc, endpoint: /fail}]\n")
+	nats, _, _ := natstest.Run(t)
+	srv := startBackground(t, "serve", "--nats-url", nats.ClientURL(), "--http-addr", "127.0.0.1:0",
+		"--database-url", pgtest.URL(t), "--definitions", dir)
+	apiURL := srv.ready(t)
+
+	var ids []string // in start order
+	for _, wf := range []string{"ok", "fail", "ok"} {
+		code, out, errOut := executeSplit(t, "run", wf, "--input", `{}`, "--api-url", apiURL)
+		require.Equal(t, 0, code, errOut)
+		ids = append(ids, strings.TrimSpace(out))
+	}
+
+	list := func(args ...string) (int, string, string) {
+		return executeSplit(t, append([]string{"executions", "list", "--api-url", apiURL}, args...)...)
+	}
+	var page struct {
+		Executions []struct {
+			ExecutionID string `json:"execution_id"`
+			Status      string `json:"status"`
+		} `json:"executions"`
+		Next string `json:"next"`
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		code, out, errOut := list("--json")
+		require.Equal(t, 0, code, errOut)
+		require.NoError(t, json.Unmarshal([]byte(out), &page), out)
+		ended := 0
+		for _, e := range page.Executions {
+			if e.Status == "completed" || e.Status == "failed" {
+				ended++
+			}
+		}
+		if ended == len(ids) {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the projection does not hold the three ended executions within 60s:\n%s\n%s", out, srv.out.String())
+		time.Sleep(50 * time.Millisecond)
+	}
+	require.Len(t, page.Executions, 3)
+	assert.Equal(t, []string{ids[2], ids[1], ids[0]}, []string{page.Executions[0].ExecutionID,
+		page.Executions[1].ExecutionID, page.Executions[2].ExecutionID}, "newest first")
+	assert.Empty(t, page.Next)
+
+	// rows returns the table's rows as fields, the header apart.
+	rows := func(out string) [][]string {
+		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		require.Equal(t, []string{"ID", "WORKFLOW", "STATUS", "PRIORITY", "QUEUED", "AT"}, strings.Fields(lines[0]))
+		var out2 [][]string
+		for _, l := range lines[1:] {
+			out2 = append(out2, strings.Fields(l))
+		}
+		return out2
+	}
+	code, out, errOut := list()
+	require.Equal(t, 0, code, errOut)
+	table := rows(out)
+	require.Len(t, table, 3, out)
+	assert.Equal(t, []string{ids[2], "ok", "completed", "0"}, table[0][:4])
+	assert.Equal(t, []string{ids[1], "fail", "failed", "0"}, table[1][:4])
+	_, err := time.Parse(time.RFC3339, table[0][4])
+	assert.NoError(t, err, "queued at")
+
+	code, out, errOut = list("--status", "failed")
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, ids[1], rows(out)[0][0])
+	assert.Len(t, rows(out), 1)
+	code, out, errOut = list("--workflow", "ok")
+	require.Equal(t, 0, code, errOut)
+	assert.Len(t, rows(out), 2)
+
+	code, out, errOut = list("--limit", "1")
+	require.Equal(t, 0, code, errOut)
+	assert.Len(t, rows(out), 1)
+	assert.Contains(t, errOut, "more: --cursor ")
+	code, all, errOut := list("--limit", "1", "--all")
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, table, rows(all), "--all follows the pages")
+	assert.NotContains(t, errOut, "more:")
+
+	code, _, errOut = list("--status", "done")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "bad_request")
+	code, _, errOut = list("--limit", "501")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "--limit")
+	require.NoError(t, srv.stop(t))
+}
