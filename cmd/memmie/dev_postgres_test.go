@@ -58,6 +58,20 @@ func migratedVersion(t *testing.T, url string) (version int64, table bool) {
 	return version, table
 }
 
+// advisoryLocks counts the advisory locks held on url's server: a projection's runner holds
+// one while it writes (the migrations' lock is released once they are applied).
+func advisoryLocks(t *testing.T, url string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	var n int
+	require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted").Scan(&n))
+	return n
+}
+
 // postmasterPID reads the server's pid from the cluster's postmaster.pid.
 func postmasterPID(t *testing.T, pgDir string) int {
 	t.Helper()
@@ -99,6 +113,7 @@ func TestDevStartsItsOwnPostgres(t *testing.T) {
 	assert.True(t, table, "queued_executions exists")
 	pid := postmasterPID(t, pgDir)
 	require.True(t, alive(pid))
+	waitFor(t, "the executions projection's runner holding its lock", func() bool { return advisoryLocks(t, url) > 0 })
 
 	require.NoError(t, dev.stop(t))
 	assert.False(t, alive(pid), "postgres stopped with dev")
