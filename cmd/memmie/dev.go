@@ -53,7 +53,7 @@ the system's temporary one named after the data dir when that path is too long f
 socket). As root it runs as the postgres OS user; when that user cannot reach the data dir (a
 clone under /root), the cluster lives in /var/tmp/memmie-pg-<hash of the data dir>. With
 --database-url it uses that database and starts none. Either way it applies the migrations
-the database has not had yet before it serves. It prints the NATS URL, the Postgres URL, the
+the database has not had yet before it serves, and runs the executions projection. It prints the NATS URL, the Postgres URL, the
 HTTP URL and what it registered.
 
 An invalid definitions set stops the start, with every problem printed. Ctrl-C stops it

@@ -140,8 +140,9 @@ creates the streams that are missing and never rewrites existing ones: a differe
 partitions, replicas or storage stops the start and names the fix ('memmie streams update');
 other differences are logged. It registers definitions only when --definitions is given.
 With --database-url it applies the Postgres migrations the database has not had yet before it
-serves (processes starting at once take turns under an advisory lock); without one it runs
-without Postgres. Ctrl-C stops it cleanly: work in progress finishes or is handed back to the
+serves (processes starting at once take turns under an advisory lock) and runs the executions
+projection (of all the processes, the one holding its advisory lock writes), which GET
+/v1/executions and 'memmie executions list' read; without one it runs without Postgres. Ctrl-C stops it cleanly: work in progress finishes or is handed back to the
 server.
 
 Workflows call the services of --services, and those named by environment variables

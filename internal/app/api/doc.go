@@ -1,8 +1,9 @@
 // Package api serves memmie's HTTP API (the contract's "HTTP API") from the streams: the
 // definitions come from the registry's view of MEMMIE_DEFINITIONS, the executions from their
-// histories on MEMMIE_EXECUTIONS, through the engine.
+// histories on MEMMIE_EXECUTIONS, through the engine; the lists come from the projections'
+// tables in Postgres, through Config.Views.
 //
-//	h, err := api.New(api.Config{Registry: reg, Engine: eng, Logger: log})
+//	h, err := api.New(api.Config{Registry: reg, Engine: eng, Views: views.New(pool), Logger: log})
 //	srv := api.NewServer(h, api.ServerConfig{Addr: "127.0.0.1:8080"}) // timeouts and limits: see ServerConfig
 //
 // Endpoints:
@@ -12,6 +13,7 @@
 //	GET    /v1/{schemas|workflows|providers}/{id}  current revision (?revision=N an older one), deactivated ones too
 //	GET    /v1/{schemas|workflows|providers}       {"items": [current revision of each, deactivated ones too]}
 //	POST   /v1/executions                          {"workflow_id","input","priority","idempotency_key","max_retries"} -> 202 {"execution_id","created"}
+//	GET    /v1/executions                          {"executions": [rows, newest first], "next"}: ?status=, ?workflow_id=, ?limit= (50, at most 500), ?cursor=<next>
 //	GET    /v1/executions/{id}                     the execution's state
 //	GET    /v1/executions/{id}/events              {"events": [CloudEvents envelopes], "next"}: ?limit= (100, at most 1000), ?after=<next>
 //	POST   /v1/executions/{id}/cancel              {"reason"} (optional) -> 202
@@ -51,13 +53,13 @@
 //	422 invalid_definition   the definition, or the set it would make, is invalid
 //	422 invalid_input        the input breaks the workflow's input schema
 //	500 internal             anything else
-//	503 unavailable          no engine configured, or not ready (/readyz)
+//	503 unavailable          no engine configured, no database (Config.Views) for a list, or not ready (/readyz)
 //
 // A deactivated definition is still served by GET, with "active": false, because its
 // revisions stay in the history and running executions may use them; only a definition never
 // registered is 404. A PUT answers once this process's view holds the new revision, so a GET
 // that follows it on the same process sees it.
 //
-// The package only translates HTTP to registry and engine calls: it holds no state and never
+// The package only translates HTTP to registry, engine and views calls: it holds no state and never
 // writes to a stream itself.
 package api
