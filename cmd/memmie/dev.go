@@ -196,7 +196,8 @@ func startPostgres(ctx context.Context, dataDir string, log *slog.Logger) (*devP
 		return nil, fmt.Errorf("start the local PostgreSQL of dev: %w", err)
 	}
 	pg := &devPostgres{Server: srv}
-	// dev goes on without it (nothing reads the database yet), but says so.
+	// dev goes on without it (the projection retries and the lists fail until a restart), but
+	// says so.
 	go func() {
 		<-srv.Done()
 		if !pg.stopping.Load() {
