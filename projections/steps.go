@@ -41,8 +41,8 @@ const (
 	stepFailed         = "failed"
 	stepRetryScheduled = "retry_scheduled"
 	stepSkipped        = "skipped"
-	// stepTimedOut is a failed or retried attempt whose error is a timeout; the next attempt's
-	// row, if any, says whether it was retried.
+	// stepTimedOut is an attempt failed for good by a timeout (a retried one is
+	// retry_scheduled, its error says why).
 	stepTimedOut = "timed_out"
 )
 
@@ -53,7 +53,7 @@ func stepRank(status string) int {
 	switch status {
 	case stepScheduled:
 		return 0
-	case stepRetryScheduled, stepTimedOut:
+	case stepRetryScheduled:
 		return 1
 	default:
 		return 2
@@ -226,7 +226,7 @@ func foldStep(row *step, key stepKey, ev Event) (*step, bool, error) {
 		return row, false, nil
 	}
 	if status != "" {
-		if serr != nil && serr.Kind == events.ErrorTimeout {
+		if status == stepFailed && serr.Kind == events.ErrorTimeout {
 			status = stepTimedOut
 		}
 		if stepRank(status) > stepRank(r.Status) {
