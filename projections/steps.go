@@ -17,8 +17,9 @@ import (
 
 // Steps is the execution_steps projection: one row per attempt of a step, or of its
 // compensation, in a run of an execution, folded from the step and compensation events of
-// MEMMIE_EXECUTIONS. A skipped step has one row with attempt 0, its reason in output as
-// {"reason": ...}. The execution's lifecycle events leave the rows alone.
+// MEMMIE_EXECUTIONS. A step settled before any attempt has one row with attempt 0: skipped
+// (its reason in output as {"reason": ...}), or failed when its condition or input_map could
+// not be evaluated. The execution's lifecycle events leave the rows alone.
 type Steps struct {
 	log *slog.Logger
 }
@@ -47,8 +48,8 @@ const (
 )
 
 // stepRank orders the statuses. An event moves a row only to a higher rank, so that an event
-// folded a second time (or one of the same rank after it) changes nothing. A retried attempt
-// may still be failed for good (the run stopped while it waited).
+// folded a second time changes nothing. An attempt whose retry a stopping run never makes stays
+// retry_scheduled: the core records nothing more of it.
 func stepRank(status string) int {
 	switch status {
 	case stepScheduled:
