@@ -71,7 +71,8 @@ func dumpSteps(t *testing.T, pool *pgxpool.Pool) []string {
 }
 
 // The events come from the real engine calling an httptest service: a step retried then
-// succeeding, a step failing and the one before it compensated, a skipped step. The
+// succeeding, a step failing and the one before it compensated, a skipped step, a step timed
+// out. The
 // projection, running beside the engine, folds them into one row per attempt; a replay from
 // the first message changes no row.
 func TestStepsRowsMatchTheEngine(t *testing.T) {
@@ -89,6 +90,13 @@ func TestStepsRowsMatchTheEngine(t *testing.T) {
 		case r.URL.Path == "/flaky" && n == 1:
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = w.Write([]byte(`{"error":"busy"}`))
+		case r.URL.Path == "/slow":
+			// Slower than the step's timeout: the runner gives up first.
+			select {
+			case <-r.Context().Done():
+			case <-time.After(time.Minute):
+			}
+			return
 		case r.URL.Path == "/ship":
 			w.WriteHeader(http.StatusInternalServerError)
 			_, _ = w.Write([]byte(`{"error":"warehouse down"}`))
@@ -140,6 +148,14 @@ steps:
   - id: always
     type: transform
     input_map: {done: true}
+`, `
+id: slow
+steps:
+  - id: wait
+    type: api_call
+    service: svc
+    endpoint: /slow
+    timeout_seconds: 1
 `} {
 		def, err := definitions.Parse(string(rune('a'+i))+".yaml", []byte(src), "")
 		require.NoError(t, err)
@@ -171,8 +187,9 @@ steps:
 		return id
 	}
 	flaky, saga, conditional := run("flaky", `{"n": 7}`), run("saga", `{}`), run("conditional", `{"go": false}`)
+	slow := run("slow", `{}`)
 	for id, want := range map[string]execution.Status{flaky: execution.StatusCompleted, saga: execution.StatusFailed,
-		conditional: execution.StatusCompleted} {
+		conditional: execution.StatusCompleted, slow: execution.StatusFailed} {
 		require.Eventually(t, func() bool {
 			s, err := eng.Execution(ctx, id)
 			return err == nil && s.Status.Terminal()
@@ -233,10 +250,17 @@ steps:
 	check(rows[1], "always", 1, false, "succeeded")
 	require.JSONEq(t, `{"done":true}`, string(rows[1].Output))
 
+	rows = stepRows(t, pool, slow)
+	require.Len(t, rows, 1)
+	check(rows[0], "wait", 1, false, "timed_out")
+	require.NoError(t, json.Unmarshal(rows[0].Error, &e))
+	require.Equal(t, "timeout", e.Kind)
+	require.GreaterOrEqual(t, *rows[0].DurationMS, int64(1000), "the runner waited out the timeout")
+
 	// A replay from the first message reads every event again and changes no row.
 	live.stop()
 	before := dumpSteps(t, pool)
-	require.Len(t, before, 7)
+	require.Len(t, before, 8)
 	_, err = pool.Exec(ctx, `UPDATE projection_checkpoints SET last_seq = 0 WHERE projection = 'execution_steps'`)
 	require.NoError(t, err)
 	c := &counting{Projection: projections.NewSteps(nil)}
