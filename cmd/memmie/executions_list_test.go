@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -23,8 +25,9 @@ func TestServeProjectsExecutions(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "workflows", "ok.yaml"), "id: ok\nsteps: [{id: call, type: api_call, service: svc, endpoint: /ok}]\n")
 	writeFile(t, filepath.Join(dir, "workflows", "fail.yaml"), "id: fail\nsteps: [{id: call, type: api_call, service: svc, endpoint: /fail}]\n")
 	nats, _, _ := natstest.Run(t)
+	dbURL := pgtest.URL(t)
 	srv := startBackground(t, "serve", "--nats-url", nats.ClientURL(), "--http-addr", "127.0.0.1:0",
-		"--database-url", pgtest.URL(t), "--definitions", dir)
+		"--database-url", dbURL, "--definitions", dir)
 	apiURL := srv.ready(t)
 
 	var ids []string // in start order
@@ -65,6 +68,18 @@ func TestServeProjectsExecutions(t *testing.T) {
 	assert.Equal(t, []string{ids[2], ids[1], ids[0]}, []string{page.Executions[0].ExecutionID,
 		page.Executions[1].ExecutionID, page.Executions[2].ExecutionID}, "newest first")
 	assert.Empty(t, page.Next)
+
+	// serve runs the other projections too: the queue's and the steps' rows follow.
+	db, dberr := pgx.Connect(t.Context(), dbURL)
+	require.NoError(t, dberr)
+	t.Cleanup(func() { _ = db.Close(context.Background()) })
+	require.Eventually(t, func() bool {
+		var queued, steps int
+		err := db.QueryRow(t.Context(), `SELECT
+			(SELECT count(*) FROM queued_executions WHERE status IN ('completed', 'failed')),
+			(SELECT count(*) FROM execution_steps WHERE status IN ('succeeded', 'failed'))`).Scan(&queued, &steps)
+		return err == nil && queued == 3 && steps == 3
+	}, 60*time.Second, 50*time.Millisecond, "queued_executions and execution_steps hold the three executions")
 
 	// rows returns the table's rows as fields, the header apart.
 	rows := func(out string) [][]string {

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -211,12 +212,21 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 	// reverse) and fold the events of its last moments too.
 	var vs *views.Views
 	if o.databaseURL != "" {
-		pool, err := pgxpool.New(ctx, o.databaseURL)
+		pcfg, err := pgxpool.ParseConfig(o.databaseURL)
+		if err != nil {
+			return fmt.Errorf("database url: %w", err)
+		}
+		// Each projection's runner holds a connection for its advisory lock and writes on
+		// it; the queries of the API share the rest.
+		plog := log.With("component", "projections")
+		ps := runProjections(plog)
+		pcfg.MaxConns = max(pcfg.MaxConns, int32(len(ps)+4))
+		pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 		if err != nil {
 			return fmt.Errorf("connect to the database: %w", err)
 		}
 		defer pool.Close()
-		stop, err := startProjections(ctx, pool, js, log)
+		stop, err := startProjections(ctx, pool, js, ps, plog)
 		if err != nil {
 			return err
 		}
@@ -322,22 +332,32 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 // startProjections runs the projections' runners until the returned stop is called: it ends
 // them and waits for them. Of the runners of a projection in every process, the one holding its
 // advisory lock writes and the others stand by.
-func startProjections(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, log *slog.Logger) (stop func(), err error) {
-	plog := log.With("component", "projections")
-	r, err := projections.NewRunner(projections.NewExecutions(plog), projections.Config{Pool: pool, JS: js, Log: plog})
-	if err != nil {
-		return nil, err
+// runProjections are the projections dev and serve run.
+func runProjections(log *slog.Logger) []projections.Projection {
+	return []projections.Projection{projections.NewExecutions(log), projections.NewQueued(log), projections.NewSteps(log)}
+}
+
+func startProjections(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, ps []projections.Projection,
+	plog *slog.Logger) (stop func(), err error) {
+	var runners []*projections.Runner
+	for _, p := range ps {
+		r, err := projections.NewRunner(p, projections.Config{Pool: pool, JS: js, Log: plog})
+		if err != nil {
+			return nil, err
+		}
+		runners = append(runners, r)
 	}
 	// Not ctx: Ctrl-C ends ctx, and the runners go on until the engine has stopped.
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = r.Run(runCtx) // logs and retries its failures; returns when runCtx ends
-	}()
+	var wg sync.WaitGroup
+	for _, r := range runners {
+		wg.Go(func() {
+			_ = r.Run(runCtx) // logs and retries its failures; returns when runCtx ends
+		})
+	}
 	return func() {
 		cancel()
-		<-done
+		wg.Wait()
 	}, nil
 }
 
