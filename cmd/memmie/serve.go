@@ -210,7 +210,10 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 
 	// The projections start before the engine, so that they stop after it (the defers run in
 	// reverse) and fold the events of its last moments too.
-	var vs *views.Views
+	var (
+		vs   *views.Views
+		ping func(context.Context) error
+	)
 	if o.databaseURL != "" {
 		pcfg, err := pgxpool.ParseConfig(o.databaseURL)
 		if err != nil {
@@ -231,7 +234,7 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 			return err
 		}
 		defer stop()
-		vs = views.New(pool)
+		vs, ping = views.New(pool), pool.Ping
 	}
 
 	reg, err := registry.New(js, registry.Config{Logger: log})
@@ -290,6 +293,7 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 		Metrics: metrics.Handler(metrics.NewRegistry(eng, calls))}
 	if vs != nil {
 		cfg.Views = vs // a nil *views.Views in the interface would not read as none
+		cfg.Postgres = ping
 	}
 	handler, err := api.New(cfg)
 	if err != nil {

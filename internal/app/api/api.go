@@ -42,9 +42,13 @@ type Config struct {
 	// Engine serves executions. Without one, the execution endpoints answer 503 and /readyz
 	// checks only the registry.
 	Engine Engine
-	// Views serves the lists of the projections (GET /v1/executions). Defaults to none (no
-	// database configured): those endpoints answer 503.
+	// Views serves the lists of the projections (GET /v1/executions, GET /v1/queue). Defaults
+	// to none (no database configured): those endpoints answer 503.
 	Views Views
+	// Postgres, when set, is a readiness check of the database (e.g. pgxpool.Pool.Ping):
+	// /readyz fails with dependency "postgres" when it does. Defaults to none: /readyz does
+	// not check a database.
+	Postgres func(ctx context.Context) error
 	// MaxBodyBytes bounds every request body. Defaults to DefaultMaxBodyBytes.
 	MaxBodyBytes int64
 	// ReadyTimeout bounds the checks of /readyz. Defaults to 2 s.
@@ -130,6 +134,7 @@ func (a *API) routes() {
 	a.mux.HandleFunc("GET /v1/executions/{id}/events", a.executionEvents)
 	a.mux.HandleFunc("POST /v1/executions/{id}/cancel", a.cancelExecution)
 	a.mux.HandleFunc("POST /v1/executions/{id}/retry", a.retryExecution)
+	a.mux.HandleFunc("GET /v1/queue", a.listQueue)
 	a.mux.HandleFunc("GET /healthz", a.healthz)
 	a.mux.HandleFunc("GET /readyz", a.readyz)
 	if a.cfg.Metrics != nil {
@@ -162,9 +167,9 @@ func (a *API) healthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // readyz reports ready when the engine (if any) is ready (NATS connected, streams present,
-// handlers running) and the registry follows its stream. A failure names the first
-// dependency down, in "dependency" and at the start of the message: nats, streams, handlers
-// or definitions. The engine is asked first, so that NATS down is told as such rather than
+// handlers running), the registry follows its stream and the database (if configured)
+// answers a ping. A failure names the first dependency down, in "dependency" and at the start
+// of the message: nats, streams, handlers, definitions or postgres. The engine is asked first, so that NATS down is told as such rather than
 // as the registry's failure to read its stream.
 func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.ReadyTimeout)
@@ -187,6 +192,12 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 	if err := a.cfg.Registry.Ready(ctx); err != nil {
 		notReady("definitions", err)
 		return
+	}
+	if a.cfg.Postgres != nil {
+		if err := a.cfg.Postgres(ctx); err != nil {
+			notReady("postgres", err)
+			return
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }

@@ -13,9 +13,10 @@ import (
 // Views is what the API needs of the projections' tables; *views.Views is one.
 type Views interface {
 	Executions(ctx context.Context, q views.ExecutionQuery) (views.ExecutionPage, error)
+	Queue(ctx context.Context, q views.QueueQuery) (views.QueuePage, error)
 }
 
-// Limits of GET /v1/executions.
+// Limits of GET /v1/executions and GET /v1/queue.
 const (
 	DefaultListLimit = 50
 	MaxListLimit     = 500

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/handlers/dispatcher"
 	"github.com/memmie/memmie/internal/app/api"
 	"github.com/memmie/memmie/internal/app/engine"
 	"github.com/memmie/memmie/internal/app/views"
@@ -25,9 +26,15 @@ import (
 	"github.com/memmie/memmie/projections"
 )
 
-// newProjectedStack is newStack with a database: the executions projection's Runner folds
-// the stream into it, and the API lists from it.
+// newProjectedStack is newStack with a database: the executions and queued_executions
+// projections' Runners fold the stream into it, and the API lists from it.
 func newProjectedStack(t *testing.T, svc *httptest.Server) *httptest.Server {
+	t.Helper()
+	return newProjectedStackWith(t, svc, dispatcher.Config{})
+}
+
+// newProjectedStackWith is newProjectedStack with the dispatcher's config d.
+func newProjectedStackWith(t *testing.T, svc *httptest.Server, d dispatcher.Config) *httptest.Server {
 	t.Helper()
 	_, _, js := natstest.Run(t)
 	u, err := url.Parse(svc.URL)
@@ -36,7 +43,7 @@ func newProjectedStack(t *testing.T, svc *httptest.Server) *httptest.Server {
 	require.NoError(t, err)
 	reg := startRegistry(t, js)
 	eng, err := engine.New(js, engine.Config{Definitions: reg, Services: svcs, Logger: testLogger(t),
-		Streams: streams.Options{Storage: jetstream.MemoryStorage}})
+		Streams: streams.Options{Storage: jetstream.MemoryStorage}, Dispatcher: d})
 	require.NoError(t, err)
 	require.NoError(t, eng.Open(testContext(t)))
 	t.Cleanup(func() {
@@ -46,13 +53,14 @@ func newProjectedStack(t *testing.T, svc *httptest.Server) *httptest.Server {
 	})
 
 	pool := pgtest.New(t)
-	r, err := projections.NewRunner(projections.NewExecutions(testLogger(t)),
-		projections.Config{Pool: pool, JS: js, Log: testLogger(t)})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = r.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done }) // before the pool closes: cleanups run in reverse
+	for _, p := range []projections.Projection{projections.NewExecutions(testLogger(t)), projections.NewQueued(testLogger(t))} {
+		r, err := projections.NewRunner(p, projections.Config{Pool: pool, JS: js, Log: testLogger(t)})
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = r.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done }) // before the pool closes: cleanups run in reverse
+	}
 
 	h, err := api.New(api.Config{Registry: reg, Engine: eng, Views: views.New(pool), Logger: testLogger(t)})
 	require.NoError(t, err)
