@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -80,6 +81,19 @@ func TestServeProjectsExecutions(t *testing.T) {
 			(SELECT count(*) FROM execution_steps WHERE status IN ('succeeded', 'failed'))`).Scan(&queued, &steps)
 		return err == nil && queued == 3 && steps == 3
 	}, 60*time.Second, 50*time.Millisecond, "queued_executions and execution_steps hold the three executions")
+	// and the API serves the queue from them, in the order the dispatcher starts them.
+	resp, err := http.Get(apiURL + "/v1/queue?status=completed")
+	require.NoError(t, err)
+	var queue struct {
+		Queue []struct {
+			ExecutionID string `json:"execution_id"`
+		} `json:"queue"`
+	}
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&queue))
+	require.NoError(t, resp.Body.Close())
+	require.Len(t, queue.Queue, 2)
+	assert.Equal(t, []string{ids[0], ids[2]}, []string{queue.Queue[0].ExecutionID, queue.Queue[1].ExecutionID})
 
 	// rows returns the table's rows as fields, the header apart.
 	rows := func(out string) [][]string {
@@ -97,7 +111,7 @@ func TestServeProjectsExecutions(t *testing.T) {
 	require.Len(t, table, 3, out)
 	assert.Equal(t, []string{ids[2], "ok", "completed", "0"}, table[0][:4])
 	assert.Equal(t, []string{ids[1], "fail", "failed", "0"}, table[1][:4])
-	_, err := time.Parse(time.RFC3339, table[0][4])
+	_, err = time.Parse(time.RFC3339, table[0][4])
 	assert.NoError(t, err, "queued at")
 
 	code, out, errOut = list("--status", "failed")
