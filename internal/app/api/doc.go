@@ -18,13 +18,14 @@
 //	GET    /v1/executions/{id}/events              {"events": [CloudEvents envelopes], "next"}: ?limit= (100, at most 1000), ?after=<next>
 //	POST   /v1/executions/{id}/cancel              {"reason"} (optional) -> 202
 //	POST   /v1/executions/{id}/retry               -> 202
-//	GET    /healthz, /readyz                       liveness; readiness (engine and registry)
+//	GET    /v1/queue                               {"queue": [queued_executions rows, priority DESC, queued_at, id], "next"}: ?status= (pending and running), ?limit=, ?cursor=<next>
+//	GET    /healthz, /readyz                       liveness; readiness (engine, registry and Config.Postgres)
 //	GET    /metrics                                Config.Metrics (package metrics), when set
 //
 // With Config.Token set, every request but those of /healthz, /readyz and /metrics needs
 // "Authorization: Bearer <token>" (compared in constant time), or is answered 401. A 503 of
 // /readyz names the first dependency down in "dependency" (nats, streams, handlers,
-// definitions) and at the start of its message.
+// definitions, postgres) and at the start of its message.
 //
 // JSON bodies need Content-Type application/json (charset=utf-8 allowed); a definition's PUT
 // takes application/json or application/yaml (also application/x-yaml, text/yaml). A start
