@@ -23,10 +23,7 @@ type Executions struct {
 
 // NewExecutions returns the executions projection. A nil log discards.
 func NewExecutions(log *slog.Logger) *Executions {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Executions{log: log}
+	return &Executions{log: orDiscard(log)}
 }
 
 func (*Executions) Name() string   { return "executions" }

@@ -2,6 +2,7 @@ package projections
 
 import (
 	"context"
+	"log/slog"
 
 	"github.com/jackc/pgx/v5"
 
@@ -25,4 +26,12 @@ type Projection interface {
 	// after the checkpoint, but Apply must still be idempotent: applying an event a second time
 	// changes nothing.
 	Apply(ctx context.Context, tx pgx.Tx, batch []Event) error
+}
+
+// orDiscard is log, or a logger that discards when log is nil.
+func orDiscard(log *slog.Logger) *slog.Logger {
+	if log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return log
 }

@@ -37,10 +37,7 @@ type Queued struct {
 
 // NewQueued returns the queued_executions projection. A nil log discards.
 func NewQueued(log *slog.Logger) *Queued {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Queued{log: log}
+	return &Queued{log: orDiscard(log)}
 }
 
 func (*Queued) Name() string   { return "queued_executions" }

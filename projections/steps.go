@@ -26,10 +26,7 @@ type Steps struct {
 
 // NewSteps returns the execution_steps projection. A nil log discards.
 func NewSteps(log *slog.Logger) *Steps {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Steps{log: log}
+	return &Steps{log: orDiscard(log)}
 }
 
 func (*Steps) Name() string   { return "execution_steps" }

@@ -42,21 +42,35 @@ func (a *API) listExecutions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	query := views.ExecutionQuery{Status: q.Get("status"), WorkflowID: q.Get("workflow_id"), Limit: DefaultListLimit,
-		Cursor: q.Get("cursor")}
+	query := views.ExecutionQuery{Status: q.Get("status"), WorkflowID: q.Get("workflow_id"), Cursor: q.Get("cursor")}
 	if query.Status != "" && !statuses[query.Status] {
 		a.fail(w, r, badRequest("status %q: want queued, running, compensating, retry_scheduled, completed, failed or cancelled", query.Status))
 		return
 	}
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > MaxListLimit {
-			a.fail(w, r, badRequest("limit %q: want 1 to %d", s, MaxListLimit))
-			return
-		}
-		query.Limit = n
+	limit, err := listLimit(q.Get("limit"))
+	if err != nil {
+		a.fail(w, r, err)
+		return
 	}
+	query.Limit = limit
 	page, err := a.cfg.Views.Executions(r.Context(), query)
+	a.writePage(w, r, page, err)
+}
+
+// listLimit parses a list's limit parameter: DefaultListLimit when empty, 1 to MaxListLimit.
+func listLimit(s string) (int, error) {
+	if s == "" {
+		return DefaultListLimit, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > MaxListLimit {
+		return 0, badRequest("limit %q: want 1 to %d", s, MaxListLimit)
+	}
+	return n, nil
+}
+
+// writePage answers one page of a list, or its error (a cursor no page gave is a bad request).
+func (a *API) writePage(w http.ResponseWriter, r *http.Request, page any, err error) {
 	if errors.Is(err, views.ErrCursor) {
 		err = badRequest("%v", err)
 	}

@@ -1,9 +1,7 @@
 package api
 
 import (
-	"errors"
 	"net/http"
-	"strconv"
 
 	"github.com/memmie/memmie/internal/app/views"
 )
@@ -20,26 +18,17 @@ func (a *API) listQueue(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	query := views.QueueQuery{Status: q.Get("status"), Limit: DefaultListLimit, Cursor: q.Get("cursor")}
+	query := views.QueueQuery{Status: q.Get("status"), Cursor: q.Get("cursor")}
 	if query.Status != "" && !queueStatuses[query.Status] {
 		a.fail(w, r, badRequest("status %q: want pending, running, completed, failed or cancelled", query.Status))
 		return
 	}
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > MaxListLimit {
-			a.fail(w, r, badRequest("limit %q: want 1 to %d", s, MaxListLimit))
-			return
-		}
-		query.Limit = n
-	}
-	page, err := a.cfg.Views.Queue(r.Context(), query)
-	if errors.Is(err, views.ErrCursor) {
-		err = badRequest("%v", err)
-	}
+	limit, err := listLimit(q.Get("limit"))
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, page)
+	query.Limit = limit
+	page, err := a.cfg.Views.Queue(r.Context(), query)
+	a.writePage(w, r, page, err)
 }
