@@ -153,25 +153,7 @@ func TestListExecutions(t *testing.T) {
 	})
 
 	t.Run("pages follow the cursor", func(t *testing.T) {
-		var got []string
-		cursor, pages := "", 0
-		for {
-			path := "/v1/executions?limit=2"
-			if cursor != "" {
-				path += "&cursor=" + url.QueryEscape(cursor)
-			}
-			r := do(t, srv, "GET", path, "")
-			page := ids(t, r)
-			require.LessOrEqual(t, len(page), 2)
-			got = append(got, page...)
-			pages++
-			next, _ := r.Body["next"].(string)
-			if next == "" {
-				break
-			}
-			require.Less(t, pages, 5, "the pages end")
-			cursor = next
-		}
+		got, pages := followPages(t, srv, "/v1/executions?limit=2", ids)
 		assert.Equal(t, 3, pages)
 		assert.Equal(t, newestFirst, got)
 	})
@@ -207,4 +189,29 @@ func TestListExecutionsWithoutADatabase(t *testing.T) {
 	assert.Equal(t, "unavailable", r.errorCode())
 	msg := r.Body["error"].(map[string]any)["message"].(string)
 	assert.True(t, strings.HasPrefix(msg, "no database configured"), msg)
+}
+
+// followPages reads a list from path (which asks for pages of 2) page after page, following
+// next, and returns the ids of every page, in order, and how many pages there were.
+func followPages(t *testing.T, srv *httptest.Server, path string, idsOf func(*testing.T, response) []string) ([]string, int) {
+	t.Helper()
+	var got []string
+	cursor, pages := "", 0
+	for {
+		p := path
+		if cursor != "" {
+			p += "&cursor=" + url.QueryEscape(cursor)
+		}
+		r := do(t, srv, "GET", p, "")
+		page := idsOf(t, r)
+		require.LessOrEqual(t, len(page), 2)
+		got = append(got, page...)
+		pages++
+		next, _ := r.Body["next"].(string)
+		if next == "" {
+			return got, pages
+		}
+		require.Less(t, pages, 5, "the pages end")
+		cursor = next
+	}
 }

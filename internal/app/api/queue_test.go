@@ -107,25 +107,7 @@ func TestListQueue(t *testing.T) {
 	})
 
 	t.Run("pages follow the cursor", func(t *testing.T) {
-		var got []string
-		cursor, pages := "", 0
-		for {
-			path := "/v1/queue?limit=2"
-			if cursor != "" {
-				path += "&cursor=" + url.QueryEscape(cursor)
-			}
-			r := do(t, srv, "GET", path, "")
-			page := queueIDs(t, r)
-			require.LessOrEqual(t, len(page), 2)
-			got = append(got, page...)
-			pages++
-			next, _ := r.Body["next"].(string)
-			if next == "" {
-				break
-			}
-			require.Less(t, pages, 5, "the pages end")
-			cursor = next
-		}
+		got, pages := followPages(t, srv, "/v1/queue?limit=2", queueIDs)
 		assert.Equal(t, 3, pages)
 		assert.Equal(t, order, got)
 	})
