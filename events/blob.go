@@ -243,3 +243,34 @@ func (d *DeadLetter) validate() error {
 	}
 	return nil
 }
+
+// DeadLetterRedriven records that a dead letter was sent back to its original subject, on
+// memmie.deadletter.<source>.redriven: the dead letters' projection marks it redriven.
+type DeadLetterRedriven struct {
+	// DeadLetterID is the id of the dead letter's event.
+	DeadLetterID string `json:"dead_letter_id"`
+	// Source is the dead letter's source; it is the subject's third token.
+	Source string `json:"source"`
+	// Subject is where the original message was published again, and Stream and Sequence
+	// where it was stored.
+	Subject  string `json:"subject"`
+	Stream   string `json:"stream"`
+	Sequence uint64 `json:"sequence"`
+	// MsgID is the Nats-Msg-Id of the message published again.
+	MsgID string `json:"msg_id"`
+}
+
+func (*DeadLetterRedriven) EventType() Type { return TypeDeadLetterRedriven }
+
+func (d *DeadLetterRedriven) validate() error {
+	if d.DeadLetterID == "" {
+		return errors.New("dead_letter_id is required")
+	}
+	if err := ValidToken(d.Source); err != nil {
+		return fmt.Errorf("source: %w", err)
+	}
+	if d.Subject == "" || d.Stream == "" || d.MsgID == "" {
+		return errors.New("subject, stream and msg_id are required")
+	}
+	return nil
+}

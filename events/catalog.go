@@ -60,6 +60,7 @@ func init() {
 	register(TypeDefinitionRegistered, 1, false, func() Data { return new(DefinitionRegistered) }, nil)
 	register(TypeDefinitionDeactivated, 1, false, func() Data { return new(DefinitionDeactivated) }, nil)
 	register(TypeDeadLetter, 1, false, func() Data { return new(DeadLetter) }, nil)
+	register(TypeDeadLetterRedriven, 1, false, func() Data { return new(DeadLetterRedriven) }, nil)
 }
 
 func sortTypes(ts []Type) { slices.Sort(ts) }

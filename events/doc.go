@@ -32,6 +32,7 @@
 //	memmie.deltas.<blob_id>                          a blob's deltas
 //	memmie.definitions.<kind>s.<id>                  definition revisions
 //	memmie.deadletter.<source>                       messages that could not be processed
+//	memmie.deadletter.<source>.redriven              dead letters sent back to their subject
 //
 // The execution id is always token 2 (ExecutionIDToken), so the runtime can partition on it.
 //

@@ -71,6 +71,8 @@ func samples(t *testing.T) []events.Event {
 		&events.DefinitionDeactivated{Kind: "schema", ID: "in", Revision: 2},
 		&events.DeadLetter{Source: "blobs", Stream: "MEMMIE_BLOBS", Sequence: 9, Subject: "memmie.blobs.b1.updated",
 			Headers: map[string][]string{"Nats-Msg-Id": {"m"}}, Data: []byte("{not json"), Reason: "blob does not exist"},
+		&events.DeadLetterRedriven{DeadLetterID: "dl1", Source: "blobs", Subject: "memmie.blobs.b1.updated",
+			Stream: "MEMMIE_BLOBS", Sequence: 12, MsgID: "m2"},
 	}
 	for i, d := range other {
 		out = append(out, events.Event{ID: events.ID("test", string(rune('a'+i))), Source: events.SourceBlobs,

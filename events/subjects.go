@@ -200,6 +200,17 @@ func DeadLetterSubject(source string) (string, error) {
 	return "memmie.deadletter." + source, nil
 }
 
+// DeadLetterRedrivenSubject returns memmie.deadletter.<source>.redriven, where the redrives of
+// source's dead letters are recorded. A source is one token, so this subject of four tokens is
+// never a source's: memmie.deadletter.* holds the dead letters, memmie.deadletter.*.redriven
+// their redrives.
+func DeadLetterRedrivenSubject(source string) (string, error) {
+	if err := ValidToken(source); err != nil {
+		return "", fmt.Errorf("dead-letter redriven subject: source: %w", err)
+	}
+	return "memmie.deadletter." + source + ".redriven", nil
+}
+
 // namespace is memmie's UUIDv5 namespace for event ids. Never change it: ids of re-decided
 // events must stay equal to the stored ones.
 var namespace = uuid.MustParse("53dab9d6-a921-4636-997a-c82d27f30271")

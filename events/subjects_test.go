@@ -127,6 +127,11 @@ func TestSubjects(t *testing.T) {
 		assert.Equal(t, "memmie.deadletter.blobs", s)
 		_, err = events.DeadLetterSubject("")
 		assert.Error(t, err)
+		s, err = events.DeadLetterRedrivenSubject("blobs")
+		require.NoError(t, err)
+		assert.Equal(t, "memmie.deadletter.blobs.redriven", s)
+		_, err = events.DeadLetterRedrivenSubject("a.b")
+		assert.Error(t, err)
 	})
 }
 

@@ -43,6 +43,7 @@ const (
 	TypeDefinitionRegistered  Type = "memmie.definition.registered"
 	TypeDefinitionDeactivated Type = "memmie.definition.deactivated"
 	TypeDeadLetter            Type = "memmie.deadletter.recorded"
+	TypeDeadLetterRedriven    Type = "memmie.deadletter.redriven"
 )
 
 // IsExecution reports whether t is an event of an execution's history.
