@@ -338,7 +338,8 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 // advisory lock writes and the others stand by.
 // runProjections are the projections dev and serve run.
 func runProjections(log *slog.Logger) []projections.Projection {
-	return []projections.Projection{projections.NewExecutions(log), projections.NewQueued(log), projections.NewSteps(log)}
+	return []projections.Projection{projections.NewExecutions(log), projections.NewQueued(log), projections.NewSteps(log),
+		projections.NewDeadLetters(log)}
 }
 
 func startProjections(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, ps []projections.Projection,
