@@ -29,6 +29,7 @@ import (
 	"github.com/memmie/memmie/internal/app/engine"
 	"github.com/memmie/memmie/internal/app/metrics"
 	"github.com/memmie/memmie/internal/app/views"
+	"github.com/memmie/memmie/internal/jetstream/deadletter"
 	"github.com/memmie/memmie/internal/jetstream/stream"
 	"github.com/memmie/memmie/internal/registry"
 	"github.com/memmie/memmie/internal/services"
@@ -290,7 +291,8 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 	}()
 
 	cfg := api.Config{Registry: reg, Engine: eng, Logger: log, Token: o.apiToken,
-		Metrics: metrics.Handler(metrics.NewRegistry(eng, calls))}
+		Metrics:  metrics.Handler(metrics.NewRegistry(eng, calls)),
+		Redriver: deadletter.NewWriter(js, deadletter.Config{})}
 	if vs != nil {
 		cfg.Views = vs // a nil *views.Views in the interface would not read as none
 		cfg.Postgres = ping

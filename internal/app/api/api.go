@@ -42,9 +42,13 @@ type Config struct {
 	// Engine serves executions. Without one, the execution endpoints answer 503 and /readyz
 	// checks only the registry.
 	Engine Engine
-	// Views serves the lists of the projections (GET /v1/executions, GET /v1/queue). Defaults
-	// to none (no database configured): those endpoints answer 503.
+	// Views serves the lists of the projections (GET /v1/executions, GET /v1/queue,
+	// GET /v1/deadletter). Defaults to none (no database configured): those endpoints answer
+	// 503.
 	Views Views
+	// Redriver sends dead letters back (POST /v1/deadletter/{id}/redrive), e.g. a
+	// *deadletter.Writer on the engine's JetStream. Defaults to none: a redrive answers 503.
+	Redriver Redriver
 	// Postgres, when set, is a readiness check of the database (e.g. pgxpool.Pool.Ping):
 	// /readyz fails with dependency "postgres" when it does. Defaults to none: /readyz does
 	// not check a database.
@@ -135,6 +139,9 @@ func (a *API) routes() {
 	a.mux.HandleFunc("POST /v1/executions/{id}/cancel", a.cancelExecution)
 	a.mux.HandleFunc("POST /v1/executions/{id}/retry", a.retryExecution)
 	a.mux.HandleFunc("GET /v1/queue", a.listQueue)
+	a.mux.HandleFunc("GET /v1/deadletter", a.listDeadLetters)
+	a.mux.HandleFunc("GET /v1/deadletter/{id}", a.getDeadLetter)
+	a.mux.HandleFunc("POST /v1/deadletter/{id}/redrive", a.redriveDeadLetter)
 	a.mux.HandleFunc("GET /healthz", a.healthz)
 	a.mux.HandleFunc("GET /readyz", a.readyz)
 	if a.cfg.Metrics != nil {
@@ -272,7 +279,7 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusConflict, "invalid_state", err.Error())
 	case errors.Is(err, engine.ErrInvalid), errors.Is(err, errBadRequest):
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
-	case errors.Is(err, errNoEngine), errors.Is(err, errNoDatabase), errors.Is(err, engine.ErrNoDefinitions):
+	case errors.Is(err, errNoEngine), errors.Is(err, errNoDatabase), errors.Is(err, errNoRedriver), errors.Is(err, engine.ErrNoDefinitions):
 		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nobody reads the answer.

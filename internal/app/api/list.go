@@ -14,6 +14,7 @@ import (
 type Views interface {
 	Executions(ctx context.Context, q views.ExecutionQuery) (views.ExecutionPage, error)
 	Queue(ctx context.Context, q views.QueueQuery) (views.QueuePage, error)
+	DeadLetterViews
 }
 
 // Limits of GET /v1/executions and GET /v1/queue.

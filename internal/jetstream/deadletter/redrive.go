@@ -79,7 +79,7 @@ type Redriven struct {
 	// Duplicate is true when the stream had the message already, from a redrive within its
 	// duplicate window: nothing new was delivered.
 	Duplicate bool
-	// At is the time of the redrive.
+	// At is the time of the redrive, to the microsecond.
 	At time.Time
 }
 
@@ -109,7 +109,9 @@ func (w *Writer) Redrive(ctx context.Context, id string, dl *events.DeadLetter) 
 		}
 	}
 	header.Set(HeaderRedriveOf, id)
-	out := Redriven{DeadLetterID: id, Subject: dl.Subject, Stream: target, MsgID: RedriveMsgID(id), At: w.cfg.Now().UTC()}
+	// In microseconds, as the dead letters' view keeps it.
+	at := w.cfg.Now().UTC().Truncate(time.Microsecond)
+	out := Redriven{DeadLetterID: id, Subject: dl.Subject, Stream: target, MsgID: RedriveMsgID(id), At: at}
 	ack, err := stream.Append(ctx, w.js, target, []stream.Msg{{Subject: dl.Subject, Data: dl.Data, ID: out.MsgID, Header: header}}, stream.Expect{})
 	if err != nil {
 		return Redriven{}, fmt.Errorf("redrive %s to %s: %w", id, dl.Subject, err)
