@@ -30,6 +30,7 @@ e.g. --nats-url reads MEMMIE_NATS_URL.`,
 	root.AddCommand(newApplyCmd())
 	root.AddCommand(newRunCmd())
 	root.AddCommand(newExecutionsCmd())
+	root.AddCommand(newDeadLetterCmd())
 	root.AddCommand(newDevCmd())
 	root.AddCommand(newServeCmd())
 	root.AddCommand(newStreamsCmd())
