@@ -19,6 +19,9 @@
 //	POST   /v1/executions/{id}/cancel              {"reason"} (optional) -> 202
 //	POST   /v1/executions/{id}/retry               -> 202
 //	GET    /v1/queue                               {"queue": [queued_executions rows, priority DESC, queued_at, id], "next"}: ?status= (pending and running), ?limit=, ?cursor=<next>
+//	GET    /v1/deadletter                          {"dead_letters": [dead_letters rows without headers and data, newest first], "next"}: ?source=, ?limit=, ?cursor=<next>
+//	GET    /v1/deadletter/{id}                     the row with "headers", "data" (base64) and "redrivable" ("not_redrivable": why not)
+//	POST   /v1/deadletter/{id}/redrive             -> 202 {"id","subject","stream","seq","msg_id","duplicate","redriven_at"}; 200 when "duplicate"
 //	GET    /healthz, /readyz                       liveness; readiness (engine, registry and Config.Postgres)
 //	GET    /metrics                                Config.Metrics (package metrics), when set
 //
@@ -42,7 +45,7 @@
 //
 //	400 bad_request          malformed body, parameter or id
 //	401 unauthorized         no or another bearer token, when Config.Token is set
-//	404 not_found            no such definition, revision, execution or route
+//	404 not_found            no such definition, revision, execution, dead letter or route
 //	404 workflow_not_found   POST /v1/executions of a workflow never registered
 //	405 method_not_allowed
 //	409 in_use               DELETE of a definition that an active one names
@@ -53,14 +56,20 @@
 //	415 unsupported_media_type  a body without the Content-Type its endpoint takes
 //	422 invalid_definition   the definition, or the set it would make, is invalid
 //	422 invalid_input        the input breaks the workflow's input schema
+//	422 not_redrivable       a redrive of what may not be sent back (deadletter.Target says why)
 //	500 internal             anything else
-//	503 unavailable          no engine configured, no database (Config.Views) for a list, or not ready (/readyz)
+//	503 unavailable          no engine configured, no database (Config.Views) for a list or a dead letter, no
+//	                         Config.Redriver for a redrive, or not ready (/readyz)
 //
 // A deactivated definition is still served by GET, with "active": false, because its
 // revisions stay in the history and running executions may use them; only a definition never
 // registered is 404. A PUT answers once this process's view holds the new revision, so a GET
 // that follows it on the same process sees it.
 //
-// The package only translates HTTP to registry, engine and views calls: it holds no state and never
-// writes to a stream itself.
+// A redrive sends the dead letter's original message back to its subject through
+// Config.Redriver (deadletter.Writer.Redrive), which also records it on MEMMIE_DEADLETTER; a
+// second one within the target stream's duplicate window sends nothing new.
+//
+// The package only translates HTTP to registry, engine, views and redriver calls: it holds no
+// state and never writes to a stream itself.
 package api

@@ -9,6 +9,9 @@
 // sequence: recording the same message twice (a redelivery after a lost ack) stores it once
 // within the stream's duplicate window. The package never acknowledges the original message;
 // its consumer does, once Record returned nil.
+//
+// Writer.Redrive sends a dead letter's original message back to its subject and records that
+// on memmie.deadletter.<source>.redriven; Target says which dead letters it takes.
 package deadletter
 
 import (
