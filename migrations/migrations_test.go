@@ -94,7 +94,7 @@ func TestTablesHaveTheirColumns(t *testing.T) {
 		"execution_steps": {"execution_id", "run", "step_id", "attempt", "compensation", "status", "request",
 			"output", "error", "duration_ms", "started_at", "ended_at"},
 		"definitions":            {"kind", "id", "revision", "current", "active", "canonical", "registered_at"},
-		"dead_letters":           {"id", "source", "reason", "subject", "headers", "data", "stream", "stream_seq", "recorded_at", "redriven_at"},
+		"dead_letters":           {"id", "source", "reason", "subject", "headers", "data", "stream", "stream_seq", "recorded_at", "redriven_at", "truncated"},
 		"projection_checkpoints": {"projection", "stream", "last_seq", "updated_at"},
 	}
 	for table, columns := range want {
