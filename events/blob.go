@@ -30,6 +30,9 @@ type BlobEvent struct {
 	Content json.RawMessage `json:"content,omitempty"`
 	// Metadata is a JSON object; on update it is merged as a JSON merge patch (RFC 7396).
 	Metadata json.RawMessage `json:"metadata,omitempty"`
+	// DerivedFrom is set on the created event of a blob that an execution derived from another
+	// (an output's created_blobs); clients' events leave it out.
+	DerivedFrom *Derivation `json:"derived_from,omitempty"`
 
 	// Kind is taken from the subject (or the envelope type), not from the data.
 	Kind BlobKind `json:"-"`
@@ -48,9 +51,41 @@ func (b *BlobEvent) EventType() Type {
 	return ""
 }
 
+// Derivation says which blob and execution a derived blob comes from. Depth counts the
+// derivations from a client's blob: 1 for a blob derived from it, 2 for one derived from that.
+type Derivation struct {
+	BlobID      string `json:"blob_id"`
+	ExecutionID string `json:"execution_id"`
+	Depth       int    `json:"depth"`
+}
+
+func (d *Derivation) validate() error {
+	if err := ValidToken(d.BlobID); err != nil {
+		return fmt.Errorf("derived_from.blob_id: %w", err)
+	}
+	if d.ExecutionID == "" {
+		return errors.New("derived_from.execution_id is required")
+	}
+	if d.Depth < 1 {
+		return fmt.Errorf("derived_from.depth %d: want >= 1", d.Depth)
+	}
+	return nil
+}
+
+// ErrBlobIDMismatch marks a blob event whose data names another blob than its subject.
+var ErrBlobIDMismatch = errors.New("blob_id differs from the subject's")
+
 func (b *BlobEvent) validate() error {
 	if err := ValidToken(b.BlobID); err != nil {
 		return fmt.Errorf("blob_id: %w", err)
+	}
+	if b.DerivedFrom != nil {
+		if b.Kind != BlobCreated {
+			return errors.New("derived_from: only a created event names one")
+		}
+		if err := b.DerivedFrom.validate(); err != nil {
+			return err
+		}
 	}
 	if len(b.Metadata) > 0 && !bytes.Equal(b.Metadata, []byte("null")) {
 		if t := bytes.TrimSpace(b.Metadata); len(t) == 0 || t[0] != '{' {
@@ -108,7 +143,7 @@ func DecodeBlobEvent(subject string, body []byte) (ev BlobEvent, id string, err 
 		return BlobEvent{}, "", fmt.Errorf("blob event data: %w", err)
 	}
 	if ev.BlobID != blobID {
-		return BlobEvent{}, "", fmt.Errorf("blob event data: blob_id %q differs from the subject's %q", ev.BlobID, blobID)
+		return BlobEvent{}, "", fmt.Errorf("blob event data: %w: %q, the subject names %q", ErrBlobIDMismatch, ev.BlobID, blobID)
 	}
 	return ev, id, nil
 }
@@ -124,6 +159,8 @@ const (
 	DeltaAdd           = "add"
 	DeltaReplace       = "replace"
 	DeltaRemove        = "remove"
+	DeltaMove          = "move"
+	DeltaCopy          = "copy"
 )
 
 // Delta is one change of a blob, on memmie.deltas.<blob_id> (the contract's "Delta data").
@@ -136,6 +173,8 @@ type Delta struct {
 	ProviderID  string `json:"provider_id,omitempty"`
 	Type        string `json:"type"`
 	Path        string `json:"path,omitempty"`
+	// From is the source pointer of a move or copy operation.
+	From string `json:"from,omitempty"`
 	// OldValue and NewValue are any JSON; nil when absent.
 	OldValue  json.RawMessage `json:"old_value,omitempty"`
 	NewValue  json.RawMessage `json:"new_value,omitempty"`
@@ -150,6 +189,10 @@ type DeltaMetadata struct {
 	ExecutionID      string `json:"execution_id,omitempty"`
 	StepID           string `json:"step_id,omitempty"`
 	SourceEventID    string `json:"source_event_id,omitempty"`
+	// UserID is the user_id of the blob event that made the delta.
+	UserID string `json:"user_id,omitempty"`
+	// DerivedFrom is set on the create delta of a derived blob.
+	DerivedFrom *Derivation `json:"derived_from,omitempty"`
 }
 
 func (*Delta) EventType() Type { return TypeDelta }

@@ -96,6 +96,10 @@ type ExecutionQueued struct {
 	ProviderID     string `json:"provider_id,omitempty"`
 	BlobID         string `json:"blob_id,omitempty"`
 	SourceEventID  string `json:"source_event_id,omitempty"`
+	// BaseVersion is the blob version a triggered execution read (its input's blob).
+	BaseVersion int64 `json:"base_version,omitempty"`
+	// Trigger names the provider's trigger that matched, as workflows[0].triggers[1].
+	Trigger string `json:"trigger,omitempty"`
 	// Seed makes the execution's jitter deterministic. Chosen by whoever queues it.
 	Seed int64 `json:"seed"`
 }
