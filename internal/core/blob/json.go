@@ -194,8 +194,15 @@ func (o operation) apply(d document) (document, error) {
 	if err != nil {
 		return document{}, err
 	}
+	var d2 document
+	if err := json.Unmarshal(out, &d2); err != nil {
+		return document{}, err
+	}
+	if !isObject(d2.Metadata) {
+		return document{}, errors.New("metadata must stay a JSON object")
+	}
 	// A remove of /content leaves no content: null, as for a blob created without one.
-	return parseDocument(out)
+	return d2.canonical()
 }
 
 // pointerGet returns the value at an RFC 6901 pointer of the document, or false.
