@@ -79,7 +79,9 @@ func TestApplyRefuses(t *testing.T) {
 		{"an add of no value", created, with(update, func(d *events.Delta) { d.Type, d.Path, d.NewValue = events.DeltaAdd, "/metadata/x", nil })},
 		{"an add outside the document", created, with(update, func(d *events.Delta) { d.Type, d.Path = events.DeltaAdd, "/owner" })},
 		{"a remove of nothing", created, with(update, func(d *events.Delta) { d.Type, d.Path = events.DeltaRemove, "/metadata/nope" })},
-		{"a replace of metadata by a string", created, with(update, func(d *events.Delta) { d.Type, d.Path, d.NewValue = events.DeltaReplace, "/metadata", json.RawMessage(`"x"`) })},
+		{"a replace of metadata by a string", created, with(update, func(d *events.Delta) {
+			d.Type, d.Path, d.NewValue = events.DeltaReplace, "/metadata", json.RawMessage(`"x"`)
+		})},
 		{"a create_derived of no blob", created, with(update, func(d *events.Delta) { d.Type, d.NewValue = events.DeltaCreateDerived, json.RawMessage(`{}`) })},
 	}
 	for _, tt := range tests {
