@@ -838,3 +838,13 @@ func TestStateJSONView(t *testing.T) {
 	assert.Equal(t, "pending", steps[2].(map[string]any)["status"])
 	assert.Equal(t, "step_failed", view["error"].(map[string]any)["code"])
 }
+
+func TestStateRecordsTheTrigger(t *testing.T) {
+	r := newRun(t, threeSteps, withInput(map[string]any{"blob_id": "b1"}), func(_ testing.TB, q *events.ExecutionQueued) {
+		q.BlobID, q.SourceEventID, q.BaseVersion, q.Trigger = "b1", "e1", 3, "workflows[0].triggers[1]"
+	})
+	assert.Equal(t, "b1", r.s.BlobID)
+	assert.Equal(t, "e1", r.s.SourceEventID)
+	assert.Equal(t, int64(3), r.s.BaseVersion)
+	assert.Equal(t, "workflows[0].triggers[1]", r.s.Trigger)
+}

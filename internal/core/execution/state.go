@@ -119,6 +119,10 @@ type State struct {
 	Seed             int64     `json:"seed"`
 	Input            any       `json:"input"`
 	QueuedAt         time.Time `json:"queued_at"`
+	// BaseVersion and Trigger are a triggered execution's: the blob version its input read
+	// (the blob's deltas record it) and the provider's trigger that matched.
+	BaseVersion int64  `json:"base_version,omitempty"`
+	Trigger     string `json:"trigger,omitempty"`
 
 	Status Status `json:"status"`
 	// Run counts from 1; a manual or automatic retry starts the next one.
@@ -321,6 +325,8 @@ func (s *State) queued(q *events.ExecutionQueued, at time.Time) {
 		ProviderID:       q.ProviderID,
 		BlobID:           q.BlobID,
 		SourceEventID:    q.SourceEventID,
+		BaseVersion:      q.BaseVersion,
+		Trigger:          q.Trigger,
 		IdempotencyKey:   q.IdempotencyKey,
 		Priority:         q.Priority,
 		MaxRetries:       q.MaxRetries,
