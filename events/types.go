@@ -71,7 +71,7 @@ const (
 	SourceDispatcher  = "/memmie/dispatcher"  // execution.started
 	SourceRunner      = "/memmie/runner"      // step and compensation reports
 	SourceTimers      = "/memmie/timers"      // timer.fired
-	SourceBlobs       = "/memmie/blobs"       // deltas of blob events
+	SourceBlobs       = "/memmie/blobs"       // deltas, and the created events of derived blobs
 	SourceDefinitions = "/memmie/definitions" // definition revisions
 	SourceDeadLetter  = "/memmie/deadletter"  // dead-lettered messages
 )

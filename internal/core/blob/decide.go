@@ -22,6 +22,7 @@ const (
 	ReasonNotFound       Reason = "blob_not_found"   // an updated or deleted event for no blob
 	ReasonDeleted        Reason = "blob_deleted"     // an updated or deleted event for a deleted blob
 	ReasonExists         Reason = "blob_exists"      // a second created event
+	ReasonTooLarge       Reason = "too_large"        // its delta would not fit in an event
 )
 
 // Refusal is a blob event that can never be processed: the handler dead-letters it with
@@ -150,6 +151,9 @@ func Decide(s State, ev Event, now time.Time) (Decision, error) {
 		d.Type = events.DeltaUpdate
 	default:
 		return Decision{}, fmt.Errorf("decide on blob event %s: unknown kind %q", ev.ID, b.Kind)
+	}
+	if err := fit(&d); err != nil {
+		return Decision{}, refuse(ReasonTooLarge, "%s event %s: %v", b.Kind, ev.ID, err)
 	}
 	// The delta must apply as Fold will apply it; anything else is a bug here.
 	if _, err := s.applied(d); err != nil {

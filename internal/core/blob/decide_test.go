@@ -2,6 +2,7 @@ package blob_test
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -242,4 +243,25 @@ func TestDecideIsPure(t *testing.T) {
 	after, err := json.Marshal(s)
 	require.NoError(t, err)
 	assert.JSONEq(t, string(before), string(after), "Decide does not change the state")
+}
+
+func TestDecideTooLarge(t *testing.T) {
+	long := func(n int) string { return `"` + strings.Repeat("a", n) + `"` }
+	// A delta must fit in an event: an old_value goes first, since Fold never reads it.
+	s, _ := history(t, "b1", in{"created", `{"blob_id": "b1", "content": ` + long(60<<10) + `}`, "e1"})
+	ev, err := blob.Parse(blob.Message{Subject: subject("b1", "updated"), Body: []byte(`{"blob_id": "b1", "content": ` + long(events.MaxEventSize-(40<<10)) + `}`), MsgID: "e2"})
+	require.NoError(t, err)
+	dec, err := blob.Decide(s, ev, t0)
+	require.NoError(t, err)
+	assert.Nil(t, dec.Delta.OldValue)
+	_, err = events.Marshal(blob.DeltaEvent(dec.Delta))
+	require.NoError(t, err)
+
+	// An event whose delta cannot fit at all is refused.
+	ev, err = blob.Parse(blob.Message{Subject: subject("b2", "created"), Body: []byte(`{"blob_id": "b2", "content": ` + long(events.MaxEventSize-100) + `}`), MsgID: "e1"})
+	require.NoError(t, err)
+	_, err = blob.Decide(blob.State{}, ev, t0)
+	var refusal *blob.Refusal
+	require.ErrorAs(t, err, &refusal)
+	assert.Equal(t, blob.ReasonTooLarge, refusal.Reason)
 }

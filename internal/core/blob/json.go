@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
+
+	"github.com/memmie/memmie/events"
 )
 
 // MaxOldValue bounds a delta's old_value. Fold never reads old_value; it is left out when
@@ -239,4 +241,22 @@ func bounded(raw json.RawMessage) json.RawMessage {
 		return nil
 	}
 	return raw
+}
+
+// DeltaEvent returns the event that carries a delta on memmie.deltas.<blob_id>. Its id is the
+// delta's: its Nats-Msg-Id.
+func DeltaEvent(d events.Delta) events.Event {
+	subject, _ := events.DeltaSubject(d.BlobID) // Fold and Decide only make deltas of valid blob ids
+	return events.Event{ID: d.ID, Source: events.SourceBlobs, Type: events.TypeDelta, Subject: subject, Time: d.Timestamp, Data: &d}
+}
+
+// fit makes the delta fit in an event: without its old_value if need be (Fold never reads
+// it), else it is an error.
+func fit(d *events.Delta) error {
+	_, err := events.Marshal(DeltaEvent(*d))
+	if err != nil && d.OldValue != nil {
+		d.OldValue = nil
+		_, err = events.Marshal(DeltaEvent(*d))
+	}
+	return err
 }

@@ -127,6 +127,11 @@ func Deltas(s State, x Execution, now time.Time) (Result, error) {
 		return Result{}, fmt.Errorf("deltas of execution %s: base_version %d, but blob %q is at version %d", x.ExecutionID, x.BaseVersion, x.BlobID, s.Version)
 	}
 	res.Created = createdEvents(&s, x, items, now)
+	for i, ev := range res.Created {
+		if _, err := events.Marshal(ev); err != nil {
+			return reject("created_blobs["+strconv.Itoa(i)+"]", "%v", err)
+		}
+	}
 	total := 0
 	for _, it := range items {
 		if it.op == nil || it.op.Op != opTest {
@@ -169,6 +174,9 @@ func Deltas(s State, x Execution, now time.Time) (Result, error) {
 				ExecutionID: x.ExecutionID, StepID: x.StepID, SourceEventID: x.SourceEventID},
 		}
 		if err := fill(&d, &scratch, it, x.ExecutionID, index); err != nil {
+			return reject(it.name, "%v", err)
+		}
+		if err := fit(&d); err != nil {
 			return reject(it.name, "%v", err)
 		}
 		if err := scratch.Apply(d); err != nil {

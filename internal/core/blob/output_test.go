@@ -2,6 +2,7 @@ package blob_test
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -331,5 +332,19 @@ func TestCreatedBlobsShape(t *testing.T) {
 		var rej *blob.Rejection
 		require.ErrorAs(t, err, &rej, out)
 		assert.Equal(t, "output", rej.Item, out)
+	}
+}
+
+func TestDeltasTooLarge(t *testing.T) {
+	big := strings.Repeat("a", events.MaxEventSize-100)
+	for _, out := range []map[string]any{
+		{"transformed_content": big},
+		{"delta_operations": []any{map[string]any{"op": "add", "path": "/metadata/x", "value": big}}},
+		{"created_blobs": []any{map[string]any{"content": big}}},
+	} {
+		_, err := blob.Deltas(created(t), blob.Execution{ExecutionID: "x1", BlobID: "b1", BaseVersion: 1, Output: out}, t0)
+		var rej *blob.Rejection
+		require.ErrorAs(t, err, &rej)
+		assert.Contains(t, rej.Reason, "exceed the limit")
 	}
 }
