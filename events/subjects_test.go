@@ -1,6 +1,7 @@
 package events_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -175,6 +176,20 @@ func TestDecodeBlobEvent(t *testing.T) {
 			},
 		},
 		{name: "blob id differs from subject", subject: "memmie.blobs.b1.created", body: `{"blob_id":"b2"}`, wantErr: "differs from the subject"},
+		{
+			name:    "derived blob",
+			subject: "memmie.blobs.b1.created",
+			body:    `{"blob_id":"b1","derived_from":{"blob_id":"b0","execution_id":"x","depth":1}}`,
+			check: func(t *testing.T, ev events.BlobEvent, id string) {
+				assert.Equal(t, &events.Derivation{BlobID: "b0", ExecutionID: "x", Depth: 1}, ev.DerivedFrom)
+			},
+		},
+		{name: "derived update", subject: "memmie.blobs.b1.updated", body: `{"blob_id":"b1","content":1,"derived_from":{"blob_id":"b0","execution_id":"x","depth":1}}`,
+			wantErr: "only a created event"},
+		{name: "derived at depth 0", subject: "memmie.blobs.b1.created", body: `{"blob_id":"b1","derived_from":{"blob_id":"b0","execution_id":"x","depth":0}}`,
+			wantErr: "depth"},
+		{name: "derived from no execution", subject: "memmie.blobs.b1.created", body: `{"blob_id":"b1","derived_from":{"blob_id":"b0","depth":1}}`,
+			wantErr: "execution_id"},
 		{name: "misspelt field", subject: "memmie.blobs.b1.created", body: `{"blob_id":"b1","providers_ids":["x"]}`, wantErr: `unknown field "providers_ids"`},
 		{name: "update without change", subject: "memmie.blobs.b1.updated", body: `{"blob_id":"b1"}`, wantErr: "content and/or metadata"},
 		{name: "metadata not an object", subject: "memmie.blobs.b1.created", body: `{"blob_id":"b1","metadata":[1]}`, wantErr: "metadata"},
@@ -191,6 +206,7 @@ func TestDecodeBlobEvent(t *testing.T) {
 			if tt.wantErr != "" {
 				require.Error(t, err)
 				assert.Contains(t, err.Error(), tt.wantErr)
+				assert.Equal(t, tt.name == "blob id differs from subject", errors.Is(err, events.ErrBlobIDMismatch))
 				return
 			}
 			require.NoError(t, err)
