@@ -26,7 +26,8 @@
 //
 // # Subjects
 //
-//	memmie.blobs.<blob_id>.created|updated|deleted   clients' blob events (DecodeBlobEvent)
+//	memmie.blobs.<blob_id>.created|updated|deleted   clients' blob events (DecodeBlobEvent), and
+//	                                                 memmie's created events of derived blobs
 //	memmie.executions.<execution_id>.<tail>          an execution's history; tail is the type
 //	                                                 without "memmie.execution." (step.scheduled)
 //	memmie.deltas.<blob_id>                          a blob's deltas

@@ -5,7 +5,7 @@
 //   - events is the vocabulary: it imports nothing of memmie and no NATS or HTTP code
 //     (events/streams, the stream configs, imports events).
 //   - definitions (with definitions/eval) imports events at most.
-//   - internal/core/... are the pure cores (executions; blobs next): no NATS, HTTP or Postgres
+//   - internal/core/... are the pure cores (executions, blobs, triggers): no NATS, HTTP or Postgres
 //     code, and of memmie only events and definitions.
 //   - internal/jetstream/... is the JetStream plumbing that handlers share (appends and reads,
 //     consume loops, the inbox, dead letters, leases), with internal/faults: it knows no core,
