@@ -10,8 +10,9 @@ import (
 	"github.com/memmie/memmie/events"
 )
 
-// State is a blob: a fold over its deltas. Its JSON form is the view the API serves. Fold and
-// Apply build it; Decide and Deltas read it.
+// State is a blob: a fold over its deltas. Its JSON form is the view the API serves; it leaves
+// out the records of the blob events and execution deltas applied, so a state is rebuilt with
+// Fold, never from its JSON. Fold and Apply build it; Decide and Deltas read it.
 type State struct {
 	BlobID string `json:"blob_id"`
 	// UserID is the user_id of the blob's created event.
