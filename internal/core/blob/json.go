@@ -161,6 +161,9 @@ func (o operation) check() error {
 		if err := checkPath("from", o.From); err != nil {
 			return err
 		}
+		if o.Op == opMove && strings.HasPrefix(o.Path, o.From+"/") {
+			return fmt.Errorf("move from %q into itself (%q)", o.From, o.Path)
+		}
 	case opRemove:
 	case "":
 		return errors.New("op is required")
@@ -173,26 +176,74 @@ func (o operation) check() error {
 func checkPath(field, p string) error {
 	for _, root := range []string{"/content", "/metadata"} {
 		if p == root || strings.HasPrefix(p, root+"/") {
+			// The library reads an empty key as the object that holds it.
+			if strings.Contains(p+"/", "//") {
+				return fmt.Errorf("%s %q: an empty key is not supported", field, p)
+			}
 			return nil
 		}
 	}
 	return fmt.Errorf("%s %q: want a JSON pointer under /content or /metadata", field, p)
 }
 
+// decodeOperation reads one operation. Member names are matched exactly, as RFC 6902 has them
+// (encoding/json alone would take "Path" for "path"); other members are ignored.
+func decodeOperation(raw json.RawMessage) (operation, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil || m == nil {
+		return operation{}, errors.New("want a JSON Patch operation {op, path, ...}")
+	}
+	var o operation
+	for name, dst := range map[string]*string{"op": &o.Op, "path": &o.Path, "from": &o.From} {
+		if v, ok := m[name]; ok {
+			if err := json.Unmarshal(v, dst); err != nil {
+				return operation{}, fmt.Errorf("%s: want a string", name)
+			}
+		}
+	}
+	o.Value = m["value"]
+	return o, o.check()
+}
+
 // apply applies the operation to the document with the library and returns the new document.
+// An operation below one member (/metadata/summary) is applied to that member alone, so that
+// a small change of the metadata does not re-read a large content.
 func (o operation) apply(d document) (document, error) {
 	if err := o.check(); err != nil {
 		return document{}, err
 	}
-	raw, err := json.Marshal([]operation{o})
-	if err != nil {
-		return document{}, err
+	if o.Op == opMove && o.From == o.Path {
+		// A no-op (RFC 6902 4.4), which the library gets wrong for some keys; the value must
+		// still exist.
+		if _, ok := pointerGet(d, o.From); !ok {
+			return document{}, fmt.Errorf("move from %q: no value there", o.From)
+		}
+		return d, nil
 	}
-	patch, err := jsonpatch.DecodePatch(raw)
-	if err != nil {
-		return document{}, err
+	if sub, ok := o.within("/metadata", d.Metadata); ok {
+		m, err := sub.patch(d.Metadata)
+		if err != nil {
+			return document{}, err
+		}
+		if !isObject(m) {
+			return document{}, errors.New("metadata must stay a JSON object")
+		}
+		if d.Metadata, err = canonical(m); err != nil {
+			return document{}, err
+		}
+		return d, nil
 	}
-	out, err := patch.ApplyWithOptions(d.bytes(), patchOptions())
+	if sub, ok := o.within("/content", d.Content); ok {
+		c, err := sub.patch(d.Content)
+		if err != nil {
+			return document{}, err
+		}
+		if d.Content, err = canonical(c); err != nil {
+			return document{}, err
+		}
+		return d, nil
+	}
+	out, err := o.patch(d.bytes())
 	if err != nil {
 		return document{}, err
 	}
@@ -207,9 +258,51 @@ func (o operation) apply(d document) (document, error) {
 	return d2.canonical()
 }
 
+// within returns the operation relative to member when its path (and from) point strictly
+// below it and member is an object or a list, the only documents the library patches alone.
+func (o operation) within(member string, value json.RawMessage) (operation, bool) {
+	t := bytes.TrimSpace(value)
+	if len(t) == 0 || (t[0] != '{' && t[0] != '[') {
+		return operation{}, false
+	}
+	below := func(p string) (string, bool) {
+		rest, ok := strings.CutPrefix(p, member+"/")
+		return "/" + rest, ok
+	}
+	var ok bool
+	if o.Path, ok = below(o.Path); !ok {
+		return operation{}, false
+	}
+	if o.From != "" {
+		if o.From, ok = below(o.From); !ok {
+			return operation{}, false
+		}
+	}
+	return o, true
+}
+
+// patch applies the operation to a JSON document with the library.
+func (o operation) patch(doc []byte) ([]byte, error) {
+	raw, err := json.Marshal([]operation{o})
+	if err != nil {
+		return nil, err
+	}
+	p, err := jsonpatch.DecodePatch(raw)
+	if err != nil {
+		return nil, err
+	}
+	return p.ApplyWithOptions(doc, patchOptions())
+}
+
 // pointerGet returns the value at an RFC 6901 pointer of the document, or false.
 func pointerGet(d document, ptr string) (json.RawMessage, bool) {
-	v, err := decodeValue(d.bytes())
+	raw := d.bytes()
+	if rest, ok := strings.CutPrefix(ptr, "/metadata"); ok && (rest == "" || rest[0] == '/') {
+		raw, ptr = d.Metadata, rest
+	} else if rest, ok := strings.CutPrefix(ptr, "/content"); ok && (rest == "" || rest[0] == '/') {
+		raw, ptr = orNull(d.Content), rest
+	}
+	v, err := decodeValue(raw)
 	if err != nil {
 		return nil, false
 	}
@@ -231,8 +324,8 @@ func pointerGet(d document, ptr string) (json.RawMessage, bool) {
 			return nil, false
 		}
 	}
-	raw, err := encodeValue(v)
-	return raw, err == nil
+	out, err := encodeValue(v)
+	return out, err == nil
 }
 
 // bounded returns raw, or nil when it is larger than MaxOldValue.

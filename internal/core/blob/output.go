@@ -245,11 +245,8 @@ func parseOutput(out any) ([]item, error) {
 	var items []item
 	for i, rawOp := range o.DeltaOperations {
 		name := "delta_operations[" + strconv.Itoa(i) + "]"
-		var op operation
-		if err := json.Unmarshal(rawOp, &op); err != nil || !isObject(rawOp) {
-			return nil, fmt.Errorf("%s: want a JSON Patch operation {op, path, ...}", name)
-		}
-		if err := op.check(); err != nil {
+		op, err := decodeOperation(rawOp)
+		if err != nil {
 			return nil, fmt.Errorf("%s: %v", name, err)
 		}
 		items = append(items, item{name: name, op: &op})

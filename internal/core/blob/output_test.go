@@ -191,6 +191,13 @@ func TestDeltasOperations(t *testing.T) {
 		{name: "an add without a value", reject: "output", ops: `[{"op": "add", "path": "/content/x"}]`},
 		{name: "not an operation", reject: "output", ops: `["add /content"]`},
 		{name: "not a list", reject: "output", ops: `{"op": "add"}`},
+		{name: "an empty key", reject: "output", ops: `[{"op": "add", "path": "/metadata/", "value": 1}]`},
+		{name: "an empty key inside", reject: "output", ops: `[{"op": "copy", "from": "/content//x", "path": "/metadata/x"}]`},
+		{name: "member names are exact", reject: "output", ops: `[{"op": "add", "Path": "/metadata/x", "value": 1}]`},
+		{name: "a move into itself", reject: "output", ops: `[{"op": "move", "from": "/content", "path": "/content/tags"}]`},
+		{name: "a move to where it is", ops: `[{"op": "move", "from": "/content/title", "path": "/content/title"}]`,
+			content: `{"tags":["a","b"],"title":"T"}`, meta: `{"type":"chapter"}`},
+		{name: "a move to where nothing is", reject: "delta_operations[0]", ops: `[{"op": "move", "from": "/content/nope", "path": "/content/nope"}]`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

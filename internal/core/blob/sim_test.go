@@ -20,7 +20,7 @@ import (
 // delta id is written twice, every execution's deltas are written exactly once, every client
 // event once, and the fold of the stream is the writer's state.
 func TestRandomInterleavings(t *testing.T) {
-	for seed := range uint64(60) {
+	for seed := range uint64(30) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) { interleave(t, seed) })
 	}
 }
