@@ -116,7 +116,7 @@ func TestDecide(t *testing.T) {
 			typ: events.DeltaUpdate, newVal: `{"content":{"text":"new"}}`, oldVal: `{"content":"It was a dark night."}`,
 			content: `{"text":"new"}`, meta: `{"status":"draft","type":"chapter"}`},
 		{name: "metadata merges (RFC 7396)", before: []in{created},
-			event: in{"updated", `{"blob_id": "b1", "metadata": {"status": "final", "type": null, "tags": {"a": 1}}}`, "e2"},
+			event: in{"updated", `{"blob_id": "b1", "metadata": {"status": "final", "type": null, "tags": {"a": 1, "b": null}}}`, "e2"},
 			typ:   events.DeltaUpdate, newVal: `{"metadata":{"status":"final","tags":{"a":1}}}`,
 			oldVal:  `{"metadata":{"status":"draft","type":"chapter"}}`,
 			content: `"It was a dark night."`, meta: `{"status":"final","tags":{"a":1}}`},
