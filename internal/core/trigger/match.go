@@ -80,10 +80,10 @@ func Match(providers []*definitions.Provider, ev blob.Event, after blob.State, c
 		return nil, err
 	}
 	switch {
-	case after.BlobID != ev.Data.BlobID:
-		return nil, fmt.Errorf("match blob event %s: the state is of blob %q, the event of %q", ev.ID, after.BlobID, ev.Data.BlobID)
 	case !after.Exists():
 		return nil, fmt.Errorf("match blob event %s: blob %q does not exist", ev.ID, ev.Data.BlobID)
+	case after.BlobID != ev.Data.BlobID:
+		return nil, fmt.Errorf("match blob event %s: the state is of blob %q, the event of %q", ev.ID, after.BlobID, ev.Data.BlobID)
 	case cfg.PastBound(ev):
 		return nil, nil
 	}
