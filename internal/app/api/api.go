@@ -50,8 +50,9 @@ type Config struct {
 	// *deadletter.Writer on the engine's JetStream. Defaults to none: a redrive answers 503.
 	Redriver Redriver
 	// Postgres, when set, is a readiness check of the database (e.g. pgxpool.Pool.Ping):
-	// /readyz fails with dependency "postgres" when it does. Defaults to none: /readyz does
-	// not check a database.
+	// /readyz fails with dependency "postgres" when it does, and a list that fails while it
+	// does answers 503 with that dependency. Defaults to none: /readyz does not check a
+	// database.
 	Postgres func(ctx context.Context) error
 	// MaxBodyBytes bounds every request body. Defaults to DefaultMaxBodyBytes.
 	MaxBodyBytes int64

@@ -58,8 +58,9 @@
 //	422 invalid_input        the input breaks the workflow's input schema
 //	422 not_redrivable       a redrive of what may not be sent back (deadletter.Target says why)
 //	500 internal             anything else
-//	503 unavailable          no engine configured, no database (Config.Views) for a list or a dead letter, no
-//	                         Config.Redriver for a redrive, or not ready (/readyz)
+//	503 unavailable          no engine configured, no database (Config.Views) for a list or a dead letter, the
+//	                         database down (dependency "postgres"), no Config.Redriver for a redrive, or not
+//	                         ready (/readyz)
 //
 // A deactivated definition is still served by GET, with "active": false, because its
 // revisions stay in the history and running executions may use them; only a definition never

@@ -76,8 +76,27 @@ func (a *API) writePage(w http.ResponseWriter, r *http.Request, page any, err er
 		err = badRequest("%v", err)
 	}
 	if err != nil {
-		a.fail(w, r, err)
+		a.failView(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, page)
+}
+
+// failView answers the error of a read of the projections' tables: 503 naming postgres when
+// the database does not answer a ping (it is down, not memmie broken: the client may try again),
+// as fail does otherwise.
+func (a *API) failView(w http.ResponseWriter, r *http.Request, err error) {
+	if a.cfg.Postgres == nil || errors.Is(err, errBadRequest) {
+		a.fail(w, r, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.ReadyTimeout)
+	defer cancel()
+	if perr := a.cfg.Postgres(ctx); perr != nil && r.Context().Err() == nil {
+		a.log.Warn("request failed: postgres unreachable", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeErrorBody(w, http.StatusServiceUnavailable, errorBody{Error: errorDetail{Code: "unavailable",
+			Message: "postgres: the database of the projections does not answer; try again later (see /readyz)", Dependency: "postgres"}})
+		return
+	}
+	a.fail(w, r, err)
 }
