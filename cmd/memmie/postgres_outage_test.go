@@ -77,7 +77,7 @@ steps:
 		default:
 		}
 	}
-	waitWithin(t, 60*time.Second, "executions projected before the outage", func() (bool, string) {
+	serve.waitWithin(t, 60*time.Second, "executions projected before the outage", func() (bool, string) {
 		n, err := countRows(ctx, live, "executions", "status IN ('completed', 'failed')")
 		return err == nil && n >= 20, fmt.Sprintf("%d ended executions projected (%v)", n, err)
 	})
@@ -88,7 +88,7 @@ steps:
 	stoppedAt := time.Now()
 	load.phase.Store(phaseOutage)
 	stopPostgres(t, pg)
-	waitWithin(t, 15*time.Second, "/readyz failing with postgres", func() (bool, string) {
+	serve.waitWithin(t, 15*time.Second, "/readyz failing with postgres", func() (bool, string) {
 		r, ok := ready.last()
 		return !ok && r.dependency == "postgres", fmt.Sprintf("last /readyz: %+v", r)
 	})
@@ -97,12 +97,14 @@ steps:
 	alive("during the outage")
 
 	// Postgres is still down: every execution started since it stopped ends, on NATS alone,
-	// and the API answers for them from the streams.
+	// and the API answers for them from the streams. The load pauses meanwhile, so that on a
+	// busy machine the check does not wait behind new executions.
+	load.paused.Store(true)
 	during := load.started(phaseOutage)
 	require.NotEmpty(t, during)
-	waitWithin(t, 60*time.Second, "the executions started during the outage ending while Postgres is down", func() (bool, string) {
+	serve.waitWithin(t, 60*time.Second, "the executions started during the outage ending while Postgres is down", func() (bool, string) {
 		missing := ended.missing(during)
-		return len(missing) == 0, fmt.Sprintf("%d of %d not ended, e.g. %v", len(missing), len(during), missing[:min(3, len(missing))])
+		return len(missing) == 0, fmt.Sprintf("%d of %d not ended, e.g.%s", len(missing), len(during), describe(apiURL, missing))
 	})
 	for _, id := range []string{during[0], during[len(during)-1]} {
 		var v execView
@@ -133,7 +135,8 @@ steps:
 	require.NoError(t, err)
 	startedAt := time.Now()
 	load.phase.Store(phaseAfter)
-	waitWithin(t, 30*time.Second, "/readyz ready again", func() (bool, string) {
+	load.paused.Store(false)
+	serve.waitWithin(t, 30*time.Second, "/readyz ready again", func() (bool, string) {
 		r, ok := ready.last()
 		return ok && r.at.After(startedAt), fmt.Sprintf("last /readyz: %+v", r)
 	})
@@ -141,7 +144,7 @@ steps:
 	// Catching up: every projection's checkpoint reaches the end its stream had at the restart.
 	ps := runProjections(nil)
 	atRestart := lastSeqs(t, js, ps)
-	waitWithin(t, 60*time.Second, "the projections catching up with the outage", func() (bool, string) {
+	serve.waitWithin(t, 60*time.Second, "the projections catching up with the outage", func() (bool, string) {
 		cps, err := checkpoints(ctx, live, ps)
 		for _, p := range ps {
 			if err != nil || cps[p.Name()] < atRestart[p.Stream()] {
@@ -155,15 +158,16 @@ steps:
 	// The load stops; once every execution has ended, the projections reach their streams' ends.
 	load.stop(t)
 	all := load.started(phaseBefore, phaseOutage, phaseAfter)
-	waitWithin(t, 60*time.Second, "every execution ending", func() (bool, string) {
+	serve.waitWithin(t, 60*time.Second, "every execution ending", func() (bool, string) {
 		missing := ended.missing(all)
 		return len(missing) == 0, fmt.Sprintf("%d of %d not ended", len(missing), len(all))
 	})
-	final := waitCaughtUp(t, ctx, js, live, ps)
+	final := waitCaughtUp(t, ctx, serve, js, live, ps)
 	alive("after the outage")
 
 	// A rebuild: the same projections from the first message into the fresh database.
 	rebuild := rebuildPool(t, rebuildURL)
+	rebuildStart := time.Now()
 	runCtx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	for _, p := range runProjections(nil) {
@@ -172,10 +176,11 @@ steps:
 		wg.Go(func() { _ = r.Run(runCtx) })
 	}
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	waitWithin(t, 60*time.Second, "the rebuild reaching the live checkpoints", func() (bool, string) {
+	serve.waitWithin(t, 60*time.Second, "the rebuild reaching the live checkpoints", func() (bool, string) {
 		cps, err := checkpoints(ctx, rebuild, ps)
 		return err == nil && equalCheckpoints(cps, final), fmt.Sprintf("rebuilt %v, live %v (%v)", cps, final, err)
 	})
+	rebuilt := time.Since(rebuildStart)
 	cancel()
 	wg.Wait()
 
@@ -199,10 +204,45 @@ steps:
 	require.NotContains(t, serve.out.String(), "panic")
 
 	t.Logf("executions started: %d before, %d during the %s outage (all %d ended while Postgres was down), %d after; "+
-		"/readyz failed %s after the stop and was ready %s after the start; the projections caught up %s after the start",
+		"/readyz failed %s after the stop and was ready %s after the start; the projections caught up %s after the start; the rebuild took %s",
 		len(load.started(phaseBefore)), len(during), downFor.Round(time.Second), len(during), len(load.started(phaseAfter)),
-		readyzFailed.Round(time.Millisecond), readyzRecovered.Round(time.Millisecond), caughtUp.Round(time.Millisecond))
+		readyzFailed.Round(time.Millisecond), readyzRecovered.Round(time.Millisecond), caughtUp.Round(time.Millisecond), rebuilt.Round(time.Millisecond))
 	require.NoError(t, serve.stop(t))
+}
+
+// waitWithin polls cond until it holds or the deadline passes; then it fails the test with
+// what cond last said and the end of what serve printed.
+func (bg *background) waitWithin(t *testing.T, within time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			lines := strings.Split(bg.out.String(), "\n")
+			t.Fatalf("%s: not within %s\n%s\nthe last lines of serve:\n%s", what, within, state,
+				strings.Join(lines[max(0, len(lines)-40):], "\n"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// describe returns what the API says of the first few executions of ids, for a failure.
+func describe(apiURL string, ids []string) string {
+	var b strings.Builder
+	for _, id := range ids[:min(3, len(ids))] {
+		resp, err := http.Get(apiURL + "/v1/executions/" + id)
+		if err != nil {
+			fmt.Fprintf(&b, "\n%s: %v", id, err)
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		fmt.Fprintf(&b, "\n%s: %s", id, body)
+	}
+	return b.String()
 }
 
 // getBody returns the status and body of a GET.
@@ -281,6 +321,7 @@ const (
 // one fail.
 type outageLoad struct {
 	phase    atomic.Int32
+	paused   atomic.Bool
 	failures atomic.Int32 // POSTs that did not answer 202
 	mu       sync.Mutex
 	ids      [3][]string // per phase
@@ -288,8 +329,8 @@ type outageLoad struct {
 	done     chan struct{}
 }
 
-// loadEvery is the interval between two starts: 25 executions per second.
-const loadEvery = 40 * time.Millisecond
+// loadEvery is the interval between two starts: 20 executions per second.
+const loadEvery = 50 * time.Millisecond
 
 func startLoad(t *testing.T, apiURL string) *outageLoad {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -306,6 +347,9 @@ func startLoad(t *testing.T, apiURL string) *outageLoad {
 			case <-ctx.Done():
 				return
 			case <-tick.C:
+			}
+			if l.paused.Load() {
+				continue
 			}
 			wf := "ok"
 			if n%5 == 4 {
@@ -330,7 +374,9 @@ func startLoad(t *testing.T, apiURL string) *outageLoad {
 }
 
 func postExecution(client *http.Client, apiURL, workflow string, n int) (string, error) {
-	body := fmt.Sprintf(`{"workflow_id": %q, "input": {"n": %d}, "priority": %d}`, workflow, n, n%3)
+	// One priority: with several, a backlog on a busy machine would starve the lowest, and the
+	// outage's executions with them.
+	body := fmt.Sprintf(`{"workflow_id": %q, "input": {"n": %d}}`, workflow, n)
 	resp, err := client.Post(apiURL+"/v1/executions", "application/json", strings.NewReader(body))
 	if err != nil {
 		return "", err
@@ -539,11 +585,11 @@ func equalCheckpoints(a, b map[string]uint64) bool {
 
 // waitCaughtUp waits until every projection's checkpoint equals its stream's last sequence,
 // and returns the checkpoints.
-func waitCaughtUp(t *testing.T, ctx context.Context, js jetstream.JetStream, pool *pgxpool.Pool,
+func waitCaughtUp(t *testing.T, ctx context.Context, serve *background, js jetstream.JetStream, pool *pgxpool.Pool,
 	ps []projections.Projection) map[string]uint64 {
 	t.Helper()
 	var cps map[string]uint64
-	waitWithin(t, 60*time.Second, "every projection's checkpoint at its stream's end", func() (bool, string) {
+	serve.waitWithin(t, 60*time.Second, "every projection's checkpoint at its stream's end", func() (bool, string) {
 		seqs := lastSeqs(t, js, ps)
 		var err error
 		if cps, err = checkpoints(ctx, pool, ps); err != nil {
