@@ -125,7 +125,7 @@ func (a *API) deadLetter(r *http.Request) (views.DeadLetter, error) {
 	return a.cfg.Views.DeadLetter(r.Context(), id)
 }
 
-// failDeadLetter is fail, with the dead letters' own errors.
+// failDeadLetter is failView, with the dead letters' own errors.
 func (a *API) failDeadLetter(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, views.ErrDeadLetterNotFound):
@@ -133,7 +133,7 @@ func (a *API) failDeadLetter(w http.ResponseWriter, r *http.Request, err error) 
 	case errors.Is(err, deadletter.ErrNotRedrivable):
 		writeError(w, http.StatusUnprocessableEntity, "not_redrivable", err.Error())
 	default:
-		a.fail(w, r, err)
+		a.failView(w, r, err)
 	}
 }
 
