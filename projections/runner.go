@@ -49,6 +49,7 @@ type Runner struct {
 	// beforeCommit, when set (by tests), runs after a batch's rows and checkpoint are written
 	// and before the commit.
 	beforeCommit func(ctx context.Context)
+	stats        runnerStats // see stats.go
 }
 
 // NewRunner returns a runner of p.
@@ -301,6 +302,7 @@ func (r *Runner) write(ctx context.Context, conn *pgx.Conn, batch []item, last u
 	if err := tx.Commit(ctx); err != nil {
 		return last, fmt.Errorf("commit up to %d: %w", next, err)
 	}
+	r.stats.commit(next, time.Now())
 	return next, nil
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -81,6 +82,27 @@ func TestServeProjectsExecutions(t *testing.T) {
 			(SELECT count(*) FROM execution_steps WHERE status IN ('succeeded', 'failed'))`).Scan(&queued, &steps)
 		return err == nil && queued == 3 && steps == 3
 	}, 60*time.Second, 50*time.Millisecond, "queued_executions and execution_steps hold the three executions")
+	require.Eventually(t, func() bool {
+		var n int
+		err := db.QueryRow(t.Context(), `SELECT count(*) FROM definitions WHERE kind = 'workflow' AND current AND active`).Scan(&n)
+		return err == nil && n == 2
+	}, 60*time.Second, 50*time.Millisecond, "the definitions projection holds the two workflows")
+	// /metrics: the executions' durations and statuses, and the projections caught up.
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(apiURL + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		text := string(b)
+		return err == nil && strings.Contains(text, `memmie_executions{status="completed"} 2`) &&
+			strings.Contains(text, `memmie_executions{status="failed"} 1`) &&
+			strings.Contains(text, `memmie_execution_duration_seconds_count{status="completed",workflow="ok"} 2`) &&
+			strings.Contains(text, `memmie_execution_run_duration_seconds_count{status="failed",workflow="fail"} 1`) &&
+			strings.Contains(text, `memmie_projection_lag_messages{projection="definitions",stream="MEMMIE_DEFINITIONS"} 0`) &&
+			strings.Contains(text, `memmie_projection_lag_messages{projection="executions",stream="MEMMIE_EXECUTIONS"} 0`)
+	}, 60*time.Second, 50*time.Millisecond, "/metrics shows the executions and the projections caught up")
 	// and the API serves the queue from them, in the order the dispatcher starts them.
 	resp, err := http.Get(apiURL + "/v1/queue?status=completed")
 	require.NoError(t, err)

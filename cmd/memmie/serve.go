@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/handlers/dispatcher"
+	"github.com/memmie/memmie/handlers/orchestrator"
 	"github.com/memmie/memmie/handlers/runner"
 	"github.com/memmie/memmie/internal/app/api"
 	"github.com/memmie/memmie/internal/app/engine"
@@ -212,8 +214,9 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 	// The projections start before the engine, so that they stop after it (the defers run in
 	// reverse) and fold the events of its last moments too.
 	var (
-		vs   *views.Views
-		ping func(context.Context) error
+		vs      *views.Views
+		ping    func(context.Context) error
+		runners []*projections.Runner
 	)
 	if o.databaseURL != "" {
 		pcfg, err := pgxpool.ParseConfig(o.databaseURL)
@@ -230,7 +233,8 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 			return fmt.Errorf("connect to the database: %w", err)
 		}
 		defer pool.Close()
-		stop, err := startProjections(ctx, pool, js, ps, plog)
+		var stop func()
+		runners, stop, err = startProjections(ctx, pool, js, ps, plog)
 		if err != nil {
 			return err
 		}
@@ -267,14 +271,17 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 	}
 	defer caller.Close()
 	calls := metrics.NewCalls(caller)
+	// The durations of the executions this process's orchestrator ends.
+	durations := metrics.NewExecutions()
 	eng, err := engine.New(js, engine.Config{
-		Definitions: reg,
-		Services:    svcs,
-		Caller:      calls,
-		Streams:     streamOpts,
-		Dispatcher:  dispatcher.Config{MaxRunning: o.maxRunning},
-		Cluster:     engine.Cluster{ProcessID: o.processID},
-		Logger:      log,
+		Definitions:  reg,
+		Services:     svcs,
+		Caller:       calls,
+		Streams:      streamOpts,
+		Dispatcher:   dispatcher.Config{MaxRunning: o.maxRunning},
+		Orchestrator: orchestrator.Config{Observer: durations},
+		Cluster:      engine.Cluster{ProcessID: o.processID},
+		Logger:       log,
 	})
 	if err != nil {
 		return err
@@ -290,8 +297,17 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 		}
 	}()
 
+	collectors := []prometheus.Collector{calls, durations}
+	if vs != nil {
+		// The projections' lag and the executions by status, read at each scrape.
+		projs, err := metrics.NewProjections(metrics.ProjectionsConfig{JS: js, Runners: runners, Tables: vs})
+		if err != nil {
+			return err
+		}
+		collectors = append(collectors, projs)
+	}
 	cfg := api.Config{Registry: reg, Engine: eng, Logger: log, Token: o.apiToken,
-		Metrics:  metrics.Handler(metrics.NewRegistry(eng, calls)),
+		Metrics:  metrics.Handler(metrics.NewRegistry(eng, collectors...)),
 		Redriver: deadletter.NewWriter(js, deadletter.Config{})}
 	if vs != nil {
 		cfg.Views = vs // a nil *views.Views in the interface would not read as none
@@ -345,12 +361,11 @@ func runProjections(log *slog.Logger) []projections.Projection {
 }
 
 func startProjections(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, ps []projections.Projection,
-	plog *slog.Logger) (stop func(), err error) {
-	var runners []*projections.Runner
+	plog *slog.Logger) (runners []*projections.Runner, stop func(), err error) {
 	for _, p := range ps {
 		r, err := projections.NewRunner(p, projections.Config{Pool: pool, JS: js, Log: plog})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		runners = append(runners, r)
 	}
@@ -362,7 +377,7 @@ func startProjections(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetS
 			_ = r.Run(runCtx) // logs and retries its failures; returns when runCtx ends
 		})
 	}
-	return func() {
+	return runners, func() {
 		cancel()
 		wg.Wait()
 	}, nil

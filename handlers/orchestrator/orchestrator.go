@@ -101,6 +101,19 @@ type Config struct {
 	// failed (an unavailable stream): it is retried for as long as that lasts. Default to
 	// consume.DefaultRetryBackoff and consume.DefaultMaxRetryBackoff.
 	RetryBackoff, MaxRetryBackoff time.Duration
+	// Observer, when set, is told of the ends it records (for metrics). Defaults to none.
+	Observer Observer
+}
+
+// Observer is told of what the orchestrator recorded. It is called on the orchestrator's
+// workers, once the append is acknowledged, and must return at once.
+type Observer interface {
+	// Ended: the orchestrator recorded the end of an execution (completed, failed or
+	// cancelled). s is the state after it; shared, never modify it. Each end is recorded by
+	// one append in the whole cluster, so it is told at most once: never again for an input
+	// delivered a second time, and not at all when the process stops between the append and
+	// the call.
+	Ended(s *execution.State)
 }
 
 func (c *Config) defaults() error {
@@ -545,6 +558,9 @@ func (o *Orchestrator) decide(ctx context.Context, log *slog.Logger, partition i
 	}
 	o.cache.put(id, entry{state: next, seq: ack.LastSeq, partition: partition})
 	o.decided.Add(1)
+	if o.cfg.Observer != nil && slices.ContainsFunc(batch, ends) {
+		o.cfg.Observer.Ended(&next)
+	}
 	if next.HistoryWarning() && !cur.state.HistoryWarning() {
 		// Once per execution: the run stops when the history reaches its bounds.
 		h := next.History()
@@ -562,6 +578,15 @@ func (o *Orchestrator) decide(ctx context.Context, log *slog.Logger, partition i
 		log.Debug("decided", "decisions", types, "seq", ack.LastSeq, "status", next.Status, "append", time.Since(appendStart))
 	}
 	return consume.Ack(), nil
+}
+
+// ends reports whether ev ends an execution.
+func ends(ev events.Event) bool {
+	switch ev.Type {
+	case events.TypeExecutionCompleted, events.TypeExecutionFailed, events.TypeExecutionCancelled:
+		return true
+	}
+	return false
 }
 
 // fresh reports whether seq is still the sequence of the execution's last event.
