@@ -26,6 +26,7 @@ import (
 type Engine interface {
 	Start(ctx context.Context, req engine.StartRequest) (executionID string, created bool, err error)
 	Execution(ctx context.Context, id string) (*execution.State, error)
+	ExecutionSeq(ctx context.Context, id string) (uint64, error)
 	HistoryPage(ctx context.Context, id string, after uint64, limit int) (engine.HistoryPage, error)
 	Cancel(ctx context.Context, id, reason string) error
 	Retry(ctx context.Context, id string) error

@@ -2,15 +2,20 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
+	"time"
 
 	"github.com/memmie/memmie/definitions"
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/internal/app/engine"
+	"github.com/memmie/memmie/internal/app/views"
 )
 
 // StartRequest is the body of POST /v1/executions.
@@ -129,18 +134,204 @@ func (a *API) startExecution(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, StartResponse{ExecutionID: id, Created: created})
 }
 
+// getExecution answers from the projections when they have applied every event of the
+// execution that the stream held when the request came (see projectedExecution), and from
+// the stream otherwise: either answer is as fresh as the stream was then. The Memmie-Source
+// header says which answered.
 func (a *API) getExecution(w http.ResponseWriter, r *http.Request) {
 	eng, err := a.engine()
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	s, err := eng.Execution(r.Context(), r.PathValue("id"))
+	id := r.PathValue("id")
+	if a.cfg.Views != nil {
+		v, err := a.projectedExecution(r.Context(), eng, id)
+		switch {
+		case err == nil:
+			w.Header().Set(SourceHeader, SourceProjection)
+			writeJSON(w, http.StatusOK, v)
+			return
+		case errors.Is(err, engine.ErrNotFound):
+			a.fail(w, r, err)
+			return
+		case errors.Is(err, views.ErrBehind):
+			// Accepted a moment ago, or the projections catch up: the stream answers.
+		default:
+			a.log.Warn("read an execution from the projections; answering from the stream", "execution_id", id, "err", err)
+		}
+	}
+	s, err := eng.Execution(r.Context(), id)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
+	w.Header().Set(SourceHeader, SourceStream)
 	writeJSON(w, http.StatusOK, s)
+}
+
+// The header of GET /v1/executions/{id} that says what answered, and its values.
+const (
+	SourceHeader     = "Memmie-Source"
+	SourceProjection = "projection"
+	SourceStream     = "stream"
+)
+
+// ExecutionView is GET /v1/executions/{id} answered from the projections: the fields of the
+// execution's state (execution.State's JSON, which the stream's answer is) that the
+// projections hold, under the same names, plus updated_at and step_attempts, every attempt
+// of every step with its duration.
+type ExecutionView struct {
+	ExecutionID      string          `json:"execution_id"`
+	WorkflowID       string          `json:"workflow_id"`
+	WorkflowRevision int             `json:"workflow_revision"`
+	ProviderID       string          `json:"provider_id,omitempty"`
+	BlobID           string          `json:"blob_id,omitempty"`
+	SourceEventID    string          `json:"source_event_id,omitempty"`
+	Priority         int             `json:"priority"`
+	MaxRetries       int             `json:"max_retries"`
+	Input            json.RawMessage `json:"input"`
+	QueuedAt         time.Time       `json:"queued_at"`
+	Status           string          `json:"status"`
+	Run              int             `json:"run"`
+	RetryCount       int             `json:"retry_count"`
+	StartedAt        *time.Time      `json:"started_at,omitempty"`
+	EndedAt          *time.Time      `json:"ended_at,omitempty"`
+	Steps            []StepView      `json:"steps"`
+	Output           json.RawMessage `json:"output,omitempty"`
+	Error            json.RawMessage `json:"error,omitempty"`
+	UpdatedAt        time.Time       `json:"updated_at"`
+	// StepAttempts are the execution_steps rows, by run, step, compensation and attempt.
+	StepAttempts []views.StepAttempt `json:"step_attempts"`
+}
+
+// AttemptsView is where a step, or its compensation, stands: its last attempt.
+type AttemptsView struct {
+	// Status is as the stream's answer names it: pending, scheduled, retry_scheduled,
+	// succeeded, failed or skipped (an attempt timed out is failed, its error says why).
+	Status  string `json:"status"`
+	Attempt int    `json:"attempts"`
+	// Request is a summary of the attempt's request (service, method, path, body size), not
+	// the request itself.
+	Request    json.RawMessage `json:"request,omitempty"`
+	Error      json.RawMessage `json:"error,omitempty"`
+	DurationMS *int64          `json:"duration_ms,omitempty"`
+	StartedAt  *time.Time      `json:"started_at,omitempty"`
+	EndedAt    *time.Time      `json:"ended_at,omitempty"`
+}
+
+// StepView is one step of an ExecutionView, as execution.Step names its fields.
+type StepView struct {
+	ID string `json:"id"`
+	AttemptsView
+	// Run is the run that recorded the step's last attempt.
+	Run    int             `json:"run,omitempty"`
+	Output json.RawMessage `json:"output,omitempty"`
+	// Compensation is the step's compensation in the current run, if it has one.
+	Compensation *AttemptsView `json:"compensation,omitempty"`
+}
+
+// projectedExecution reads an execution from the projections, provided that they have
+// applied its history up to its last message on the stream leader; views.ErrBehind when they
+// have not, engine.ErrNotFound when the stream holds no such execution.
+func (a *API) projectedExecution(ctx context.Context, eng Engine, id string) (*ExecutionView, error) {
+	seq, err := eng.ExecutionSeq(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	d, err := a.cfg.Views.ExecutionDetail(ctx, id, seq)
+	if err != nil {
+		return nil, err
+	}
+	var wf *definitions.Workflow
+	if rev, ok := a.cfg.Registry.Get(definitions.KindWorkflow, d.WorkflowID, d.WorkflowRevision); ok {
+		wf, _ = rev.Def.(*definitions.Workflow)
+	}
+	input := d.Input
+	if input == nil {
+		input = json.RawMessage("null")
+	}
+	return &ExecutionView{
+		ExecutionID: d.ExecutionID, WorkflowID: d.WorkflowID, WorkflowRevision: d.WorkflowRevision,
+		ProviderID: d.ProviderID, BlobID: d.BlobID, SourceEventID: d.SourceEventID, Priority: d.Priority,
+		MaxRetries: d.MaxRetries, Input: input, QueuedAt: d.QueuedAt, Status: d.Status, Run: d.Run,
+		RetryCount: d.RetryCount, StartedAt: d.StartedAt, EndedAt: d.EndedAt, Steps: stepViews(d, wf),
+		Output: d.Output, Error: d.Error, UpdatedAt: d.UpdatedAt, StepAttempts: d.Attempts,
+	}, nil
+}
+
+// stepViews tells where each step stands from its attempts, as the core's state would: the
+// steps of the workflow (wf, when the registry has its revision) in its order, then any
+// other step with attempts. A step's last attempt is its highest run and attempt; one from
+// an earlier run stands only if the re-run kept its result (succeeded and not compensated,
+// skipped, or failed with on_failure: continue), else the step is pending again.
+func stepViews(d *views.ExecutionDetail, wf *definitions.Workflow) []StepView {
+	later := func(a, b *views.StepAttempt) bool { return a.Run > b.Run || (a.Run == b.Run && a.Attempt > b.Attempt) }
+	main := map[string]*views.StepAttempt{}
+	comp := map[string]*views.StepAttempt{}
+	// compensated: a compensation succeeded in each run, by step.
+	compensated := map[string][]int{}
+	var order []string
+	known := map[string]bool{}
+	continues := map[string]bool{}
+	if wf != nil {
+		for _, s := range wf.Steps {
+			order, known[s.ID] = append(order, s.ID), true
+			continues[s.ID] = s.FailureAction() == definitions.OnFailureContinue
+		}
+	}
+	for i := range d.Attempts {
+		a := &d.Attempts[i]
+		if !known[a.StepID] {
+			order, known[a.StepID] = append(order, a.StepID), true
+		}
+		if a.Compensation {
+			if a.Status == "succeeded" {
+				compensated[a.StepID] = append(compensated[a.StepID], a.Run)
+			}
+			if a.Run == d.Run && (comp[a.StepID] == nil || later(a, comp[a.StepID])) {
+				comp[a.StepID] = a
+			}
+			continue
+		}
+		if main[a.StepID] == nil || later(a, main[a.StepID]) {
+			main[a.StepID] = a
+		}
+	}
+	out := make([]StepView, 0, len(order))
+	for _, id := range order {
+		v := StepView{ID: id, AttemptsView: AttemptsView{Status: "pending"}}
+		m := main[id]
+		if m != nil && m.Run < d.Run {
+			kept := m.Status == "skipped" || (m.Status == "succeeded" && !slices.ContainsFunc(compensated[id],
+				func(run int) bool { return run >= m.Run && run < d.Run })) ||
+				((m.Status == "failed" || m.Status == "timed_out") && continues[id])
+			if !kept {
+				m = nil
+			}
+		}
+		if m != nil {
+			v.AttemptsView, v.Run = attemptsView(m), m.Run
+			if m.Status != "skipped" { // a skip's row holds its reason, which step_attempts shows
+				v.Output = m.Output
+			}
+		}
+		if c := comp[id]; c != nil {
+			cv := attemptsView(c)
+			v.Compensation = &cv
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+func attemptsView(a *views.StepAttempt) AttemptsView {
+	status := a.Status
+	if status == "timed_out" {
+		status = "failed"
+	}
+	return AttemptsView{Status: status, Attempt: a.Attempt, Request: a.Request, Error: a.Error,
+		DurationMS: a.DurationMS, StartedAt: a.StartedAt, EndedAt: a.EndedAt}
 }
 
 func (a *API) executionEvents(w http.ResponseWriter, r *http.Request) {

@@ -54,6 +54,7 @@ func (c *cannedEngine) Execution(context.Context, string) (*execution.State, err
 	return &execution.State{ExecutionID: "e1", Status: execution.StatusRunning}, nil
 }
 
+func (c *cannedEngine) ExecutionSeq(context.Context, string) (uint64, error) { return 0, c.err }
 func (c *cannedEngine) HistoryPage(context.Context, string, uint64, int) (engine.HistoryPage, error) {
 	return engine.HistoryPage{}, c.err
 }

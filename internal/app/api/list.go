@@ -13,6 +13,7 @@ import (
 // Views is what the API needs of the projections' tables; *views.Views is one.
 type Views interface {
 	Executions(ctx context.Context, q views.ExecutionQuery) (views.ExecutionPage, error)
+	ExecutionDetail(ctx context.Context, id string, atLeast uint64) (*views.ExecutionDetail, error)
 	Queue(ctx context.Context, q views.QueueQuery) (views.QueuePage, error)
 	DeadLetterViews
 }

@@ -119,3 +119,20 @@ func (e *Engine) readPage(ctx context.Context, filter string, after, lastSeq uin
 		}
 	}
 }
+
+// ExecutionSeq returns the stream sequence of an execution's last message, as the stream
+// leader holds it: every event recorded before the call is at or below it. ErrNotFound when
+// the execution has no events.
+func (e *Engine) ExecutionSeq(ctx context.Context, id string) (uint64, error) {
+	if err := events.ValidToken(id); err != nil {
+		return 0, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	last, err := stream.LeaderLastBySubject(ctx, e.js, streams.Executions, events.ExecutionFilter(id))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("last event of %s: %w", id, err)
+	}
+	return last.Sequence, nil
+}

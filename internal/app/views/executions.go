@@ -11,7 +11,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/memmie/memmie/events/streams"
 )
 
 // Views reads the projections' tables.
@@ -148,4 +151,128 @@ func decodeCursor(s string) (time.Time, uuid.UUID, error) {
 		return time.Time{}, uuid.UUID{}, fmt.Errorf("%w %q: not one a page gave", ErrCursor, s)
 	}
 	return time.UnixMicro(n).UTC(), id, nil
+}
+
+// ErrBehind is the error of ExecutionDetail when the projections have not applied the
+// execution's history up to the sequence asked for, or hold no row of it: the stream must
+// answer.
+var ErrBehind = errors.New("the projections are behind the stream")
+
+// StepAttempt is a row of the execution_steps table: one attempt of a step, or of its
+// compensation, in a run.
+type StepAttempt struct {
+	Run          int             `json:"run"`
+	StepID       string          `json:"step_id"`
+	Attempt      int             `json:"attempt"`
+	Compensation bool            `json:"compensation,omitempty"`
+	Status       string          `json:"status"`
+	Request      json.RawMessage `json:"request,omitempty"`
+	Output       json.RawMessage `json:"output,omitempty"`
+	Error        json.RawMessage `json:"error,omitempty"`
+	DurationMS   *int64          `json:"duration_ms,omitempty"`
+	StartedAt    *time.Time      `json:"started_at,omitempty"`
+	EndedAt      *time.Time      `json:"ended_at,omitempty"`
+}
+
+// ExecutionDetail is one execution as the projections hold it: its executions row, what its
+// queued_executions row adds, and its execution_steps rows.
+type ExecutionDetail struct {
+	Execution
+	SourceEventID string
+	RetryCount    int
+	MaxRetries    int
+	// Attempts are the execution_steps rows, by run, step, compensation and attempt.
+	Attempts []StepAttempt
+	// Seq is the lowest checkpoint of the three projections: the detail holds every event
+	// of the stream up to it.
+	Seq uint64
+}
+
+// detailProjections are the projections ExecutionDetail reads, as their checkpoints name them
+// (projections.Executions, Queued and Steps).
+var detailProjections = []string{"executions", "queued_executions", "execution_steps"}
+
+// ExecutionDetail returns an execution as the executions, queued_executions and
+// execution_steps projections hold it, read in one snapshot, provided that each of them has
+// applied MEMMIE_EXECUTIONS up to sequence atLeast (the execution's last message, say);
+// ErrBehind when one has not, or when they hold no row of it.
+func (v *Views) ExecutionDetail(ctx context.Context, id string, atLeast uint64) (*ExecutionDetail, error) {
+	uid, err := uuid.Parse(id)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %q is not an id the projections hold", ErrBehind, id)
+	}
+	// One snapshot: the rows are those of the checkpoints read with them.
+	tx, err := v.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return nil, fmt.Errorf("read execution %s: %w", id, err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+
+	d := &ExecutionDetail{Attempts: []StepAttempt{}}
+	var (
+		lowest *int64
+		n      int
+	)
+	if err := tx.QueryRow(ctx, `SELECT min(last_seq), count(*) FROM projection_checkpoints
+		WHERE stream = $1 AND projection = ANY($2)`, streams.Executions, detailProjections).Scan(&lowest, &n); err != nil {
+		return nil, fmt.Errorf("read execution %s: checkpoints: %w", id, err)
+	}
+	if n < len(detailProjections) || lowest == nil || uint64(*lowest) < atLeast {
+		return nil, fmt.Errorf("%w: execution %s up to %d", ErrBehind, id, atLeast)
+	}
+	d.Seq = uint64(*lowest)
+
+	var (
+		input, output, errJSON []byte
+		trigger                *string
+		retries, maxRetries    *int
+	)
+	err = tx.QueryRow(ctx, `SELECT e.workflow_id, e.workflow_revision, e.status, e.priority, e.input, e.output, e.error,
+			e.run, coalesce(e.provider_id, ''), coalesce(e.blob_id, ''), e.queued_at, e.started_at, e.ended_at,
+			e.updated_at, q.trigger, q.retry_count, q.max_retries
+		FROM executions e LEFT JOIN queued_executions q ON q.execution_id = e.execution_id
+		WHERE e.execution_id = $1`, uid).Scan(&d.WorkflowID, &d.WorkflowRevision, &d.Status, &d.Priority, &input,
+		&output, &errJSON, &d.Run, &d.ProviderID, &d.BlobID, &d.QueuedAt, &d.StartedAt, &d.EndedAt, &d.UpdatedAt,
+		&trigger, &retries, &maxRetries)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("%w: no row of execution %s", ErrBehind, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read execution %s: %w", id, err)
+	}
+	d.ExecutionID = uid.String()
+	d.Input, d.Output, d.Error = input, output, errJSON
+	if trigger != nil {
+		d.SourceEventID = *trigger
+	}
+	if retries != nil {
+		d.RetryCount = *retries
+	}
+	if maxRetries != nil {
+		d.MaxRetries = *maxRetries
+	}
+
+	rows, err := tx.Query(ctx, `SELECT run, step_id, attempt, compensation, status, request, output, error,
+			duration_ms, started_at, ended_at
+		FROM execution_steps WHERE execution_id = $1 ORDER BY run, step_id, compensation, attempt`, uid)
+	if err != nil {
+		return nil, fmt.Errorf("read the steps of execution %s: %w", id, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			a                  StepAttempt
+			req, out, stepErrs []byte
+		)
+		if err := rows.Scan(&a.Run, &a.StepID, &a.Attempt, &a.Compensation, &a.Status, &req, &out, &stepErrs,
+			&a.DurationMS, &a.StartedAt, &a.EndedAt); err != nil {
+			return nil, fmt.Errorf("read the steps of execution %s: %w", id, err)
+		}
+		a.Request, a.Output, a.Error = req, out, stepErrs
+		d.Attempts = append(d.Attempts, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read the steps of execution %s: %w", id, err)
+	}
+	return d, nil
 }

@@ -1,0 +1,262 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/internal/app/api"
+	"github.com/memmie/memmie/internal/app/engine"
+	"github.com/memmie/memmie/internal/app/views"
+	"github.com/memmie/memmie/internal/natsserver/natstest"
+	"github.com/memmie/memmie/internal/pgtest"
+	"github.com/memmie/memmie/internal/services"
+	"github.com/memmie/memmie/projections"
+)
+
+// detailStack is an engine and two APIs on it: projected answers GET /v1/executions/{id}
+// with a database, streamed without one; the projections that the answer reads run until
+// stopProjections.
+type detailStack struct {
+	projected, streamed *httptest.Server
+	pool                *pgxpool.Pool
+	stopProjections     func()
+}
+
+func newDetailStack(t *testing.T, svc *httptest.Server, runProjections bool) *detailStack {
+	t.Helper()
+	_, _, js := natstest.Run(t)
+	u, err := url.Parse(svc.URL)
+	require.NoError(t, err)
+	svcs, err := services.NewRegistry(services.Service{Name: "svc", BaseURL: u})
+	require.NoError(t, err)
+	reg := startRegistry(t, js)
+	eng, err := engine.New(js, engine.Config{Definitions: reg, Services: svcs, Logger: testLogger(t),
+		Streams: streams.Options{Storage: jetstream.MemoryStorage}})
+	require.NoError(t, err)
+	require.NoError(t, eng.Open(testContext(t)))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		assert.NoError(t, eng.Close(ctx))
+	})
+
+	s := &detailStack{pool: pgtest.New(t), stopProjections: func() {}}
+	if runProjections {
+		ctx, cancel := context.WithCancel(context.Background())
+		var dones []chan struct{}
+		for _, p := range []projections.Projection{projections.NewExecutions(nil), projections.NewQueued(nil), projections.NewSteps(nil)} {
+			r, err := projections.NewRunner(p, projections.Config{Pool: s.pool, JS: js, Log: testLogger(t), BatchWait: time.Millisecond})
+			require.NoError(t, err)
+			done := make(chan struct{})
+			dones = append(dones, done)
+			go func() { defer close(done); _ = r.Run(ctx) }()
+		}
+		s.stopProjections = func() {
+			cancel()
+			for _, d := range dones {
+				<-d
+			}
+		}
+		t.Cleanup(s.stopProjections) // before the pool closes: cleanups run in reverse
+	}
+	for _, v := range []api.Views{views.New(s.pool), nil} {
+		h, err := api.New(api.Config{Registry: reg, Engine: eng, Views: v, Logger: testLogger(t)})
+		require.NoError(t, err)
+		srv := httptest.NewServer(h)
+		t.Cleanup(srv.Close)
+		if v != nil {
+			s.projected = srv
+		} else {
+			s.streamed = srv
+		}
+	}
+	return s
+}
+
+// getExecution GETs an execution and returns the status, the Memmie-Source header and the
+// body.
+func getExecution(t *testing.T, srv *httptest.Server, id string) (int, string, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(testContext(t), http.MethodGet, srv.URL+"/v1/executions/"+id, nil)
+	require.NoError(t, err)
+	resp, err := srv.Client().Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	var body map[string]any
+	require.NoError(t, json.Unmarshal(b, &body), "%s", b)
+	return resp.StatusCode, resp.Header.Get(api.SourceHeader), body
+}
+
+// waitForExecution polls GET until the answer satisfies ok, and returns it.
+func waitForExecution(t *testing.T, srv *httptest.Server, id, what string, ok func(source string, body map[string]any) bool) map[string]any {
+	t.Helper()
+	var (
+		source string
+		body   map[string]any
+	)
+	// Conditions run on another goroutine: they report, the test fails here.
+	require.Eventually(t, func() bool {
+		var st int
+		st, source, body = getExecution(t, srv, id)
+		return st == http.StatusOK && ok(source, body)
+	}, 60*time.Second, 20*time.Millisecond, "%s: last answered by %s: %v", what, source, body)
+	return body
+}
+
+// sameTime reports whether two RFC 3339 times are the same instant to the microsecond, which
+// Postgres keeps.
+func sameTime(t *testing.T, a, b any) {
+	t.Helper()
+	ta, err := time.Parse(time.RFC3339Nano, a.(string))
+	require.NoError(t, err)
+	tb, err := time.Parse(time.RFC3339Nano, b.(string))
+	require.NoError(t, err)
+	assert.Equal(t, ta.Truncate(time.Microsecond), tb.Truncate(time.Microsecond))
+}
+
+// Once the projections hold an execution, GET /v1/executions/{id} answers from them, with
+// the fields of the stream's answer, the same values, and the projections' own
+// (step_attempts, updated_at).
+func TestGetExecutionFromTheProjections(t *testing.T) {
+	svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"n": 7}`))
+	}))
+	t.Cleanup(svc.Close)
+	s := newDetailStack(t, svc, true)
+	r := do(t, s.projected, "PUT", "/v1/workflows/two", `id: two
+steps:
+  - {id: call, type: api_call, service: svc, endpoint: /x, output_map: {n: $.n}}
+  - {id: skipped, type: transform, condition: "$.steps.call.output.n == 0", input_map: {a: 1}}
+  - {id: last, type: transform, input_map: {doubled: "$.steps.call.output.n"}}
+output_map: {n: $.steps.last.output.doubled}
+`)
+	require.Equal(t, http.StatusOK, r.Status, r.Raw)
+	r = do(t, s.projected, "POST", "/v1/executions", `{"workflow_id": "two", "input": {"k": "v"}, "priority": 3, "max_retries": 2}`)
+	require.Equal(t, http.StatusAccepted, r.Status, r.Raw)
+	id := r.Body["execution_id"].(string)
+
+	got := waitForExecution(t, s.projected, id, "answered from the projections, completed", func(source string, body map[string]any) bool {
+		return source == api.SourceProjection && body["status"] == "completed"
+	})
+	st, source, want := getExecution(t, s.streamed, id)
+	require.Equal(t, http.StatusOK, st)
+	require.Equal(t, api.SourceStream, source)
+
+	for _, k := range []string{"execution_id", "workflow_id", "workflow_revision", "status", "priority", "max_retries",
+		"input", "run", "retry_count", "output"} {
+		assert.Equal(t, want[k], got[k], k)
+	}
+	for _, k := range []string{"queued_at", "started_at", "ended_at"} {
+		sameTime(t, want[k], got[k])
+	}
+	require.Len(t, got["steps"], 3)
+	for i, ws := range want["steps"].([]any) {
+		w, g := ws.(map[string]any), got["steps"].([]any)[i].(map[string]any)
+		for _, k := range []string{"id", "status", "attempts", "run", "output"} {
+			assert.Equal(t, w[k], g[k], "step %d %s", i, k)
+		}
+	}
+	call := got["steps"].([]any)[0].(map[string]any)
+	assert.Equal(t, "/x", call["request"].(map[string]any)["path"], "the request's summary")
+	assert.Contains(t, call, "duration_ms")
+	// What only the projections have.
+	assert.Contains(t, got, "updated_at")
+	attempts := got["step_attempts"].([]any)
+	require.Len(t, attempts, 3)
+	assert.Equal(t, map[string]any{"run": 1.0, "step_id": "call", "attempt": 1.0, "status": "succeeded"},
+		pick(attempts[0].(map[string]any), "run", "step_id", "attempt", "status"))
+}
+
+func pick(m map[string]any, keys ...string) map[string]any {
+	out := map[string]any{}
+	for _, k := range keys {
+		out[k] = m[k]
+	}
+	return out
+}
+
+// An execution the projections have not seen, or not up to its last event, is answered from
+// the stream: never a 404, never an older state than the stream's.
+func TestGetExecutionFromTheStreamUntilTheProjectionsCatchUp(t *testing.T) {
+	var fail atomic.Bool
+	fail.Store(true)
+	svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if fail.Load() {
+			w.WriteHeader(http.StatusBadRequest)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{}`))
+	}))
+	t.Cleanup(svc.Close)
+
+	t.Run("a database with no projection running", func(t *testing.T) {
+		s := newDetailStack(t, svc, false)
+		r := do(t, s.projected, "PUT", "/v1/workflows/w", "id: w\nsteps: [{id: call, type: api_call, service: svc, endpoint: /x}]\n")
+		require.Equal(t, http.StatusOK, r.Status, r.Raw)
+		r = do(t, s.projected, "POST", "/v1/executions", `{"workflow_id": "w"}`)
+		require.Equal(t, http.StatusAccepted, r.Status, r.Raw)
+		id := r.Body["execution_id"].(string)
+		st, source, body := getExecution(t, s.projected, id)
+		require.Equal(t, http.StatusOK, st, "%v", body)
+		assert.Equal(t, api.SourceStream, source)
+		assert.Equal(t, id, body["execution_id"])
+	})
+
+	t.Run("the projections stopped behind the execution's last event", func(t *testing.T) {
+		s := newDetailStack(t, svc, true)
+		r := do(t, s.projected, "PUT", "/v1/workflows/w", "id: w\nsteps: [{id: call, type: api_call, service: svc, endpoint: /x}]\n")
+		require.Equal(t, http.StatusOK, r.Status, r.Raw)
+		r = do(t, s.projected, "POST", "/v1/executions", `{"workflow_id": "w"}`)
+		require.Equal(t, http.StatusAccepted, r.Status, r.Raw)
+		id := r.Body["execution_id"].(string)
+		waitForExecution(t, s.projected, id, "failed, from the projections", func(source string, body map[string]any) bool {
+			return source == api.SourceProjection && body["status"] == "failed"
+		})
+
+		s.stopProjections()
+		fail.Store(false)
+		r = do(t, s.projected, "POST", "/v1/executions/"+id+"/retry", "")
+		require.Equal(t, http.StatusAccepted, r.Status, r.Raw)
+		// The rows still say failed; the stream moves on, and answers.
+		var sources []string
+		body := waitForExecution(t, s.projected, id, "completed", func(source string, body map[string]any) bool {
+			sources = append(sources, source)
+			return body["status"] == "completed"
+		})
+		for _, src := range sources {
+			require.Equal(t, api.SourceStream, src, "the projections are behind: the stream answers")
+		}
+		assert.Equal(t, 2.0, body["run"])
+		var status string
+		require.NoError(t, s.pool.QueryRow(testContext(t), `SELECT status FROM executions WHERE execution_id = $1`, id).Scan(&status))
+		assert.Equal(t, "failed", status, "the row is behind")
+	})
+}
+
+func TestGetExecutionNotFound(t *testing.T) {
+	svc := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(svc.Close)
+	s := newDetailStack(t, svc, true)
+	for _, id := range []string{uuid.NewString(), "not-a-uuid"} {
+		st, _, body := getExecution(t, s.projected, id)
+		assert.Equal(t, http.StatusNotFound, st, "%s: %v", id, body)
+		assert.Equal(t, "not_found", body["error"].(map[string]any)["code"], id)
+	}
+}
