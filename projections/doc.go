@@ -5,6 +5,7 @@
 //
 //	r, err := projections.NewRunner(projections.NewExecutions(log), projections.Config{Pool: pool, JS: js})
 //	go r.Run(ctx) // returns when ctx is done
+//	st := r.Stats() // its last committed checkpoint, for the metrics of its lag
 //
 // The tables are views, never the source of truth: a projection may be replayed from the first
 // message at any time and must end with the same rows. It never imports a handler or the

@@ -1,7 +1,8 @@
 // Package api serves memmie's HTTP API (the contract's "HTTP API") from the streams: the
 // definitions come from the registry's view of MEMMIE_DEFINITIONS, the executions from their
-// histories on MEMMIE_EXECUTIONS, through the engine; the lists come from the projections'
-// tables in Postgres, through Config.Views.
+// histories on MEMMIE_EXECUTIONS, through the engine; the lists, and one execution when the
+// projections hold all of it, come from the projections' tables in Postgres, through
+// Config.Views.
 //
 //	h, err := api.New(api.Config{Registry: reg, Engine: eng, Views: views.New(pool), Logger: log})
 //	srv := api.NewServer(h, api.ServerConfig{Addr: "127.0.0.1:8080"}) // timeouts and limits: see ServerConfig
@@ -14,7 +15,7 @@
 //	GET    /v1/{schemas|workflows|providers}       {"items": [current revision of each, deactivated ones too]}
 //	POST   /v1/executions                          {"workflow_id","input","priority","idempotency_key","max_retries"} -> 202 {"execution_id","created"}
 //	GET    /v1/executions                          {"executions": [rows, newest first], "next"}: ?status=, ?workflow_id=, ?limit= (50, at most 500), ?cursor=<next>
-//	GET    /v1/executions/{id}                     the execution's state
+//	GET    /v1/executions/{id}                     the execution's state; Memmie-Source: projection or stream
 //	GET    /v1/executions/{id}/events              {"events": [CloudEvents envelopes], "next"}: ?limit= (100, at most 1000), ?after=<next>
 //	POST   /v1/executions/{id}/cancel              {"reason"} (optional) -> 202
 //	POST   /v1/executions/{id}/retry               -> 202
@@ -35,7 +36,13 @@
 // whose input breaks the workflow's input schema starts nothing. The same idempotency_key with
 // the same workflow_id, input, priority and max_retries answers the same execution, "created":
 // false; with any of them different it is a conflict (as Step Functions answers
-// ExecutionAlreadyExists). The events come a page at a time; "next", present while more
+// ExecutionAlreadyExists). GET /v1/executions/{id}, with Config.Views, asks the stream leader
+// for the execution's last sequence and answers from the projections (an ExecutionView) when
+// executions, queued_executions and execution_steps have all applied the stream up to it, in
+// one snapshot; otherwise, or when Postgres fails, the engine folds the history (an
+// execution.State). Either way the answer holds every event recorded before the request, as
+// Temporal's DescribeWorkflowExecution does; the Memmie-Source header says which answered.
+// The events come a page at a time; "next", present while more
 // followed when the page was read, is the "after" of the next page.
 //
 // Every error is {"error": {"code", "message"}}; an invalid definition or input adds

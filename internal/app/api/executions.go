@@ -16,6 +16,7 @@ import (
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/internal/app/engine"
 	"github.com/memmie/memmie/internal/app/views"
+	"github.com/memmie/memmie/internal/core/execution"
 )
 
 // StartRequest is the body of POST /v1/executions.
@@ -251,12 +252,18 @@ func (a *API) projectedExecution(ctx context.Context, eng Engine, id string) (*E
 	if input == nil {
 		input = json.RawMessage("null")
 	}
+	errJSON := d.Error
+	switch execution.Status(d.Status) {
+	case execution.StatusQueued, execution.StatusRunning, execution.StatusCompensating:
+		// The row keeps the last run's error while a re-run runs; the state does not.
+		errJSON = nil
+	}
 	return &ExecutionView{
 		ExecutionID: d.ExecutionID, WorkflowID: d.WorkflowID, WorkflowRevision: d.WorkflowRevision,
 		ProviderID: d.ProviderID, BlobID: d.BlobID, SourceEventID: d.SourceEventID, Priority: d.Priority,
 		MaxRetries: d.MaxRetries, Input: input, QueuedAt: d.QueuedAt, Status: d.Status, Run: d.Run,
 		RetryCount: d.RetryCount, StartedAt: d.StartedAt, EndedAt: d.EndedAt, Steps: stepViews(d, wf),
-		Output: d.Output, Error: d.Error, UpdatedAt: d.UpdatedAt, StepAttempts: d.Attempts,
+		Output: d.Output, Error: errJSON, UpdatedAt: d.UpdatedAt, StepAttempts: d.Attempts,
 	}, nil
 }
 

@@ -5,6 +5,9 @@
 //	page, err := v.Executions(ctx, views.ExecutionQuery{Status: "failed", Limit: 50})
 //	// page.Next, when set, is the Cursor of the next page
 //
+//	d, err := v.ExecutionDetail(ctx, id, seq) // ErrBehind unless the projections hold the stream up to seq
+//
 // It only reads: the projections are the tables' one writer. A row may lag the streams by
-// the projection's delay.
+// the projection's delay; ExecutionDetail reads the checkpoints with the rows, so that its
+// caller knows.
 package views
