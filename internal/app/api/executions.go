@@ -159,7 +159,9 @@ func (a *API) getExecution(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, views.ErrBehind):
 			// Accepted a moment ago, or the projections catch up: the stream answers.
 		default:
-			a.log.Warn("read an execution from the projections; answering from the stream", "execution_id", id, "err", err)
+			// Postgres down, most likely: /readyz and the projections' runners say so loudly,
+			// and every GET would repeat it.
+			a.log.Debug("read an execution from the projections; answering from the stream", "execution_id", id, "err", err)
 		}
 	}
 	s, err := eng.Execution(r.Context(), id)
