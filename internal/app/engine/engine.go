@@ -119,7 +119,7 @@ type Handlers struct {
 	NoOrchestrator, NoRunner, NoTimers, NoDispatcher, NoReconciler bool
 }
 
-// Engine runs executions: its client methods (Start, Execution, History, Cancel, Retry,
+// Engine runs executions: its client methods (Start, Execution, ExecutionSeq, History, Cancel, Retry,
 // Queue, Ready) serve the API, and Open/Close run the handlers. (Its lifecycle is Open and
 // Close, not Start and Stop, because Start starts an execution.)
 type Engine struct {
