@@ -119,9 +119,9 @@ type Handlers struct {
 	NoOrchestrator, NoRunner, NoTimers, NoDispatcher, NoReconciler bool
 }
 
-// Engine runs executions: its client methods (Start, Execution, ExecutionSeq, History, Cancel, Retry,
-// Queue, Ready) serve the API, and Open/Close run the handlers. (Its lifecycle is Open and
-// Close, not Start and Stop, because Start starts an execution.)
+// Engine runs executions: its client methods (Start, Execution, ExecutionSeq, History,
+// Cancel, Retry, Queue, Ready) serve the API, and Open/Close run the handlers. (Its lifecycle
+// is Open and Close, not Start and Stop, because Start starts an execution.)
 type Engine struct {
 	js  jetstream.JetStream
 	cfg Config
