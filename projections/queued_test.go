@@ -36,43 +36,48 @@ var queueDue = t0.Add(time.Hour)
 func queueHistories(n int) [][]events.Event {
 	out := make([][]events.Event, n)
 	for i := range n {
-		id := execID(i)
-		at := t0.Add(time.Duration(i) * time.Second)
-		ev := func(d events.ExecutionData, k int) events.Event {
-			return events.NewExecution(d, "test", at.Add(time.Duration(k)*time.Millisecond))
-		}
-		q := &events.ExecutionQueued{
-			ExecutionID: id, WorkflowID: fmt.Sprintf("wf-%d", i%3), WorkflowRevision: 1 + i%2,
-			Workflow: []byte(`{}`), InputSchema: []byte(`null`), OutputSchema: []byte(`null`),
-			Priority: i % 100, MaxRetries: 2,
-		}
-		if i%2 == 0 {
-			q.ProviderID, q.BlobID, q.SourceEventID = "prov", "blob-"+id, "evt-"+id
-		}
-		h := []events.Event{ev(q, 0)}
-		started := ev(&events.ExecutionStarted{ExecutionID: id, Run: 1}, 1)
-		step := ev(&events.StepSucceeded{ExecutionID: id, AttemptRef: events.AttemptRef{Run: 1, StepID: "s", Attempt: 1}, Output: 1}, 2)
-		boom := events.ExecutionError{Code: "step_failed", Message: "boom"}
-		retry := ev(&events.ExecutionRetryScheduled{ExecutionID: id, Run: 1, Error: boom, RetryCount: 1, DueAt: queueDue}, 3)
-		switch i % queueKinds {
-		case queueCompleted:
-			h = append(h, started, step, ev(&events.ExecutionCompleted{ExecutionID: id, Run: 1, Output: "ok"}, 3))
-		case queueRetried:
-			prio := 77
-			h = append(h, started, step, retry,
-				ev(&events.ExecutionRequeued{ExecutionID: id, Run: 2, RetryCount: 1, Priority: &prio}, 4),
-				ev(&events.ExecutionStarted{ExecutionID: id, Run: 2}, 5),
-				ev(&events.ExecutionCompleted{ExecutionID: id, Run: 2, Output: "second"}, 6))
-		case queueWaiting:
-			h = append(h, started, retry)
-		case queueCancelled:
-			h = append(h, started, ev(&events.ExecutionCancelled{ExecutionID: id, Run: 1, Reason: "no"}, 2))
-		case queueFailed:
-			h = append(h, started, ev(&events.ExecutionFailed{ExecutionID: id, Run: 1, Error: boom}, 2))
-		}
-		out[i] = h
+		out[i] = queueHistory(i)
 	}
 	return out
+}
+
+// queueHistory is the i-th history of queueHistories.
+func queueHistory(i int) []events.Event {
+	id := execID(i)
+	at := t0.Add(time.Duration(i) * time.Second)
+	ev := func(d events.ExecutionData, k int) events.Event {
+		return events.NewExecution(d, "test", at.Add(time.Duration(k)*time.Millisecond))
+	}
+	q := &events.ExecutionQueued{
+		ExecutionID: id, WorkflowID: fmt.Sprintf("wf-%d", i%3), WorkflowRevision: 1 + i%2,
+		Workflow: []byte(`{}`), InputSchema: []byte(`null`), OutputSchema: []byte(`null`),
+		Priority: i % 100, MaxRetries: 2,
+	}
+	if i%2 == 0 {
+		q.ProviderID, q.BlobID, q.SourceEventID = "prov", "blob-"+id, "evt-"+id
+	}
+	h := []events.Event{ev(q, 0)}
+	started := ev(&events.ExecutionStarted{ExecutionID: id, Run: 1}, 1)
+	step := ev(&events.StepSucceeded{ExecutionID: id, AttemptRef: events.AttemptRef{Run: 1, StepID: "s", Attempt: 1}, Output: 1}, 2)
+	boom := events.ExecutionError{Code: "step_failed", Message: "boom"}
+	retry := ev(&events.ExecutionRetryScheduled{ExecutionID: id, Run: 1, Error: boom, RetryCount: 1, DueAt: queueDue}, 3)
+	switch i % queueKinds {
+	case queueCompleted:
+		h = append(h, started, step, ev(&events.ExecutionCompleted{ExecutionID: id, Run: 1, Output: "ok"}, 3))
+	case queueRetried:
+		prio := 77
+		h = append(h, started, step, retry,
+			ev(&events.ExecutionRequeued{ExecutionID: id, Run: 2, RetryCount: 1, Priority: &prio}, 4),
+			ev(&events.ExecutionStarted{ExecutionID: id, Run: 2}, 5),
+			ev(&events.ExecutionCompleted{ExecutionID: id, Run: 2, Output: "second"}, 6))
+	case queueWaiting:
+		h = append(h, started, retry)
+	case queueCancelled:
+		h = append(h, started, ev(&events.ExecutionCancelled{ExecutionID: id, Run: 1, Reason: "no"}, 2))
+	case queueFailed:
+		h = append(h, started, ev(&events.ExecutionFailed{ExecutionID: id, Run: 1, Error: boom}, 2))
+	}
+	return h
 }
 
 // queueRow is what a test reads of a queued_executions row.

@@ -107,6 +107,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		case errors.Is(err, errStandby):
 			r.log.Debug("projection standing by")
 			backoff = r.cfg.RetryMin
+		case errors.Is(err, errCheckpointMoved):
+			r.log.Info("projection starting again from its new checkpoint", "err", err)
+			wait, backoff = 0, r.cfg.RetryMin
 		default:
 			r.log.Warn("projection failed; retrying", "err", err, "in", backoff)
 			wait, backoff = backoff, min(2*backoff, r.cfg.RetryMax)
@@ -148,55 +151,18 @@ func (r *Runner) session(ctx context.Context, wrote *bool) error {
 	}
 	r.log.Info("projection writing")
 
+	if err := r.ensureCheckpoint(ctx, conn); err != nil {
+		return err
+	}
 	last, err := r.checkpoint(ctx, conn)
 	if err != nil {
 		return err
 	}
-	cons, err := r.cfg.JS.OrderedConsumer(ctx, r.p.Stream(), jetstream.OrderedConsumerConfig{
-		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:       last + 1,
-		InactiveThreshold: time.Minute,
-	})
+	msgs, fail, stop, err := r.consume(ctx, last+1)
 	if err != nil {
-		return fmt.Errorf("consume %s: %w", r.p.Stream(), err)
+		return err
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(r.cfg.BatchSize), jetstream.PullExpiry(5*time.Second))
-	if err != nil {
-		return fmt.Errorf("consume %s: %w", r.p.Stream(), err)
-	}
-	// The reader decodes ahead, on its own goroutine, while the writer waits for Postgres.
-	msgs := make(chan item, r.cfg.BatchSize)
-	fail := make(chan error, 1)
-	go func() {
-		defer close(msgs)
-		for {
-			m, err := it.Next()
-			if err == nil {
-				var md *jetstream.MsgMetadata
-				if md, err = m.Metadata(); err == nil {
-					ev, derr := events.Decode(m.Data())
-					msgs <- item{msg: m, seq: md.Sequence.Stream, ev: ev, err: derr}
-					continue
-				}
-			}
-			if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				fail <- fmt.Errorf("consume %s: %w", r.p.Stream(), err)
-			}
-			return
-		}
-	}()
-	defer func() {
-		it.Stop()
-		for range msgs { // let the reader see the stop
-		}
-		// The next session starts a consumer of its own; this one would linger until its
-		// inactivity threshold.
-		if info := cons.CachedInfo(); info != nil {
-			delCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-			_ = r.cfg.JS.DeleteConsumer(delCtx, r.p.Stream(), info.Name)
-			cancel()
-		}
-	}()
+	defer stop()
 
 	for {
 		batch, err := r.collect(ctx, msgs, fail)
@@ -208,6 +174,56 @@ func (r *Runner) session(ctx context.Context, wrote *bool) error {
 		}
 		*wrote = true
 	}
+}
+
+// consume reads the stream from the sequence from on, decoding ahead on a goroutine of its own
+// while the writer waits for Postgres. stop ends the reading and deletes the consumer.
+func (r *Runner) consume(ctx context.Context, from uint64) (msgs <-chan item, fail <-chan error, stop func(), err error) {
+	cons, err := r.cfg.JS.OrderedConsumer(ctx, r.p.Stream(), jetstream.OrderedConsumerConfig{
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       from,
+		InactiveThreshold: time.Minute,
+	})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("consume %s: %w", r.p.Stream(), err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(r.cfg.BatchSize), jetstream.PullExpiry(5*time.Second))
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("consume %s: %w", r.p.Stream(), err)
+	}
+	out := make(chan item, r.cfg.BatchSize)
+	failed := make(chan error, 1)
+	go func() {
+		defer close(out)
+		for {
+			m, err := it.Next()
+			if err == nil {
+				var md *jetstream.MsgMetadata
+				if md, err = m.Metadata(); err == nil {
+					ev, derr := events.Decode(m.Data())
+					out <- item{msg: m, seq: md.Sequence.Stream, ev: ev, err: derr}
+					continue
+				}
+			}
+			if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				failed <- fmt.Errorf("consume %s: %w", r.p.Stream(), err)
+			}
+			return
+		}
+	}()
+	stop = func() {
+		it.Stop()
+		for range out { // let the reader see the stop
+		}
+		// The next session starts a consumer of its own; this one would linger until its
+		// inactivity threshold.
+		if info := cons.CachedInfo(); info != nil {
+			delCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			_ = r.cfg.JS.DeleteConsumer(delCtx, r.p.Stream(), info.Name)
+			cancel()
+		}
+	}
+	return out, failed, stop, nil
 }
 
 // item is a message as the reader passes it on: decoded, or with the reason it does not decode.
@@ -243,6 +259,16 @@ func (r *Runner) collect(ctx context.Context, msgs <-chan item, fail <-chan erro
 	return batch, nil
 }
 
+// ensureCheckpoint makes the projection's checkpoint row, at 0, if it has none: every write
+// locks that row first (see write), and a row that does not exist locks nothing.
+func (r *Runner) ensureCheckpoint(ctx context.Context, conn *pgx.Conn) error {
+	if _, err := conn.Exec(ctx, `INSERT INTO projection_checkpoints (projection, stream, last_seq) VALUES ($1, $2, 0)
+		ON CONFLICT (projection, stream) DO NOTHING`, r.p.Name(), r.p.Stream()); err != nil {
+		return fmt.Errorf("make the checkpoint: %w", err)
+	}
+	return nil
+}
+
 func (r *Runner) checkpoint(ctx context.Context, conn *pgx.Conn) (uint64, error) {
 	var last int64
 	err := conn.QueryRow(ctx, `SELECT last_seq FROM projection_checkpoints WHERE projection = $1 AND stream = $2`,
@@ -256,10 +282,24 @@ func (r *Runner) checkpoint(ctx context.Context, conn *pgx.Conn) (uint64, error)
 	return uint64(last), nil
 }
 
+// errCheckpointMoved says that the checkpoint is not where the runner left it: a rebuild
+// swapped its tables in (see Rebuild). The runner starts again from the new checkpoint.
+var errCheckpointMoved = errors.New("the checkpoint moved under the runner (a rebuild swapped the tables in)")
+
+// beginner is a connection, or a transaction in which write nests its own (a savepoint).
+type beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
 // write applies a batch after the checkpoint last and moves the checkpoint to its end, in one
 // transaction, and returns the new checkpoint. A message that does not decode, or whose rows
 // Postgres refuses (see apply), is dead-lettered, and the checkpoint moves past it.
-func (r *Runner) write(ctx context.Context, conn *pgx.Conn, batch []item, last uint64) (uint64, error) {
+//
+// The transaction begins by locking the checkpoint row and fails with errCheckpointMoved when
+// it is not last. A rebuild's swap takes that lock first, too: a write waits for the swap to
+// end, then sees the checkpoint it set, and no statement of it runs against a table the swap
+// replaced (its statements run after the swap, and name the new tables).
+func (r *Runner) write(ctx context.Context, db beginner, batch []item, last uint64) (uint64, error) {
 	evs := make([]Event, 0, len(batch))
 	msgs := make(map[uint64]jetstream.Msg, len(batch))
 	next := last
@@ -280,11 +320,19 @@ func (r *Runner) write(ctx context.Context, conn *pgx.Conn, batch []item, last u
 	if next == last {
 		return last, nil
 	}
-	tx, err := conn.Begin(ctx)
+	tx, err := db.Begin(ctx)
 	if err != nil {
 		return last, fmt.Errorf("begin: %w", err)
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	var at int64
+	if err := tx.QueryRow(ctx, `SELECT last_seq FROM projection_checkpoints WHERE projection = $1 AND stream = $2 FOR UPDATE`,
+		r.p.Name(), r.p.Stream()).Scan(&at); err != nil {
+		return last, fmt.Errorf("lock the checkpoint: %w", err)
+	}
+	if uint64(at) != last {
+		return last, fmt.Errorf("%w: at %d, not %d", errCheckpointMoved, at, last)
+	}
 	if len(evs) > 0 {
 		if err := r.apply(ctx, tx, evs, msgs); err != nil {
 			return last, fmt.Errorf("apply %d events up to %d: %w", len(evs), next, err)
