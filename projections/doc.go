@@ -9,5 +9,35 @@
 //
 // The tables are views, never the source of truth: a projection may be replayed from the first
 // message at any time and must end with the same rows. It never imports a handler or the
-// composition root, and never writes to the streams but for dead letters.
+// composition root, and never writes to the streams but for dead letters. Each table is written
+// by one projection alone: the table named after it, or those its Tables method names.
+//
+// # Rebuilding
+//
+// Rebuild replays a projection's stream from the first message into fresh tables while the
+// live ones keep serving and its live Runner (in this process or another) keeps writing:
+//
+//	res, err := projections.Rebuild(ctx, projections.NewExecutions(log), projections.RebuildConfig{Pool: pool, JS: js})
+//
+//   - It builds in a schema of its own, memmie_rebuild_<name>, that holds an empty copy of each
+//     of the projection's tables (LIKE the live one, its indexes made under the same names) and
+//     a projection_checkpoints of its own. That schema comes first in the search_path of the
+//     rebuild's connection, so that the projection's SQL, which names its tables without a
+//     schema, and the Runner's checkpoint writes go there unchanged.
+//   - It replays the stream as it was when it began, then catches up the tail written meanwhile
+//     until it is within RebuildConfig.SwapLag of the stream's end.
+//   - The swap is one transaction. It locks the live checkpoint row first (SELECT ... FOR
+//     UPDATE), applies the rest of the tail up to the stream's end (never short of the live
+//     checkpoint), locks the live tables, drops them, moves the fresh ones into their schema
+//     and sets the live checkpoint to where the fresh tables are. Queries wait for that
+//     transaction only, then read the fresh tables.
+//   - Every write transaction of a Runner begins by locking the same row and comparing it with
+//     the checkpoint it holds in memory: a write that comes during the swap waits for it, then
+//     finds the checkpoint moved and starts again from it, so that no statement of it runs
+//     against a table the swap dropped and no event is applied twice.
+//   - One rebuild of a projection at a time: a second one, in any process, fails with
+//     ErrRebuildRunning (an advisory lock). A rebuild that dies leaves its schema, which the next
+//     rebuild of the projection drops; the live tables are untouched until the swap commits.
+//
+// The fresh tables are owned by the rebuilding role and do not carry the live tables' grants.
 package projections

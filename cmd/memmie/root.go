@@ -35,6 +35,7 @@ e.g. --nats-url reads MEMMIE_NATS_URL.`,
 	root.AddCommand(newServeCmd())
 	root.AddCommand(newStreamsCmd())
 	root.AddCommand(newMigrateCmd())
+	root.AddCommand(newProjectionsCmd())
 	annotateEnv(root)
 	return root
 }
