@@ -19,6 +19,8 @@
 //
 //	res, err := projections.Rebuild(ctx, projections.NewExecutions(log), projections.RebuildConfig{Pool: pool, JS: js})
 //
+// How it goes, and why the live runner cannot go wrong meanwhile:
+//
 //   - It builds in a schema of its own, memmie_rebuild_<name>, that holds an empty copy of each
 //     of the projection's tables (LIKE the live one, its indexes made under the same names) and
 //     a projection_checkpoints of its own. That schema comes first in the search_path of the
