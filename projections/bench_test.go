@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -196,8 +197,9 @@ func BenchmarkRebuild(b *testing.B) {
 				rows := make([][]any, n)
 				at := time.Now()
 				for i := range rows {
-					rows[i] = []any{execID(i), "wf-0", 1, "completed", i % 100, `{"n": 1}`, `{"ok": true}`, nil, 1, "prov", nil,
-						at, at, at, at}
+					// Typed as the rebuild's COPY types them, for pgx's binary encoding.
+					rows[i] = []any{[16]byte(uuid.New()), "wf-0", int32(1), "completed", int32(i % 100), `{"n": 1}`, `{"ok": true}`,
+						nil, int32(1), "prov", nil, at, at, at, at}
 				}
 				_, err = pool.CopyFrom(ctx, pgx.Identifier{"executions_copy"}, []string{"execution_id", "workflow_id",
 					"workflow_revision", "status", "priority", "input", "output", "error", "run", "provider_id", "blob_id",

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -59,6 +60,7 @@ func lastOf(t *testing.T, js jetstream.JetStream) uint64 {
 type writer struct {
 	js        jetstream.JetStream
 	published atomic.Uint64 // the last sequence appended
+	written   atomic.Int64  // the index of the next history
 	stopping  chan struct{}
 	done      chan struct{}
 	err       error
@@ -66,6 +68,7 @@ type writer struct {
 
 func startWriter(t *testing.T, js jetstream.JetStream, from int) *writer {
 	w := &writer{js: js, stopping: make(chan struct{}), done: make(chan struct{})}
+	w.written.Store(int64(from))
 	go func() {
 		defer close(w.done)
 		// Paced, so that the events written during a rebuild stay a few thousand.
@@ -95,11 +98,15 @@ func startWriter(t *testing.T, js jetstream.JetStream, from int) *writer {
 				}
 				w.published.Store(ack.LastSeq)
 			}
+			w.written.Store(int64(i + 2))
 		}
 	}()
 	t.Cleanup(w.stop)
 	return w
 }
+
+// next is the index of the first history the writer has not written, once stopped.
+func (w *writer) next() int { return int(w.written.Load()) }
 
 func (w *writer) stop() {
 	select {
@@ -135,58 +142,70 @@ func TestRebuildEqualsIncremental(t *testing.T) {
 	for _, p := range all() {
 		indexes[p.Name()] = tableIndexes(t, pool, p.Name())
 	}
-	w := startWriter(t, js, 300)
+	// Every projection by its fast path (folded in memory, written with COPY), then every one
+	// in batches through Apply, each round while executions are written, and checked once the
+	// writing stopped.
+	next := 300
+	for _, fast := range []bool{true, false} {
+		w := startWriter(t, js, next)
+		for _, p := range all() {
+			if !fast {
+				p = plain{p}
+			}
+			var replayedAt, swapAt uint64
+			res, err := projections.Rebuild(context.Background(), p, projections.RebuildConfig{
+				Pool: pool, JS: js, BatchSize: 100, SwapLag: 20,
+				Progress: func(pr projections.Progress) {
+					switch pr.Phase {
+					case projections.PhaseReplayed:
+						// A tail to catch up: written after the replay's end.
+						replayedAt = pr.Seq
+						w.waitPublished(t, pr.Seq+50)
+					case projections.PhaseCaughtUp:
+						// and one that only the swap applies.
+						w.waitPublished(t, pr.Seq+5)
+					case projections.PhaseSwapped:
+						swapAt = pr.Seq
+					}
+				},
+			})
+			require.NoError(t, err, p.Name())
+			require.Greater(t, swapAt, replayedAt+50, "%s: the rebuild caught up a tail", p.Name())
+			require.Equal(t, swapAt, res.Seq)
+			require.Positive(t, res.Replayed)
+			require.Greater(t, res.Events, res.Replayed)
+			t.Logf("%s (fast %v): replayed %d events in %s, swapped at %d", p.Name(), fast, res.Replayed, res.ReplayTook, res.Seq)
+			// The swapped-in table keeps the live one's indexes, names included.
+			require.Equal(t, indexes[p.Name()], tableIndexes(t, pool, p.Name()), p.Name())
+			// Written after the swap: the live runner carries on from it.
+			w.waitPublished(t, swapAt+20)
+		}
+		w.stop()
+		require.NoError(t, w.err)
+		next = w.next()
 
-	for _, p := range all() {
-		var replayedAt, swapAt uint64
-		res, err := projections.Rebuild(context.Background(), p, projections.RebuildConfig{
-			Pool: pool, JS: js, BatchSize: 100, SwapLag: 20,
-			Progress: func(pr projections.Progress) {
-				switch pr.Phase {
-				case projections.PhaseReplayed:
-					// A tail to catch up: written after the replay's end.
-					replayedAt = pr.Seq
-					w.waitPublished(t, pr.Seq+50)
-				case projections.PhaseCaughtUp:
-					// and one that only the swap applies.
-					w.waitPublished(t, pr.Seq+5)
-				case projections.PhaseSwapped:
-					swapAt = pr.Seq
-				}
-			},
-		})
-		require.NoError(t, err, p.Name())
-		require.Greater(t, swapAt, replayedAt+50, "%s: the rebuild caught up a tail", p.Name())
-		require.Equal(t, swapAt, res.Seq)
-		require.Positive(t, res.Replayed)
-		require.Greater(t, res.Events, res.Replayed)
-		t.Logf("%s: replayed %d events in %s, swapped at %d", p.Name(), res.Replayed, res.ReplayTook, res.Seq)
-		// The swapped-in table keeps the live one's indexes, names included.
-		require.Equal(t, indexes[p.Name()], tableIndexes(t, pool, p.Name()), p.Name())
-		// Written after the swap: the live runner carries on from it.
-		w.waitPublished(t, swapAt+20)
-	}
-	w.stop()
-	require.NoError(t, w.err)
-
-	last := lastOf(t, js)
-	require.Greater(t, last, uint64(1000))
-	for _, p := range all() {
-		caughtUp(t, pool, p.Name(), last)
-		caughtUp(t, ref, p.Name(), last)
-	}
-	for _, p := range all() {
-		got, want := dumpTable(t, pool, p.Name()), dumpTable(t, ref, p.Name())
-		require.NotEmpty(t, want)
-		require.Equal(t, len(want), len(got), p.Name())
-		for i := range want {
-			require.Equal(t, want[i], got[i], "%s row %d", p.Name(), i)
+		last := lastOf(t, js)
+		require.Greater(t, last, uint64(1000))
+		for _, p := range all() {
+			caughtUp(t, pool, p.Name(), last)
+			caughtUp(t, ref, p.Name(), last)
+		}
+		for _, p := range all() {
+			got, want := dumpTable(t, pool, p.Name()), dumpTable(t, ref, p.Name())
+			require.NotEmpty(t, want)
+			require.Equal(t, len(want), len(got), "%s (fast %v)", p.Name(), fast)
+			for i := range want {
+				require.Equal(t, want[i], got[i], "%s (fast %v) row %d", p.Name(), fast, i)
+			}
 		}
 	}
 	var schemas int
 	require.NoError(t, pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'memmie_rebuild_%'`).Scan(&schemas))
 	require.Zero(t, schemas, "the builds' schemas are dropped")
 }
+
+// plain hides a projection's fast path from Rebuild: it replays in batches through Apply.
+type plain struct{ projections.Projection }
 
 // recording wraps a projection and keeps the sequences it applied.
 type recording struct {
@@ -255,12 +274,16 @@ func TestRebuildWithoutLiveRunner(t *testing.T) {
 	hs := queueHistories(60)
 	last := publish(t, js, interleave(hs[:40]))
 	ps := all()
+	viaApply := pgtest.New(t)
 	for _, p := range ps {
-		res, err := projections.Rebuild(context.Background(), p, projections.RebuildConfig{Pool: pool, JS: js, BatchSize: 13})
-		require.NoError(t, err)
-		require.Equal(t, last, res.Seq)
-		require.Equal(t, int(last), res.Events)
-		require.Equal(t, last, checkpoint(t, pool, p.Name()))
+		for db, p := range map[*pgxpool.Pool]projections.Projection{pool: p, viaApply: plain{p}} {
+			res, err := projections.Rebuild(context.Background(), p, projections.RebuildConfig{Pool: db, JS: js, BatchSize: 13})
+			require.NoError(t, err)
+			require.Equal(t, last, res.Seq)
+			require.Equal(t, int(last), res.Events)
+			require.Equal(t, last, checkpoint(t, db, p.Name()))
+		}
+		require.Equal(t, dumpTable(t, viaApply, p.Name()), dumpTable(t, pool, p.Name()), "%s: the fast path and Apply agree", p.Name())
 	}
 	last = publish(t, js, interleave(hs[40:]))
 	counts := make([]*counting, len(ps))
@@ -328,4 +351,52 @@ func TestRebuildRefusesASecond(t *testing.T) {
 	_, err = projections.Rebuild(context.Background(), projections.NewExecutions(nil), projections.RebuildConfig{Pool: pool, JS: js})
 	require.NoError(t, err, "the lock went with the first rebuild")
 	require.False(t, errors.Is(err, projections.ErrRebuildRunning))
+}
+
+// A replay's message that does not decode, and an event whose row Postgres refuses (jsonb
+// cannot hold \u0000), are dead-lettered with their reasons, by the fast path as by Apply; the
+// rest is rebuilt.
+func TestRebuildDeadLetters(t *testing.T) {
+	for _, fast := range []bool{true, false} {
+		t.Run(map[bool]string{true: "fast", false: "apply"}[fast], func(t *testing.T) {
+			js := setup(t)
+			pool := pgtest.New(t)
+			hs := histories(10)
+			hs[3][0].Data.(*events.ExecutionQueued).Input = "a\x00b"
+			publish(t, js, interleave(hs[:5]))
+			_, err := js.PublishMsg(context.Background(), &nats.Msg{Subject: "memmie.executions.x.garbage", Data: []byte("{not json"),
+				Header: nats.Header{"Nats-Msg-Id": []string{"garbage-1"}}})
+			require.NoError(t, err)
+			last := publish(t, js, interleave(hs[5:]))
+
+			var p projections.Projection = projections.NewExecutions(nil)
+			if !fast {
+				p = plain{p}
+			}
+			res, err := projections.Rebuild(context.Background(), p, projections.RebuildConfig{Pool: pool, JS: js})
+			require.NoError(t, err)
+			require.Equal(t, last, res.Seq)
+			rows := dumpTable(t, pool, "executions")
+			require.Len(t, rows, 9)
+
+			dl, err := js.Stream(context.Background(), streams.DeadLetter)
+			require.NoError(t, err)
+			require.Equal(t, uint64(2), dl.CachedInfo().State.Msgs)
+			var reasons []string
+			for seq := uint64(1); seq <= 2; seq++ {
+				msg, err := dl.GetMsg(context.Background(), seq)
+				require.NoError(t, err)
+				ev, err := events.Decode(msg.Data)
+				require.NoError(t, err)
+				reasons = append(reasons, ev.Data.(*events.DeadLetter).Reason)
+			}
+			require.Contains(t, reasons[0]+reasons[1], "decode event")
+			require.Contains(t, reasons[0]+reasons[1], "22P05")
+
+			ref := pgtest.New(t)
+			start(t, newRunner(t, projections.NewExecutions(nil), ref, js, projections.Config{}))
+			caughtUp(t, ref, "executions", last)
+			require.Equal(t, dumpTable(t, ref, "executions"), rows)
+		})
+	}
 }
