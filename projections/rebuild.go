@@ -99,6 +99,10 @@ func tablesOf(p Projection) []string {
 	return []string{p.Name()}
 }
 
+// maxTailRounds bounds the rounds of catching up the tail before the swap, which applies what
+// is left.
+const maxTailRounds = 10
+
 // rebuildLockKey names the advisory lock a rebuild of the projection holds.
 func rebuildLockKey(name string) string { return "memmie.projection-rebuild." + name }
 
@@ -199,8 +203,9 @@ func Rebuild(ctx context.Context, p Projection, cfg RebuildConfig) (RebuildResul
 	res.Replayed, res.ReplayTook = res.Events, time.Since(replayed)
 	progress(PhaseReplayed, last)
 
-	// The tail, written meanwhile, up to SwapLag events from the stream's end.
-	for {
+	// The tail, written meanwhile, up to SwapLag events from the stream's end; a few rounds at
+	// most, so that writers faster than the rebuild do not keep it from the swap.
+	for range maxTailRounds {
 		if target, err = lastSeq(ctx, cfg.JS, p.Stream()); err != nil {
 			return res, fmt.Errorf("rebuild %s: %w", p.Name(), err)
 		}
