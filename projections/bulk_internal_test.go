@@ -1,0 +1,45 @@
+package projections
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/memmie/memmie/events"
+)
+
+// The replay passes over, undecoded, the execution events a projection does not fold (typed):
+// each execution event type is either folded or known to leave the projection's rows alone,
+// so that a new type fails here until someone decides which.
+func TestFoldsClassifiesEveryExecutionType(t *testing.T) {
+	lifecycle := []events.Type{events.TypeExecutionQueued, events.TypeExecutionStarted, events.TypeExecutionCompensating,
+		events.TypeExecutionCompleted, events.TypeExecutionFailed, events.TypeExecutionRetryScheduled,
+		events.TypeExecutionCancelled, events.TypeExecutionRequeued}
+	steps := []events.Type{events.TypeStepScheduled, events.TypeStepReported, events.TypeStepSucceeded,
+		events.TypeStepFailed, events.TypeStepRetryScheduled, events.TypeStepSkipped, events.TypeCompensationScheduled,
+		events.TypeCompensationReported, events.TypeCompensationSucceeded, events.TypeCompensationFailed,
+		events.TypeCompensationRetryScheduled}
+	// Inputs and decisions that no projection here folds into a row.
+	ignored := []events.Type{events.TypeTimerFired, events.TypeCancelRequested, events.TypeRetryRequested}
+	known := map[events.Type]bool{}
+	for _, ts := range [][]events.Type{lifecycle, steps, ignored} {
+		for _, t := range ts {
+			known[t] = true
+		}
+	}
+	for _, typ := range events.Types() {
+		if typ.IsExecution() && !known[typ] {
+			t.Errorf("%s: new execution event type: add it to the folds of the projections that fold it, and here", typ)
+		}
+	}
+	for typ := range known {
+		if got, want := (&Executions{}).folds(typ), slices.Contains(lifecycle, typ); got != want {
+			t.Errorf("executions folds %s: %v, want %v", typ, got, want)
+		}
+		if got, want := (&Queued{}).folds(typ), slices.Contains(lifecycle, typ) && typ != events.TypeExecutionCompensating; got != want {
+			t.Errorf("queued_executions folds %s: %v, want %v", typ, got, want)
+		}
+		if got, want := (&Steps{}).folds(typ), slices.Contains(steps, typ); got != want {
+			t.Errorf("execution_steps folds %s: %v, want %v", typ, got, want)
+		}
+	}
+}
