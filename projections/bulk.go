@@ -36,18 +36,33 @@ type typed interface {
 	folds(t events.Type) bool
 }
 
-// skips reports whether the replay of p may pass over the message on subject undecoded.
-func skips(p Projection, subject string) bool {
+// skipper returns the test of whether the replay of p may pass over the message on a subject
+// undecoded: a subject memmie.executions.<id>.<tail> whose tail names a type p does not fold.
+func skipper(p Projection) func(subject string) bool {
 	tp, ok := p.(typed)
 	if !ok {
-		return false
+		return func(string) bool { return false }
 	}
-	_, tail, err := events.ParseExecutionSubject(subject)
-	if err != nil {
-		return false
+	const prefix = "memmie.executions."
+	skip := map[string]bool{} // by subject tail, as ExecutionSubject makes them
+	for _, t := range events.Types() {
+		if !t.IsExecution() {
+			continue
+		}
+		subject, err := events.ExecutionSubject("x", t)
+		if err != nil || !strings.HasPrefix(subject, prefix+"x.") {
+			continue
+		}
+		skip[strings.TrimPrefix(subject, prefix+"x.")] = !tp.folds(t)
 	}
-	t, known := events.TypeOfTail(tail)
-	return known && !tp.folds(t)
+	return func(subject string) bool {
+		rest, ok := strings.CutPrefix(subject, prefix)
+		if !ok {
+			return false
+		}
+		i := strings.IndexByte(rest, '.')
+		return i > 0 && skip[rest[i+1:]]
+	}
 }
 
 // rowsOf holds folded rows by key, in the order they were made.

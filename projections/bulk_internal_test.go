@@ -43,3 +43,33 @@ func TestFoldsClassifiesEveryExecutionType(t *testing.T) {
 		}
 	}
 }
+
+func TestSkipper(t *testing.T) {
+	subject := func(ty events.Type) string {
+		s, err := events.ExecutionSubject("0b6f3c8e-4a51-5f7e-9c2d-1a2b3c4d5e6f", ty)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	for _, tc := range []struct {
+		p       Projection
+		subject string
+		skip    bool
+	}{
+		{&Executions{}, subject(events.TypeStepSucceeded), true},
+		{&Executions{}, subject(events.TypeTimerFired), true},
+		{&Executions{}, subject(events.TypeExecutionCompleted), false},
+		{&Executions{}, "memmie.executions.x.garbage", false},
+		{&Executions{}, "memmie.executions.step.succeeded", false},
+		{&Executions{}, "memmie.other.x.step.succeeded", false},
+		{&Steps{}, subject(events.TypeStepSucceeded), false},
+		{&Steps{}, subject(events.TypeExecutionQueued), true},
+		{&Queued{}, subject(events.TypeExecutionCompensating), true},
+		{struct{ Projection }{&Executions{}}, subject(events.TypeStepSucceeded), false}, // no typed: decode all
+	} {
+		if got := skipper(tc.p)(tc.subject); got != tc.skip {
+			t.Errorf("%T %s: skip %v, want %v", tc.p, tc.subject, got, tc.skip)
+		}
+	}
+}

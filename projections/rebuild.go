@@ -399,6 +399,7 @@ func (r *Runner) foldStream(ctx context.Context, f bulkFold, target uint64, read
 		return 0, fmt.Errorf("consume %s: %w", r.p.Stream(), err)
 	}
 	workers := runtime.GOMAXPROCS(0)
+	skips := skipper(r.p)
 	var (
 		work    = make(chan *replayChunk, workers)
 		ordered = make(chan *replayChunk, 2*workers)
@@ -450,7 +451,7 @@ func (r *Runner) foldStream(ctx context.Context, f bulkFold, target uint64, read
 			for c := range work {
 				for i := range c.items {
 					m := &c.items[i]
-					if m.skip = skips(r.p, m.msg.Subject()); !m.skip {
+					if m.skip = skips(m.msg.Subject()); !m.skip {
 						m.ev, m.err = events.Decode(m.msg.Data())
 					}
 				}
