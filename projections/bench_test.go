@@ -127,9 +127,10 @@ func benchmarkApply(b *testing.B, raw [][]byte, execs int) {
 // fresh tables, decoding and the reading of the stream included. The baseline is a raw COPY of
 // as many rows of the executions table's shape into a scratch table, measured in the same run;
 // copy_ratio is the replay's events/s over COPY's rows/s. executions-apply rebuilds the
-// executions projection without its fast path, in batches through Apply.
+// executions projection without its fast path, in batches through Apply. memmie projections
+// rebuild runs with GOGC=400 (see tuneGC in cmd/memmie); to measure as it runs:
 //
-//	go test -run '^$' -bench Rebuild ./projections/
+//	GOGC=400 go test -run '^$' -bench Rebuild ./projections/
 func BenchmarkRebuild(b *testing.B) {
 	const execs = 10000
 	ctx := context.Background()
