@@ -2,11 +2,9 @@ package views
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -79,54 +77,30 @@ func (v *Views) DeadLetters(ctx context.Context, q DeadLetterQuery) (DeadLetterP
 	if q.Limit <= 0 {
 		return DeadLetterPage{}, fmt.Errorf("list dead letters: limit %d is not positive", q.Limit)
 	}
-	var (
-		where []string
-		args  []any
-	)
-	arg := func(v any) string {
-		args = append(args, v)
-		return "$" + strconv.Itoa(len(args))
-	}
+	var lq listQuery
 	if q.Source != "" {
-		where = append(where, "source = "+arg(q.Source))
+		lq.where = append(lq.where, "source = "+lq.arg(q.Source))
 	}
 	if q.Cursor != "" {
-		at, id, err := decodeDeadLetterCursor(q.Cursor)
+		at, id, err := decodeTimeCursor(q.Cursor, parseDeadLetterID)
 		if err != nil {
 			return DeadLetterPage{}, err
 		}
 		// A row comparison, which the (…, recorded_at DESC, id DESC) indexes serve.
-		where = append(where, "(recorded_at, id) < ("+arg(at)+", "+arg(id)+")")
+		lq.where = append(lq.where, "(recorded_at, id) < ("+lq.arg(at)+", "+lq.arg(id)+")")
 	}
-	sql := `SELECT ` + deadLetterSummaryColumns + ` FROM dead_letters`
-	if len(where) > 0 {
-		sql += " WHERE " + strings.Join(where, " AND ")
-	}
-	// One row more than the page tells whether there is a next one.
-	sql += " ORDER BY recorded_at DESC, id DESC LIMIT " + arg(q.Limit+1)
-
-	rows, err := v.pool.Query(ctx, sql, args...)
+	sql := lq.sql(`SELECT `+deadLetterSummaryColumns+` FROM dead_letters`, "recorded_at DESC, id DESC", q.Limit)
+	rows, next, err := readPage(ctx, v, "dead letters", sql, &lq, q.Limit,
+		func(rows pgx.Rows) (DeadLetterSummary, error) {
+			var d DeadLetterSummary
+			err := scanSummary(rows, &d)
+			return d, err
+		},
+		func(d DeadLetterSummary) string { return encodeTimeCursor(d.RecordedAt, d.ID) })
 	if err != nil {
-		return DeadLetterPage{}, fmt.Errorf("list dead letters: %w", err)
+		return DeadLetterPage{}, err
 	}
-	defer rows.Close()
-	page := DeadLetterPage{DeadLetters: []DeadLetterSummary{}}
-	for rows.Next() {
-		var d DeadLetterSummary
-		if err := scanSummary(rows, &d); err != nil {
-			return DeadLetterPage{}, fmt.Errorf("list dead letters: %w", err)
-		}
-		page.DeadLetters = append(page.DeadLetters, d)
-	}
-	if err := rows.Err(); err != nil {
-		return DeadLetterPage{}, fmt.Errorf("list dead letters: %w", err)
-	}
-	if len(page.DeadLetters) > q.Limit {
-		page.DeadLetters = page.DeadLetters[:q.Limit]
-		last := page.DeadLetters[q.Limit-1]
-		page.Next = encodeDeadLetterCursor(last.RecordedAt, last.ID)
-	}
-	return page, nil
+	return DeadLetterPage{DeadLetters: rows, Next: next}, nil
 }
 
 // DeadLetter returns the dead letter id, or ErrDeadLetterNotFound.
@@ -155,21 +129,11 @@ func (v *Views) DeadLetter(ctx context.Context, id string) (DeadLetter, error) {
 	return d, nil
 }
 
-// A dead letters' cursor is the last row's sort key, "<recorded_at in Unix microseconds>.<id>",
-// in base64url.
-func encodeDeadLetterCursor(at time.Time, id string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(at.UnixMicro(), 10) + "." + id))
-}
-
-func decodeDeadLetterCursor(s string) (time.Time, string, error) {
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
-		return time.Time{}, "", fmt.Errorf("%w %q: not one a page gave", ErrCursor, s)
+// parseDeadLetterID checks the id of a dead letters' cursor (a time cursor): text that a row's id
+// can be.
+func parseDeadLetterID(id string) (string, error) {
+	if id == "" || !utf8.ValidString(id) || strings.ContainsRune(id, 0) {
+		return "", errors.New("not a dead letter id")
 	}
-	micros, id, ok := strings.Cut(string(b), ".")
-	n, nerr := strconv.ParseInt(micros, 10, 64)
-	if !ok || nerr != nil || id == "" || !utf8.ValidString(id) || strings.ContainsRune(id, 0) {
-		return time.Time{}, "", fmt.Errorf("%w %q: not one a page gave", ErrCursor, s)
-	}
-	return time.UnixMicro(n).UTC(), id, nil
+	return id, nil
 }

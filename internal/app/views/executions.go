@@ -2,12 +2,9 @@ package views
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -71,86 +68,46 @@ func (v *Views) Executions(ctx context.Context, q ExecutionQuery) (ExecutionPage
 	if q.Limit <= 0 {
 		return ExecutionPage{}, fmt.Errorf("list executions: limit %d is not positive", q.Limit)
 	}
-	var (
-		where []string
-		args  []any
-	)
-	arg := func(v any) string {
-		args = append(args, v)
-		return "$" + strconv.Itoa(len(args))
-	}
+	var lq listQuery
 	if q.Status != "" {
-		where = append(where, "status = "+arg(q.Status))
+		lq.where = append(lq.where, "status = "+lq.arg(q.Status))
 	}
 	if q.WorkflowID != "" {
-		where = append(where, "workflow_id = "+arg(q.WorkflowID))
+		lq.where = append(lq.where, "workflow_id = "+lq.arg(q.WorkflowID))
 	}
 	if q.Cursor != "" {
-		at, id, err := decodeCursor(q.Cursor)
+		at, id, err := decodeTimeCursor(q.Cursor, uuid.Parse)
 		if err != nil {
 			return ExecutionPage{}, err
 		}
 		// A row comparison, which the (…, queued_at DESC, execution_id DESC) indexes serve.
-		where = append(where, "(queued_at, execution_id) < ("+arg(at)+", "+arg(id)+")")
+		lq.where = append(lq.where, "(queued_at, execution_id) < ("+lq.arg(at)+", "+lq.arg(id)+")")
 	}
-	sql := `SELECT execution_id, workflow_id, workflow_revision, status, priority, input, output, error, run,
-		coalesce(provider_id, ''), coalesce(blob_id, ''), queued_at, started_at, ended_at, updated_at FROM executions`
-	if len(where) > 0 {
-		sql += " WHERE " + strings.Join(where, " AND ")
-	}
-	// One row more than the page tells whether there is a next one.
-	sql += " ORDER BY queued_at DESC, execution_id DESC LIMIT " + arg(q.Limit+1)
-
-	rows, err := v.pool.Query(ctx, sql, args...)
+	sql := lq.sql(`SELECT execution_id, workflow_id, workflow_revision, status, priority, input, output, error, run,
+		coalesce(provider_id, ''), coalesce(blob_id, ''), queued_at, started_at, ended_at, updated_at FROM executions`,
+		"queued_at DESC, execution_id DESC", q.Limit)
+	rows, next, err := readPage(ctx, v, "executions", sql, &lq, q.Limit, scanExecution,
+		func(e Execution) string { return encodeTimeCursor(e.QueuedAt, e.ExecutionID) })
 	if err != nil {
-		return ExecutionPage{}, fmt.Errorf("list executions: %w", err)
+		return ExecutionPage{}, err
 	}
-	defer rows.Close()
-	page := ExecutionPage{Executions: []Execution{}}
-	for rows.Next() {
-		var (
-			e                      Execution
-			id                     uuid.UUID
-			input, output, errJSON []byte
-		)
-		if err := rows.Scan(&id, &e.WorkflowID, &e.WorkflowRevision, &e.Status, &e.Priority, &input, &output,
-			&errJSON, &e.Run, &e.ProviderID, &e.BlobID, &e.QueuedAt, &e.StartedAt, &e.EndedAt, &e.UpdatedAt); err != nil {
-			return ExecutionPage{}, fmt.Errorf("list executions: %w", err)
-		}
-		e.ExecutionID = id.String()
-		// nil for NULL, so that omitempty leaves them out.
-		e.Input, e.Output, e.Error = input, output, errJSON
-		page.Executions = append(page.Executions, e)
-	}
-	if err := rows.Err(); err != nil {
-		return ExecutionPage{}, fmt.Errorf("list executions: %w", err)
-	}
-	if len(page.Executions) > q.Limit {
-		page.Executions = page.Executions[:q.Limit]
-		last := page.Executions[q.Limit-1]
-		page.Next = encodeCursor(last.QueuedAt, last.ExecutionID)
-	}
-	return page, nil
+	return ExecutionPage{Executions: rows, Next: next}, nil
 }
 
-// A cursor is the last row's sort key, "<queued_at in Unix microseconds>.<execution id>", in
-// base64url: opaque to clients, and exact, since Postgres keeps microseconds.
-func encodeCursor(at time.Time, id string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(at.UnixMicro(), 10) + "." + id))
-}
-
-func decodeCursor(s string) (time.Time, uuid.UUID, error) {
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
-		return time.Time{}, uuid.UUID{}, fmt.Errorf("%w %q: not one a page gave", ErrCursor, s)
+func scanExecution(rows pgx.Rows) (Execution, error) {
+	var (
+		e                      Execution
+		id                     uuid.UUID
+		input, output, errJSON []byte
+	)
+	if err := rows.Scan(&id, &e.WorkflowID, &e.WorkflowRevision, &e.Status, &e.Priority, &input, &output,
+		&errJSON, &e.Run, &e.ProviderID, &e.BlobID, &e.QueuedAt, &e.StartedAt, &e.EndedAt, &e.UpdatedAt); err != nil {
+		return Execution{}, err
 	}
-	micros, rawID, ok := strings.Cut(string(b), ".")
-	n, nerr := strconv.ParseInt(micros, 10, 64)
-	id, ierr := uuid.Parse(rawID)
-	if !ok || nerr != nil || ierr != nil {
-		return time.Time{}, uuid.UUID{}, fmt.Errorf("%w %q: not one a page gave", ErrCursor, s)
-	}
-	return time.UnixMicro(n).UTC(), id, nil
+	e.ExecutionID = id.String()
+	// nil for NULL, so that omitempty leaves them out.
+	e.Input, e.Output, e.Error = input, output, errJSON
+	return e, nil
 }
 
 // ErrBehind is the error of ExecutionDetail when the projections have not applied the

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 )
 
 // QueuedExecution is a row of the queued_executions table: an execution from its queuing to
@@ -62,16 +63,11 @@ func (v *Views) Queue(ctx context.Context, q QueueQuery) (QueuePage, error) {
 	if q.Limit <= 0 {
 		return QueuePage{}, fmt.Errorf("list queue: limit %d is not positive", q.Limit)
 	}
-	var args []any
-	arg := func(v any) string {
-		args = append(args, v)
-		return "$" + strconv.Itoa(len(args))
-	}
-	var where []string
+	var lq listQuery
 	if q.Status != "" {
-		where = append(where, "status = "+arg(q.Status))
+		lq.where = append(lq.where, "status = "+lq.arg(q.Status))
 	} else {
-		where = append(where, "status IN ("+arg(QueuePending)+", "+arg(QueueRunning)+")")
+		lq.where = append(lq.where, "status IN ("+lq.arg(QueuePending)+", "+lq.arg(QueueRunning)+")")
 	}
 	if q.Cursor != "" {
 		prio, at, id, err := decodeQueueCursor(q.Cursor)
@@ -80,42 +76,31 @@ func (v *Views) Queue(ctx context.Context, q QueueQuery) (QueuePage, error) {
 		}
 		// The rows after the cursor's in (priority DESC, queued_at, id): the directions differ,
 		// so no single row comparison says it.
-		p, a, i := arg(prio), arg(at), arg(id)
-		where = append(where, "(priority < "+p+" OR (priority = "+p+" AND (queued_at, id) > ("+a+", "+i+")))")
+		p, a, i := lq.arg(prio), lq.arg(at), lq.arg(id)
+		lq.where = append(lq.where, "(priority < "+p+" OR (priority = "+p+" AND (queued_at, id) > ("+a+", "+i+")))")
 	}
-	sql := `SELECT id, execution_id, workflow_id, priority, status, retry_count, max_retries, queued_at,
-		created_at, updated_at, metadata FROM queued_executions WHERE ` + strings.Join(where, " AND ") +
-		// One row more than the page tells whether there is a next one.
-		" ORDER BY priority DESC, queued_at, id LIMIT " + arg(q.Limit+1)
-
-	rows, err := v.pool.Query(ctx, sql, args...)
+	sql := lq.sql(`SELECT id, execution_id, workflow_id, priority, status, retry_count, max_retries, queued_at,
+		created_at, updated_at, metadata FROM queued_executions`, "priority DESC, queued_at, id", q.Limit)
+	rows, next, err := readPage(ctx, v, "queue", sql, &lq, q.Limit, scanQueued,
+		func(e QueuedExecution) string { return encodeQueueCursor(e.Priority, e.QueuedAt, e.ID) })
 	if err != nil {
-		return QueuePage{}, fmt.Errorf("list queue: %w", err)
+		return QueuePage{}, err
 	}
-	defer rows.Close()
-	page := QueuePage{Queue: []QueuedExecution{}}
-	for rows.Next() {
-		var (
-			e       QueuedExecution
-			id, eid uuid.UUID
-			meta    []byte
-		)
-		if err := rows.Scan(&id, &eid, &e.WorkflowID, &e.Priority, &e.Status, &e.RetryCount, &e.MaxRetries,
-			&e.QueuedAt, &e.CreatedAt, &e.UpdatedAt, &meta); err != nil {
-			return QueuePage{}, fmt.Errorf("list queue: %w", err)
-		}
-		e.ID, e.ExecutionID, e.Metadata = id.String(), eid.String(), meta
-		page.Queue = append(page.Queue, e)
+	return QueuePage{Queue: rows, Next: next}, nil
+}
+
+func scanQueued(rows pgx.Rows) (QueuedExecution, error) {
+	var (
+		e       QueuedExecution
+		id, eid uuid.UUID
+		meta    []byte
+	)
+	if err := rows.Scan(&id, &eid, &e.WorkflowID, &e.Priority, &e.Status, &e.RetryCount, &e.MaxRetries,
+		&e.QueuedAt, &e.CreatedAt, &e.UpdatedAt, &meta); err != nil {
+		return QueuedExecution{}, err
 	}
-	if err := rows.Err(); err != nil {
-		return QueuePage{}, fmt.Errorf("list queue: %w", err)
-	}
-	if len(page.Queue) > q.Limit {
-		page.Queue = page.Queue[:q.Limit]
-		last := page.Queue[q.Limit-1]
-		page.Next = encodeQueueCursor(last.Priority, last.QueuedAt, last.ID)
-	}
-	return page, nil
+	e.ID, e.ExecutionID, e.Metadata = id.String(), eid.String(), meta
+	return e, nil
 }
 
 // A queue cursor is the last row's sort key, "<priority>.<queued_at in Unix microseconds>.<row
