@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -17,11 +18,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/handlers/dispatcher"
 	"github.com/memmie/memmie/internal/app/api"
 	"github.com/memmie/memmie/internal/app/engine"
 	"github.com/memmie/memmie/internal/jetstream/stream"
 	"github.com/memmie/memmie/internal/natsserver/natstest"
 	"github.com/memmie/memmie/internal/registry"
+	"github.com/memmie/memmie/internal/services"
+	"github.com/memmie/memmie/projections"
 )
 
 func testContext(t *testing.T) context.Context {
@@ -70,11 +74,89 @@ func startRegistry(t *testing.T, js jetstream.JetStream) *registry.Registry {
 
 func serveWith(t *testing.T, reg *registry.Registry, eng api.Engine) *httptest.Server {
 	t.Helper()
-	h, err := api.New(api.Config{Registry: reg, Engine: eng, Logger: testLogger(t), MaxBodyBytes: 64 << 10})
+	return serveAPI(t, api.Config{Registry: reg, Engine: eng, Logger: testLogger(t), MaxBodyBytes: 64 << 10})
+}
+
+// serveAPI serves the API of cfg until the test ends.
+func serveAPI(t *testing.T, cfg api.Config) *httptest.Server {
+	t.Helper()
+	h, err := api.New(cfg)
 	require.NoError(t, err)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// startEngine starts, on a new embedded server, a registry and the real engine, with svc (when
+// not nil) as the service named svc and d as the dispatcher's config; the engine closes when
+// the test ends.
+func startEngine(t *testing.T, svc *httptest.Server, d dispatcher.Config) (jetstream.JetStream, *registry.Registry, *engine.Engine) {
+	t.Helper()
+	_, _, js := natstest.Run(t)
+	var list []services.Service
+	if svc != nil {
+		u, err := url.Parse(svc.URL)
+		require.NoError(t, err)
+		list = append(list, services.Service{Name: "svc", BaseURL: u})
+	}
+	svcs, err := services.NewRegistry(list...)
+	require.NoError(t, err)
+	reg := startRegistry(t, js)
+	eng, err := engine.New(js, engine.Config{Definitions: reg, Services: svcs, Logger: testLogger(t),
+		Streams: streams.Options{Storage: jetstream.MemoryStorage}, Dispatcher: d})
+	require.NoError(t, err)
+	require.NoError(t, eng.Open(testContext(t)))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		assert.NoError(t, eng.Close(ctx))
+	})
+	return js, reg, eng
+}
+
+// runProjections runs a Runner of cfg for each of ps until stop, which the test's end calls
+// too: register it after the pool's cleanup, as cleanups run in reverse.
+func runProjections(t *testing.T, cfg projections.Config, ps ...projections.Projection) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var dones []chan struct{}
+	stop = func() {
+		cancel()
+		for _, d := range dones {
+			<-d
+		}
+	}
+	t.Cleanup(stop)
+	for _, p := range ps {
+		r, err := projections.NewRunner(p, cfg)
+		require.NoError(t, err)
+		done := make(chan struct{})
+		dones = append(dones, done)
+		go func() { defer close(done); _ = r.Run(ctx) }()
+	}
+	return stop
+}
+
+// listedIDs returns the field of each row of a list's answer (its rows under list), in order.
+func listedIDs(t *testing.T, r response, list, field string) []string {
+	t.Helper()
+	require.Equal(t, http.StatusOK, r.Status, r.Raw)
+	rows, ok := r.Body[list].([]any)
+	require.True(t, ok, r.Raw)
+	out := make([]string, len(rows))
+	for i, e := range rows {
+		out[i] = e.(map[string]any)[field].(string)
+	}
+	return out
+}
+
+// assertNoDatabase asserts that r is the answer of a memmie without a database.
+func assertNoDatabase(t *testing.T, r response) {
+	t.Helper()
+	assert.Equal(t, http.StatusServiceUnavailable, r.Status, r.Raw)
+	assert.Equal(t, "unavailable", r.errorCode())
+	msg := r.Body["error"].(map[string]any)["message"].(string)
+	assert.True(t, strings.HasPrefix(msg, "no database configured"), msg)
 }
 
 // response is a decoded answer.

@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"context"
 	"encoding/base64"
 	"net/http"
 	"net/http/httptest"
@@ -17,14 +16,13 @@ import (
 
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/handlers/dispatcher"
 	"github.com/memmie/memmie/internal/app/api"
-	"github.com/memmie/memmie/internal/app/engine"
 	"github.com/memmie/memmie/internal/app/views"
 	"github.com/memmie/memmie/internal/jetstream/deadletter"
 	"github.com/memmie/memmie/internal/natsserver/natstest"
 	"github.com/memmie/memmie/internal/pgtest"
 	"github.com/memmie/memmie/internal/registry"
-	"github.com/memmie/memmie/internal/services"
 	"github.com/memmie/memmie/projections"
 )
 
@@ -33,31 +31,15 @@ import (
 func serveDeadLetters(t *testing.T, js jetstream.JetStream, reg *registry.Registry, eng api.Engine) *httptest.Server {
 	t.Helper()
 	pool := pgtest.New(t)
-	r, err := projections.NewRunner(projections.NewDeadLetters(testLogger(t)), projections.Config{Pool: pool, JS: js, Log: testLogger(t)})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = r.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	h, err := api.New(api.Config{Registry: reg, Engine: eng, Views: views.New(pool), Logger: testLogger(t),
+	runProjections(t, projections.Config{Pool: pool, JS: js, Log: testLogger(t)}, projections.NewDeadLetters(testLogger(t)))
+	return serveAPI(t, api.Config{Registry: reg, Engine: eng, Views: views.New(pool), Logger: testLogger(t),
 		Redriver: deadletter.NewWriter(js, deadletter.Config{})})
-	require.NoError(t, err)
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	return srv
 }
 
 // deadLetterIDs returns the ids of a GET /v1/deadletter answer, in order.
 func deadLetterIDs(t *testing.T, r response) []string {
 	t.Helper()
-	require.Equal(t, http.StatusOK, r.Status, r.Raw)
-	list, ok := r.Body["dead_letters"].([]any)
-	require.True(t, ok, r.Raw)
-	out := make([]string, len(list))
-	for i, e := range list {
-		out[i] = e.(map[string]any)["id"].(string)
-	}
-	return out
+	return listedIDs(t, r, "dead_letters", "id")
 }
 
 // pollGET GETs path until cond holds of the answer, for up to 60 s.
@@ -225,11 +207,7 @@ func TestDeadLetterEndpoints(t *testing.T) {
 func TestDeadLetterWithoutADatabase(t *testing.T) {
 	srv, _ := newServer(t, &cannedEngine{})
 	for _, req := range [][2]string{{"GET", "/v1/deadletter"}, {"GET", "/v1/deadletter/x"}, {"POST", "/v1/deadletter/x/redrive"}} {
-		r := do(t, srv, req[0], req[1], "")
-		assert.Equal(t, http.StatusServiceUnavailable, r.Status, r.Raw)
-		assert.Equal(t, "unavailable", r.errorCode())
-		msg := r.Body["error"].(map[string]any)["message"].(string)
-		assert.True(t, strings.HasPrefix(msg, "no database configured"), msg)
+		assertNoDatabase(t, do(t, srv, req[0], req[1], ""))
 	}
 }
 
@@ -237,25 +215,13 @@ func TestDeadLetterWithoutADatabase(t *testing.T) {
 // listed by GET /v1/deadletter, and its redrive sends the same bytes back to its inbox subject,
 // where the orchestrator refuses it again, as a new dead letter that names the first.
 func TestPoisonCommandIsRedriven(t *testing.T) {
-	_, _, js := natstest.Run(t)
-	svcs, err := services.NewRegistry()
-	require.NoError(t, err)
-	reg := startRegistry(t, js)
-	eng, err := engine.New(js, engine.Config{Definitions: reg, Services: svcs, Logger: testLogger(t),
-		Streams: streams.Options{Storage: jetstream.MemoryStorage}})
-	require.NoError(t, err)
-	require.NoError(t, eng.Open(testContext(t)))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		assert.NoError(t, eng.Close(ctx))
-	})
+	js, reg, eng := startEngine(t, nil, dispatcher.Config{})
 	srv := serveDeadLetters(t, js, reg, eng)
 	ctx := testContext(t)
 
 	poison := []byte("\x00\x01 not an event {")
 	const execution = "4b9f6a52-1c3d-4e5f-8a7b-9c0d1e2f3a4b"
-	_, err = js.PublishMsg(ctx, &nats.Msg{Subject: events.InboxSubject(execution), Data: poison,
+	_, err := js.PublishMsg(ctx, &nats.Msg{Subject: events.InboxSubject(execution), Data: poison,
 		Header: nats.Header{"Nats-Msg-Id": {"poison-1"}, "X-Client": {"test"}}})
 	require.NoError(t, err)
 

@@ -9,24 +9,21 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/memmie/memmie/events"
-	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/handlers/dispatcher"
 	"github.com/memmie/memmie/internal/app/api"
 	"github.com/memmie/memmie/internal/app/engine"
 	"github.com/memmie/memmie/internal/core/execution"
 	"github.com/memmie/memmie/internal/logbuf"
 	"github.com/memmie/memmie/internal/natsserver/natstest"
-	"github.com/memmie/memmie/internal/services"
 )
 
 // cannedEngine answers every call with err, and records the start requests. It tests the
@@ -194,24 +191,7 @@ func TestInternalErrorIsLoggedNotEchoed(t *testing.T) {
 // server, with a test service named svc.
 func newStack(t *testing.T, svc *httptest.Server) *httptest.Server {
 	t.Helper()
-	_, _, js := natstest.Run(t)
-	u, err := url.Parse(svc.URL)
-	require.NoError(t, err)
-	svcs, err := services.NewRegistry(services.Service{Name: "svc", BaseURL: u})
-	require.NoError(t, err)
-
-	reg := startRegistry(t, js)
-	eng, err := engine.New(js, engine.Config{
-		Definitions: reg, Services: svcs, Logger: testLogger(t),
-		Streams: streams.Options{Storage: jetstream.MemoryStorage},
-	})
-	require.NoError(t, err)
-	require.NoError(t, eng.Open(testContext(t)))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		assert.NoError(t, eng.Close(ctx))
-	})
+	_, reg, eng := startEngine(t, svc, dispatcher.Config{})
 	return serveWith(t, reg, eng)
 }
 

@@ -1,30 +1,24 @@
 package api_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/handlers/dispatcher"
 	"github.com/memmie/memmie/internal/app/api"
-	"github.com/memmie/memmie/internal/app/engine"
 	"github.com/memmie/memmie/internal/app/views"
-	"github.com/memmie/memmie/internal/natsserver/natstest"
 	"github.com/memmie/memmie/internal/pgtest"
-	"github.com/memmie/memmie/internal/services"
 	"github.com/memmie/memmie/projections"
 )
 
@@ -37,48 +31,16 @@ type detailStack struct {
 	stopProjections     func()
 }
 
-func newDetailStack(t *testing.T, svc *httptest.Server, runProjections bool) *detailStack {
+func newDetailStack(t *testing.T, svc *httptest.Server, withProjections bool) *detailStack {
 	t.Helper()
-	_, _, js := natstest.Run(t)
-	u, err := url.Parse(svc.URL)
-	require.NoError(t, err)
-	svcs, err := services.NewRegistry(services.Service{Name: "svc", BaseURL: u})
-	require.NoError(t, err)
-	reg := startRegistry(t, js)
-	eng, err := engine.New(js, engine.Config{Definitions: reg, Services: svcs, Logger: testLogger(t),
-		Streams: streams.Options{Storage: jetstream.MemoryStorage}})
-	require.NoError(t, err)
-	require.NoError(t, eng.Open(testContext(t)))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		assert.NoError(t, eng.Close(ctx))
-	})
-
+	js, reg, eng := startEngine(t, svc, dispatcher.Config{})
 	s := &detailStack{pool: pgtest.New(t), stopProjections: func() {}}
-	if runProjections {
-		ctx, cancel := context.WithCancel(context.Background())
-		var dones []chan struct{}
-		for _, p := range []projections.Projection{projections.NewExecutions(nil), projections.NewQueued(nil), projections.NewSteps(nil)} {
-			r, err := projections.NewRunner(p, projections.Config{Pool: s.pool, JS: js, Log: testLogger(t), BatchWait: time.Millisecond})
-			require.NoError(t, err)
-			done := make(chan struct{})
-			dones = append(dones, done)
-			go func() { defer close(done); _ = r.Run(ctx) }()
-		}
-		s.stopProjections = func() {
-			cancel()
-			for _, d := range dones {
-				<-d
-			}
-		}
-		t.Cleanup(s.stopProjections) // before the pool closes: cleanups run in reverse
+	if withProjections {
+		s.stopProjections = runProjections(t, projections.Config{Pool: s.pool, JS: js, Log: testLogger(t), BatchWait: time.Millisecond},
+			projections.NewExecutions(nil), projections.NewQueued(nil), projections.NewSteps(nil))
 	}
 	for _, v := range []api.Views{views.New(s.pool), nil} {
-		h, err := api.New(api.Config{Registry: reg, Engine: eng, Views: v, Logger: testLogger(t)})
-		require.NoError(t, err)
-		srv := httptest.NewServer(h)
-		t.Cleanup(srv.Close)
+		srv := serveAPI(t, api.Config{Registry: reg, Engine: eng, Views: v, Logger: testLogger(t)})
 		if v != nil {
 			s.projected = srv
 		} else {

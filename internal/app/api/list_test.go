@@ -1,28 +1,21 @@
 package api_test
 
 import (
-	"context"
 	"encoding/base64"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/handlers/dispatcher"
 	"github.com/memmie/memmie/internal/app/api"
-	"github.com/memmie/memmie/internal/app/engine"
 	"github.com/memmie/memmie/internal/app/views"
-	"github.com/memmie/memmie/internal/natsserver/natstest"
 	"github.com/memmie/memmie/internal/pgtest"
-	"github.com/memmie/memmie/internal/services"
 	"github.com/memmie/memmie/projections"
 )
 
@@ -36,50 +29,17 @@ func newProjectedStack(t *testing.T, svc *httptest.Server) *httptest.Server {
 // newProjectedStackWith is newProjectedStack with the dispatcher's config d.
 func newProjectedStackWith(t *testing.T, svc *httptest.Server, d dispatcher.Config) *httptest.Server {
 	t.Helper()
-	_, _, js := natstest.Run(t)
-	u, err := url.Parse(svc.URL)
-	require.NoError(t, err)
-	svcs, err := services.NewRegistry(services.Service{Name: "svc", BaseURL: u})
-	require.NoError(t, err)
-	reg := startRegistry(t, js)
-	eng, err := engine.New(js, engine.Config{Definitions: reg, Services: svcs, Logger: testLogger(t),
-		Streams: streams.Options{Storage: jetstream.MemoryStorage}, Dispatcher: d})
-	require.NoError(t, err)
-	require.NoError(t, eng.Open(testContext(t)))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		assert.NoError(t, eng.Close(ctx))
-	})
-
+	js, reg, eng := startEngine(t, svc, d)
 	pool := pgtest.New(t)
-	for _, p := range []projections.Projection{projections.NewExecutions(testLogger(t)), projections.NewQueued(testLogger(t))} {
-		r, err := projections.NewRunner(p, projections.Config{Pool: pool, JS: js, Log: testLogger(t)})
-		require.NoError(t, err)
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); _ = r.Run(ctx) }()
-		t.Cleanup(func() { cancel(); <-done }) // before the pool closes: cleanups run in reverse
-	}
-
-	h, err := api.New(api.Config{Registry: reg, Engine: eng, Views: views.New(pool), Logger: testLogger(t)})
-	require.NoError(t, err)
-	srv := httptest.NewServer(h)
-	t.Cleanup(srv.Close)
-	return srv
+	runProjections(t, projections.Config{Pool: pool, JS: js, Log: testLogger(t)},
+		projections.NewExecutions(testLogger(t)), projections.NewQueued(testLogger(t)))
+	return serveAPI(t, api.Config{Registry: reg, Engine: eng, Views: views.New(pool), Logger: testLogger(t)})
 }
 
 // ids returns the execution ids of a list's answer, in order.
 func ids(t *testing.T, r response) []string {
 	t.Helper()
-	require.Equal(t, http.StatusOK, r.Status, r.Raw)
-	list, ok := r.Body["executions"].([]any)
-	require.True(t, ok, r.Raw)
-	out := make([]string, len(list))
-	for i, e := range list {
-		out[i] = e.(map[string]any)["execution_id"].(string)
-	}
-	return out
+	return listedIDs(t, r, "executions", "execution_id")
 }
 
 func TestListExecutions(t *testing.T) {
@@ -184,11 +144,7 @@ func TestListExecutions(t *testing.T) {
 
 func TestListExecutionsWithoutADatabase(t *testing.T) {
 	srv, _ := newServer(t, &cannedEngine{})
-	r := do(t, srv, "GET", "/v1/executions", "")
-	assert.Equal(t, http.StatusServiceUnavailable, r.Status, r.Raw)
-	assert.Equal(t, "unavailable", r.errorCode())
-	msg := r.Body["error"].(map[string]any)["message"].(string)
-	assert.True(t, strings.HasPrefix(msg, "no database configured"), msg)
+	assertNoDatabase(t, do(t, srv, "GET", "/v1/executions", ""))
 }
 
 // followPages reads a list from path (which asks for pages of 2) page after page, following

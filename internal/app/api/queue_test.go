@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"strings"
 	"testing"
 	"time"
 
@@ -21,14 +20,7 @@ import (
 // queueIDs returns the execution ids of a queue answer, in order.
 func queueIDs(t *testing.T, r response) []string {
 	t.Helper()
-	require.Equal(t, http.StatusOK, r.Status, r.Raw)
-	list, ok := r.Body["queue"].([]any)
-	require.True(t, ok, r.Raw)
-	out := make([]string, len(list))
-	for i, e := range list {
-		out[i] = e.(map[string]any)["execution_id"].(string)
-	}
-	return out
+	return listedIDs(t, r, "queue", "execution_id")
 }
 
 func TestListQueue(t *testing.T) {
@@ -139,11 +131,7 @@ func TestListQueue(t *testing.T) {
 
 func TestListQueueWithoutADatabase(t *testing.T) {
 	srv, _ := newServer(t, &cannedEngine{})
-	r := do(t, srv, "GET", "/v1/queue", "")
-	assert.Equal(t, http.StatusServiceUnavailable, r.Status, r.Raw)
-	assert.Equal(t, "unavailable", r.errorCode())
-	msg := r.Body["error"].(map[string]any)["message"].(string)
-	assert.True(t, strings.HasPrefix(msg, "no database configured"), msg)
+	assertNoDatabase(t, do(t, srv, "GET", "/v1/queue", ""))
 }
 
 func TestReadyzChecksPostgres(t *testing.T) {
