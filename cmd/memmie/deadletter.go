@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -16,8 +15,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/spf13/cobra"
-
-	"github.com/memmie/memmie/internal/app/api"
 )
 
 // listedDeadLetter is what list prints of a row of GET /v1/deadletter; --json prints the rows
@@ -68,9 +65,8 @@ one twice within the stream's duplicate window (2 minutes) sends it once.`,
 	client := func() (*apiClient, error) { return newAPIClient(af) }
 
 	var (
-		source, cursor string
-		limit          int
-		all, listJSON  bool
+		source string
+		pf     pageFlags
 	)
 	list := &cobra.Command{
 		Use:   "list",
@@ -81,60 +77,11 @@ more follow, the cursor of the next page is printed on stderr (give it to --curs
 follows them to the end.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if limit < 1 || limit > api.MaxListLimit {
-				return fmt.Errorf("--limit %d: want 1 to %d", limit, api.MaxListLimit)
-			}
-			c, err := client()
-			if err != nil {
-				return err
-			}
-			var rows []json.RawMessage
-			next := cursor
-			for {
-				q := url.Values{"limit": {strconv.Itoa(limit)}}
-				if source != "" {
-					q.Set("source", source)
-				}
-				if next != "" {
-					q.Set("cursor", next)
-				}
-				var page struct {
-					DeadLetters []json.RawMessage `json:"dead_letters"`
-					Next        string            `json:"next"`
-				}
-				if err := c.do(cmd.Context(), http.MethodGet, "/v1/deadletter?"+q.Encode(), nil, &page); err != nil {
-					return err
-				}
-				rows, next = append(rows, page.DeadLetters...), page.Next
-				if !all || next == "" {
-					break
-				}
-			}
-			if listJSON {
-				b, err := json.Marshal(struct {
-					DeadLetters []json.RawMessage `json:"dead_letters"`
-					Next        string            `json:"next,omitempty"`
-				}{append([]json.RawMessage{}, rows...), next})
-				if err != nil {
-					return err
-				}
-				return printJSON(cmd.OutOrStdout(), b)
-			}
-			if err := printDeadLetters(cmd.OutOrStdout(), rows); err != nil {
-				return err
-			}
-			if next != "" {
-				fmt.Fprintf(cmd.ErrOrStderr(), "more: --cursor %s (or --all)\n", next)
-			}
-			return nil
+			return pf.list(cmd, client, "/v1/deadletter", map[string]string{"source": source}, "dead_letters", printDeadLetters)
 		},
 	}
-	f := list.Flags()
-	f.StringVar(&source, "source", "", "only the dead letters of this source (orchestrator, runner, projection-executions, ...)")
-	f.IntVar(&limit, "limit", api.DefaultListLimit, fmt.Sprintf("rows per page (at most %d)", api.MaxListLimit))
-	f.StringVar(&cursor, "cursor", "", "start after the page that printed this cursor")
-	f.BoolVar(&all, "all", false, "follow the pages to the last one")
-	f.BoolVar(&listJSON, "json", false, "print the rows as JSON, every field")
+	list.Flags().StringVar(&source, "source", "", "only the dead letters of this source (orchestrator, runner, projection-executions, ...)")
+	pf.add(list.Flags())
 
 	var showJSON bool
 	show := &cobra.Command{
@@ -145,12 +92,8 @@ whether it can be redriven, and the original data, as text when it is printable 
 base64 otherwise. --json prints the API's answer (data in base64).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := client()
+			raw, err := callAPI(cmd, client, http.MethodGet, deadLetterPath(args[0], ""))
 			if err != nil {
-				return err
-			}
-			var raw json.RawMessage
-			if err := c.do(cmd.Context(), http.MethodGet, deadLetterPath(args[0], ""), nil, &raw); err != nil {
 				return err
 			}
 			if showJSON {
@@ -176,12 +119,8 @@ nothing new and says so; after it, a second redrive sends a second copy, which t
 takes as the same message arriving again.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := client()
+			raw, err := callAPI(cmd, client, http.MethodPost, deadLetterPath(args[0], "/redrive"))
 			if err != nil {
-				return err
-			}
-			var raw json.RawMessage
-			if err := c.do(cmd.Context(), http.MethodPost, deadLetterPath(args[0], "/redrive"), nil, &raw); err != nil {
 				return err
 			}
 			if redriveJSON {

@@ -37,12 +37,8 @@ cancel and retry return once the request is queued; follow the execution with sh
 		Short: "Print an execution's state as JSON",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := client()
+			state, err := callAPI(cmd, client, http.MethodGet, executionPath(args[0], ""))
 			if err != nil {
-				return err
-			}
-			var state json.RawMessage
-			if err := c.do(cmd.Context(), http.MethodGet, executionPath(args[0], ""), nil, &state); err != nil {
 				return err
 			}
 			return printJSON(cmd.OutOrStdout(), state)
@@ -132,6 +128,19 @@ cancel and retry return once the request is queued; follow the execution with sh
 
 	cmd.AddCommand(newExecutionsListCmd(client), show, history, cancel, retry)
 	return cmd
+}
+
+// callAPI sends method path, without a body, to the API of client and returns its answer.
+func callAPI(cmd *cobra.Command, client func() (*apiClient, error), method, path string) (json.RawMessage, error) {
+	c, err := client()
+	if err != nil {
+		return nil, err
+	}
+	var raw json.RawMessage
+	if err := c.do(cmd.Context(), method, path, nil, &raw); err != nil {
+		return nil, err
+	}
+	return raw, nil
 }
 
 func executionPath(id, tail string) string { return "/v1/executions/" + url.PathEscape(id) + tail }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/memmie/memmie/internal/app/api"
 )
@@ -28,9 +28,8 @@ type listedExecution struct {
 
 func newExecutionsListCmd(client func() (*apiClient, error)) *cobra.Command {
 	var (
-		status, workflow, cursor string
-		limit                    int
-		all, asJSON              bool
+		status, workflow string
+		pf               pageFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "list",
@@ -41,74 +40,102 @@ API's answer with --json. One page of --limit rows; when more follow, the cursor
 page is printed on stderr (give it to --cursor), and --all follows them to the end.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if limit < 1 || limit > api.MaxListLimit {
-				return fmt.Errorf("--limit %d: want 1 to %d", limit, api.MaxListLimit)
-			}
-			c, err := client()
-			if err != nil {
-				return err
-			}
-			var rows []json.RawMessage
-			next := cursor
-			for {
-				page, err := listPage(cmd.Context(), c, status, workflow, limit, next)
-				if err != nil {
-					return err
-				}
-				rows = append(rows, page.Executions...)
-				next = page.Next
-				if !all || next == "" {
-					break
-				}
-			}
-			if asJSON {
-				b, err := json.Marshal(struct {
-					Executions []json.RawMessage `json:"executions"`
-					Next       string            `json:"next,omitempty"`
-				}{append([]json.RawMessage{}, rows...), next})
-				if err != nil {
-					return err
-				}
-				return printJSON(cmd.OutOrStdout(), b)
-			}
-			if err := printExecutions(cmd.OutOrStdout(), rows); err != nil {
-				return err
-			}
-			if next != "" {
-				fmt.Fprintf(cmd.ErrOrStderr(), "more: --cursor %s (or --all)\n", next)
-			}
-			return nil
+			return pf.list(cmd, client, "/v1/executions", map[string]string{"status": status, "workflow_id": workflow},
+				"executions", printExecutions)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&status, "status", "", "only executions of this status (queued, running, compensating, retry_scheduled, completed, failed, cancelled)")
 	f.StringVar(&workflow, "workflow", "", "only executions of this workflow id")
-	f.IntVar(&limit, "limit", api.DefaultListLimit, fmt.Sprintf("rows per page (at most %d)", api.MaxListLimit))
-	f.StringVar(&cursor, "cursor", "", "start after the page that printed this cursor")
-	f.BoolVar(&all, "all", false, "follow the pages to the last one")
-	f.BoolVar(&asJSON, "json", false, "print the rows as JSON, every field")
+	pf.add(f)
 	return cmd
 }
 
-type executionPage struct {
-	Executions []json.RawMessage `json:"executions"`
-	Next       string            `json:"next"`
+// pageFlags are the paging flags of a list command.
+type pageFlags struct {
+	limit       int
+	cursor      string
+	all, asJSON bool
 }
 
-func listPage(ctx context.Context, c *apiClient, status, workflow string, limit int, cursor string) (executionPage, error) {
-	q := url.Values{"limit": {strconv.Itoa(limit)}}
-	if status != "" {
-		q.Set("status", status)
+// add defines --limit, --cursor, --all and --json on f.
+func (pf *pageFlags) add(f *pflag.FlagSet) {
+	f.IntVar(&pf.limit, "limit", api.DefaultListLimit, fmt.Sprintf("rows per page (at most %d)", api.MaxListLimit))
+	f.StringVar(&pf.cursor, "cursor", "", "start after the page that printed this cursor")
+	f.BoolVar(&pf.all, "all", false, "follow the pages to the last one")
+	f.BoolVar(&pf.asJSON, "json", false, "print the rows as JSON, every field")
+}
+
+// list GETs path with the filters that are set, a page of --limit rows (under key in the
+// answer) or, with --all, every page, and prints them: the API's answer with --json, else
+// with print and then, when more follow, the next cursor on stderr.
+func (pf *pageFlags) list(cmd *cobra.Command, client func() (*apiClient, error), path string, filters map[string]string,
+	key string, print func(io.Writer, []json.RawMessage) error) error {
+	if pf.limit < 1 || pf.limit > api.MaxListLimit {
+		return fmt.Errorf("--limit %d: want 1 to %d", pf.limit, api.MaxListLimit)
 	}
-	if workflow != "" {
-		q.Set("workflow_id", workflow)
+	c, err := client()
+	if err != nil {
+		return err
 	}
-	if cursor != "" {
-		q.Set("cursor", cursor)
+	var rows []json.RawMessage
+	next := pf.cursor
+	for {
+		q := url.Values{"limit": {strconv.Itoa(pf.limit)}}
+		for k, v := range filters {
+			if v != "" {
+				q.Set(k, v)
+			}
+		}
+		if next != "" {
+			q.Set("cursor", next)
+		}
+		var page map[string]json.RawMessage
+		if err := c.do(cmd.Context(), http.MethodGet, path+"?"+q.Encode(), nil, &page); err != nil {
+			return err
+		}
+		var (
+			pageRows []json.RawMessage
+			pageNext string
+		)
+		if err := unmarshalPresent(page[key], &pageRows); err != nil {
+			return fmt.Errorf("decode the page's %s: %w", key, err)
+		}
+		if err := unmarshalPresent(page["next"], &pageNext); err != nil {
+			return fmt.Errorf("decode the page's next: %w", err)
+		}
+		rows, next = append(rows, pageRows...), pageNext
+		if !pf.all || next == "" {
+			break
+		}
 	}
-	var page executionPage
-	err := c.do(ctx, http.MethodGet, "/v1/executions?"+q.Encode(), nil, &page)
-	return page, err
+	if pf.asJSON {
+		// Keys in the API's order: json sorts a map's, and both lists' keys sort before next.
+		answer := map[string]any{key: append([]json.RawMessage{}, rows...)}
+		if next != "" {
+			answer["next"] = next
+		}
+		b, err := json.Marshal(answer)
+		if err != nil {
+			return err
+		}
+		return printJSON(cmd.OutOrStdout(), b)
+	}
+	if err := print(cmd.OutOrStdout(), rows); err != nil {
+		return err
+	}
+	if next != "" {
+		fmt.Fprintf(cmd.ErrOrStderr(), "more: --cursor %s (or --all)\n", next)
+	}
+	return nil
+}
+
+// unmarshalPresent is json.Unmarshal, but leaves v as it is when data is absent.
+func unmarshalPresent(data json.RawMessage, v any) error {
+	if data == nil {
+		return nil
+	}
+	return json.Unmarshal(data, v)
 }
 
 func printExecutions(out io.Writer, rows []json.RawMessage) error {
