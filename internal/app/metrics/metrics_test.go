@@ -33,6 +33,54 @@ import (
 	"github.com/memmie/memmie/internal/services"
 )
 
+// stack is what the tests of a real engine start from: an embedded server with memmie's
+// streams in memory, a started registry, and a test service named svc.
+type stack struct {
+	log  *slog.Logger
+	js   jetstream.JetStream
+	opts streams.Options
+	reg  *registry.Registry
+	svcs *services.Registry
+}
+
+// newStack starts a stack whose service svc answers with handler.
+func newStack(t *testing.T, ctx context.Context, handler http.HandlerFunc) *stack {
+	t.Helper()
+	s := &stack{log: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
+		opts: streams.Options{Storage: jetstream.MemoryStorage}}
+	_, _, s.js = natstest.Run(t)
+	require.NoError(t, stream.EnsureStreams(ctx, s.js, engine.StreamConfigs(s.opts)))
+	reg, err := registry.New(s.js, registry.Config{Logger: s.log})
+	require.NoError(t, err)
+	require.NoError(t, reg.Start(ctx))
+	t.Cleanup(func() { _ = reg.Stop(context.Background()) })
+	s.reg = reg
+
+	svc := httptest.NewServer(handler)
+	t.Cleanup(svc.Close)
+	u, err := url.Parse(svc.URL)
+	require.NoError(t, err)
+	s.svcs, err = services.NewRegistry(services.Service{Name: "svc", BaseURL: u})
+	require.NoError(t, err)
+	return s
+}
+
+// openEngine opens an engine of cfg on the stack (its definitions, services, logger and
+// streams the stack's), closed when the test ends.
+func (s *stack) openEngine(t *testing.T, ctx context.Context, cfg engine.Config) *engine.Engine {
+	t.Helper()
+	cfg.Definitions, cfg.Services, cfg.Logger, cfg.Streams = s.reg, s.svcs, s.log, s.opts
+	eng, err := engine.New(s.js, cfg)
+	require.NoError(t, err)
+	require.NoError(t, eng.Open(ctx))
+	t.Cleanup(func() {
+		stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		assert.NoError(t, eng.Close(stopCtx))
+	})
+	return eng
+}
+
 // scrape GETs /metrics and parses the text format.
 func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
 	t.Helper()
@@ -139,38 +187,17 @@ func TestMetricsReportTheStatsAsTheyAre(t *testing.T) {
 func TestMetricsOfARealEngine(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	_, _, js := natstest.Run(t)
-	opts := streams.Options{Storage: jetstream.MemoryStorage}
-	require.NoError(t, stream.EnsureStreams(ctx, js, engine.StreamConfigs(opts)))
-	reg, err := registry.New(js, registry.Config{Logger: log})
-	require.NoError(t, err)
-	require.NoError(t, reg.Start(ctx))
-	t.Cleanup(func() { _ = reg.Stop(context.Background()) })
-
-	svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	s := newStack(t, ctx, func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"ok": true}`))
-	}))
-	t.Cleanup(svc.Close)
-	u, err := url.Parse(svc.URL)
-	require.NoError(t, err)
-	svcs, err := services.NewRegistry(services.Service{Name: "svc", BaseURL: u})
-	require.NoError(t, err)
+	})
+	reg, log := s.reg, s.log
 
-	caller, err := services.NewCaller(services.Config{Registry: svcs})
+	caller, err := services.NewCaller(services.Config{Registry: s.svcs})
 	require.NoError(t, err)
 	t.Cleanup(caller.Close)
 	calls := metrics.NewCalls(caller)
-	eng, err := engine.New(js, engine.Config{Definitions: reg, Services: svcs, Caller: calls, Logger: log, Streams: opts,
-		Cluster: engine.Cluster{ProcessID: "p1"}})
-	require.NoError(t, err)
-	require.NoError(t, eng.Open(ctx))
-	t.Cleanup(func() {
-		stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		assert.NoError(t, eng.Close(stopCtx))
-	})
+	eng := s.openEngine(t, ctx, engine.Config{Caller: calls, Cluster: engine.Cluster{ProcessID: "p1"}})
 	// With a token: /metrics is served without one all the same.
 	h, err := api.New(api.Config{Registry: reg, Engine: eng, Logger: log, Token: "t0ken",
 		Metrics: metrics.Handler(metrics.NewRegistry(eng, calls))})

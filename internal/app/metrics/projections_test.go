@@ -3,15 +3,11 @@ package metrics_test
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/assert"
@@ -24,11 +20,7 @@ import (
 	"github.com/memmie/memmie/internal/app/metrics"
 	"github.com/memmie/memmie/internal/app/views"
 	"github.com/memmie/memmie/internal/core/execution"
-	"github.com/memmie/memmie/internal/jetstream/stream"
-	"github.com/memmie/memmie/internal/natsserver/natstest"
 	"github.com/memmie/memmie/internal/pgtest"
-	"github.com/memmie/memmie/internal/registry"
-	"github.com/memmie/memmie/internal/services"
 	"github.com/memmie/memmie/projections"
 )
 
@@ -72,29 +64,16 @@ func gather(t *testing.T, cs ...prometheus.Collector) map[string]*dto.MetricFami
 func TestMetricsOfExecutionsAndProjections(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	t.Cleanup(cancel)
-	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	_, _, js := natstest.Run(t)
-	opts := streams.Options{Storage: jetstream.MemoryStorage}
-	require.NoError(t, stream.EnsureStreams(ctx, js, engine.StreamConfigs(opts)))
-	pool := pgtest.New(t)
-	reg, err := registry.New(js, registry.Config{Logger: log})
-	require.NoError(t, err)
-	require.NoError(t, reg.Start(ctx))
-	t.Cleanup(func() { _ = reg.Stop(context.Background()) })
-
-	svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s := newStack(t, ctx, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/bad" {
 			http.Error(w, "no", http.StatusInternalServerError)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"ok": true}`))
-	}))
-	t.Cleanup(svc.Close)
-	u, err := url.Parse(svc.URL)
-	require.NoError(t, err)
-	svcs, err := services.NewRegistry(services.Service{Name: "svc", BaseURL: u})
-	require.NoError(t, err)
+	})
+	js, reg, log := s.js, s.reg, s.log
+	pool := pgtest.New(t)
 	for id, endpoint := range map[string]string{"good": "/x", "bad": "/bad"} {
 		w, err := definitions.ParseWorkflow(id+".yaml", []byte("id: "+id+"\nsteps: [{id: call, type: api_call, service: svc, endpoint: "+endpoint+"}]\n"))
 		require.NoError(t, err)
@@ -103,15 +82,7 @@ func TestMetricsOfExecutionsAndProjections(t *testing.T) {
 	}
 
 	durations := metrics.NewExecutions()
-	eng, err := engine.New(js, engine.Config{Definitions: reg, Services: svcs, Logger: log, Streams: opts,
-		Orchestrator: orchestrator.Config{Observer: durations}})
-	require.NoError(t, err)
-	require.NoError(t, eng.Open(ctx))
-	t.Cleanup(func() {
-		stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		assert.NoError(t, eng.Close(stopCtx))
-	})
+	eng := s.openEngine(t, ctx, engine.Config{Orchestrator: orchestrator.Config{Observer: durations}})
 
 	var runners []*projections.Runner
 	for _, p := range []projections.Projection{projections.NewExecutions(nil), projections.NewQueued(nil),
