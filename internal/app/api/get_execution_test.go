@@ -50,6 +50,17 @@ func newDetailStack(t *testing.T, svc *httptest.Server, withProjections bool) *d
 	return s
 }
 
+// startW puts workflow w, one call of svc's /x, and starts an execution of it on the projected
+// API; it returns the execution's id.
+func (s *detailStack) startW(t *testing.T) string {
+	t.Helper()
+	r := do(t, s.projected, "PUT", "/v1/workflows/w", "id: w\nsteps: [{id: call, type: api_call, service: svc, endpoint: /x}]\n")
+	require.Equal(t, http.StatusOK, r.Status, r.Raw)
+	r = do(t, s.projected, "POST", "/v1/executions", `{"workflow_id": "w"}`)
+	require.Equal(t, http.StatusAccepted, r.Status, r.Raw)
+	return r.Body["execution_id"].(string)
+}
+
 // getExecution GETs an execution and returns the status, the Memmie-Source header and the
 // body.
 func getExecution(t *testing.T, srv *httptest.Server, id string) (int, string, map[string]any) {
@@ -174,11 +185,7 @@ func TestGetExecutionFromTheStreamUntilTheProjectionsCatchUp(t *testing.T) {
 
 	t.Run("a database with no projection running", func(t *testing.T) {
 		s := newDetailStack(t, svc, false)
-		r := do(t, s.projected, "PUT", "/v1/workflows/w", "id: w\nsteps: [{id: call, type: api_call, service: svc, endpoint: /x}]\n")
-		require.Equal(t, http.StatusOK, r.Status, r.Raw)
-		r = do(t, s.projected, "POST", "/v1/executions", `{"workflow_id": "w"}`)
-		require.Equal(t, http.StatusAccepted, r.Status, r.Raw)
-		id := r.Body["execution_id"].(string)
+		id := s.startW(t)
 		st, source, body := getExecution(t, s.projected, id)
 		require.Equal(t, http.StatusOK, st, "%v", body)
 		assert.Equal(t, api.SourceStream, source)
@@ -187,30 +194,23 @@ func TestGetExecutionFromTheStreamUntilTheProjectionsCatchUp(t *testing.T) {
 
 	t.Run("the database unreachable", func(t *testing.T) {
 		s := newDetailStack(t, svc, false)
-		r := do(t, s.projected, "PUT", "/v1/workflows/w", "id: w\nsteps: [{id: call, type: api_call, service: svc, endpoint: /x}]\n")
-		require.Equal(t, http.StatusOK, r.Status, r.Raw)
-		r = do(t, s.projected, "POST", "/v1/executions", `{"workflow_id": "w"}`)
-		require.Equal(t, http.StatusAccepted, r.Status, r.Raw)
+		id := s.startW(t)
 		s.pool.Close()
-		st, source, body := getExecution(t, s.projected, r.Body["execution_id"].(string))
+		st, source, body := getExecution(t, s.projected, id)
 		require.Equal(t, http.StatusOK, st, "%v", body)
 		assert.Equal(t, api.SourceStream, source)
 	})
 
 	t.Run("the projections stopped behind the execution's last event", func(t *testing.T) {
 		s := newDetailStack(t, svc, true)
-		r := do(t, s.projected, "PUT", "/v1/workflows/w", "id: w\nsteps: [{id: call, type: api_call, service: svc, endpoint: /x}]\n")
-		require.Equal(t, http.StatusOK, r.Status, r.Raw)
-		r = do(t, s.projected, "POST", "/v1/executions", `{"workflow_id": "w"}`)
-		require.Equal(t, http.StatusAccepted, r.Status, r.Raw)
-		id := r.Body["execution_id"].(string)
+		id := s.startW(t)
 		waitForExecution(t, s.projected, id, "failed, from the projections", func(source string, body map[string]any) bool {
 			return source == api.SourceProjection && body["status"] == "failed"
 		})
 
 		s.stopProjections()
 		fail.Store(false)
-		r = do(t, s.projected, "POST", "/v1/executions/"+id+"/retry", "")
+		r := do(t, s.projected, "POST", "/v1/executions/"+id+"/retry", "")
 		require.Equal(t, http.StatusAccepted, r.Status, r.Raw)
 		// The rows still say failed. Until the orchestrator records the retry, so does the
 		// stream, and the projections may answer; once it moves on, the stream answers.
