@@ -1,8 +1,6 @@
 package blob
 
 import (
-	"encoding/json"
-	"errors"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -14,21 +12,8 @@ func wholeDocument(o operation, d document) (document, error) {
 	if o.Op == opMove && o.From == o.Path {
 		return o.apply(d) // not the library's (see apply)
 	}
-	out, err := o.patch(d.bytes())
-	if err != nil {
-		return document{}, err
-	}
-	var d2 document
-	if err := json.Unmarshal(out, &d2); err != nil {
-		return document{}, err
-	}
-	if !isObject(d2.Metadata) {
-		return document{}, errErrMetadata
-	}
-	return d2.canonical()
+	return o.patchDocument(d)
 }
-
-var errErrMetadata = errors.New("metadata must stay a JSON object")
 
 // FuzzApplyMember checks that patching one member alone gives what patching the whole
 // document gives: the same document, or an error from both.

@@ -243,6 +243,11 @@ func (o operation) apply(d document) (document, error) {
 		}
 		return d, nil
 	}
+	return o.patchDocument(d)
+}
+
+// patchDocument applies the operation to the whole document with the library.
+func (o operation) patchDocument(d document) (document, error) {
 	out, err := o.patch(d.bytes())
 	if err != nil {
 		return document{}, err
