@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -165,21 +164,14 @@ func oneLine(s string, n int) string {
 }
 
 func printDeadLetters(out io.Writer, rows []json.RawMessage) error {
-	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSOURCE\tSUBJECT\tRECORDED AT\tREDRIVEN AT\tREASON")
-	for _, raw := range rows {
-		var d listedDeadLetter
-		if err := json.Unmarshal(raw, &d); err != nil {
-			return fmt.Errorf("decode a dead letter: %w", err)
-		}
-		redriven := "-"
-		if d.RedrivenAt != nil {
-			redriven = d.RedrivenAt.UTC().Format(time.RFC3339)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Source, d.Subject, d.RecordedAt.UTC().Format(time.RFC3339),
-			redriven, oneLine(d.Reason, 80))
-	}
-	return tw.Flush()
+	return printTable(out, "ID\tSOURCE\tSUBJECT\tRECORDED AT\tREDRIVEN AT\tREASON", "a dead letter", rows,
+		func(d listedDeadLetter) []string {
+			redriven := "-"
+			if d.RedrivenAt != nil {
+				redriven = d.RedrivenAt.UTC().Format(time.RFC3339)
+			}
+			return []string{d.ID, d.Source, d.Subject, d.RecordedAt.UTC().Format(time.RFC3339), redriven, oneLine(d.Reason, 80)}
+		})
 }
 
 func printDeadLetter(out io.Writer, d shownDeadLetter) error {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -245,13 +244,9 @@ type execView struct {
 
 func getJSON(t *testing.T, url string, v any) {
 	t.Helper()
-	resp, err := http.Get(url)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	require.Equal(t, http.StatusOK, resp.StatusCode, "GET %s: %s", url, b)
-	require.NoError(t, json.Unmarshal(b, v), "GET %s: %s", url, b)
+	status, b := getBody(t, url)
+	require.Equal(t, http.StatusOK, status, "GET %s: %s", url, b)
+	require.NoError(t, json.Unmarshal([]byte(b), v), "GET %s: %s", url, b)
 }
 
 func startExecution(t *testing.T, apiURL string, input map[string]any) string {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -139,15 +140,22 @@ func unmarshalPresent(data json.RawMessage, v any) error {
 }
 
 func printExecutions(out io.Writer, rows []json.RawMessage) error {
+	return printTable(out, "ID\tWORKFLOW\tSTATUS\tPRIORITY\tQUEUED AT", "an execution", rows, func(e listedExecution) []string {
+		return []string{e.ExecutionID, e.WorkflowID, e.Status, strconv.Itoa(e.Priority), e.QueuedAt.UTC().Format(time.RFC3339)}
+	})
+}
+
+// printTable prints a table of rows under header (tab-separated), each row decoded as a T
+// (what names one in errors) and cut into its cells.
+func printTable[T any](out io.Writer, header, what string, rows []json.RawMessage, cells func(T) []string) error {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tWORKFLOW\tSTATUS\tPRIORITY\tQUEUED AT")
+	fmt.Fprintln(tw, header)
 	for _, raw := range rows {
-		var e listedExecution
-		if err := json.Unmarshal(raw, &e); err != nil {
-			return fmt.Errorf("decode an execution: %w", err)
+		var v T
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return fmt.Errorf("decode %s: %w", what, err)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", e.ExecutionID, e.WorkflowID, e.Status, e.Priority,
-			e.QueuedAt.UTC().Format(time.RFC3339))
+		fmt.Fprintln(tw, strings.Join(cells(v), "\t"))
 	}
 	return tw.Flush()
 }
