@@ -188,7 +188,9 @@ steps:
 		require.NoError(t, err)
 		rebuiltRows, err := tableRows(ctx, rebuild, p.Name())
 		require.NoError(t, err)
-		require.NotEmpty(t, liveRows, p.Name())
+		if p.Name() != "dead_letters" { // nothing is dead-lettered here (checked below)
+			require.NotEmpty(t, liveRows, p.Name())
+		}
 		assertSameRows(t, p.Name(), liveRows, rebuiltRows)
 	}
 	n, err := countRows(ctx, live, "executions", "")
