@@ -351,15 +351,15 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 	return nil
 }
 
-// startProjections runs the projections' runners until the returned stop is called: it ends
-// them and waits for them. Of the runners of a projection in every process, the one holding its
-// advisory lock writes and the others stand by.
 // runProjections are the projections dev and serve run.
 func runProjections(log *slog.Logger) []projections.Projection {
 	return []projections.Projection{projections.NewExecutions(log), projections.NewQueued(log), projections.NewSteps(log),
 		projections.NewDefinitions(log), projections.NewDeadLetters(log)}
 }
 
+// startProjections runs the projections' runners until the returned stop is called: it ends
+// them and waits for them. Of the runners of a projection in every process, the one holding its
+// advisory lock writes and the others stand by.
 func startProjections(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, ps []projections.Projection,
 	plog *slog.Logger) (runners []*projections.Runner, stop func(), err error) {
 	for _, p := range ps {
