@@ -145,7 +145,7 @@ func rebuildProjections(ctx context.Context, out, errOut io.Writer, o rebuildOpt
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "%s: rebuilt: %d events in %s, %.0f events/s\n", p.Name(), res.Events, round(res.Took), res.Rate())
+		fmt.Fprintf(out, "%s: rebuilt: %d events in %s (the replay applied %.0f events/s)\n", p.Name(), res.Events, round(res.Took), res.Rate())
 	}
 	return nil
 }
