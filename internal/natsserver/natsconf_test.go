@@ -2,6 +2,7 @@ package natsserver_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -154,10 +155,21 @@ func TestNATSConfPermissions(t *testing.T) {
 	c := startConf(t)
 	ctx := testContext(t)
 	require.NoError(t, stream.EnsureStreams(ctx, c.ejs, engine.StreamConfigs(streams.Options{})), "the engine user manages the streams")
-	_, err := c.ejs.Publish(ctx, "memmie.deltas.b1", []byte(`{"version":1}`), jetstream.WithMsgID("d1"))
+	// Written as memmie writes them, with stream.Append: each message carries
+	// Nats-Expected-Stream, which is what keeps a copy of it out of every other stream (see
+	// "cannot store anything through a push consumer's deliver subject").
+	_, err := stream.Append(ctx, c.ejs, streams.Deltas, []stream.Msg{{Subject: "memmie.deltas.b1", Data: []byte(`{"version":1}`), ID: "d1"}},
+		stream.Expect{FilterSubject: "memmie.deltas.b1"})
 	require.NoError(t, err, "the engine user writes deltas")
-	_, err = c.ejs.Publish(ctx, "memmie.executions.e1.step.scheduled", []byte(`{}`), jetstream.WithMsgID("x1"))
+	_, err = stream.Append(ctx, c.ejs, streams.Executions, []stream.Msg{{Subject: "memmie.executions.e1.step.scheduled", Data: []byte(`{}`), ID: "x1"}},
+		stream.Expect{FilterSubject: "memmie.executions.e1.>"})
 	require.NoError(t, err, "the engine user writes executions")
+	// A decision of several events is one atomic batch.
+	_, err = stream.Append(ctx, c.ejs, streams.Executions, []stream.Msg{
+		{Subject: "memmie.executions.e2.queued", Data: []byte(`{}`), ID: "x2"},
+		{Subject: "memmie.executions.e2.started", Data: []byte(`{}`), ID: "x3"},
+	}, stream.Expect{FilterSubject: "memmie.executions.e2.>"})
+	require.NoError(t, err, "the engine user writes executions in batches")
 	for _, cfg := range engineDurables {
 		_, err := c.ejs.CreateOrUpdateConsumer(ctx, streams.Executions, cfg)
 		require.NoError(t, err, "the engine user creates %s", cfg.Durable)
@@ -262,11 +274,85 @@ func TestNATSConfPermissions(t *testing.T) {
 		require.NoError(t, err)
 		defer sub.Unsubscribe()
 		require.NoError(t, c.client.Flush())
-		_, err = c.ejs.Publish(ctx, "memmie.deltas.b2", []byte(`{"version":1}`), jetstream.WithMsgID("d2"))
+		_, err = stream.Append(ctx, c.ejs, streams.Deltas, []stream.Msg{{Subject: "memmie.deltas.b2", Data: []byte(`{"version":1}`), ID: "d2"}}, stream.Expect{})
 		require.NoError(t, err)
 		msg, err := sub.NextMsg(10 * time.Second)
 		require.NoError(t, err, "the client follows memmie.deltas.>")
 		require.Equal(t, "memmie.deltas.b2", msg.Subject)
+	})
+
+	t.Run("cannot store anything through a push consumer's deliver subject", func(t *testing.T) {
+		ctx := testContext(t)
+		// A push consumer's deliver subject is in the request body, where no permission rule
+		// sees it: the server refuses only a subject of the consumer's own stream (a cycle).
+		// It delivers once a subscription on exactly that subject exists, and then the
+		// stream storing the subject is handed the copy too. Only the copy's
+		// Nats-Expected-Stream, naming the stream it came from, makes that stream refuse it.
+		targets := []string{
+			"memmie.deltas.b9", "memmie.executions.e9.completed", "memmie.blobs.b9.created", "memmie.inbox.e9",
+			"memmie.timers.e9.t9", "memmie.definitions.workflows.w9", "memmie.deadletter.runner", "memmie.leases.members.p9",
+		}
+		before := map[string]uint64{}
+		for _, target := range targets {
+			name, err := c.ejs.StreamNameBySubject(ctx, target)
+			require.NoError(t, err, "a stream stores %s", target)
+			before[name] = streamMsgs(ctx, t, c.ejs, name)
+		}
+		require.Len(t, before, len(engine.StreamConfigs(streams.Options{})), "every stream is a target: %v", before)
+
+		var created []struct{ stream, name string }
+		for _, target := range targets {
+			// The attacker's subscriber on the target, which activates a push consumer: the
+			// client may subscribe to one blob's deltas, and to nothing else a stream stores.
+			var live *nats.Subscription
+			if strings.HasPrefix(target, "memmie.deltas.") {
+				var err error
+				live, err = c.client.SubscribeSync(target)
+				require.NoError(t, err)
+				require.NoError(t, c.client.Flush())
+			} else {
+				c.deniedSub(t, target)
+			}
+			for _, r := range readable {
+				filter := map[string]string{streams.Deltas: "memmie.deltas.>", streams.Executions: "memmie.executions.>"}[r.stream]
+				// Both forms the client may use: the name in the subject, with and without the filter.
+				for i, suffix := range []string{"", "." + filter} {
+					name := fmt.Sprintf("copy%d", len(created)*2+i)
+					body := fmt.Sprintf(`{"stream_name":%q,"config":{"name":%q,"deliver_subject":%q,"ack_policy":"none","filter_subject":%q}}`,
+						r.stream, name, target, strings.TrimPrefix(suffix, "."))
+					resp := createConsumer(t, c.client, "$JS.API.CONSUMER.CREATE."+r.stream+"."+name+suffix, body)
+					if stored, _ := c.ejs.StreamNameBySubject(ctx, target); stored == r.stream {
+						require.NotNil(t, resp.Error, "%s delivering to %s", r.stream, target)
+						require.Equal(t, 10081, resp.Error.ErrCode, "a cycle: %s", resp.Error.Description)
+						continue
+					}
+					require.Nil(t, resp.Error, "the server accepts %s delivering to %s", r.stream, target)
+					created = append(created, struct{ stream, name string }{r.stream, name})
+					if live == nil {
+						require.False(t, resp.PushBound, "%s delivering to %s has no subscriber, so it delivers nothing", r.stream, target)
+						continue
+					}
+					require.True(t, resp.PushBound, "%s delivering to %s", r.stream, target)
+					// Every message of the stream is delivered there, under its own subject.
+					for range streamMsgs(ctx, t, c.ejs, r.stream) {
+						msg, err := live.NextMsg(10 * time.Second)
+						require.NoError(t, err, "%s delivers its messages to %s", r.stream, target)
+						require.True(t, strings.HasPrefix(msg.Subject, "memmie."+strings.ToLower(strings.TrimPrefix(r.stream, "MEMMIE_"))+"."), msg.Subject)
+						require.Equal(t, r.stream, msg.Header.Get(jetstream.ExpectedStreamHeader), "the copy names its stream")
+					}
+				}
+			}
+			if live != nil {
+				require.NoError(t, live.Unsubscribe())
+			}
+		}
+		// The streams that were handed copies refused them.
+		for name, want := range before {
+			require.Equal(t, want, streamMsgs(ctx, t, c.ejs, name), "messages in %s", name)
+		}
+		for _, cons := range created {
+			require.NoError(t, c.cjs.DeleteConsumer(ctx, cons.stream, cons.name), "the client deletes its consumer")
+		}
 	})
 
 	t.Run("cannot touch memmie's durable consumers", func(t *testing.T) {
@@ -400,13 +486,68 @@ func TestNATSConfPermissions(t *testing.T) {
 	})
 
 	// Nothing the client tried to write landed.
-	for name, want := range map[string]uint64{streams.Deltas: 2, streams.Executions: 1, streams.Blobs: 3, streams.Inbox: 0} {
+	for name, want := range map[string]uint64{streams.Deltas: 2, streams.Executions: 3, streams.Blobs: 3, streams.Inbox: 0} {
 		s, err := c.ejs.Stream(ctx, name)
 		require.NoError(t, err)
 		info, err := s.Info(ctx)
 		require.NoError(t, err)
 		require.Equal(t, want, info.State.Msgs, "messages in %s", name)
 	}
+}
+
+// consumerCreated is the server's answer to a consumer create request.
+type consumerCreated struct {
+	Error *struct {
+		ErrCode     int    `json:"err_code"`
+		Description string `json:"description"`
+	} `json:"error"`
+	PushBound bool `json:"push_bound"`
+}
+
+// createConsumer sends a consumer create request as nc and decodes the answer.
+func createConsumer(t *testing.T, nc *nats.Conn, subject, body string) consumerCreated {
+	t.Helper()
+	msg, err := nc.Request(subject, []byte(body), 10*time.Second)
+	require.NoError(t, err, "request %s", subject)
+	var resp consumerCreated
+	require.NoError(t, json.Unmarshal(msg.Data, &resp), "answer to %s: %s", subject, msg.Data)
+	return resp
+}
+
+func streamMsgs(ctx context.Context, t *testing.T, js jetstream.JetStream, name string) uint64 {
+	t.Helper()
+	s, err := js.Stream(ctx, name)
+	require.NoError(t, err)
+	info, err := s.Info(ctx)
+	require.NoError(t, err)
+	return info.State.Msgs
+}
+
+// TestNATSConfPushCopyWithoutExpectedStream shows why everything memmie writes to the streams a
+// client may consume goes through stream.Append: a message stored without Nats-Expected-Stream
+// is copied into another stream by a push consumer the client creates, under its own subject.
+// When this test fails, the server has started refusing such deliver subjects itself.
+func TestNATSConfPushCopyWithoutExpectedStream(t *testing.T) {
+	c := startConf(t)
+	ctx := testContext(t)
+	require.NoError(t, stream.EnsureStreams(ctx, c.ejs, engine.StreamConfigs(streams.Options{})))
+	_, err := c.ejs.Publish(ctx, "memmie.executions.e1.completed", []byte(`{}`), jetstream.WithMsgID("x1"))
+	require.NoError(t, err)
+	live, err := c.client.SubscribeSync("memmie.deltas.b9")
+	require.NoError(t, err)
+	require.NoError(t, c.client.Flush())
+	x := streams.Executions
+	resp := createConsumer(t, c.client, "$JS.API.CONSUMER.CREATE."+x+".copy",
+		fmt.Sprintf(`{"stream_name":%q,"config":{"name":"copy","deliver_subject":"memmie.deltas.b9","ack_policy":"none"}}`, x))
+	require.Nil(t, resp.Error)
+	require.Eventually(t, func() bool { return streamMsgs(ctx, t, c.ejs, streams.Deltas) == 1 }, 20*time.Second, 10*time.Millisecond,
+		"the copy lands in %s", streams.Deltas)
+	s, err := c.ejs.Stream(ctx, streams.Deltas)
+	require.NoError(t, err)
+	copied, err := s.GetMsg(ctx, 1)
+	require.NoError(t, err)
+	require.Equal(t, "memmie.executions.e1.completed", copied.Subject, "stored under the subject it had")
+	_ = live.Unsubscribe()
 }
 
 // TestNATSConfEngineConsumers starts the engine as nats.conf's engine user, with its own
