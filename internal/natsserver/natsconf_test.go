@@ -301,13 +301,18 @@ func TestNATSConfPermissions(t *testing.T) {
 		require.Len(t, before, len(engine.StreamConfigs(streams.Options{})), "every stream is a target: %v", before)
 
 		var created []struct{ stream, name string }
+		n := 0
+		nextName := func() string { n++; return fmt.Sprintf("copy%d", n) }
 		for _, target := range targets {
 			// The attacker's subscriber on the target, which activates a push consumer: the
 			// client may subscribe to one blob's deltas, and to nothing else a stream stores.
-			var live *nats.Subscription
+			var live, all *nats.Subscription
 			if strings.HasPrefix(target, "memmie.deltas.") {
 				var err error
 				live, err = c.client.SubscribeSync(target)
+				require.NoError(t, err)
+				// A follower of every delta, which alone would not make it deliver.
+				all, err = c.client.SubscribeSync("memmie.deltas.>")
 				require.NoError(t, err)
 				require.NoError(t, c.client.Flush())
 			} else {
@@ -316,8 +321,8 @@ func TestNATSConfPermissions(t *testing.T) {
 			for _, r := range readable {
 				filter := map[string]string{streams.Deltas: "memmie.deltas.>", streams.Executions: "memmie.executions.>"}[r.stream]
 				// Both forms the client may use: the name in the subject, with and without the filter.
-				for i, suffix := range []string{"", "." + filter} {
-					name := fmt.Sprintf("copy%d", len(created)*2+i)
+				for _, suffix := range []string{"", "." + filter} {
+					name := nextName()
 					body := fmt.Sprintf(`{"stream_name":%q,"config":{"name":%q,"deliver_subject":%q,"ack_policy":"none","filter_subject":%q}}`,
 						r.stream, name, target, strings.TrimPrefix(suffix, "."))
 					resp := createConsumer(t, c.client, "$JS.API.CONSUMER.CREATE."+r.stream+"."+name+suffix, body)
@@ -335,15 +340,35 @@ func TestNATSConfPermissions(t *testing.T) {
 					require.True(t, resp.PushBound, "%s delivering to %s", r.stream, target)
 					// Every message of the stream is delivered there, under its own subject.
 					for range streamMsgs(ctx, t, c.ejs, r.stream) {
-						msg, err := live.NextMsg(10 * time.Second)
-						require.NoError(t, err, "%s delivers its messages to %s", r.stream, target)
-						require.True(t, strings.HasPrefix(msg.Subject, "memmie."+strings.ToLower(strings.TrimPrefix(r.stream, "MEMMIE_"))+"."), msg.Subject)
-						require.Equal(t, r.stream, msg.Header.Get(jetstream.ExpectedStreamHeader), "the copy names its stream")
+						for _, sub := range []*nats.Subscription{live, all} {
+							msg, err := sub.NextMsg(10 * time.Second)
+							require.NoError(t, err, "%s delivers its messages to %s (%s)", r.stream, target, sub.Subject)
+							require.True(t, strings.HasPrefix(msg.Subject, "memmie."+strings.ToLower(strings.TrimPrefix(r.stream, "MEMMIE_"))+"."), msg.Subject)
+							require.Equal(t, r.stream, msg.Header.Get(jetstream.ExpectedStreamHeader), "the copy names its stream")
+						}
 					}
 				}
 			}
 			if live != nil {
 				require.NoError(t, live.Unsubscribe())
+				require.NoError(t, all.Unsubscribe())
+			}
+		}
+		// The JetStream API and the acks of memmie's consumers: a copy delivered there would be
+		// a request made by the server itself (a purge, with an empty filter). Their server-side
+		// subscriptions are wildcards, which never make a push consumer deliver.
+		for _, target := range []string{
+			"$JS.API.STREAM.PURGE." + streams.Executions, "$JS.API.STREAM.DELETE." + streams.Deltas,
+			"$JS.API.CONSUMER.DELETE." + streams.Executions + "." + runner.Name,
+			"$JS.ACK." + streams.Executions + "." + runner.Name + ".1.1.1.1796120893125887810.0",
+		} {
+			for _, r := range readable {
+				name := nextName()
+				resp := createConsumer(t, c.client, "$JS.API.CONSUMER.CREATE."+r.stream+"."+name,
+					fmt.Sprintf(`{"stream_name":%q,"config":{"name":%q,"deliver_subject":%q,"ack_policy":"none"}}`, r.stream, name, target))
+				require.Nil(t, resp.Error, "the server accepts %s delivering to %s", r.stream, target)
+				require.False(t, resp.PushBound, "%s delivering to %s delivers nothing", r.stream, target)
+				created = append(created, struct{ stream, name string }{r.stream, name})
 			}
 		}
 		// The streams that were handed copies refused them.
