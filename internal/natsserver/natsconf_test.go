@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -14,13 +17,17 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/memmie/memmie/definitions"
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/handlers/runner"
 	"github.com/memmie/memmie/handlers/timers"
 	"github.com/memmie/memmie/internal/app/engine"
+	"github.com/memmie/memmie/internal/core/execution"
 	"github.com/memmie/memmie/internal/jetstream/stream"
 	"github.com/memmie/memmie/internal/natsserver"
+	"github.com/memmie/memmie/internal/registry"
+	"github.com/memmie/memmie/internal/services"
 )
 
 // permissionErrors collects the asynchronous permission violations the server reports to a
@@ -573,6 +580,81 @@ func TestNATSConfPushCopyWithoutExpectedStream(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "memmie.executions.e1.completed", copied.Subject, "stored under the subject it had")
 	_ = live.Unsubscribe()
+}
+
+// TestNATSConfEngineWritesAreNotCopied runs an execution through the engine, as nats.conf's
+// engine user, and checks what keeps its history out of the client's push consumers' reach:
+// every message the engine stored on MEMMIE_EXECUTIONS names its stream, and the copies a
+// client's consumer hands to MEMMIE_DELTAS are refused. A writer that stores a message without
+// Nats-Expected-Stream fails here.
+func TestNATSConfEngineWritesAreNotCopied(t *testing.T) {
+	c := startConf(t)
+	ctx := testContext(t)
+	svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"ok":true}`))
+	}))
+	t.Cleanup(svc.Close)
+	base, err := url.Parse(svc.URL)
+	require.NoError(t, err)
+	svcs, err := services.NewRegistry(services.Service{Name: "svc", BaseURL: base})
+	require.NoError(t, err)
+	require.NoError(t, stream.EnsureStreams(ctx, c.ejs, engine.StreamConfigs(streams.Options{})))
+	reg, err := registry.New(c.ejs, registry.Config{})
+	require.NoError(t, err)
+	require.NoError(t, reg.Start(ctx))
+	t.Cleanup(func() { _ = reg.Stop(context.Background()) })
+	def, err := definitions.Parse("copied.yaml", []byte(`
+id: copied
+steps:
+  - {id: call, type: api_call, service: svc, endpoint: /call, input_map: {n: $.input.n}}
+  - {id: shape, type: transform, input_map: {ok: $.steps.call.output.ok}}
+`), "")
+	require.NoError(t, err)
+	_, err = reg.Register(ctx, def)
+	require.NoError(t, err)
+	eng, err := engine.New(c.ejs, engine.Config{Definitions: reg, Services: svcs})
+	require.NoError(t, err)
+	require.NoError(t, eng.Open(ctx))
+	t.Cleanup(func() {
+		stop, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_ = eng.Close(stop)
+	})
+	id, _, err := eng.Start(ctx, engine.StartRequest{WorkflowID: "copied", Input: []byte(`{"n":1}`)})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		st, err := eng.Execution(ctx, id)
+		return err == nil && st.Status == execution.StatusCompleted
+	}, 30*time.Second, 20*time.Millisecond, "execution %s completes", id)
+
+	stored := streamMsgs(ctx, t, c.ejs, streams.Executions)
+	require.GreaterOrEqual(t, stored, uint64(5), "the execution's history")
+	history, err := c.ejs.OrderedConsumer(ctx, streams.Executions, jetstream.OrderedConsumerConfig{})
+	require.NoError(t, err)
+	for range stored {
+		msg, err := history.Next(jetstream.FetchMaxWait(10 * time.Second))
+		require.NoError(t, err)
+		require.Equal(t, streams.Executions, msg.Headers().Get(jetstream.ExpectedStreamHeader), "%s names its stream", msg.Subject())
+	}
+
+	live, err := c.client.SubscribeSync("memmie.deltas.b9")
+	require.NoError(t, err)
+	require.NoError(t, c.client.Flush())
+	x := streams.Executions
+	resp := createConsumer(t, c.client, "$JS.API.CONSUMER.CREATE."+x+".copy",
+		fmt.Sprintf(`{"stream_name":%q,"config":{"name":"copy","deliver_subject":"memmie.deltas.b9","ack_policy":"none"}}`, x))
+	require.Nil(t, resp.Error)
+	require.True(t, resp.PushBound)
+	for range stored {
+		_, err := live.NextMsg(10 * time.Second)
+		require.NoError(t, err, "the client's consumer delivers the history to memmie.deltas.b9")
+	}
+	// A barrier: the deltas stream takes its messages in order, so once this one is in, the
+	// copies handed to it before were refused.
+	_, err = stream.Append(ctx, c.ejs, streams.Deltas, []stream.Msg{{Subject: "memmie.deltas.b8", Data: []byte(`{}`), ID: "barrier"}}, stream.Expect{})
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), streamMsgs(ctx, t, c.ejs, streams.Deltas), "MEMMIE_DELTAS holds the barrier alone")
 }
 
 // TestNATSConfEngineConsumers starts the engine as nats.conf's engine user, with its own
