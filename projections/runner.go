@@ -355,7 +355,8 @@ func (r *Runner) write(ctx context.Context, db beginner, batch []item, last uint
 }
 
 // apply applies evs in a savepoint. When Postgres refuses their data for good (a data exception
-// or a violated constraint, such as a \u0000 that jsonb cannot hold), it halves the batch until
+// or a violated constraint, such as a \u0000 that jsonb cannot hold), or the projection refuses
+// one (a blob's delta out of version order), it halves the batch until
 // it finds the events refused, dead-letters them and applies the rest: one such event must not
 // stop the projection. Each half sees the rows the one before it wrote.
 func (r *Runner) apply(ctx context.Context, tx pgx.Tx, evs []Event, msgs map[uint64]jetstream.Msg) error {
@@ -373,9 +374,13 @@ func (r *Runner) apply(ctx context.Context, tx pgx.Tx, evs []Event, msgs map[uin
 	return r.apply(ctx, tx, evs[mid:], msgs)
 }
 
-// refused reports whether Postgres refused the data itself (SQLSTATE classes 22 and 23), which
-// no retry changes.
+// refused reports whether Postgres refused the data itself (SQLSTATE classes 22 and 23), or the
+// projection refused the event as one it can never apply (errUnappliable): no retry changes
+// either.
 func refused(err error) bool {
+	if errors.Is(err, errUnappliable) {
+		return true
+	}
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "22") || strings.HasPrefix(pgErr.Code, "23"))
 }
