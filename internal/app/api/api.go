@@ -44,8 +44,8 @@ type Config struct {
 	// checks only the registry.
 	Engine Engine
 	// Views serves the lists of the projections (GET /v1/executions, GET /v1/queue,
-	// GET /v1/deadletter). Defaults to none (no database configured): those endpoints answer
-	// 503.
+	// GET /v1/deadletter) and the blobs (GET /v1/blobs/{id}, its deltas). Defaults to none
+	// (no database configured): those endpoints answer 503.
 	Views Views
 	// Redriver sends dead letters back (POST /v1/deadletter/{id}/redrive), e.g. a
 	// *deadletter.Writer on the engine's JetStream. Defaults to none: a redrive answers 503.
@@ -141,6 +141,8 @@ func (a *API) routes() {
 	a.mux.HandleFunc("POST /v1/executions/{id}/cancel", a.cancelExecution)
 	a.mux.HandleFunc("POST /v1/executions/{id}/retry", a.retryExecution)
 	a.mux.HandleFunc("GET /v1/queue", a.listQueue)
+	a.mux.HandleFunc("GET /v1/blobs/{id}", a.getBlob)
+	a.mux.HandleFunc("GET /v1/blobs/{id}/deltas", a.blobDeltas)
 	a.mux.HandleFunc("GET /v1/deadletter", a.listDeadLetters)
 	a.mux.HandleFunc("GET /v1/deadletter/{id}", a.getDeadLetter)
 	a.mux.HandleFunc("POST /v1/deadletter/{id}/redrive", a.redriveDeadLetter)

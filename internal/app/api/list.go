@@ -16,6 +16,7 @@ type Views interface {
 	ExecutionDetail(ctx context.Context, id string, atLeast uint64) (*views.ExecutionDetail, error)
 	Queue(ctx context.Context, q views.QueueQuery) (views.QueuePage, error)
 	DeadLetterViews
+	BlobViews
 }
 
 // Limits of GET /v1/executions and GET /v1/queue.

@@ -1,0 +1,191 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/memmie/memmie/events"
+	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/internal/app/api"
+	"github.com/memmie/memmie/internal/app/views"
+	"github.com/memmie/memmie/internal/core/blob"
+	"github.com/memmie/memmie/internal/jetstream/stream"
+	"github.com/memmie/memmie/internal/natsserver/natstest"
+	"github.com/memmie/memmie/internal/pgtest"
+	"github.com/memmie/memmie/projections"
+)
+
+// blobDeltas builds a blob's deltas with the pure core, as the blob writer does: its created
+// event, then executions of ten JSON Patch operations each and an updated event after each,
+// until it has at least n versions. Times are whole microseconds, as Postgres keeps them.
+func blobDeltas(t *testing.T, id string, n int) []events.Delta {
+	t.Helper()
+	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	var (
+		s   blob.State
+		out []events.Delta
+	)
+	event := func(kind, body string) {
+		ev, err := blob.Parse(blob.Message{Subject: "memmie.blobs." + id + "." + kind, Body: []byte(body), MsgID: fmt.Sprintf("%s-%d", id, len(out))})
+		require.NoError(t, err)
+		dec, err := blob.Decide(s, ev, at.Add(time.Duration(len(out))*time.Microsecond))
+		require.NoError(t, err)
+		require.NoError(t, s.Apply(dec.Delta))
+		out = append(out, dec.Delta)
+	}
+	event("created", `{"blob_id": "`+id+`", "user_id": "u1", "content": {"items": []}, "metadata": {"type": "list"}}`)
+	for x := 0; len(out) < n; x++ {
+		var ops []any
+		for k := range 10 {
+			ops = append(ops, map[string]any{"op": "add", "path": "/content/items/-", "value": map[string]any{"x": x, "k": k}})
+		}
+		res, err := blob.Deltas(s, blob.Execution{ExecutionID: fmt.Sprintf("%s-x%d", id, x), WorkflowID: "wf", WorkflowRevision: 1,
+			ProviderID: "p", BlobID: id, BaseVersion: s.Version, SourceEventID: id + "-0", StepID: "s",
+			Output: map[string]any{"delta_operations": ops}}, at.Add(time.Duration(len(out))*time.Microsecond))
+		require.NoError(t, err)
+		for _, d := range res.Deltas {
+			require.NoError(t, s.Apply(d))
+			out = append(out, d)
+		}
+		event("updated", fmt.Sprintf(`{"blob_id": %q, "metadata": {"round": %d}}`, id, x))
+	}
+	return out
+}
+
+// appendDeltas appends deltas to MEMMIE_DELTAS, as the blob writer does, and returns the last
+// sequence.
+func appendDeltas(t *testing.T, js jetstream.JetStream, deltas []events.Delta) uint64 {
+	t.Helper()
+	var last uint64
+	for _, d := range deltas {
+		subj, err := events.DeltaSubject(d.BlobID)
+		require.NoError(t, err)
+		data, err := events.Marshal(events.Event{ID: d.ID, Source: events.SourceBlobs, Type: events.TypeDelta, Subject: subj, Time: d.Timestamp, Data: &d})
+		require.NoError(t, err)
+		ack, err := stream.Append(context.Background(), js, streams.Deltas, []stream.Msg{{Subject: subj, Data: data, ID: d.ID}}, stream.Expect{})
+		require.NoError(t, err)
+		last = ack.LastSeq
+	}
+	return last
+}
+
+func stateJSON(t *testing.T, deltas []events.Delta) string {
+	t.Helper()
+	s, err := blob.Fold(deltas)
+	require.NoError(t, err)
+	b, err := json.Marshal(&s)
+	require.NoError(t, err)
+	return string(b)
+}
+
+// TestBlobEndpoints: GET /v1/blobs/{id} is the blob as blob.Fold gives it, at its last version
+// and at every version with ?version=N, over the snapshots the projection keeps; its deltas
+// come in version order, a page at a time; an unknown blob or version is 404.
+func TestBlobEndpoints(t *testing.T) {
+	_, _, js := natstest.Run(t)
+	reg := startRegistry(t, js)
+	pool := pgtest.New(t)
+	h := blobDeltas(t, "b1", 2*projections.BlobSnapshotEvery+30)
+	other := blobDeltas(t, "b2", 5)
+	last := appendDeltas(t, js, append(append([]events.Delta{}, h...), other...))
+	runProjections(t, projections.Config{Pool: pool, JS: js, Log: testLogger(t)}, projections.NewBlobs(testLogger(t)))
+	srv := serveAPI(t, api.Config{Registry: reg, Views: views.New(pool), Postgres: pool.Ping, Logger: testLogger(t)})
+	require.Eventually(t, func() bool {
+		var seq int64
+		_ = pool.QueryRow(context.Background(), `SELECT last_seq FROM projection_checkpoints WHERE projection = 'blobs'`).Scan(&seq)
+		return uint64(seq) >= last
+	}, 60*time.Second, 10*time.Millisecond)
+
+	r := do(t, srv, http.MethodGet, "/v1/blobs/b1", "")
+	require.Equal(t, http.StatusOK, r.Status, r.Raw)
+	require.JSONEq(t, stateJSON(t, h), r.Raw)
+	assert.Equal(t, float64(len(h)), r.Body["version"])
+	for v := 1; v <= len(h); v++ {
+		r := do(t, srv, http.MethodGet, "/v1/blobs/b1?version="+strconv.Itoa(v), "")
+		require.Equal(t, http.StatusOK, r.Status, r.Raw)
+		require.JSONEq(t, stateJSON(t, h[:v]), r.Raw, "version %d", v)
+	}
+
+	// The deltas, a page at a time, are those appended.
+	var got []events.Delta
+	pages := 0
+	for after := ""; ; pages++ {
+		path := "/v1/blobs/b1/deltas?limit=64"
+		if after != "" {
+			path += "&after=" + after
+		}
+		r := do(t, srv, http.MethodGet, path, "")
+		require.Equal(t, http.StatusOK, r.Status, r.Raw)
+		var page views.BlobDeltaPage
+		require.NoError(t, json.Unmarshal([]byte(r.Raw), &page))
+		got = append(got, page.Deltas...)
+		if page.Next == "" {
+			break
+		}
+		after = page.Next
+	}
+	require.Equal(t, h, got)
+	require.Equal(t, (len(h)+63)/64-1, pages)
+	r = do(t, srv, http.MethodGet, "/v1/blobs/b2/deltas", "")
+	require.Equal(t, http.StatusOK, r.Status, r.Raw)
+	require.Len(t, r.Body["deltas"], len(other))
+	r = do(t, srv, http.MethodGet, "/v1/blobs/b2/deltas?after="+strconv.Itoa(len(other)), "")
+	require.Equal(t, http.StatusOK, r.Status, r.Raw)
+	require.Equal(t, []any{}, r.Body["deltas"], "after the last version: none")
+
+	for _, c := range []struct {
+		path   string
+		status int
+		code   string
+	}{
+		{"/v1/blobs/nope", 404, "not_found"},
+		{"/v1/blobs/nope?version=1", 404, "not_found"},
+		{"/v1/blobs/nope/deltas", 404, "not_found"},
+		{"/v1/blobs/b2?version=" + strconv.Itoa(len(other)+1), 404, "not_found"},
+		{"/v1/blobs/b2?version=0", 400, "bad_request"},
+		{"/v1/blobs/b2?version=x", 400, "bad_request"},
+		{"/v1/blobs/b2/deltas?limit=0", 400, "bad_request"},
+		{"/v1/blobs/b2/deltas?limit=1001", 400, "bad_request"},
+		{"/v1/blobs/b2/deltas?after=-1", 400, "bad_request"},
+		{"/v1/blobs/a.b", 400, "bad_request"},
+	} {
+		r := do(t, srv, http.MethodGet, c.path, "")
+		assert.Equal(t, c.status, r.Status, "%s: %s", c.path, r.Raw)
+		assert.Equal(t, c.code, r.errorCode(), "%s: %s", c.path, r.Raw)
+	}
+
+	// Postgres down: 503 naming postgres, as the lists answer.
+	pool.Close()
+	for _, path := range []string{"/v1/blobs/b1", "/v1/blobs/b1?version=3", "/v1/blobs/b1/deltas"} {
+		r := do(t, srv, http.MethodGet, path, "")
+		assert.Equal(t, http.StatusServiceUnavailable, r.Status, r.Raw)
+		e, _ := r.Body["error"].(map[string]any)
+		assert.Equal(t, "postgres", e["dependency"], r.Raw)
+	}
+}
+
+// Without a database, the blob endpoints answer 503.
+func TestBlobEndpointsWithoutADatabase(t *testing.T) {
+	srv := httptest.NewServer(mustAPI(t, api.Config{Registry: startRegistryOn(t), Logger: testLogger(t)}))
+	t.Cleanup(srv.Close)
+	for _, path := range []string{"/v1/blobs/b1", "/v1/blobs/b1?version=1", "/v1/blobs/b1/deltas"} {
+		assertNoDatabase(t, do(t, srv, http.MethodGet, path, ""))
+	}
+}
+
+func mustAPI(t *testing.T, cfg api.Config) *api.API {
+	t.Helper()
+	h, err := api.New(cfg)
+	require.NoError(t, err)
+	return h
+}
