@@ -31,6 +31,8 @@ e.g. --nats-url reads MEMMIE_NATS_URL.`,
 	root.AddCommand(newRunCmd())
 	root.AddCommand(newExecutionsCmd())
 	root.AddCommand(newDeadLetterCmd())
+	root.AddCommand(newBlobsCmd())
+	root.AddCommand(newDeltasCmd())
 	root.AddCommand(newDevCmd())
 	root.AddCommand(newServeCmd())
 	root.AddCommand(newStreamsCmd())

@@ -354,7 +354,7 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 // runProjections are the projections dev and serve run.
 func runProjections(log *slog.Logger) []projections.Projection {
 	return []projections.Projection{projections.NewExecutions(log), projections.NewQueued(log), projections.NewSteps(log),
-		projections.NewDefinitions(log), projections.NewDeadLetters(log)}
+		projections.NewDefinitions(log), projections.NewDeadLetters(log), projections.NewBlobs(log)}
 }
 
 // startProjections runs the projections' runners until the returned stop is called: it ends
