@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -20,6 +21,7 @@ import (
 	"github.com/memmie/memmie/internal/app/engine"
 	"github.com/memmie/memmie/internal/core/blob"
 	"github.com/memmie/memmie/internal/jetstream/stream"
+	"github.com/memmie/memmie/internal/natsserver"
 	"github.com/memmie/memmie/internal/natsserver/natstest"
 	"github.com/memmie/memmie/internal/pgtest"
 )
@@ -305,4 +307,32 @@ metadata:     {
 	code, _, errOut = show("b1", "--version", "0")
 	assert.Equal(t, 1, code)
 	assert.Contains(t, errOut, "versions count from 1")
+}
+
+// TestBlobsAsTheClientUser: under the repository's nats.conf, blobs publish and deltas tail
+// work as its client user, as any client would.
+func TestBlobsAsTheClientUser(t *testing.T) {
+	srv, err := natsserver.Start(natsserver.Config{ConfigFile: "../../nats.conf", Port: -1, StoreDir: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(srv.Shutdown)
+	engineConn, err := nats.Connect(srv.ClientURL(), nats.UserInfo("engine", "engine-dev-password"), nats.CustomInboxPrefix(events.EngineInboxPrefix))
+	require.NoError(t, err)
+	t.Cleanup(engineConn.Close)
+	js, err := jetstream.New(engineConn)
+	require.NoError(t, err)
+	require.NoError(t, stream.Ensure(context.Background(), js, engine.StreamConfigs(streams.Options{}), nil))
+	b1, _ := testDeltas(t, js)
+
+	client := []string{"--nats-url", srv.ClientURL(), "--nats-user", "client", "--nats-password", "client-dev-password"}
+	code, out, errOut := executeSplit(t, append([]string{"blobs", "publish", "b9", "created", "--data", `{"content": 1}`}, client...)...)
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, "published memmie.blobs.b9.created (MEMMIE_BLOBS seq 1")
+	m, n := lastBlobEvent(t, js, "memmie.blobs.b9.created")
+	require.Equal(t, uint64(1), n)
+	assert.Equal(t, `{"blob_id":"b9","content": 1}`, string(m.Data))
+
+	code, out, errOut = executeSplit(t, append([]string{"deltas", "tail", "b1", "--from-start", "--no-follow"}, client...)...)
+	require.Equal(t, 0, code, errOut)
+	assert.Len(t, strings.Split(strings.TrimSpace(out), "\n"), len(b1), out)
+	assert.Contains(t, out, " b1 v4 transform /content ")
 }
