@@ -26,12 +26,13 @@
 //     a projection_checkpoints of its own. That schema comes first in the search_path of the
 //     rebuild's connection, so that the projection's SQL, which names its tables without a
 //     schema, and the Runner's checkpoint writes go there unchanged.
-//   - It replays the stream as it was when it began. The projections of this package fold the
-//     whole replay in memory (the same folds as Apply: the tables hold one row per execution or
+//   - It replays the stream as it was when it began. The projections of this package, blobs
+//     apart, fold the whole replay in memory (the same folds as Apply: the tables hold one row per execution or
 //     attempt, and so does the memory, until the replay ends), decoding on every CPU and passing
 //     over undecoded the event types they do not fold, and write it with COPY into the fresh
-//     tables before making their indexes. Another projection, or a replay with a row Postgres
-//     refuses (which must be dead-lettered), goes in batches through Apply, as a Runner does.
+//     tables before making their indexes. Another projection (blobs: its documents are the
+//     size of the blobs), or a replay with a row Postgres refuses (which must be
+//     dead-lettered), goes in batches through Apply, as a Runner does.
 //   - It catches up the tail written meanwhile, in batches through Apply, until it is within
 //     RebuildConfig.SwapLag of the stream's end.
 //   - The swap is one transaction. It locks the live checkpoint row first (SELECT ... FOR

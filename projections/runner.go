@@ -292,8 +292,9 @@ type beginner interface {
 }
 
 // write applies a batch after the checkpoint last and moves the checkpoint to its end, in one
-// transaction, and returns the new checkpoint. A message that does not decode, or whose rows
-// Postgres refuses (see apply), is dead-lettered, and the checkpoint moves past it.
+// transaction, and returns the new checkpoint. A message that does not decode, whose rows
+// Postgres refuses or that the projection can never apply (see apply), is dead-lettered, and
+// the checkpoint moves past it.
 //
 // The transaction begins by locking the checkpoint row and fails with errCheckpointMoved when
 // it is not last. A rebuild's swap takes that lock first, too: a write waits for the swap to

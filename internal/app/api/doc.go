@@ -1,8 +1,8 @@
 // Package api serves memmie's HTTP API (the contract's "HTTP API") from the streams: the
 // definitions come from the registry's view of MEMMIE_DEFINITIONS, the executions from their
 // histories on MEMMIE_EXECUTIONS, through the engine; the lists, and one execution when the
-// projections hold all of it, come from the projections' tables in Postgres, through
-// Config.Views.
+// projections hold all of it, and the blobs come from the projections' tables in Postgres,
+// through Config.Views.
 //
 //	h, err := api.New(api.Config{Registry: reg, Engine: eng, Views: views.New(pool), Logger: log})
 //	srv := api.NewServer(h, api.ServerConfig{Addr: "127.0.0.1:8080"}) // timeouts and limits: see ServerConfig
@@ -20,6 +20,8 @@
 //	POST   /v1/executions/{id}/cancel              {"reason"} (optional) -> 202
 //	POST   /v1/executions/{id}/retry               -> 202
 //	GET    /v1/queue                               {"queue": [queued_executions rows, priority DESC, queued_at, id], "next"}: ?status= (pending and running), ?limit=, ?cursor=<next>
+//	GET    /v1/blobs/{id}                          the blob (blob.State's JSON) at its last version, ?version=N at N
+//	GET    /v1/blobs/{id}/deltas                   {"deltas": [delta data, in version order], "next"}: ?limit= (100, at most 1000), ?after=<next> (a version)
 //	GET    /v1/deadletter                          {"dead_letters": [dead_letters rows without headers and data, newest first], "next"}: ?source=, ?limit=, ?cursor=<next>
 //	GET    /v1/deadletter/{id}                     the row with "headers", "data" (base64) and "redrivable" ("not_redrivable": why not)
 //	POST   /v1/deadletter/{id}/redrive             -> 202 {"id","subject","stream","seq","msg_id","duplicate","redriven_at"}; 200 when "duplicate"
@@ -45,6 +47,10 @@
 // The events come a page at a time; "next", present while more
 // followed when the page was read, is the "after" of the next page.
 //
+// The blobs come from the blobs projection alone, which follows MEMMIE_DELTAS within moments:
+// a blob created a moment ago may be 404 for that moment. ?version=N is rebuilt from the
+// projection's nearest snapshot below N by blob.State.Apply (views.Views.BlobAt).
+//
 // Every error is {"error": {"code", "message"}}; an invalid definition or input adds
 // "problems", each {"file","line","field","message"} (for an input, "field" is a JSON pointer
 // into it). A 500 says only "internal error (request id X)": the error is logged with
@@ -52,7 +58,7 @@
 //
 //	400 bad_request          malformed body, parameter or id
 //	401 unauthorized         no or another bearer token, when Config.Token is set
-//	404 not_found            no such definition, revision, execution, dead letter or route
+//	404 not_found            no such definition, revision, execution, dead letter, blob, blob version or route
 //	404 workflow_not_found   POST /v1/executions of a workflow never registered
 //	405 method_not_allowed
 //	409 in_use               DELETE of a definition that an active one names
@@ -65,7 +71,7 @@
 //	422 invalid_input        the input breaks the workflow's input schema
 //	422 not_redrivable       a redrive of what may not be sent back (deadletter.Target says why)
 //	500 internal             anything else
-//	503 unavailable          no engine configured, no database (Config.Views) for a list or a dead letter, the
+//	503 unavailable          no engine configured, no database (Config.Views) for a list, a dead letter or a blob, the
 //	                         database down (dependency "postgres"), no Config.Redriver for a redrive, or not
 //	                         ready (/readyz)
 //

@@ -11,8 +11,10 @@ import (
 )
 
 // State is a blob: a fold over its deltas. Its JSON form is the view the API serves; it leaves
-// out the records of the blob events and execution deltas applied, so a state is rebuilt with
-// Fold, never from its JSON. Fold and Apply build it; Decide and Deltas read it.
+// out the records of the blob events and execution deltas applied, so a state that Decide or
+// Deltas reads is rebuilt with Fold, never from its JSON. Apply reads none of those records: a
+// state rebuilt from its JSON (the blobs projection's rows and snapshots) applies the next
+// deltas as Fold's does. Fold and Apply build it; Decide and Deltas read it.
 type State struct {
 	BlobID string `json:"blob_id"`
 	// UserID is the user_id of the blob's created event.
