@@ -116,7 +116,7 @@ func startEngine(t *testing.T, svc *httptest.Server, d dispatcher.Config) (jetst
 
 // runProjections runs a Runner of cfg for each of ps until stop, which the test's end calls
 // too: register it after the pool's cleanup, as cleanups run in reverse.
-func runProjections(t *testing.T, cfg projections.Config, ps ...projections.Projection) (stop func()) {
+func runProjections(t testing.TB, cfg projections.Config, ps ...projections.Projection) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var dones []chan struct{}

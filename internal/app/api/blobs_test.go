@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/internal/app/api"
+	"github.com/memmie/memmie/internal/app/engine"
 	"github.com/memmie/memmie/internal/app/views"
 	"github.com/memmie/memmie/internal/core/blob"
 	"github.com/memmie/memmie/internal/jetstream/stream"
@@ -188,4 +190,95 @@ func mustAPI(t *testing.T, cfg api.Config) *api.API {
 	h, err := api.New(cfg)
 	require.NoError(t, err)
 	return h
+}
+
+// BenchmarkBlobAt measures GET /v1/blobs/{id}?version=N on a blob of 10,000 versions (a 1 KiB
+// content, ten metadata keys replaced in turn): the view folds at most
+// projections.BlobSnapshotEvery-1 deltas on a snapshot, against "fold", which reads every
+// delta up to N and folds them from version 1, as an answer without snapshots would.
+func BenchmarkBlobAt(b *testing.B) {
+	_, _, js := natstest.Run(b)
+	require.NoError(b, stream.Ensure(context.Background(), js, engine.StreamConfigs(streams.Options{}), nil))
+	pool := pgtest.New(b)
+	const versions = 10000
+	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	var (
+		s   blob.State
+		all []events.Delta
+	)
+	ev, err := blob.Parse(blob.Message{Subject: "memmie.blobs.big.created", MsgID: "c",
+		Body: []byte(fmt.Sprintf(`{"blob_id": "big", "content": %q, "metadata": {}}`, strings.Repeat("x", 1024)))})
+	require.NoError(b, err)
+	dec, err := blob.Decide(s, ev, at)
+	require.NoError(b, err)
+	require.NoError(b, s.Apply(dec.Delta))
+	all = append(all, dec.Delta)
+	for x := 0; len(all) < versions; x++ {
+		var ops []any
+		for k := range 10 {
+			ops = append(ops, map[string]any{"op": "add", "path": fmt.Sprintf("/metadata/k%d", k), "value": x})
+		}
+		res, err := blob.Deltas(s, blob.Execution{ExecutionID: fmt.Sprintf("x%d", x), BlobID: "big", BaseVersion: s.Version,
+			Output: map[string]any{"delta_operations": ops}}, at)
+		require.NoError(b, err)
+		for _, d := range res.Deltas {
+			require.NoError(b, s.Apply(d))
+			all = append(all, d)
+		}
+	}
+	all = all[:versions]
+	ctx := context.Background()
+	var msgs []stream.Msg
+	for _, d := range all {
+		data, err := events.Marshal(events.Event{ID: d.ID, Source: events.SourceBlobs, Type: events.TypeDelta, Subject: "memmie.deltas.big", Time: d.Timestamp, Data: &d})
+		require.NoError(b, err)
+		msgs = append(msgs, stream.Msg{Subject: "memmie.deltas.big", Data: data, ID: d.ID})
+	}
+	for len(msgs) > 0 {
+		n := min(len(msgs), 100)
+		_, err := stream.Append(ctx, js, streams.Deltas, msgs[:n], stream.Expect{})
+		require.NoError(b, err)
+		msgs = msgs[n:]
+	}
+	began := time.Now()
+	stop := runProjections(b, projections.Config{Pool: pool, JS: js}, projections.NewBlobs(nil))
+	require.Eventually(b, func() bool {
+		var seq int64
+		_ = pool.QueryRow(ctx, `SELECT last_seq FROM projection_checkpoints WHERE projection = 'blobs'`).Scan(&seq)
+		return seq >= versions
+	}, 5*time.Minute, 10*time.Millisecond)
+	b.Logf("projected %d deltas in %s", versions, time.Since(began).Round(time.Millisecond))
+	stop()
+	v := views.New(pool)
+	version := func(i int) int64 { return int64(versions - 1 - (i*37)%(versions/2)) } // deep in the history, never a snapshot's
+	b.Run("snapshot", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			st, err := v.BlobAt(ctx, "big", version(i))
+			if err != nil || st.Version != version(i) {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("fold", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			var deltas []events.Delta
+			for after := int64(0); ; {
+				page, err := v.BlobDeltas(ctx, "big", after, api.MaxDeltaLimit)
+				require.NoError(b, err)
+				for _, d := range page.Deltas {
+					if d.Version <= version(i) {
+						deltas = append(deltas, d)
+					}
+				}
+				if page.Next == "" || deltas[len(deltas)-1].Version >= version(i) {
+					break
+				}
+				after = deltas[len(deltas)-1].Version
+			}
+			st, err := blob.Fold(deltas)
+			if err != nil || st.Version != version(i) {
+				b.Fatal(err)
+			}
+		}
+	})
 }
