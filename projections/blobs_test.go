@@ -269,11 +269,14 @@ func TestBlobsProjectionEqualsFold(t *testing.T) {
 	blobsCaughtUp(t, pool, last)
 	require.Equal(t, before, dumpBlobs(t, pool), "a replay changes nothing")
 
-	// A rebuild into fresh tables gives the same rows.
+	// A rebuild into fresh tables gives the same rows, and keeps the indexes.
+	indexes := [][]string{tableIndexes(t, pool, "blobs"), tableIndexes(t, pool, "blob_versions")}
+	require.Len(t, indexes[1], 3)
 	_, err = projections.Rebuild(context.Background(), p, projections.RebuildConfig{Pool: pool, JS: js, BatchSize: 9})
 	require.NoError(t, err)
 	blobsCaughtUp(t, pool, last)
 	require.Equal(t, before, dumpBlobs(t, pool), "a rebuild gives the same rows")
+	require.Equal(t, indexes, [][]string{tableIndexes(t, pool, "blobs"), tableIndexes(t, pool, "blob_versions")})
 	check(pool)
 
 	info, err := js.Stream(context.Background(), streams.DeadLetter)
