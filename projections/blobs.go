@@ -39,7 +39,8 @@ const BlobSnapshotEvery = 100
 //     with the reason, as it does an event whose rows Postgres refuses, and the blob keeps the
 //     versions before it. Such a delta means a writer broke the one-writer rule; a redrive
 //     refuses MEMMIE_DELTAS, whose history only memmie appends to.
-//   - Times are Postgres', to the microsecond.
+//   - The columns' times are to the microsecond, as Postgres keeps them; a snapshot's JSON keeps
+//     the delta's own.
 type Blobs struct {
 	log *slog.Logger
 	// every is BlobSnapshotEvery, smaller in tests.
