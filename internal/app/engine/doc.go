@@ -1,6 +1,7 @@
 // Package engine runs executions end to end on JetStream. It wires the handlers — the
 // orchestrator (the single writer of each execution's history), the step runner, the timers,
-// the dispatcher and the reconciler — and gives the API its client methods: Start, Execution,
+// the dispatcher, the reconciler and the writer of blob histories (handlers/blobs, which
+// queues the executions blob events trigger through Start) — and gives the API its client methods: Start, Execution,
 // History, HistoryPage, Cancel, Retry, Queue and Ready.
 //
 //	eng, err := engine.New(js, engine.Config{Definitions: reg, Services: svcs})
@@ -19,8 +20,9 @@
 //
 // Any number of engines (memmie serve processes) may run against one NATS; they share the
 // work with no coordinator:
-//   - the runner and timers consumers are shared durable consumers: each attempt or timer
-//     goes to one process;
+//   - the runner, timers and blobs consumers are shared durable consumers: each attempt,
+//     timer or blob event goes to one process (a blob's deltas are appended under optimistic
+//     concurrency, so their versions stay gapless whichever process writes);
 //   - the inbox is partitioned by execution id, and each live process (a TTL'd heartbeat on
 //     MEMMIE_LEASES) consumes the partitions that rendezvous hashing gives it, so an
 //     execution's commands reach the process that has its state in cache; a process that

@@ -20,12 +20,14 @@ import (
 	"github.com/memmie/memmie/definitions"
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/handlers/blobs"
 	"github.com/memmie/memmie/handlers/dispatcher"
 	"github.com/memmie/memmie/handlers/orchestrator"
 	"github.com/memmie/memmie/handlers/reconciler"
 	"github.com/memmie/memmie/handlers/runner"
 	"github.com/memmie/memmie/handlers/timers"
 	"github.com/memmie/memmie/internal/core/execution"
+	"github.com/memmie/memmie/internal/core/trigger"
 	"github.com/memmie/memmie/internal/faults"
 	"github.com/memmie/memmie/internal/jetstream/consume"
 	"github.com/memmie/memmie/internal/jetstream/deadletter"
@@ -57,9 +59,11 @@ var (
 // MaxRetriesLimit bounds StartRequest.MaxRetries.
 const MaxRetriesLimit = 100
 
-// Definitions gives the current revision of a definition; *registry.Registry is one.
+// Definitions gives the current revision of a definition, and of every definition of a kind
+// (the providers whose triggers blob events are matched against); *registry.Registry is one.
 type Definitions interface {
 	Current(kind definitions.Kind, id string) (registry.Revision, bool)
+	List(kind definitions.Kind) []registry.Revision
 }
 
 // Config configures an Engine. The handler configs are passed on as they are, with Logger,
@@ -93,6 +97,10 @@ type Config struct {
 	// Reconciler re-issues lost timers; its Leader defaults to the lease of the role
 	// reconciler.Name, so that one process at a time reconciles.
 	Reconciler reconciler.Config
+	// Blobs records blob events as deltas. Its Providers default to the active providers of
+	// Definitions (none without Definitions), and its Start to the engine's Start with the
+	// trigger's execution id.
+	Blobs blobs.Config
 
 	// Now is the clock. Defaults to time.Now.
 	Now func() time.Time
@@ -116,7 +124,7 @@ type Cluster struct {
 
 // Handlers selects the handlers Open starts.
 type Handlers struct {
-	NoOrchestrator, NoRunner, NoTimers, NoDispatcher, NoReconciler bool
+	NoOrchestrator, NoRunner, NoTimers, NoDispatcher, NoReconciler, NoBlobs bool
 }
 
 // Engine runs executions: its client methods (Start, Execution, ExecutionSeq, History,
@@ -134,6 +142,7 @@ type Engine struct {
 	timers       *timers.Timers
 	dispatcher   *dispatcher.Dispatcher
 	reconciler   *reconciler.Reconciler
+	blobs        *blobs.Handler
 	caller       *services.Caller
 	members      *lease.Members
 	leader       *lease.Lease
@@ -271,6 +280,11 @@ func (e *Engine) Open(ctx context.Context) error {
 		}
 		e.timers = t
 	}
+	if !e.cfg.Handlers.NoBlobs {
+		if err := e.openBlobs(ctx, &g, dl); err != nil {
+			return fail(err)
+		}
+	}
 	if !e.cfg.Handlers.NoDispatcher {
 		cfg := e.cfg.Dispatcher
 		e.fill(&cfg.Logger, &cfg.Now, &cfg.Hooks)
@@ -401,6 +415,74 @@ func leave(ctx context.Context, c lifecycle.Component) error {
 	return c.Stop(ctx)
 }
 
+// openBlobs starts the writer of blob histories, which queues the executions blob events
+// trigger through Start.
+func (e *Engine) openBlobs(ctx context.Context, g *lifecycle.Group, dl *deadletter.Writer) error {
+	cfg := e.cfg.Blobs
+	cfg.Logger = cmp.Or(cfg.Logger, e.cfg.Logger)
+	if cfg.Now == nil {
+		cfg.Now = e.cfg.Now
+	}
+	if cfg.DeadLetter == nil {
+		cfg.DeadLetter = dl
+	}
+	if cfg.Providers == nil && e.cfg.Definitions != nil {
+		cfg.Providers = e.activeProviders
+	}
+	if cfg.Start == nil {
+		cfg.Start = e.startTriggered
+	}
+	b, err := blobs.New(e.js, cfg)
+	if err != nil {
+		return err
+	}
+	if err := g.Start(ctx, b); err != nil {
+		return err
+	}
+	e.blobs = b
+	return nil
+}
+
+// activeProviders returns the current revisions of the active providers.
+func (e *Engine) activeProviders() []*definitions.Provider {
+	var out []*definitions.Provider
+	for _, rev := range e.cfg.Definitions.List(definitions.KindProvider) {
+		if p, ok := rev.Def.(*definitions.Provider); ok && rev.Active {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// startTriggered queues the execution a blob event triggers, under the trigger's deterministic
+// id, and says what the blob handler is to make of a start that fails: a workflow not
+// registered or not active is skipped, a start that can never succeed (an input against the
+// schema) refused; anything else is retried.
+func (e *Engine) startTriggered(ctx context.Context, s trigger.Start) error {
+	input, err := json.Marshal(s.Input)
+	if err != nil {
+		return fmt.Errorf("%w: input: %v", blobs.ErrUnstartable, err)
+	}
+	_, _, err = e.Start(ctx, StartRequest{
+		ExecutionID:   s.ExecutionID,
+		WorkflowID:    s.WorkflowID,
+		Input:         input,
+		Priority:      s.Priority,
+		ProviderID:    s.ProviderID,
+		BlobID:        s.BlobID,
+		SourceEventID: s.SourceEventID,
+		BaseVersion:   s.BaseVersion,
+		Trigger:       s.Trigger,
+	})
+	switch {
+	case errors.Is(err, ErrWorkflowNotFound), errors.Is(err, ErrWorkflowInactive), errors.Is(err, ErrNoDefinitions):
+		return fmt.Errorf("%w: %v", blobs.ErrSkipped, err)
+	case errors.Is(err, ErrInvalidInput), errors.Is(err, ErrInvalid):
+		return fmt.Errorf("%w: %v", blobs.ErrUnstartable, err)
+	}
+	return err
+}
+
 // openReconciler starts the reconciler, and its lease unless Config.Reconciler.Leader is set.
 func (e *Engine) openReconciler(ctx context.Context, g *lifecycle.Group) error {
 	cfg := e.cfg.Reconciler
@@ -432,6 +514,7 @@ func (e *Engine) reset() {
 	e.orchestrator, e.runner, e.timers, e.dispatcher = nil, nil, nil, nil
 	e.members, e.leader = nil, nil
 	e.reconciler, e.reconLease = nil, nil
+	e.blobs = nil
 	e.parts = nil
 	if e.caller != nil {
 		e.caller.Close()
@@ -593,6 +676,9 @@ func (e *Engine) Stats() Stats {
 	if e.timers != nil {
 		st.Loops[timers.Name] = e.timers.Stats()
 	}
+	if e.blobs != nil {
+		st.Loops[blobs.Name] = e.blobs.Stats()
+	}
 	return st
 }
 
@@ -613,14 +699,23 @@ type StartRequest struct {
 	ProviderID    string
 	BlobID        string
 	SourceEventID string
+	// BaseVersion is the blob version a triggered execution's input holds, and Trigger the
+	// provider's trigger that matched (workflows[0].triggers[1]).
+	BaseVersion int64
+	Trigger     string
+	// ExecutionID, when set, names the execution (a trigger's deterministic id): a start
+	// whose execution exists already queues nothing and returns created false, whatever
+	// that execution was started with. It excludes IdempotencyKey.
+	ExecutionID string
 }
 
 // Start queues an execution of the workflow's current revision, pinning the workflow and its
 // schemas, and returns its id. An input that breaks the input schema is an *InputError, and
 // nothing is queued. created is false when the idempotency key names an execution that exists
 // already and was started with the same workflow, input, priority and max retries; with other
-// ones the error is an *IdempotencyConflictError. The dispatcher starts it when its
-// priority's turn comes.
+// ones the error is an *IdempotencyConflictError. With ExecutionID (a blob trigger's start),
+// created is false when that execution exists, with no comparison. The dispatcher starts it
+// when its priority's turn comes.
 func (e *Engine) Start(ctx context.Context, req StartRequest) (executionID string, created bool, err error) {
 	if e.cfg.Definitions == nil {
 		return "", false, ErrNoDefinitions
@@ -633,6 +728,15 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (executionID strin
 		return "", false, fmt.Errorf("%w: max_retries %d is not within 0 to %d", ErrInvalid, req.MaxRetries, MaxRetriesLimit)
 	case req.WorkflowID == "":
 		return "", false, fmt.Errorf("%w: workflow_id is required", ErrInvalid)
+	case req.ExecutionID != "" && req.IdempotencyKey != "":
+		return "", false, fmt.Errorf("%w: an execution id and an idempotency key exclude each other", ErrInvalid)
+	case req.BaseVersion < 0:
+		return "", false, fmt.Errorf("%w: base_version %d is negative", ErrInvalid, req.BaseVersion)
+	}
+	if req.ExecutionID != "" {
+		if err := events.ValidToken(req.ExecutionID); err != nil {
+			return "", false, fmt.Errorf("%w: execution id: %v", ErrInvalid, err)
+		}
 	}
 	var input any
 	if len(req.Input) > 0 {
@@ -664,9 +768,15 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (executionID strin
 		return "", false, err
 	}
 
-	id := uuid.Must(uuid.NewV7()).String()
-	if req.IdempotencyKey != "" {
+	id, source := uuid.Must(uuid.NewV7()).String(), events.SourceAPI
+	if req.Trigger != "" {
+		source = events.SourceTriggers
+	}
+	switch {
+	case req.IdempotencyKey != "":
 		id = IDForKey(req.IdempotencyKey)
+	case req.ExecutionID != "":
+		id = req.ExecutionID
 	}
 	ev := events.NewExecution(&events.ExecutionQueued{
 		ExecutionID:      id,
@@ -682,8 +792,10 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (executionID strin
 		ProviderID:       req.ProviderID,
 		BlobID:           req.BlobID,
 		SourceEventID:    req.SourceEventID,
+		BaseVersion:      req.BaseVersion,
+		Trigger:          req.Trigger,
 		Seed:             seed(id),
-	}, events.SourceAPI, e.cfg.Now())
+	}, source, e.cfg.Now())
 	data, err := events.Marshal(ev)
 	if err != nil {
 		return "", false, fmt.Errorf("%w: %v", ErrInvalid, err)
@@ -693,6 +805,8 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (executionID strin
 	ack, err := stream.Append(ctx, e.js, streams.Executions, []stream.Msg{{Subject: ev.Subject, Data: data, ID: ev.ID}},
 		stream.Expect{FilterSubject: events.ExecutionFilter(id)})
 	switch {
+	case (errors.Is(err, stream.ErrConflict) || err == nil && ack.Duplicate) && req.ExecutionID != "":
+		return id, false, nil // a trigger's execution, started before
 	case errors.Is(err, stream.ErrConflict), err == nil && ack.Duplicate:
 		// The key's execution exists: the same request again, or a conflict.
 		if err := e.sameStart(ctx, ev); err != nil {

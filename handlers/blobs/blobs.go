@@ -1,0 +1,325 @@
+package blobs
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/memmie/memmie/definitions"
+	"github.com/memmie/memmie/events"
+	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/internal/core/blob"
+	"github.com/memmie/memmie/internal/core/trigger"
+	"github.com/memmie/memmie/internal/jetstream/blobstore"
+	"github.com/memmie/memmie/internal/jetstream/consume"
+	"github.com/memmie/memmie/internal/jetstream/deadletter"
+	"github.com/memmie/memmie/internal/jetstream/stream"
+)
+
+// Name is the handler's durable consumer name and its dead-letter source.
+const Name = "blobs"
+
+// Defaults of Config.
+const (
+	DefaultWorkers       = 8
+	DefaultAckWait       = 10 * time.Second
+	DefaultMaxAckPending = 1024
+	DefaultMaxConflicts  = 10
+	// DefaultNotFoundDeliveries: see Config.NotFoundDeliveries.
+	DefaultNotFoundDeliveries = 3
+)
+
+// Errors a Config.Start returns to say what became of a start.
+var (
+	// ErrSkipped: the workflow is not registered or not active; the start is skipped.
+	ErrSkipped = errors.New("triggered workflow skipped")
+	// ErrUnstartable: the start can never succeed (its input breaks the workflow's input
+	// schema); the blob event is dead-lettered with the reason once its other starts are made.
+	ErrUnstartable = errors.New("triggered execution cannot start")
+)
+
+// Store is the blob store the handler reads and appends through.
+type Store = blobstore.Store[blob.State, *blob.State]
+
+// Config configures a Handler.
+type Config struct {
+	// Blobs is the stream of blob events. Defaults to streams.Blobs.
+	Blobs string
+	// Durable is the consumer's name. Defaults to Name.
+	Durable string
+	// Store reads and appends blob states. Defaults to a blobstore on streams.Deltas with its
+	// defaults (its cache bounds the states held in memory).
+	Store *Store
+	// Workers is how many blob events are processed at once; the events of one blob are
+	// processed one at a time, in order, within a process. Defaults to DefaultWorkers.
+	Workers int
+	// AckWait is how long the server waits for an event to be settled before delivering it
+	// again: how soon a crashed process's events are taken up. An event takes an append and a
+	// start per matching workflow (milliseconds), a history load on a cache miss; the consume
+	// loop sends progress for the events it holds. Defaults to DefaultAckWait.
+	AckWait time.Duration
+	// MaxAckPending bounds the events delivered and not yet settled. Defaults to
+	// DefaultMaxAckPending.
+	MaxAckPending int
+	// MaxConflicts bounds how often one event is decided again after conflicting appends
+	// before it is handed back to the server. Defaults to DefaultMaxConflicts.
+	MaxConflicts int
+	// NotFoundDeliveries is how many deliveries an updated or deleted event of a blob that
+	// does not exist gets before it is dead-lettered: another process may be recording the
+	// blob's created event at that moment (events of one blob are ordered within a process,
+	// not across processes). Defaults to DefaultNotFoundDeliveries.
+	NotFoundDeliveries int
+	// Providers returns the active providers, whose triggers each event is matched against.
+	// Defaults to none: deltas are written and nothing is started.
+	Providers func() []*definitions.Provider
+	// Start queues a triggered execution, with the start's deterministic id. It returns nil
+	// when it queued it or the execution exists already, an error matching ErrSkipped or
+	// ErrUnstartable, or any other error for a transient failure (the event is retried).
+	// Required when Providers is set.
+	Start func(ctx context.Context, s trigger.Start) error
+	// Trigger configures matching (the derivation bound). Defaults to trigger.Config{}.
+	Trigger trigger.Config
+	// Now is the clock of deltas. Defaults to time.Now.
+	Now func() time.Time
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// DeadLetter records events that can never be processed. Required.
+	DeadLetter *deadletter.Writer
+	// RetryBackoff and MaxRetryBackoff pace the retries of an event whose load, append or
+	// start failed for a transient reason. Default to consume.DefaultRetryBackoff and
+	// consume.DefaultMaxRetryBackoff.
+	RetryBackoff, MaxRetryBackoff time.Duration
+}
+
+func (c *Config) defaults(js jetstream.JetStream) error {
+	c.Blobs = cmp.Or(c.Blobs, streams.Blobs)
+	c.Durable = cmp.Or(c.Durable, Name)
+	c.Workers = cmp.Or(c.Workers, DefaultWorkers)
+	c.AckWait = cmp.Or(c.AckWait, DefaultAckWait)
+	c.MaxAckPending = cmp.Or(c.MaxAckPending, DefaultMaxAckPending)
+	c.MaxConflicts = cmp.Or(c.MaxConflicts, DefaultMaxConflicts)
+	c.NotFoundDeliveries = cmp.Or(c.NotFoundDeliveries, DefaultNotFoundDeliveries)
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	c.Logger = cmp.Or(c.Logger, slog.Default())
+	switch {
+	case c.DeadLetter == nil:
+		return errors.New("blobs: DeadLetter is required")
+	case c.Providers != nil && c.Start == nil:
+		return errors.New("blobs: Start is required with Providers")
+	case c.Workers < 0:
+		return fmt.Errorf("blobs: Workers %d is negative", c.Workers)
+	case c.AckWait < time.Second:
+		return fmt.Errorf("blobs: AckWait %s is under a second", c.AckWait)
+	case c.MaxAckPending < c.Workers:
+		return fmt.Errorf("blobs: MaxAckPending %d is under Workers %d", c.MaxAckPending, c.Workers)
+	case c.MaxConflicts < 0:
+		return fmt.Errorf("blobs: MaxConflicts %d is negative", c.MaxConflicts)
+	case c.NotFoundDeliveries < 0:
+		return fmt.Errorf("blobs: NotFoundDeliveries %d is negative", c.NotFoundDeliveries)
+	}
+	if c.Store == nil {
+		s, err := blobstore.New[blob.State](js, blobstore.Config{})
+		if err != nil {
+			return fmt.Errorf("blobs: %w", err)
+		}
+		c.Store = s
+	}
+	return nil
+}
+
+// Handler records blob events as deltas and starts the executions they trigger.
+type Handler struct {
+	cfg  Config
+	log  *slog.Logger
+	loop *consume.Loop
+}
+
+// New checks cfg and returns a handler. Start starts it.
+func New(js jetstream.JetStream, cfg Config) (*Handler, error) {
+	if err := cfg.defaults(js); err != nil {
+		return nil, err
+	}
+	h := &Handler{cfg: cfg, log: cfg.Logger.With("component", Name)}
+	loop, err := consume.New(js, consume.Config{
+		Name:   Name,
+		Stream: cfg.Blobs,
+		Consumer: jetstream.ConsumerConfig{
+			Durable:       cfg.Durable,
+			Description:   "Records blob events as deltas and starts the workflows they trigger",
+			FilterSubject: events.SubjectBlobs,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       cfg.AckWait,
+			// Unlimited: a transient failure is retried for as long as it lasts, and an event
+			// must never be dropped silently. What can never apply is dead-lettered by the
+			// handler.
+			MaxDeliver:    -1,
+			MaxAckPending: cfg.MaxAckPending,
+		},
+		Workers: cfg.Workers,
+		// The events of one blob are recorded one at a time, in order.
+		Key:             blobKey,
+		RetryBackoff:    cfg.RetryBackoff,
+		MaxRetryBackoff: cfg.MaxRetryBackoff,
+		DeadLetter:      cfg.DeadLetter,
+		Logger:          cfg.Logger,
+	}, h.handle)
+	if err != nil {
+		return nil, err
+	}
+	h.loop = loop
+	return h, nil
+}
+
+// blobKey is the blob id of memmie.blobs.<blob_id>.<kind>, or the subject.
+func blobKey(msg jetstream.Msg) string {
+	s := msg.Subject()
+	rest, ok := strings.CutPrefix(s, "memmie.blobs.")
+	if !ok {
+		return s
+	}
+	if i := strings.IndexByte(rest, '.'); i > 0 {
+		return rest[:i]
+	}
+	return s
+}
+
+// Start starts consuming.
+func (h *Handler) Start(ctx context.Context) error { return h.loop.Start(ctx) }
+
+// Stop stops consuming; events in progress finish (see consume.Loop.Stop).
+func (h *Handler) Stop(ctx context.Context) error { return h.loop.Stop(ctx) }
+
+// Stats returns the counters of the handler's consume loop.
+func (h *Handler) Stats() consume.Stats { return h.loop.Stats() }
+
+// StoreStats returns the blob store's counters (history loads, cache hits, conflicts).
+func (h *Handler) StoreStats() blobstore.Stats { return h.cfg.Store.Stats() }
+
+func (h *Handler) handle(ctx context.Context, d consume.Delivery) consume.Outcome {
+	msgID := d.Msg.Headers().Get(jetstream.MsgIDHeader)
+	if msgID == "" {
+		// Stable across redeliveries; a re-publish without an id is another event.
+		msgID = d.Meta.Stream + "/" + strconv.FormatUint(d.Meta.Sequence.Stream, 10)
+	}
+	ev, err := blob.Parse(blob.Message{Subject: d.Msg.Subject(), Body: d.Msg.Data(), MsgID: msgID})
+	if err != nil {
+		return consume.DeadLetter(err.Error())
+	}
+	log := h.log.With("blob_id", ev.Data.BlobID, "event_id", ev.ID, "kind", ev.Kind())
+	after, out, ok := h.record(ctx, log, d, ev)
+	if !ok {
+		return out
+	}
+	return h.trigger(ctx, log, ev, after)
+}
+
+// record appends the event's delta, or finds it recorded already, and returns the blob at the
+// event's version. ok is false when out settles the event.
+func (h *Handler) record(ctx context.Context, log *slog.Logger, d consume.Delivery, ev blob.Event) (after blob.State, out consume.Outcome, ok bool) {
+	store := h.cfg.Store
+	id := ev.Data.BlobID
+	e, err := store.Get(ctx, id)
+	fresh := false
+	for attempt := 1; ; attempt++ {
+		if err != nil {
+			return blob.State{}, loadOutcome(err), false
+		}
+		dec, err := blob.Decide(e.State, ev, h.cfg.Now())
+		var refusal *blob.Refusal
+		switch {
+		case errors.As(err, &refusal) && !fresh:
+			// A cached state may be behind another process's appends: refuse on the stream's.
+			e, err = store.Fresh(ctx, id)
+			fresh = true
+			continue
+		case errors.As(err, &refusal):
+			if refusal.Reason == blob.ReasonNotFound && d.Meta.NumDelivered < uint64(h.cfg.NotFoundDeliveries) {
+				// Its created event may be in another process's hands right now.
+				return blob.State{}, consume.Retry(err, 0), false
+			}
+			log.Info("blob event refused", "reason", refusal.Reason, "err", err)
+			return blob.State{}, consume.DeadLetter(err.Error()), false
+		case err != nil:
+			log.Error("decide failed", "err", err)
+			return blob.State{}, consume.DeadLetter(err.Error()), false
+		case dec.Duplicate:
+			at, err := store.AtVersion(ctx, e, dec.Version, func(s *blob.State) int64 { return s.Version })
+			if err != nil {
+				return blob.State{}, loadOutcome(err), false
+			}
+			log.Debug("blob event recorded before", "version", dec.Version)
+			return at, consume.Outcome{}, true
+		}
+		next, err := store.Append(ctx, e, dec.Delta)
+		switch {
+		case err == nil:
+			log.Debug("delta appended", "version", dec.Version, "type", dec.Delta.Type)
+			return next.State, consume.Outcome{}, true
+		case !errors.Is(err, stream.ErrConflict):
+			return blob.State{}, consume.Retry(err, 0), false
+		case attempt >= h.cfg.MaxConflicts:
+			return blob.State{}, consume.Retry(fmt.Errorf("after %d conflicting appends: %w", attempt, err), 0), false
+		}
+		// Another writer appended first: catch up on its deltas and decide again.
+		log.Debug("append conflict; deciding again", "attempt", attempt)
+		e, err = store.Fresh(ctx, id)
+		fresh = true
+	}
+}
+
+// loadOutcome settles an event whose blob could not be read: a history too large or
+// unreadable can never be processed; anything else passes.
+func loadOutcome(err error) consume.Outcome {
+	if errors.Is(err, blobstore.ErrTooLarge) || errors.Is(err, blobstore.ErrUnreadable) {
+		return consume.DeadLetter(err.Error())
+	}
+	return consume.Retry(err, 0)
+}
+
+// trigger starts the executions the event triggers on the blob after it. Each start's id is
+// deterministic, so an event processed again starts nothing new.
+func (h *Handler) trigger(ctx context.Context, log *slog.Logger, ev blob.Event, after blob.State) consume.Outcome {
+	if h.cfg.Providers == nil {
+		return consume.Ack()
+	}
+	starts, err := trigger.Match(h.cfg.Providers(), ev, after, h.cfg.Trigger)
+	if err != nil {
+		log.Error("match triggers", "err", err)
+		return consume.DeadLetter(err.Error())
+	}
+	if len(starts) == 0 && h.cfg.Trigger.PastBound(ev) {
+		log.Info("derived blob past the derivation bound: recorded, nothing started", "depth", ev.Data.DerivedFrom.Depth)
+	}
+	var refused []string
+	for _, s := range starts {
+		err := h.cfg.Start(ctx, s)
+		sl := log.With("execution_id", s.ExecutionID, "workflow_id", s.WorkflowID, "provider_id", s.ProviderID)
+		switch {
+		case err == nil:
+			sl.Debug("triggered", "trigger", s.Trigger, "base_version", s.BaseVersion)
+		case errors.Is(err, ErrSkipped):
+			sl.Debug("trigger skipped", "err", err)
+		case errors.Is(err, ErrUnstartable):
+			sl.Warn("triggered execution cannot start", "err", err)
+			refused = append(refused, fmt.Sprintf("start of workflow %s (provider %s): %v", s.WorkflowID, s.ProviderID, err))
+		default:
+			// The delta is written: the event comes back as a duplicate, and its starts are
+			// made again with the same ids.
+			return consume.Retry(fmt.Errorf("start workflow %s: %w", s.WorkflowID, err), 0)
+		}
+	}
+	if len(refused) > 0 {
+		return consume.DeadLetter(strings.Join(refused, "; "))
+	}
+	return consume.Ack()
+}
