@@ -1,0 +1,361 @@
+package blobs_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/memmie/memmie/definitions"
+	"github.com/memmie/memmie/events"
+	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/handlers/blobs"
+	"github.com/memmie/memmie/internal/core/trigger"
+	"github.com/memmie/memmie/internal/jetstream/deadletter"
+	"github.com/memmie/memmie/internal/jetstream/stream"
+	"github.com/memmie/memmie/internal/natsserver/natstest"
+)
+
+const waitFor = 20 * time.Second
+
+func testContext(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// starts records the starts a handler makes; fail, when set, answers a start instead.
+type starts struct {
+	mu   sync.Mutex
+	got  []trigger.Start
+	fail func(s trigger.Start, n int) error
+}
+
+func (s *starts) start(_ context.Context, st trigger.Start) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, g := range s.got {
+		if g.ExecutionID == st.ExecutionID {
+			n++
+		}
+	}
+	s.got = append(s.got, st)
+	if s.fail != nil {
+		return s.fail(st, n)
+	}
+	return nil
+}
+
+func (s *starts) all() []trigger.Start {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.got)
+}
+
+// ids returns the distinct execution ids started.
+func (s *starts) ids() []string {
+	var out []string
+	for _, st := range s.all() {
+		if !slices.Contains(out, st.ExecutionID) {
+			out = append(out, st.ExecutionID)
+		}
+	}
+	return out
+}
+
+type env struct {
+	t  *testing.T
+	js jetstream.JetStream
+	nc *nats.Conn
+}
+
+func newEnv(t *testing.T) *env {
+	_, nc, js := natstest.Run(t)
+	require.NoError(t, stream.EnsureStreams(testContext(t), js, streams.Configs(streams.Options{})))
+	return &env{t: t, js: js, nc: nc}
+}
+
+// handler starts a blob handler with the providers (YAML sources) and the starter.
+func (e *env) handler(st *starts, providers ...string) *blobs.Handler {
+	t := e.t
+	var ps []*definitions.Provider
+	for i, src := range providers {
+		def, err := definitions.Parse(fmt.Sprintf("p%d.yaml", i), []byte(src), "")
+		require.NoError(t, err)
+		ps = append(ps, def.(*definitions.Provider))
+	}
+	cfg := blobs.Config{
+		DeadLetter:   deadletter.NewWriter(e.js, deadletter.Config{}),
+		Logger:       slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})),
+		RetryBackoff: 50 * time.Millisecond, MaxRetryBackoff: 200 * time.Millisecond,
+	}
+	if st != nil {
+		cfg.Providers = func() []*definitions.Provider { return ps }
+		cfg.Start = st.start
+	}
+	h, err := blobs.New(e.js, cfg)
+	require.NoError(t, err)
+	require.NoError(t, h.Start(testContext(t)))
+	t.Cleanup(func() { require.NoError(t, h.Stop(context.Background())) })
+	return h
+}
+
+// publish publishes a blob event as a client would, with a Nats-Msg-Id.
+func (e *env) publish(subject, body, msgID string) {
+	e.t.Helper()
+	msg := nats.NewMsg(subject)
+	msg.Data = []byte(body)
+	if msgID != "" {
+		msg.Header.Set(jetstream.MsgIDHeader, msgID)
+	}
+	_, err := e.js.PublishMsg(testContext(e.t), msg)
+	require.NoError(e.t, err)
+}
+
+// deltas returns the blob's deltas.
+func (e *env) deltas(blobID string) []events.Delta {
+	e.t.Helper()
+	msgs, err := stream.Load(testContext(e.t), e.js, streams.Deltas, "memmie.deltas."+blobID)
+	require.NoError(e.t, err)
+	var out []events.Delta
+	for _, m := range msgs {
+		ev, err := events.Decode(m.Data)
+		require.NoError(e.t, err)
+		d := ev.Data.(*events.Delta)
+		require.Equal(e.t, d.ID, m.Header.Get(jetstream.MsgIDHeader), "Nats-Msg-Id is the delta's id")
+		require.Equal(e.t, d.ID, ev.ID, "the envelope's id is the delta's id")
+		out = append(out, *d)
+	}
+	return out
+}
+
+// waitDeltas waits until the blob has n deltas.
+func (e *env) waitDeltas(blobID string, n int) []events.Delta {
+	e.t.Helper()
+	deadline := time.Now().Add(waitFor)
+	var got []events.Delta
+	for time.Now().Before(deadline) {
+		if got = e.deltas(blobID); len(got) >= n {
+			return got
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.t.Fatalf("blob %s: %d deltas within %s, want %d", blobID, len(got), waitFor, n)
+	return nil
+}
+
+// deadLetters waits until the handler dead-lettered n messages.
+func (e *env) deadLetters(n int) []*events.DeadLetter {
+	e.t.Helper()
+	deadline := time.Now().Add(waitFor)
+	var out []*events.DeadLetter
+	for time.Now().Before(deadline) {
+		msgs, err := stream.Load(testContext(e.t), e.js, streams.DeadLetter, "memmie.deadletter."+blobs.Name)
+		require.NoError(e.t, err)
+		out = out[:0]
+		for _, m := range msgs {
+			ev, err := events.Decode(m.Data)
+			require.NoError(e.t, err)
+			out = append(out, ev.Data.(*events.DeadLetter))
+		}
+		if len(out) >= n {
+			return out
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.t.Fatalf("%d dead letters within %s, want %d", len(out), waitFor, n)
+	return nil
+}
+
+const summaries = `
+provider:
+  id: summaries
+workflows:
+  - workflow_id: summarize
+    priority: 7
+    triggers:
+      - event: onCreate
+        conditions:
+          - field: metadata.type
+            operator: eq
+            value: note
+      - event: onUpdate
+        conditions:
+          - field: metadata.type
+            operator: eq
+            value: note
+`
+
+func TestCreatedAndUpdatedBecomeDeltasAndStarts(t *testing.T) {
+	e := newEnv(t)
+	st := &starts{}
+	e.handler(st, summaries)
+	e.publish("memmie.blobs.b1.created", `{"blob_id": "b1", "user_id": "u1", "content": "hello", "metadata": {"type": "note", "status": "draft"}}`, "ev-1")
+	e.publish("memmie.blobs.b1.updated", `{"blob_id": "b1", "metadata": {"status": "final", "tags": ["a"]}}`, "ev-2")
+	d := e.waitDeltas("b1", 2)
+	require.Len(t, d, 2)
+	assert.Equal(t, events.DeltaCreate, d[0].Type)
+	assert.EqualValues(t, 1, d[0].Version)
+	assert.EqualValues(t, 0, d[0].BaseVersion)
+	assert.Equal(t, "ev-1", d[0].Metadata.SourceEventID)
+	assert.JSONEq(t, `{"content": "hello", "metadata": {"status": "draft", "type": "note"}}`, string(d[0].NewValue))
+	assert.Equal(t, events.DeltaUpdate, d[1].Type)
+	assert.EqualValues(t, 2, d[1].Version)
+	// The metadata is merged (RFC 7396): type stays, status changes, tags is added.
+	assert.JSONEq(t, `{"metadata": {"status": "final", "tags": ["a"], "type": "note"}}`, string(d[1].NewValue))
+
+	require.Eventually(t, func() bool { return len(st.all()) == 2 }, waitFor, 10*time.Millisecond)
+	got := st.all()
+	first := got[0]
+	assert.Equal(t, trigger.ExecutionID("b1", "ev-1", "summaries", "summarize"), first.ExecutionID)
+	assert.Equal(t, "summarize", first.WorkflowID)
+	assert.Equal(t, "summaries", first.ProviderID)
+	assert.Equal(t, 7, first.Priority)
+	assert.Equal(t, "workflows[0].triggers[0]", first.Trigger)
+	assert.EqualValues(t, 1, first.BaseVersion)
+	assert.Equal(t, "ev-1", first.SourceEventID)
+	assert.Equal(t, "b1", first.BlobID)
+	assert.Equal(t, "hello", first.Input["content"])
+	blob := first.Input["blob"].(map[string]any)
+	assert.EqualValues(t, 1, blob["version"])
+	assert.Equal(t, map[string]any{"type": "note", "status": "draft"}, blob["metadata"])
+	second := got[1]
+	assert.Equal(t, "workflows[0].triggers[1]", second.Trigger)
+	assert.EqualValues(t, 2, second.BaseVersion)
+	assert.Equal(t, map[string]any{"type": "note", "status": "final", "tags": []any{"a"}}, second.Input["blob"].(map[string]any)["metadata"])
+}
+
+func TestRefusalsAreDeadLetteredAndTheConsumerGoesOn(t *testing.T) {
+	e := newEnv(t)
+	st := &starts{}
+	e.handler(st, summaries)
+	e.publish("memmie.blobs.gone.created", `{"blob_id": "gone", "metadata": {}}`, "g-1")
+	e.publish("memmie.blobs.gone.deleted", `{"blob_id": "gone"}`, "g-2")
+	e.waitDeltas("gone", 2)
+	cases := []struct {
+		subject, body string
+		reason        string
+	}{
+		{"memmie.blobs.x1.created", `{"blob_id": "x1",`, "invalid_json"},
+		{"memmie.blobs.x2.created", `{"blob_id": "x2", "metadata": [1]}`, "invalid_event"},
+		{"memmie.blobs.x3.created", `{"blob_id": "other"}`, "blob_id_mismatch"},
+		{"memmie.blobs.x4.updated", `{"blob_id": "x4", "content": 1}`, "blob_not_found"},
+		{"memmie.blobs.gone.updated", `{"blob_id": "gone", "content": 1}`, "blob_deleted"},
+		{"memmie.blobs.gone.created", `{"blob_id": "gone"}`, "blob_exists"},
+	}
+	for i, c := range cases {
+		e.publish(c.subject, c.body, fmt.Sprintf("bad-%d", i))
+	}
+	// The consumer goes on: an event after the refused ones is recorded.
+	e.publish("memmie.blobs.after.created", `{"blob_id": "after", "metadata": {"type": "note"}}`, "after-1")
+	e.waitDeltas("after", 1)
+
+	letters := e.deadLetters(len(cases))
+	require.Len(t, letters, len(cases))
+	for _, c := range cases {
+		i := slices.IndexFunc(letters, func(dl *events.DeadLetter) bool { return dl.Subject == c.subject && strings.HasPrefix(dl.Reason, c.reason+":") })
+		if assert.GreaterOrEqual(t, i, 0, "a dead letter of %s with reason %s in %v", c.subject, c.reason, letters) {
+			assert.Equal(t, streams.Blobs, letters[i].Stream)
+			assert.Equal(t, c.body, string(letters[i].Data))
+		}
+	}
+	assert.Len(t, e.deltas("gone"), 2, "refused events write nothing")
+	assert.Empty(t, e.deltas("x4"))
+	assert.Equal(t, []string{trigger.ExecutionID("after", "after-1", "summaries", "summarize")}, st.ids(),
+		"refused events start nothing")
+}
+
+func TestEventDeliveredTwiceWritesAndStartsOnce(t *testing.T) {
+	e := newEnv(t)
+	// The first start fails for a transient reason, after the delta is written: the event is
+	// delivered again, finds its delta, and makes its start with the same id.
+	st := &starts{fail: func(s trigger.Start, n int) error {
+		if n == 0 {
+			return errors.New("nats: timeout")
+		}
+		return nil
+	}}
+	e.handler(st, summaries)
+	envelope := `{"specversion": "1.0", "id": "studio-42", "source": "/studio", "type": "memmie.blob.created",
+		"data": {"blob_id": "b2", "user_id": "u1", "metadata": {"type": "note"}}}`
+	e.publish("memmie.blobs.b2.created", envelope, "msg-1")
+	require.Eventually(t, func() bool { return len(st.all()) == 2 }, waitFor, 10*time.Millisecond)
+	// A re-publish past the duplicate window (another Nats-Msg-Id, the same envelope id).
+	e.publish("memmie.blobs.b2.created", envelope, "msg-2")
+	require.Eventually(t, func() bool { return len(st.all()) == 3 }, waitFor, 10*time.Millisecond)
+	// A later event proves the re-publish was processed before it (one key, in order).
+	e.publish("memmie.blobs.b2.updated", `{"blob_id": "b2", "content": "x"}`, "msg-3")
+	d := e.waitDeltas("b2", 2)
+	require.Len(t, d, 2, "one delta for the created event, however often it came")
+	assert.Equal(t, "studio-42", d[0].Metadata.SourceEventID)
+	assert.Equal(t, events.DeltaUpdate, d[1].Type)
+	require.Eventually(t, func() bool { return len(st.all()) == 4 }, waitFor, 10*time.Millisecond)
+	ids := st.ids()
+	assert.Equal(t, []string{
+		trigger.ExecutionID("b2", "studio-42", "summaries", "summarize"),
+		trigger.ExecutionID("b2", "msg-3", "summaries", "summarize"),
+	}, ids, "the created event starts one execution id, however often it came")
+	for _, s := range st.all()[:3] {
+		assert.EqualValues(t, 1, s.BaseVersion, "the duplicate is matched at its own version")
+		assert.EqualValues(t, 1, s.Input["blob"].(map[string]any)["version"])
+	}
+}
+
+func TestUnstartableStartIsDeadLettered(t *testing.T) {
+	e := newEnv(t)
+	st := &starts{fail: func(s trigger.Start, n int) error {
+		return fmt.Errorf("%w: input of workflow summarize is invalid: /user_id: required", blobs.ErrUnstartable)
+	}}
+	e.handler(st, summaries)
+	e.publish("memmie.blobs.b3.created", `{"blob_id": "b3", "metadata": {"type": "note"}}`, "b3-1")
+	letters := e.deadLetters(1)
+	assert.Contains(t, letters[0].Reason, "start of workflow summarize (provider summaries)")
+	assert.Contains(t, letters[0].Reason, "/user_id: required")
+	assert.Len(t, e.deltas("b3"), 1, "the delta is written")
+	assert.Len(t, st.all(), 1, "dead-lettered, not retried")
+}
+
+// Two handlers (two processes) record 20 concurrent updates of one blob: the versions are
+// 1..21 with no gap and no event twice.
+func TestConcurrentUpdatesOnTwoHandlersAreGapless(t *testing.T) {
+	e := newEnv(t)
+	a, b := e.handler(nil), e.handler(nil)
+	e.publish("memmie.blobs.c1.created", `{"blob_id": "c1", "metadata": {}}`, "c-0")
+	e.waitDeltas("c1", 1)
+	const n = 20
+	var wg sync.WaitGroup
+	for i := 1; i <= n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.publish("memmie.blobs.c1.updated", fmt.Sprintf(`{"blob_id": "c1", "metadata": {"k%d": %d}}`, i, i), fmt.Sprintf("c-%d", i))
+		}()
+	}
+	wg.Wait()
+	d := e.waitDeltas("c1", n+1)
+	require.Len(t, d, n+1)
+	seen := map[string]bool{}
+	for i, x := range d {
+		assert.EqualValues(t, i+1, x.Version, "versions count from 1 with no gap")
+		assert.False(t, seen[x.Metadata.SourceEventID], "event %s recorded twice", x.Metadata.SourceEventID)
+		seen[x.Metadata.SourceEventID] = true
+	}
+	last := d[n]
+	for i := 1; i <= n; i++ {
+		assert.Contains(t, string(last.NewValue), fmt.Sprintf(`"k%d":%d`, i, i), "every update is in the last version")
+	}
+	sa, sb := a.StoreStats(), b.StoreStats()
+	t.Logf("handled %d and %d; conflicts %d and %d; history loads %d and %d",
+		a.Stats().Handled, b.Stats().Handled, sa.Conflicts, sb.Conflicts, sa.HistoryLoads, sb.HistoryLoads)
+}
