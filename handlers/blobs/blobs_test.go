@@ -264,7 +264,9 @@ func TestRefusalsAreDeadLetteredAndTheConsumerGoesOn(t *testing.T) {
 	letters := e.deadLetters(len(cases))
 	require.Len(t, letters, len(cases))
 	for _, c := range cases {
-		i := slices.IndexFunc(letters, func(dl *events.DeadLetter) bool { return dl.Subject == c.subject && strings.HasPrefix(dl.Reason, c.reason+":") })
+		i := slices.IndexFunc(letters, func(dl *events.DeadLetter) bool {
+			return dl.Subject == c.subject && strings.HasPrefix(dl.Reason, c.reason+":")
+		})
 		if assert.GreaterOrEqual(t, i, 0, "a dead letter of %s with reason %s in %v", c.subject, c.reason, letters) {
 			assert.Equal(t, streams.Blobs, letters[i].Stream)
 			assert.Equal(t, c.body, string(letters[i].Data))
