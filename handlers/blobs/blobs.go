@@ -52,8 +52,16 @@ type Store = blobstore.Store[blob.State, *blob.State]
 type Config struct {
 	// Blobs is the stream of blob events. Defaults to streams.Blobs.
 	Blobs string
-	// Durable is the consumer's name. Defaults to Name.
+	// Durable is the blob events consumer's name. Defaults to Name.
 	Durable string
+	// Executions is the stream of execution events, whose completed events of triggered
+	// executions become deltas. Defaults to streams.Executions.
+	Executions string
+	// OutputsDurable is the name of the consumer of completed executions. Defaults to
+	// Name + "-outputs".
+	OutputsDurable string
+	// NoOutputs turns the writing of executions' deltas off. Defaults to false.
+	NoOutputs bool
 	// Store reads and appends blob states. Defaults to a blobstore on streams.Deltas with its
 	// defaults (its cache bounds the states held in memory).
 	Store *Store
@@ -101,6 +109,8 @@ type Config struct {
 func (c *Config) defaults(js jetstream.JetStream) error {
 	c.Blobs = cmp.Or(c.Blobs, streams.Blobs)
 	c.Durable = cmp.Or(c.Durable, Name)
+	c.Executions = cmp.Or(c.Executions, streams.Executions)
+	c.OutputsDurable = cmp.Or(c.OutputsDurable, Name+"-outputs")
 	c.Workers = cmp.Or(c.Workers, DefaultWorkers)
 	c.AckWait = cmp.Or(c.AckWait, DefaultAckWait)
 	c.MaxAckPending = cmp.Or(c.MaxAckPending, DefaultMaxAckPending)
@@ -138,9 +148,12 @@ func (c *Config) defaults(js jetstream.JetStream) error {
 
 // Handler records blob events as deltas and starts the executions they trigger.
 type Handler struct {
+	js   jetstream.JetStream
 	cfg  Config
 	log  *slog.Logger
 	loop *consume.Loop
+	// outputs consumes completed executions; nil with Config.NoOutputs.
+	outputs *consume.Loop
 }
 
 // New checks cfg and returns a handler. Start starts it.
@@ -148,7 +161,7 @@ func New(js jetstream.JetStream, cfg Config) (*Handler, error) {
 	if err := cfg.defaults(js); err != nil {
 		return nil, err
 	}
-	h := &Handler{cfg: cfg, log: cfg.Logger.With("component", Name)}
+	h := &Handler{js: js, cfg: cfg, log: cfg.Logger.With("component", Name)}
 	loop, err := consume.New(js, consume.Config{
 		Name:   Name,
 		Stream: cfg.Blobs,
@@ -177,6 +190,34 @@ func New(js jetstream.JetStream, cfg Config) (*Handler, error) {
 		return nil, err
 	}
 	h.loop = loop
+	if cfg.NoOutputs {
+		return h, nil
+	}
+	h.outputs, err = consume.New(js, consume.Config{
+		Name:   Name,
+		Stream: cfg.Executions,
+		Consumer: jetstream.ConsumerConfig{
+			Durable:       cfg.OutputsDurable,
+			Description:   "Writes the deltas of the completed executions that blob events triggered",
+			FilterSubject: OutputsFilter,
+			// From the first: an execution that completed while no process ran still writes.
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       cfg.AckWait,
+			// Unlimited, as for blob events: transient failures are retried, and what can
+			// never be written is dead-lettered by the handler.
+			MaxDeliver:    -1,
+			MaxAckPending: cfg.MaxAckPending,
+		},
+		Workers:         cfg.Workers,
+		RetryBackoff:    cfg.RetryBackoff,
+		MaxRetryBackoff: cfg.MaxRetryBackoff,
+		DeadLetter:      cfg.DeadLetter,
+		Logger:          cfg.Logger,
+	}, h.handleOutput)
+	if err != nil {
+		return nil, err
+	}
 	return h, nil
 }
 
@@ -193,14 +234,40 @@ func blobKey(msg jetstream.Msg) string {
 	return s
 }
 
-// Start starts consuming.
-func (h *Handler) Start(ctx context.Context) error { return h.loop.Start(ctx) }
+// Start starts consuming blob events and completed executions.
+func (h *Handler) Start(ctx context.Context) error {
+	if err := h.loop.Start(ctx); err != nil {
+		return err
+	}
+	if h.outputs != nil {
+		if err := h.outputs.Start(ctx); err != nil {
+			_ = h.loop.Stop(context.WithoutCancel(ctx))
+			return err
+		}
+	}
+	return nil
+}
 
 // Stop stops consuming; events in progress finish (see consume.Loop.Stop).
-func (h *Handler) Stop(ctx context.Context) error { return h.loop.Stop(ctx) }
+func (h *Handler) Stop(ctx context.Context) error {
+	var err error
+	if h.outputs != nil {
+		err = h.outputs.Stop(ctx)
+	}
+	return errors.Join(err, h.loop.Stop(ctx))
+}
 
-// Stats returns the counters of the handler's consume loop.
+// Stats returns the counters of the blob events' consume loop.
 func (h *Handler) Stats() consume.Stats { return h.loop.Stats() }
+
+// OutputStats returns the counters of the completed executions' consume loop (zero with
+// Config.NoOutputs).
+func (h *Handler) OutputStats() consume.Stats {
+	if h.outputs == nil {
+		return consume.Stats{}
+	}
+	return h.outputs.Stats()
+}
 
 // StoreStats returns the blob store's counters (history loads, cache hits, conflicts).
 func (h *Handler) StoreStats() blobstore.Stats { return h.cfg.Store.Stats() }

@@ -678,6 +678,7 @@ func (e *Engine) Stats() Stats {
 	}
 	if e.blobs != nil {
 		st.Loops[blobs.Name] = e.blobs.Stats()
+		st.Loops[blobs.Name+"-outputs"] = e.blobs.OutputStats()
 	}
 	return st
 }

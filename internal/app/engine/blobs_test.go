@@ -1,0 +1,122 @@
+package engine_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/memmie/memmie/definitions"
+	"github.com/memmie/memmie/events"
+	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/internal/core/blob"
+	"github.com/memmie/memmie/internal/core/execution"
+	"github.com/memmie/memmie/internal/core/trigger"
+	"github.com/memmie/memmie/internal/jetstream/stream"
+)
+
+const (
+	noteBlob = "3f2a1b0c-9d8e-4f7a-b6c5-d4e3f2a1b0c9"
+	noteUser = "7c6b5a49-3828-4716-a5b4-c3d2e1f0a9b8"
+)
+
+// publishBlob publishes a client's blob event with a Nats-Msg-Id.
+func publishBlob(t testing.TB, js jetstream.JetStream, subject, body, msgID string) {
+	t.Helper()
+	msg := nats.NewMsg(subject)
+	msg.Data = []byte(body)
+	msg.Header.Set(jetstream.MsgIDHeader, msgID)
+	_, err := js.PublishMsg(testContext(t), msg)
+	require.NoError(t, err)
+}
+
+// blobDeltas waits until the blob has at least n deltas and returns them.
+func blobDeltas(t testing.TB, js jetstream.JetStream, blobID string, n int) []events.Delta {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	var out []events.Delta
+	for time.Now().Before(deadline) {
+		msgs, err := stream.Load(testContext(t), js, streams.Deltas, "memmie.deltas."+blobID)
+		require.NoError(t, err)
+		out = out[:0]
+		for _, m := range msgs {
+			ev, err := events.Decode(m.Data)
+			require.NoError(t, err)
+			out = append(out, *ev.Data.(*events.Delta))
+		}
+		if len(out) >= n {
+			return out
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("blob %s: %d deltas within %s, want %d", blobID, len(out), waitFor, n)
+	return nil
+}
+
+// TestBlobCreatedStartsBlobSummary publishes a client's created event with the shipped
+// definitions registered: it becomes the blob's version 1 and starts the blob-summary
+// provider's workflow, whose input is the event data plus the blob.
+func TestBlobCreatedStartsBlobSummary(t *testing.T) {
+	h := newHarness(t, nil)
+	set, err := definitions.Load("../../../definitions")
+	require.NoError(t, err)
+	_, err = h.reg.RegisterSet(testContext(t), set)
+	require.NoError(t, err)
+
+	publishBlob(t, h.js, "memmie.blobs."+noteBlob+".created", `{"blob_id": "`+noteBlob+`", "user_id": "`+noteUser+`",
+		"content": "# Notes", "metadata": {"type": "note"}}`, "note-1")
+	d := blobDeltas(t, h.js, noteBlob, 1)
+	assert.Equal(t, events.DeltaCreate, d[0].Type)
+	assert.EqualValues(t, 1, d[0].Version)
+
+	id := trigger.ExecutionID(noteBlob, "note-1", "blob-summary", "blob_summary")
+	s := h.waitEnd(id)
+	require.Equal(t, execution.StatusCompleted, s.Status, "error: %+v", s.Error)
+	assert.Equal(t, "blob_summary", s.WorkflowID)
+	assert.Equal(t, "blob-summary", s.ProviderID)
+	assert.Equal(t, noteBlob, s.BlobID)
+	assert.Equal(t, "note-1", s.SourceEventID)
+	assert.EqualValues(t, 1, s.BaseVersion)
+	assert.Equal(t, "workflows[0].triggers[0]", s.Trigger)
+	assert.Equal(t, jsonValue(t, `{"blob_id": "`+noteBlob+`", "user_id": "`+noteUser+`", "content": "# Notes",
+		"metadata": {"type": "note"},
+		"blob": {"blob_id": "`+noteBlob+`", "user_id": "`+noteUser+`", "version": 1, "content": "# Notes",
+			"metadata": {"type": "note"}, "deleted": false}}`), s.Input)
+	assert.Equal(t, jsonValue(t, `{"delta_operations": [
+		{"op": "add", "path": "/metadata/summary", "value": "note blob `+noteBlob+` of user `+noteUser+`"},
+		{"op": "add", "path": "/metadata/summarized_by", "value": "blob_summary (`+id+`)"}]}`), s.Output)
+	history, err := h.eng.History(testContext(t), id)
+	require.NoError(t, err)
+	assert.Equal(t, events.SourceTriggers, history[0].Source)
+
+	// Nothing else was started: book-writer's triggers want a chapter or an outline request.
+	msgs, err := stream.Load(testContext(t), h.js, streams.Executions, "memmie.executions.*.queued")
+	require.NoError(t, err)
+	assert.Len(t, msgs, 1, "one execution queued")
+
+	// The execution's output becomes the blob's versions 2 and 3, with its lineage.
+	d = blobDeltas(t, h.js, noteBlob, 3)
+	require.Len(t, d, 3)
+	for i, x := range d[1:] {
+		assert.Equal(t, events.DeltaAdd, x.Type)
+		assert.EqualValues(t, i+2, x.Version)
+		assert.EqualValues(t, 1, x.BaseVersion, "the version the execution read")
+		assert.Equal(t, "blob-summary", x.ProviderID)
+		assert.Equal(t, blob.ExecutionDeltaID(id, i), x.ID)
+		assert.Equal(t, events.DeltaMetadata{WorkflowID: "blob_summary", WorkflowRevision: 1, ExecutionID: id,
+			SourceEventID: "note-1"}, x.Metadata)
+	}
+	assert.Equal(t, "/metadata/summary", d[1].Path)
+	assert.JSONEq(t, `"note blob `+noteBlob+` of user `+noteUser+`"`, string(d[1].NewValue))
+	assert.Equal(t, "/metadata/summarized_by", d[2].Path)
+	state, err := blob.Fold(d)
+	require.NoError(t, err)
+	assert.JSONEq(t, `{"type": "note", "summary": "note blob `+noteBlob+` of user `+noteUser+`",
+		"summarized_by": "blob_summary (`+id+`)"}`, string(state.Metadata))
+	st := h.eng.Stats()
+	assert.Zero(t, st.Loops["blobs"].DeadLettered)
+	assert.Zero(t, st.Loops["blobs-outputs"].DeadLettered)
+}
