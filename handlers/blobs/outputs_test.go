@@ -1,0 +1,166 @@
+package blobs_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/memmie/memmie/events"
+	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/handlers/blobs"
+	"github.com/memmie/memmie/internal/core/blob"
+	"github.com/memmie/memmie/internal/core/trigger"
+	"github.com/memmie/memmie/internal/jetstream/blobstore"
+)
+
+// execution appends a triggered execution's queued and completed events as the orchestrator
+// would; msgID, when set, replaces the completed event's Nats-Msg-Id (a copy past the
+// duplicate window).
+func (e *env) execution(id, blobID string, baseVersion int64, output any, msgID string) {
+	e.t.Helper()
+	now := time.Now()
+	for _, ev := range []events.Event{
+		events.NewExecution(&events.ExecutionQueued{ExecutionID: id, WorkflowID: "wf", WorkflowRevision: 2,
+			ProviderID: "summaries", BlobID: blobID, BaseVersion: baseVersion, SourceEventID: "src-1"}, events.SourceTriggers, now),
+		events.NewExecution(&events.ExecutionCompleted{ExecutionID: id, Run: 1, Output: output}, events.SourceCore, now),
+	} {
+		data, err := events.Marshal(ev)
+		require.NoError(e.t, err)
+		msg := nats.NewMsg(ev.Subject)
+		msg.Data = data
+		msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
+		if msgID != "" && ev.Type == events.TypeExecutionCompleted {
+			msg.Header.Set(jetstream.MsgIDHeader, msgID)
+		}
+		_, err = e.js.PublishMsg(testContext(e.t), msg)
+		require.NoError(e.t, err)
+	}
+}
+
+// waitOutputs waits until the outputs consumer has settled n completed events.
+func (e *env) waitOutputs(n uint64) {
+	e.t.Helper()
+	require.Eventually(e.t, func() bool {
+		c, err := e.js.Consumer(testContext(e.t), streams.Executions, blobs.Name+"-outputs")
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(testContext(e.t))
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Consumer >= n
+	}, waitFor, 10*time.Millisecond)
+}
+
+const deriving = `
+provider:
+  id: deriver
+workflows:
+  - workflow_id: derive
+    triggers:
+      - event: onCreate
+`
+
+func TestCompletedExecutionWritesItsDeltasOnce(t *testing.T) {
+	e := newEnv(t)
+	st := &starts{}
+	e.handler(st, deriving)
+	e.publish("memmie.blobs.o1.created", `{"blob_id": "o1", "user_id": "u1", "content": "a", "metadata": {"type": "note"}}`, "o1-1")
+	e.waitDeltas("o1", 1)
+	output := map[string]any{
+		"delta_operations": []any{
+			map[string]any{"op": "add", "path": "/metadata/summary", "value": "s"},
+			map[string]any{"op": "replace", "path": "/metadata/type", "value": "summarized"},
+		},
+		"transformed_content": "A",
+		"created_blobs":       []any{map[string]any{"content": "child", "metadata": map[string]any{"type": "part"}}},
+	}
+
+	// A write cut short: the execution's first delta is on the blob already.
+	store, err := blobstore.New[blob.State](e.js, blobstore.Config{})
+	require.NoError(t, err)
+	cur, err := store.Get(testContext(t), "o1")
+	require.NoError(t, err)
+	x := blob.Execution{ExecutionID: "x1", WorkflowID: "wf", WorkflowRevision: 2, ProviderID: "summaries", BlobID: "o1",
+		BaseVersion: 1, SourceEventID: "src-1", Output: output}
+	res, err := blob.Deltas(cur.State, x, time.Now())
+	require.NoError(t, err)
+	_, err = store.Append(testContext(t), cur, res.Deltas[0])
+	require.NoError(t, err)
+
+	e.execution("x1", "o1", 1, output, "")
+	e.waitDeltas("o1", 5)
+	// Delivered again past the duplicate window: nothing more is written.
+	e.execution("x1", "o1", 1, output, "x1-completed-again")
+	e.waitOutputs(2)
+	e.publish("memmie.blobs.o1.updated", `{"blob_id": "o1", "content": "b"}`, "o1-2")
+	d := e.waitDeltas("o1", 6)
+	require.Len(t, d, 6)
+	types := []string{}
+	for i, x := range d {
+		assert.EqualValues(t, i+1, x.Version)
+		types = append(types, x.Type)
+	}
+	assert.Equal(t, []string{events.DeltaCreate, events.DeltaAdd, events.DeltaReplace, events.DeltaTransform,
+		events.DeltaCreateDerived, events.DeltaUpdate}, types, "each of the execution's deltas once")
+	for i, x := range d[1:5] {
+		assert.Equal(t, blob.ExecutionDeltaID("x1", i), x.ID)
+		assert.EqualValues(t, 1, x.BaseVersion)
+		assert.Equal(t, events.DeltaMetadata{WorkflowID: "wf", WorkflowRevision: 2, ExecutionID: "x1", SourceEventID: "src-1"}, x.Metadata)
+	}
+
+	// The derived blob became a blob of its own, one derivation deeper, and triggered.
+	child := blob.DerivedBlobID("x1", 0)
+	cd := e.waitDeltas(child, 1)
+	require.Len(t, cd, 1)
+	assert.Equal(t, events.DeltaCreate, cd[0].Type)
+	assert.Equal(t, &events.Derivation{BlobID: "o1", ExecutionID: "x1", Depth: 1}, cd[0].Metadata.DerivedFrom)
+	assert.Equal(t, "u1", cd[0].Metadata.UserID, "the owner's")
+	require.Eventually(t, func() bool { return len(st.ids()) == 2 }, waitFor, 10*time.Millisecond)
+	assert.Equal(t, child, st.all()[len(st.all())-1].BlobID)
+}
+
+func TestDerivationBoundStopsLoops(t *testing.T) {
+	e := newEnv(t)
+	st := &starts{}
+	e.handler(st, deriving)
+	// A blob at the bound (depth 3) derives one at depth 4: recorded, and it starts nothing.
+	e.publish("memmie.blobs.deep.created", `{"specversion": "1.0", "id": "deep-1", "source": "/test", "type": "memmie.blob.created",
+		"data": {"blob_id": "deep", "derived_from": {"blob_id": "p", "execution_id": "xp", "depth": 3}}}`, "deep-1")
+	e.waitDeltas("deep", 1)
+	require.Eventually(t, func() bool { return len(st.ids()) == 1 }, waitFor, 10*time.Millisecond)
+	e.execution("x2", "deep", 1, map[string]any{"created_blobs": []any{map[string]any{"content": 1}}}, "")
+	child := blob.DerivedBlobID("x2", 0)
+	cd := e.waitDeltas(child, 1)
+	assert.Equal(t, 4, cd[0].Metadata.DerivedFrom.Depth)
+	// A later event of another blob is matched after it: the deep child started nothing.
+	e.publish("memmie.blobs.later.created", `{"blob_id": "later"}`, "later-1")
+	e.waitDeltas("later", 1)
+	require.Eventually(t, func() bool { return len(st.ids()) == 2 }, waitFor, 10*time.Millisecond)
+	assert.Equal(t, []string{
+		trigger.ExecutionID("deep", "deep-1", "deriver", "derive"),
+		trigger.ExecutionID("later", "later-1", "deriver", "derive"),
+	}, st.ids())
+}
+
+func TestRejectedOutputIsDeadLettered(t *testing.T) {
+	e := newEnv(t)
+	e.handler(nil)
+	e.publish("memmie.blobs.r1.created", `{"blob_id": "r1", "metadata": {"v": 1}}`, "r1-1")
+	e.waitDeltas("r1", 1)
+	e.execution("x3", "r1", 1, map[string]any{"delta_operations": []any{
+		map[string]any{"op": "add", "path": "/metadata/ok", "value": true},
+		map[string]any{"op": "test", "path": "/metadata/v", "value": 2},
+		map[string]any{"op": "add", "path": "/metadata/never", "value": true},
+	}}, "")
+	letters := e.deadLetters(1)
+	assert.Contains(t, letters[0].Reason, "delta_operations[1]")
+	assert.Equal(t, "memmie.executions.x3.completed", letters[0].Subject)
+	// The blob's other deltas go on.
+	e.publish("memmie.blobs.r1.updated", `{"blob_id": "r1", "content": 2}`, "r1-2")
+	d := e.waitDeltas("r1", 2)
+	require.Len(t, d, 2, "nothing of the rejected output is written")
+	assert.Equal(t, events.DeltaUpdate, d[1].Type)
+}
