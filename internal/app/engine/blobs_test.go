@@ -1,6 +1,9 @@
 package engine_test
 
 import (
+	"encoding/json"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -119,4 +122,79 @@ func TestBlobCreatedStartsBlobSummary(t *testing.T) {
 	st := h.eng.Stats()
 	assert.Zero(t, st.Loops["blobs"].DeadLettered)
 	assert.Zero(t, st.Loops["blobs-outputs"].DeadLettered)
+}
+
+// tagger's workflow runs on every update of a blob and adds a key named after the version it
+// read: each execution writes one delta.
+const (
+	taggerProvider = `
+provider:
+  id: tagger
+workflows:
+  - workflow_id: tag
+    triggers:
+      - event: onUpdate
+`
+	tagWorkflow = `
+id: tag
+steps:
+  - id: tag
+    type: transform
+    input_map:
+      delta_operations:
+        - op: add
+          path: "/metadata/seen{$.input.blob.version}"
+          value: $.input.blob.version
+output_map:
+  delta_operations: $.steps.tag.output.delta_operations
+`
+)
+
+// TestConcurrentBlobWritesOnTwoProcesses sends 20 updates of one blob at once to two
+// processes; each update triggers an execution that writes a delta. The blob's versions are
+// 1..41 with no gap, every update and every execution's delta once.
+func TestConcurrentBlobWritesOnTwoProcesses(t *testing.T) {
+	c := newCluster(t, nil, withMaxRunning(50))
+	procs := []*proc{c.start("p1", nil), c.start("p2", nil)}
+	c.register(procs, tagWorkflow, taggerProvider)
+	publishBlob(t, c.admin, "memmie.blobs.busy.created", `{"blob_id": "busy", "metadata": {}}`, "busy-0")
+	blobDeltas(t, c.admin, "busy", 1)
+	const n = 20
+	var wg sync.WaitGroup
+	for i := 1; i <= n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			publishBlob(t, c.admin, "memmie.blobs.busy.updated", fmt.Sprintf(`{"blob_id": "busy", "metadata": {"u%d": %d}}`, i, i), fmt.Sprintf("busy-%d", i))
+		}()
+	}
+	wg.Wait()
+	c.waitEnded(n, waitFor)
+	d := blobDeltas(t, c.admin, "busy", 1+2*n)
+	require.Len(t, d, 1+2*n)
+	ids := map[string]bool{}
+	updates, executions := 0, map[string]int{}
+	for i, x := range d {
+		require.EqualValues(t, i+1, x.Version, "versions count from 1 with no gap")
+		require.False(t, ids[x.ID], "delta %s twice", x.ID)
+		ids[x.ID] = true
+		switch x.Type {
+		case events.DeltaUpdate:
+			updates++
+		case events.DeltaAdd:
+			executions[x.Metadata.ExecutionID]++
+		}
+	}
+	assert.Equal(t, n, updates)
+	assert.Len(t, executions, n, "one delta per execution")
+	state, err := blob.Fold(d)
+	require.NoError(t, err)
+	var meta map[string]any
+	require.NoError(t, json.Unmarshal(state.Metadata, &meta))
+	assert.Len(t, meta, 2*n, "every update's key and every execution's")
+	for _, p := range procs {
+		st := p.eng.Stats()
+		t.Logf("%s: blob events %d, outputs %d, blob store %+v", p.id, st.Loops["blobs"].Handled,
+			st.Loops["blobs-outputs"].Handled, st.Blobs)
+	}
 }

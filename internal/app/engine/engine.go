@@ -29,6 +29,7 @@ import (
 	"github.com/memmie/memmie/internal/core/execution"
 	"github.com/memmie/memmie/internal/core/trigger"
 	"github.com/memmie/memmie/internal/faults"
+	"github.com/memmie/memmie/internal/jetstream/blobstore"
 	"github.com/memmie/memmie/internal/jetstream/consume"
 	"github.com/memmie/memmie/internal/jetstream/deadletter"
 	"github.com/memmie/memmie/internal/jetstream/inbox"
@@ -645,6 +646,9 @@ type Stats struct {
 	Reconciler *reconciler.Stats `json:"reconciler,omitempty"`
 	// Loops are the counters of the handlers' consume loops that run, by handler name.
 	Loops map[string]consume.Stats `json:"loops,omitempty"`
+	// Blobs counts the blob store's history loads, cache hits and misses and OCC conflicts,
+	// when the blobs handler runs.
+	Blobs *blobstore.Stats `json:"blobs,omitempty"`
 }
 
 // Stats returns the process's counters and roles. Counters count from Open; once the engine
@@ -679,6 +683,8 @@ func (e *Engine) Stats() Stats {
 	if e.blobs != nil {
 		st.Loops[blobs.Name] = e.blobs.Stats()
 		st.Loops[blobs.Name+"-outputs"] = e.blobs.OutputStats()
+		bs := e.blobs.StoreStats()
+		st.Blobs = &bs
 	}
 	return st
 }
