@@ -155,7 +155,7 @@ func TestHandlersDoNotImportEachOther(t *testing.T) {
 func TestFoldersShowTheirLayer(t *testing.T) {
 	out, err := exec.Command("go", "list", module+"handlers/...").Output()
 	require.NoError(t, err)
-	handlers := []string{"orchestrator", "runner", "timers", "dispatcher", "reconciler", "triggers", "deltas"}
+	handlers := []string{"orchestrator", "runner", "timers", "dispatcher", "reconciler", "blobs", "triggers", "deltas"}
 	for _, p := range strings.Fields(string(out)) {
 		name := strings.TrimPrefix(p, module+"handlers/")
 		name, _, _ = strings.Cut(name, "/")
