@@ -198,3 +198,53 @@ func TestConcurrentBlobWritesOnTwoProcesses(t *testing.T) {
 			st.Loops["blobs-outputs"].Handled, st.Blobs)
 	}
 }
+
+// TestDeactivatedProviderTriggersNothing: only active providers' triggers are matched.
+func TestDeactivatedProviderTriggersNothing(t *testing.T) {
+	h := newHarness(t, nil)
+	set, err := definitions.Load("../../../definitions")
+	require.NoError(t, err)
+	_, err = h.reg.RegisterSet(testContext(t), set)
+	require.NoError(t, err)
+	_, err = h.reg.Deactivate(testContext(t), definitions.KindProvider, "blob-summary")
+	require.NoError(t, err)
+	require.NoError(t, h.reg.Sync(testContext(t)))
+
+	publishBlob(t, h.js, "memmie.blobs."+noteBlob+".created", `{"blob_id": "`+noteBlob+`", "user_id": "`+noteUser+`",
+		"metadata": {"type": "note"}}`, "note-1")
+	blobDeltas(t, h.js, noteBlob, 1)
+	// The event is settled (its starts are made before its ack): nothing was queued.
+	require.Eventually(t, func() bool {
+		c, err := h.js.Consumer(testContext(t), streams.Blobs, "blobs")
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(testContext(t))
+		return err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Consumer >= 1
+	}, waitFor, 10*time.Millisecond)
+	msgs, err := stream.Load(testContext(t), h.js, streams.Executions, "memmie.executions.*.queued")
+	require.NoError(t, err)
+	assert.Empty(t, msgs)
+}
+
+// TestTriggeredInputAgainstSchemaIsDeadLettered: a blob event whose workflow input breaks the
+// input schema (blob_input_schema_v1 wants a user_id) is recorded, starts nothing, and is
+// dead-lettered with the schema's problems, once.
+func TestTriggeredInputAgainstSchemaIsDeadLettered(t *testing.T) {
+	h := newHarness(t, nil)
+	set, err := definitions.Load("../../../definitions")
+	require.NoError(t, err)
+	_, err = h.reg.RegisterSet(testContext(t), set)
+	require.NoError(t, err)
+	publishBlob(t, h.js, "memmie.blobs."+noteBlob+".created", `{"blob_id": "`+noteBlob+`", "metadata": {"type": "note"}}`, "note-1")
+	letters := h.deadLetters(1)
+	require.Len(t, letters, 1)
+	assert.Equal(t, "blobs", letters[0].Source)
+	assert.Contains(t, letters[0].Reason, "start of workflow blob_summary (provider blob-summary)")
+	assert.Contains(t, letters[0].Reason, "user_id")
+	assert.Len(t, blobDeltas(t, h.js, noteBlob, 1), 1, "the event is recorded")
+	msgs, err := stream.Load(testContext(t), h.js, streams.Executions, "memmie.executions.*.queued")
+	require.NoError(t, err)
+	assert.Empty(t, msgs)
+	assert.Zero(t, h.eng.Stats().Loops["blobs"].Retried, "not retried")
+}
