@@ -1,11 +1,13 @@
-// Package blobs is the writer of blob histories: it consumes clients' blob events on
+// Package blobs is the writer of blob histories. It consumes clients' blob events on
 // MEMMIE_BLOBS, records each as the next delta of its blob on memmie.deltas.<blob_id>
 // (blob.Decide, appended expecting the subject's last sequence), and starts the executions
-// the providers' triggers ask for (trigger.Match) through an injected Config.Start. A blob
-// event that can never apply (blob.Refusal) is dead-lettered with its reason, and the
-// consumer goes on; a transient failure (NATS unavailable) is retried.
+// the providers' triggers ask for (trigger.Match) through an injected Config.Start. It also
+// consumes completed executions: those a blob event triggered write their output's deltas
+// (blob.Deltas) and publish the created events of the blobs they derived. What can never
+// apply (a blob.Refusal, a blob.Rejection) is dead-lettered with its reason, and the consumer
+// goes on; a transient failure (NATS unavailable) is retried.
 //
-// It is a thin shell: what a blob event writes and starts is decided by internal/core/blob
-// and internal/core/trigger. It never imports another handler or the engine: the engine
-// gives it the active providers and a function that queues an execution.
+// It is a thin shell: what is written and started is decided by internal/core/blob and
+// internal/core/trigger. It never imports another handler or the engine: the engine gives it
+// the active providers and a function that queues an execution.
 package blobs
