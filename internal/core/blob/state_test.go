@@ -2,6 +2,7 @@ package blob_test
 
 import (
 	"encoding/json"
+	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -91,4 +92,65 @@ func TestApplyRefuses(t *testing.T) {
 			assert.Equal(t, before, tt.s, "a refused delta changes nothing")
 		})
 	}
+}
+
+// TestFoldIsLinear folds 2k and 20k deltas of client updates and executions' operations: the
+// bytes allocated per delta (a measure of the work that does not depend on the machine's
+// speed) must not grow with the history, as they did when Apply copied the blob's records of
+// event ids and executions on every delta.
+func TestFoldIsLinear(t *testing.T) {
+	perDelta := func(n int) float64 {
+		deltas := longHistory(n)
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		_, err := blob.Fold(deltas)
+		runtime.ReadMemStats(&after)
+		require.NoError(t, err)
+		return float64(after.TotalAlloc-before.TotalAlloc) / float64(n)
+	}
+	small, large := perDelta(2_000), perDelta(20_000)
+	t.Logf("bytes allocated per delta: %.0f at 2k deltas, %.0f at 20k", small, large)
+	assert.Less(t, large, 2*small, "bytes allocated per delta: %.0f at 2k deltas, %.0f at 20k", small, large)
+}
+
+// TestApplyLeavesCopiesAlone applies two different histories to copies of one state, as a
+// writer that keeps its state while it tries an append does: each copy records only its own
+// deltas, and the state copied from is still the fold of its deltas.
+func TestApplyLeavesCopiesAlone(t *testing.T) {
+	deltas := longHistory(300)
+	base, err := blob.Fold(deltas[:200])
+	require.NoError(t, err)
+	kept := base // a copy by value, not a Clone
+	ours, theirs := base, base
+	for _, d := range deltas[200:] {
+		require.NoError(t, ours.Apply(d))
+	}
+	out, err := blob.Deltas(theirs, blob.Execution{ExecutionID: "x-other", BlobID: "b1", BaseVersion: 200,
+		Output: map[string]any{"created_blobs": []any{map[string]any{"content": 1}}}}, t0)
+	require.NoError(t, err)
+	for _, d := range out.Deltas {
+		require.NoError(t, theirs.Apply(d))
+	}
+
+	folded, err := blob.Fold(deltas[:200])
+	require.NoError(t, err)
+	assert.Equal(t, folded, kept, "the state copied from is unchanged")
+	assert.Empty(t, kept.Derived)
+	assert.Equal(t, 1, theirs.Written("x-other"))
+	assert.Equal(t, 0, ours.Written("x-other"))
+	assert.Equal(t, 0, kept.Written("x-other"))
+	for _, d := range deltas[200:] {
+		if id := d.Metadata.SourceEventID; id != "" {
+			v, ok := ours.SourceVersion(id)
+			assert.True(t, ok)
+			assert.Equal(t, d.Version, v)
+			_, ok = kept.SourceVersion(id)
+			assert.False(t, ok, "the copy does not see %s", id)
+			_, ok = theirs.SourceVersion(id)
+			assert.False(t, ok, "the other branch does not see %s", id)
+		}
+	}
+	all, err := blob.Fold(deltas)
+	require.NoError(t, err)
+	assert.Equal(t, all, ours)
 }
