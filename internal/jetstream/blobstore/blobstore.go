@@ -30,7 +30,7 @@ import (
 // Defaults of Config.
 const (
 	DefaultCacheSize   = 10_000
-	DefaultMaxDeltas   = 10_000
+	DefaultMaxDeltas   = 1_000_000
 	DefaultLoadTimeout = 30 * time.Second
 )
 
@@ -57,7 +57,11 @@ type Config struct {
 	// CacheSize bounds the blob states held in memory. Defaults to DefaultCacheSize.
 	CacheSize int
 	// MaxDeltas bounds the history a load reads and folds: a blob with more deltas is refused
-	// with ErrTooLarge, naming its version and the bound. Defaults to DefaultMaxDeltas.
+	// with ErrTooLarge, naming its version and the bound. Defaults to DefaultMaxDeltas
+	// (1,000,000). A fold is linear in the deltas (blob.BenchmarkFold), so the bound is not
+	// for the fold's time but for a load's memory: the history is read whole before it is
+	// folded (stream.LoadAfter), its messages' bytes at once (a delta's old_value may reach
+	// 64 KiB), on every cache miss. The read itself is bounded by LoadTimeout.
 	MaxDeltas int64
 	// LoadTimeout bounds the read of one history. Defaults to DefaultLoadTimeout.
 	LoadTimeout time.Duration

@@ -3,9 +3,11 @@ package blobstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/memmie/memmie/events"
@@ -87,4 +89,57 @@ func TestStoreAppendsWithOptimisticConcurrency(t *testing.T) {
 	require.ErrorIs(t, err, blobstore.ErrTooLarge)
 	require.ErrorContains(t, err, "version 3")
 	require.False(t, errors.Is(err, blobstore.ErrUnreadable))
+}
+
+// TestStoreLoadsLongHistory loads a blob of 10,001 versions, one past the bound the store had
+// when a fold cost quadratic time: the history is folded, and the first event of the blob is
+// still recognised as a duplicate at version 1.
+func TestStoreLoadsLongHistory(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	_, _, js := natstest.Run(t)
+	require.NoError(t, stream.EnsureStreams(ctx, js, streams.Configs(streams.Options{})))
+
+	const versions = 10_001
+	var s blob.State
+	var acks []jetstream.PubAckFuture
+	for i := range versions {
+		subject, body := "memmie.blobs.long.updated", fmt.Sprintf(`{"blob_id": "long", "content": %d}`, i)
+		if i == 0 {
+			subject, body = "memmie.blobs.long.created", `{"blob_id": "long", "content": 0}`
+		}
+		d := decide(t, s, subject, body, fmt.Sprintf("e%d", i))
+		require.NoError(t, s.Apply(d))
+		ev, err := blobstore.Event(d)
+		require.NoError(t, err)
+		data, err := events.Marshal(ev)
+		require.NoError(t, err)
+		ack, err := js.PublishAsync(ev.Subject, data, jetstream.WithMsgID(d.ID))
+		require.NoError(t, err)
+		acks = append(acks, ack)
+	}
+	for _, ack := range acks {
+		select {
+		case <-ack.Ok():
+		case err := <-ack.Err():
+			require.NoError(t, err)
+		case <-ctx.Done():
+			t.Fatal("the deltas were not stored in time")
+		}
+	}
+
+	store, err := blobstore.New[blob.State](js, blobstore.Config{})
+	require.NoError(t, err)
+	e, err := store.Get(ctx, "long")
+	require.NoError(t, err)
+	require.EqualValues(t, versions, e.State.Version)
+	require.Equal(t, s, e.State, "the store's fold is the writer's state")
+	require.JSONEq(t, fmt.Sprint(versions-1), string(e.State.Content))
+
+	ev, err := blob.Parse(blob.Message{Subject: "memmie.blobs.long.created", Body: []byte(`{"blob_id": "long", "content": 0}`), MsgID: "e0"})
+	require.NoError(t, err)
+	dec, err := blob.Decide(e.State, ev, now)
+	require.NoError(t, err)
+	require.True(t, dec.Duplicate, "the first event, 10,000 versions ago, is a duplicate")
+	require.EqualValues(t, 1, dec.Version)
 }
