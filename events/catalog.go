@@ -47,6 +47,7 @@ func init() {
 	exec(TypeRetryRequested, func() Data { return new(RetryRequested) })
 	exec(TypeExecutionRetryScheduled, func() Data { return new(ExecutionRetryScheduled) })
 	exec(TypeExecutionRequeued, func() Data { return new(ExecutionRequeued) })
+	exec(TypeDeltasRejected, func() Data { return new(DeltasRejected) })
 
 	// Reports are at version 2; see upcastReportV1.
 	reports := map[int]Upcaster{1: upcastReportV1}

@@ -59,6 +59,8 @@
 //	core           execution.completed | execution.failed | execution.cancelled |
 //	               execution.retry_scheduled (-> timer execution_retry)
 //	core           execution.requeued          run N+1 waits for the dispatcher again
+//	blobs          deltas_rejected             a completed run's output cannot apply to its
+//	                                           blob: nothing written, the run stays completed
 //
 // The core decides on every input and on nothing else; the runtime appends each input together
 // with its decisions, the first expecting the last sequence of the execution's subjects and

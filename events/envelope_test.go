@@ -54,6 +54,7 @@ func samples(t *testing.T) []events.Event {
 		&events.RetryRequested{ExecutionID: ex, Run: 2, Reason: "fixed"},
 		&events.ExecutionRetryScheduled{ExecutionID: ex, Run: 2, Error: execErr, RetryCount: 1, DelayMS: 30000, DueAt: at},
 		&events.ExecutionRequeued{ExecutionID: ex, Run: 3, RetryCount: 1, Manual: true},
+		&events.DeltasRejected{ExecutionID: ex, Run: 1, BlobID: "b1", BlobVersion: 4, Item: "delta_operations[1]", Reason: "test failed"},
 	}
 	var out []events.Event
 	for _, d := range execData {
@@ -257,7 +258,7 @@ func TestTypesAreExplicitAndClassified(t *testing.T) {
 			assert.True(t, strings.HasPrefix(string(typ), "memmie.execution."), typ)
 		}
 	}
-	assert.Equal(t, 7, inputs)
+	assert.Equal(t, 8, inputs)
 }
 
 func FuzzDecode(f *testing.F) {

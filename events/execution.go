@@ -294,6 +294,21 @@ type ExecutionRequeued struct {
 	Priority *int `json:"priority,omitempty"`
 }
 
+// DeltasRejected records that a completed execution's output cannot apply to its blob (an
+// input, from the blobs handler): nothing of it was written on the blob. The run stays
+// completed, since its workflow succeeded; the state says what was rejected and why.
+type DeltasRejected struct {
+	ExecutionID string `json:"execution_id"`
+	// Run is the completed run whose output was rejected.
+	Run    int    `json:"run"`
+	BlobID string `json:"blob_id"`
+	// BlobVersion is the blob's version the output was judged against.
+	BlobVersion int64 `json:"blob_version"`
+	// Item names what could not apply: delta_operations[2], created_blobs[0], output, blob.
+	Item   string `json:"item"`
+	Reason string `json:"reason"`
+}
+
 func (*ExecutionQueued) EventType() Type            { return TypeExecutionQueued }
 func (*ExecutionStarted) EventType() Type           { return TypeExecutionStarted }
 func (*StepScheduled) EventType() Type              { return TypeStepScheduled }
@@ -316,6 +331,7 @@ func (*ExecutionCancelled) EventType() Type         { return TypeExecutionCancel
 func (*RetryRequested) EventType() Type             { return TypeRetryRequested }
 func (*ExecutionRetryScheduled) EventType() Type    { return TypeExecutionRetryScheduled }
 func (*ExecutionRequeued) EventType() Type          { return TypeExecutionRequeued }
+func (*DeltasRejected) EventType() Type             { return TypeDeltasRejected }
 
 // The keys name each event's slot in the history. Every result of one attempt shares one slot
 // ("result"), and every end of one run shares one ("end"): a second, different decision for a
@@ -378,6 +394,12 @@ func (d *RetryRequested) execution() (string, string) {
 }
 func (d *ExecutionRequeued) execution() (string, string) {
 	return d.ExecutionID, runKey(d.Run, "requeued")
+}
+
+// One rejection per run: a rejection sent again, or judged again on a newer blob, shares the
+// slot of the first.
+func (d *DeltasRejected) execution() (string, string) {
+	return d.ExecutionID, runKey(d.Run, "deltas_rejected")
 }
 
 // NewExecution builds an event of an execution's history. Its id is deterministic (see ID) and

@@ -13,6 +13,8 @@ const (
 	TypeTimerFired           Type = "memmie.execution.timer.fired"
 	TypeCancelRequested      Type = "memmie.execution.cancel_requested"
 	TypeRetryRequested       Type = "memmie.execution.retry_requested"
+	// TypeDeltasRejected: a completed execution's output could not be written on its blob.
+	TypeDeltasRejected Type = "memmie.execution.deltas_rejected"
 )
 
 // The core's decisions: what the execution does about its inputs.
@@ -57,7 +59,7 @@ func (t Type) IsExecution() bool {
 func (t Type) IsInput() bool {
 	switch t {
 	case TypeExecutionQueued, TypeExecutionStarted, TypeStepReported, TypeCompensationReported,
-		TypeTimerFired, TypeCancelRequested, TypeRetryRequested:
+		TypeTimerFired, TypeCancelRequested, TypeRetryRequested, TypeDeltasRejected:
 		return true
 	}
 	return false
@@ -71,7 +73,7 @@ const (
 	SourceDispatcher  = "/memmie/dispatcher"  // execution.started
 	SourceRunner      = "/memmie/runner"      // step and compensation reports
 	SourceTimers      = "/memmie/timers"      // timer.fired
-	SourceBlobs       = "/memmie/blobs"       // deltas, and the created events of derived blobs
+	SourceBlobs       = "/memmie/blobs"       // deltas, derived blobs' created events, deltas_rejected
 	SourceDefinitions = "/memmie/definitions" // definition revisions
 	SourceDeadLetter  = "/memmie/deadletter"  // dead-lettered messages
 )

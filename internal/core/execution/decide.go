@@ -26,6 +26,8 @@ func Decide(s State, ev events.Event, now time.Time) ([]events.Event, error) {
 	switch ev.Type {
 	case events.TypeExecutionQueued:
 		return nil, nil // the dispatcher starts it: execution.started
+	case events.TypeDeltasRejected:
+		return nil, nil // recorded on a completed run, which stays completed: nothing follows
 	case events.TypeExecutionStarted, // a run starts: validate, run the first steps
 		events.TypeStepReported,         // an attempt ended: a result, a retry, the next step
 		events.TypeCompensationReported, // a compensation attempt ended: the next one, or the end

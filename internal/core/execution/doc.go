@@ -87,4 +87,11 @@
 // ids share one slot per run). A cancel of a queued run, or during a retry wait, cancels at
 // once; a cancel or retry that does not apply is stale. Events after the end decide nothing,
 // but a retry_requested of a failed execution.
+//
+// Rejected deltas: deltas_rejected (from the blobs handler: the completed run's output cannot
+// apply to its blob, and nothing of it was written) sets State.DeltasRejected and decides
+// nothing. The status stays completed, as a Temporal workflow stays completed when what reads
+// its result fails: the workflow did succeed, and a completed execution is never re-run. One
+// rejection per run is recorded; another, or one for an execution that is not completed, is
+// stale.
 package execution

@@ -104,6 +104,17 @@ type StaleEvent struct {
 	Reason string      `json:"reason"`
 }
 
+// DeltasRejection says why a completed execution's output was not written on its blob.
+type DeltasRejection struct {
+	BlobID string `json:"blob_id"`
+	// BlobVersion is the blob's version the output was judged against.
+	BlobVersion int64 `json:"blob_version"`
+	// Item names what could not apply, such as delta_operations[2].
+	Item       string    `json:"item"`
+	Reason     string    `json:"reason"`
+	RejectedAt time.Time `json:"rejected_at"`
+}
+
 // State is an execution's state: a fold over its events. Its JSON form is the view the API
 // serves. Fold and Apply build it; Decide reads it.
 type State struct {
@@ -155,6 +166,9 @@ type State struct {
 	CompensationFailed bool                   `json:"compensation_failed,omitempty"`
 	// DefinitionError says why the pinned workflow or schemas could not be compiled.
 	DefinitionError string `json:"definition_error,omitempty"`
+	// DeltasRejected is set when the completed run's output could not be written on its blob
+	// (events.DeltasRejected): nothing of it is on the blob. The status stays completed.
+	DeltasRejected *DeltasRejection `json:"deltas_rejected,omitempty"`
 
 	StaleCount int          `json:"stale_count"`
 	Stale      []StaleEvent `json:"stale,omitempty"`
@@ -224,6 +238,8 @@ func (s *State) apply(ev events.Event) error {
 		s.cancelRequested(ev, d)
 	case *events.RetryRequested:
 		s.retryRequested(ev, d)
+	case *events.DeltasRejected:
+		s.deltasRejected(ev, d)
 
 	case *events.StepScheduled:
 		return s.attemptScheduled(d.AttemptRef, d.Request, d.Deadline, false)
@@ -491,6 +507,23 @@ func (s *State) retryRequested(ev events.Event, d *events.RetryRequested) {
 			historyLimit.Events, historyLimit.Bytes))
 	default:
 		s.RetryRequested = true
+	}
+}
+
+// deltasRejected records the rejection of a completed run's output. The run keeps its status:
+// its workflow succeeded, and a completed execution is never re-run; only its blob lacks the
+// output. One rejection per run is recorded.
+func (s *State) deltasRejected(ev events.Event, d *events.DeltasRejected) {
+	switch {
+	case s.Status != StatusCompleted:
+		s.stale(ev, "the execution is "+string(s.Status)+", not completed")
+	case d.Run != s.Run:
+		s.stale(ev, fmt.Sprintf("run %d is not the completed run %d", d.Run, s.Run))
+	case s.DeltasRejected != nil:
+		s.stale(ev, "a rejection of its deltas is already recorded")
+	default:
+		s.DeltasRejected = &DeltasRejection{BlobID: d.BlobID, BlobVersion: d.BlobVersion, Item: d.Item,
+			Reason: d.Reason, RejectedAt: ev.Time}
 	}
 }
 
