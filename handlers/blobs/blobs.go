@@ -17,6 +17,7 @@ import (
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/internal/core/blob"
 	"github.com/memmie/memmie/internal/core/trigger"
+	"github.com/memmie/memmie/internal/faults"
 	"github.com/memmie/memmie/internal/jetstream/blobstore"
 	"github.com/memmie/memmie/internal/jetstream/consume"
 	"github.com/memmie/memmie/internal/jetstream/deadletter"
@@ -100,6 +101,9 @@ type Config struct {
 	Logger *slog.Logger
 	// DeadLetter records events that can never be processed. Required.
 	DeadLetter *deadletter.Writer
+	// Hooks inject faults (tests only): faults.BlobsOutputDeltaAppended and
+	// faults.BlobsOutputDeltasAppended. Defaults to none.
+	Hooks faults.Hook
 	// RetryBackoff and MaxRetryBackoff pace the retries of an event whose load, append or
 	// start failed for a transient reason. Default to consume.DefaultRetryBackoff and
 	// consume.DefaultMaxRetryBackoff.

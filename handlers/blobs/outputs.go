@@ -5,13 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/memmie/memmie/events"
+	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/internal/core/blob"
+	"github.com/memmie/memmie/internal/faults"
 	"github.com/memmie/memmie/internal/jetstream/consume"
+	"github.com/memmie/memmie/internal/jetstream/inbox"
 	"github.com/memmie/memmie/internal/jetstream/stream"
 )
 
@@ -23,7 +27,8 @@ const OutputsFilter = "memmie.executions.*.completed"
 // handleOutput writes a completed execution's deltas on its blob (blob.Deltas), then
 // publishes the created events of the blobs it derived. Each delta's id comes from the
 // execution and its index, and the blob's state counts the execution's deltas, so an output
-// delivered again, or whose write was cut short, writes each delta once.
+// delivered again, or whose write was cut short, writes each delta once. An output that
+// cannot apply writes nothing and is recorded on the execution (events.DeltasRejected).
 func (h *Handler) handleOutput(ctx context.Context, d consume.Delivery) consume.Outcome {
 	ev, err := events.Decode(d.Msg.Data())
 	if err != nil {
@@ -56,9 +61,12 @@ func (h *Handler) handleOutput(ctx context.Context, d consume.Delivery) consume.
 		Output:           done.Output,
 	}
 	log := h.log.With("blob_id", q.BlobID, "execution_id", done.ExecutionID, "workflow_id", q.WorkflowID)
-	res, out, ok := h.writeOutput(ctx, log, x)
+	res, out, ok := h.writeOutput(ctx, log, d, x, done.Run)
 	if !ok {
 		return out
+	}
+	if err := h.cfg.Hooks.At(ctx, faults.BlobsOutputDeltasAppended, x.ExecutionID); err != nil {
+		return consume.Abandon()
 	}
 	for _, c := range res.Created {
 		if err := h.publishCreated(ctx, c); err != nil {
@@ -93,10 +101,10 @@ func (h *Handler) queued(ctx context.Context, executionID string) (*events.Execu
 
 // writeOutput appends the execution's deltas not yet on the blob. ok is false when out
 // settles the event.
-func (h *Handler) writeOutput(ctx context.Context, log *slog.Logger, x blob.Execution) (res blob.Result, out consume.Outcome, ok bool) {
+func (h *Handler) writeOutput(ctx context.Context, log *slog.Logger, d consume.Delivery, x blob.Execution, run int) (res blob.Result, out consume.Outcome, ok bool) {
 	store := h.cfg.Store
 	e, err := store.Get(ctx, x.BlobID)
-	fresh := false
+	fresh, checked := false, false
 	for attempt := 1; ; attempt++ {
 		if err != nil {
 			return blob.Result{}, loadOutcome(err), false
@@ -110,18 +118,37 @@ func (h *Handler) writeOutput(ctx context.Context, log *slog.Logger, x blob.Exec
 			fresh = true
 			continue
 		case errors.As(err, &rejection):
-			// The execution's history should show this; only the orchestrator writes it, so
-			// for now the output is dead-lettered with the reason.
-			log.Warn("execution output rejected: no delta written", "item", rejection.Item, "reason", rejection.Reason)
-			return blob.Result{}, consume.DeadLetter(err.Error()), false
+			return blob.Result{}, h.reject(ctx, log, x, run, e.State.Version, rejection), false
 		case err != nil:
 			log.Error("deltas of an execution", "err", err)
 			return blob.Result{}, consume.DeadLetter(err.Error()), false
 		}
+		if res.Written == 0 && len(res.Deltas) > 0 && !checked {
+			// None written yet: an earlier delivery may have judged the output on an older
+			// state of the blob and rejected it. What was rejected is never written after.
+			rejected, err := h.rejectedBefore(ctx, d, x.ExecutionID)
+			if err != nil {
+				return blob.Result{}, consume.Retry(err, 0), false
+			}
+			if rejected {
+				log.Info("execution output rejected before: nothing written")
+				return blob.Result{}, consume.Ack(), false
+			}
+			checked = true
+		}
 		if res.Written > 0 {
 			log.Info("execution's deltas written before", "written", res.Written, "rest", len(res.Deltas))
 		}
-		if _, err := store.Append(ctx, e, res.Deltas...); err == nil {
+		// The first delta alone, then the rest as one chain: faults.BlobsOutputDeltaAppended
+		// sits between them (a write cut short), for one more append call per execution.
+		next, err := store.Append(ctx, e, res.Deltas[:min(1, len(res.Deltas))]...)
+		if err == nil && len(res.Deltas) > 1 {
+			if err := h.cfg.Hooks.At(ctx, faults.BlobsOutputDeltaAppended, x.ExecutionID); err != nil {
+				return blob.Result{}, consume.Abandon(), false
+			}
+			_, err = store.Append(ctx, next, res.Deltas[1:]...)
+		}
+		if err == nil {
 			if len(res.Deltas) > 0 {
 				log.Debug("execution's deltas appended", "deltas", len(res.Deltas), "version", res.Deltas[len(res.Deltas)-1].Version)
 			}
@@ -136,6 +163,64 @@ func (h *Handler) writeOutput(ctx context.Context, log *slog.Logger, x blob.Exec
 		e, err = store.Fresh(ctx, x.BlobID)
 		fresh = true
 	}
+}
+
+// maxRejectionReason bounds the reason a rejection records on the execution.
+const maxRejectionReason = 4 << 10
+
+// reject records on the execution that its output cannot apply to the blob at version: a
+// deltas_rejected command on its inbox, whose id names the run, so that the execution records
+// one rejection however often it is sent. It is not dead-lettered: nothing is lost (the
+// execution holds the reason, and clients see it on memmie.executions.<id>.deltas_rejected),
+// and a redrive could only be rejected again, or write on a blob that moved on.
+func (h *Handler) reject(ctx context.Context, log *slog.Logger, x blob.Execution, run int, version int64, r *blob.Rejection) consume.Outcome {
+	log.Warn("execution output rejected: no delta written", "item", r.Item, "reason", r.Reason, "version", version)
+	reason := r.Reason
+	if len(reason) > maxRejectionReason {
+		reason = strings.ToValidUTF8(reason[:maxRejectionReason], "") + "…"
+	}
+	ev := events.NewExecution(&events.DeltasRejected{ExecutionID: x.ExecutionID, Run: run, BlobID: x.BlobID,
+		BlobVersion: version, Item: r.Item, Reason: reason}, events.SourceBlobs, h.cfg.Now())
+	if err := inbox.Publish(ctx, h.js, ev); err != nil {
+		return consume.Retry(fmt.Errorf("record the rejection of execution %s's deltas: %w", x.ExecutionID, err), 0)
+	}
+	return consume.Ack()
+}
+
+// errCommandWaits: a command of the execution waits in the inbox, perhaps its rejection.
+var errCommandWaits = errors.New("a command of the execution waits in the inbox")
+
+// rejectedBefore reports whether a rejection of the execution's output was recorded. On a
+// delivery after the first, a command of the execution still in the inbox is waited for
+// (errCommandWaits): an earlier delivery may have sent the rejection, which the history
+// holds once the orchestrator has taken it (the inbox keeps a command until then).
+func (h *Handler) rejectedBefore(ctx context.Context, d consume.Delivery, executionID string) (bool, error) {
+	if d.Meta.NumDelivered > 1 {
+		s, err := h.js.Stream(ctx, streams.Inbox)
+		if err != nil {
+			return false, fmt.Errorf("inbox of %s: %w", executionID, err)
+		}
+		// The partition token is a wildcard: the handler needs not know the partitions.
+		_, err = s.GetLastMsgForSubject(ctx, "memmie.inbox.*."+executionID)
+		switch {
+		case err == nil:
+			return false, fmt.Errorf("deltas of execution %s: %w", executionID, errCommandWaits)
+		case !errors.Is(err, jetstream.ErrMsgNotFound):
+			return false, fmt.Errorf("inbox of %s: %w", executionID, err)
+		}
+	}
+	subject, err := events.ExecutionSubject(executionID, events.TypeDeltasRejected)
+	if err != nil {
+		return false, err
+	}
+	_, err = stream.LastBySubject(ctx, h.js, h.cfg.Executions, subject)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("read the deltas rejection of %s: %w", executionID, err)
+	}
+	return true, nil
 }
 
 // publishCreated publishes a derived blob's created event on memmie.blobs.<id>.created, with

@@ -15,6 +15,7 @@ import (
 	"github.com/memmie/memmie/internal/core/blob"
 	"github.com/memmie/memmie/internal/core/trigger"
 	"github.com/memmie/memmie/internal/jetstream/blobstore"
+	"github.com/memmie/memmie/internal/jetstream/stream"
 )
 
 // execution appends a triggered execution's queued and completed events as the orchestrator
@@ -145,22 +146,64 @@ func TestDerivationBoundStopsLoops(t *testing.T) {
 	}, st.ids())
 }
 
-func TestRejectedOutputIsDeadLettered(t *testing.T) {
+// inboxCommand waits for the last command on the inbox of an execution and decodes it.
+func (e *env) inboxCommand(executionID string) events.Event {
+	e.t.Helper()
+	s, err := e.js.Stream(testContext(e.t), streams.Inbox)
+	require.NoError(e.t, err)
+	var m *jetstream.RawStreamMsg
+	require.Eventually(e.t, func() bool {
+		m, err = s.GetLastMsgForSubject(testContext(e.t), "memmie.inbox.*."+executionID)
+		return err == nil
+	}, waitFor, 10*time.Millisecond, "a command on the inbox of %s", executionID)
+	ev, err := events.Decode(m.Data)
+	require.NoError(e.t, err)
+	assert.Equal(e.t, ev.ID, m.Header.Get(jetstream.MsgIDHeader))
+	return ev
+}
+
+func TestRejectedOutputIsRecordedOnTheExecution(t *testing.T) {
 	e := newEnv(t)
-	e.handler(nil)
+	// The orchestrator's inbox, which the rejection is sent to.
+	require.NoError(t, stream.EnsureStreams(testContext(t), e.js, []jetstream.StreamConfig{streams.InboxConfig(streams.Options{})}))
+	h := e.handler(nil)
 	e.publish("memmie.blobs.r1.created", `{"blob_id": "r1", "metadata": {"v": 1}}`, "r1-1")
 	e.waitDeltas("r1", 1)
-	e.execution("x3", "r1", 1, map[string]any{"delta_operations": []any{
+	guarded := map[string]any{"delta_operations": []any{
 		map[string]any{"op": "add", "path": "/metadata/ok", "value": true},
 		map[string]any{"op": "test", "path": "/metadata/v", "value": 2},
 		map[string]any{"op": "add", "path": "/metadata/never", "value": true},
-	}}, "")
-	letters := e.deadLetters(1)
-	assert.Contains(t, letters[0].Reason, "delta_operations[1]")
-	assert.Equal(t, "memmie.executions.x3.completed", letters[0].Subject)
+	}}
+	e.execution("x3", "r1", 1, guarded, "")
+	ev := e.inboxCommand("x3")
+	assert.Equal(t, events.TypeDeltasRejected, ev.Type)
+	assert.Equal(t, events.SourceBlobs, ev.Source)
+	rej := ev.Data.(*events.DeltasRejected)
+	assert.Equal(t, "delta_operations[1]", rej.Item)
+	assert.Contains(t, rej.Reason, "test")
+	assert.Equal(t, events.DeltasRejected{ExecutionID: "x3", Run: 1, BlobID: "r1", BlobVersion: 1,
+		Item: rej.Item, Reason: rej.Reason}, *rej)
+	e.waitOutputs(1)
+	assert.Zero(t, h.OutputStats().DeadLettered, "a rejection is recorded on the execution, not dead-lettered")
+
+	// The orchestrator records it; then the blob changes so that the output would apply. A
+	// delivery of the completed event again writes nothing: what was rejected stays rejected.
+	rec := events.NewExecution(rej, events.SourceBlobs, time.Now())
+	data, err := events.Marshal(rec)
+	require.NoError(t, err)
+	_, err = e.js.Publish(testContext(t), rec.Subject, data, jetstream.WithMsgID(rec.ID))
+	require.NoError(t, err)
+	e.publish("memmie.blobs.r1.updated", `{"blob_id": "r1", "metadata": {"v": 2}}`, "r1-2")
+	e.waitDeltas("r1", 2)
+	e.execution("x3", "r1", 1, guarded, "x3-completed-again")
+	e.waitOutputs(2)
+
 	// The blob's other deltas go on.
-	e.publish("memmie.blobs.r1.updated", `{"blob_id": "r1", "content": 2}`, "r1-2")
-	d := e.waitDeltas("r1", 2)
-	require.Len(t, d, 2, "nothing of the rejected output is written")
-	assert.Equal(t, events.DeltaUpdate, d[1].Type)
+	e.publish("memmie.blobs.r1.updated", `{"blob_id": "r1", "content": 2}`, "r1-3")
+	d := e.waitDeltas("r1", 3)
+	require.Len(t, d, 3, "nothing of the rejected output is written")
+	for _, x := range d[1:] {
+		assert.Equal(t, events.DeltaUpdate, x.Type)
+	}
+	assert.Zero(t, h.OutputStats().DeadLettered)
 }

@@ -1,6 +1,6 @@
 // Package orchestrator is the single writer of execution histories. It consumes the commands
 // on MEMMIE_INBOX (memmie.inbox.<execution_id>: starts, step and compensation reports, fired
-// timers, cancel and retry requests) and, for each, appends the command as an input event
+// timers, cancel and retry requests, the blobs handler's deltas rejections) and, for each, appends the command as an input event
 // together with the decisions the core takes on it, to memmie.executions.<execution_id>.<tail>:
 // the first message expects the sequence of the execution's last event
 // (Nats-Expected-Last-Subject-Sequence on memmie.executions.<id>.>) and each next one the one
@@ -35,7 +35,8 @@
 // The history is never replayed on the hot path: the cache (LRU, validated by the sequence the
 // last append returned) holds each execution's state. A miss reads the last event first: an
 // execution whose last event is its queued event needs no history load, and an input to an
-// execution that has ended is dropped without one. Commands of one execution are processed one
+// execution that has ended is dropped without one (but a retry of a failed one, and the
+// rejection of a completed one's deltas). Commands of one execution are processed one
 // at a time, in order; commands of different executions in parallel.
 //
 // A fired timer that arrives before it is due (message schedules have 1-second granularity) is

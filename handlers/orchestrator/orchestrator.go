@@ -603,8 +603,8 @@ var errUnreadable = errors.New("unreadable history")
 
 // load reads an execution's state from the stream. A miss is expensive (an ordered consumer
 // over the execution's subjects), so two cheap cases come first: an execution whose last
-// event is its queued event has only that event, and every input but a retry request is moot
-// once the execution has ended.
+// event is its queued event has only that event, and every input is moot once the execution
+// has ended, but a retry request of a failed one and a deltas rejection of a completed one.
 func (o *Orchestrator) load(ctx context.Context, id string, input events.Type) (entry, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.cfg.LoadTimeout)
 	defer cancel()
@@ -620,7 +620,12 @@ func (o *Orchestrator) load(ctx context.Context, id string, input events.Type) (
 		return entry{}, fmt.Errorf("%w of %s: %v", errUnreadable, id, err)
 	}
 	switch t, _ := events.TypeOfTail(tail); t {
-	case events.TypeExecutionCompleted, events.TypeExecutionCancelled:
+	case events.TypeExecutionCompleted:
+		if input != events.TypeDeltasRejected {
+			return entry{}, errStale
+		}
+	case events.TypeExecutionCancelled, events.TypeDeltasRejected:
+		// A rejection is recorded once per completed run, and nothing follows it.
 		return entry{}, errStale
 	case events.TypeExecutionFailed:
 		if input != events.TypeRetryRequested {

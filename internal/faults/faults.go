@@ -43,8 +43,20 @@ const (
 	DispatcherAdmitted Point = "dispatcher.admitted"
 )
 
+// The crash points of the writer of executions' deltas (handlers/blobs, outputs.go).
+const (
+	// BlobsOutputDeltaAppended: a completed execution's next delta is on its blob, and at
+	// least one more of its deltas is not.
+	BlobsOutputDeltaAppended Point = "blobs.output.delta_appended"
+	// BlobsOutputDeltasAppended: all the execution's deltas are on its blob; the created
+	// events of the blobs it derived are not published, and the completed event is not
+	// acknowledged.
+	BlobsOutputDeltasAppended Point = "blobs.output.deltas_appended"
+)
+
 // Points lists every crash point.
-var Points = []Point{OrchestratorDecided, OrchestratorAppended, RunnerCalled, RunnerReported, TimersSet, DispatcherAdmitted}
+var Points = []Point{OrchestratorDecided, OrchestratorAppended, RunnerCalled, RunnerReported, TimersSet, DispatcherAdmitted,
+	BlobsOutputDeltaAppended, BlobsOutputDeltasAppended}
 
 // ErrCrash is what a hook returns to make the handler abandon its work.
 var ErrCrash = errors.New("crash injected")

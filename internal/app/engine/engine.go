@@ -420,10 +420,7 @@ func leave(ctx context.Context, c lifecycle.Component) error {
 // trigger through Start.
 func (e *Engine) openBlobs(ctx context.Context, g *lifecycle.Group, dl *deadletter.Writer) error {
 	cfg := e.cfg.Blobs
-	cfg.Logger = cmp.Or(cfg.Logger, e.cfg.Logger)
-	if cfg.Now == nil {
-		cfg.Now = e.cfg.Now
-	}
+	e.fill(&cfg.Logger, &cfg.Now, &cfg.Hooks)
 	if cfg.DeadLetter == nil {
 		cfg.DeadLetter = dl
 	}
