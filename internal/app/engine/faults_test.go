@@ -45,6 +45,9 @@ func TestCrashMidExecution(t *testing.T) {
 	for _, tt := range tests {
 		covered[tt.at] = true
 	}
+	for _, p := range crashMidOutputPoints { // the writer of executions' deltas: TestCrashMidOutput
+		covered[p] = true
+	}
 	for _, p := range faults.Points {
 		assert.True(t, covered[p], "a crash at %s is tested", p)
 	}
