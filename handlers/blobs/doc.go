@@ -3,9 +3,11 @@
 // (blob.Decide, appended expecting the subject's last sequence), and starts the executions
 // the providers' triggers ask for (trigger.Match) through an injected Config.Start. It also
 // consumes completed executions: those a blob event triggered write their output's deltas
-// (blob.Deltas) and publish the created events of the blobs they derived. What can never
-// apply (a blob.Refusal, a blob.Rejection) is dead-lettered with its reason, and the consumer
-// goes on; a transient failure (NATS unavailable) is retried.
+// (blob.Deltas) and publish the created events of the blobs they derived. A blob event that
+// can never apply (a blob.Refusal) is dead-lettered with its reason, and the consumer goes on;
+// an output that cannot apply (a blob.Rejection) writes nothing and is sent to the execution's
+// inbox as events.DeltasRejected, which the orchestrator records; a transient failure (NATS
+// unavailable) is retried.
 //
 // It is a thin shell: what is written and started is decided by internal/core/blob and
 // internal/core/trigger. It never imports another handler or the engine: the engine gives it
