@@ -102,6 +102,12 @@ var scenarios = []struct {
 			ok("d", map[string]any{"done": true}),
 		},
 	},
+	{
+		file:        "deltas_rejected.json",
+		description: "A transform completes the execution; its blob rejects the output (a test operation fails): the rejection is recorded, nothing is decided, and the execution stays completed.",
+		workflow:    oneTransform,
+		inputs:      []input{start(), rejectDeltas(0, "delta_operations[0]")},
+	},
 }
 
 func TestGoldenHistories(t *testing.T) {
