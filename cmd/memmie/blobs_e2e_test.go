@@ -244,25 +244,11 @@ func waitAPIBlob(t *testing.T, apiURL, id string, version int64) string {
 	return body
 }
 
-// foldedJSON is the JSON of the blob the deltas fold to, as the API answers it, with
-// updated_at to the microsecond (see microJSON).
+// foldedJSON is the JSON of the blob the deltas fold to, as the API answers it.
 func foldedJSON(t *testing.T, ds []events.Delta) string {
 	t.Helper()
 	s, err := blob.Fold(ds)
 	require.NoError(t, err)
-	s.UpdatedAt = s.UpdatedAt.Truncate(time.Microsecond)
-	return string(mustJSON(t, &s))
-}
-
-// microJSON is a blob's JSON with updated_at cut to the microsecond. The API's answers differ
-// there: the current state and a version rebuilt from blob_versions carry Postgres'
-// microseconds, a snapshot version (1, 100, ...) the delta's nanoseconds. The blob writer should
-// stamp deltas to the microsecond; until it does, the tests compare to the microsecond.
-func microJSON(t *testing.T, body string) string {
-	t.Helper()
-	var s blob.State
-	require.NoError(t, json.Unmarshal([]byte(body), &s), body)
-	s.UpdatedAt = s.UpdatedAt.Truncate(time.Microsecond)
 	return string(mustJSON(t, &s))
 }
 

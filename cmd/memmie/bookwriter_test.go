@@ -124,7 +124,7 @@ func TestBookWriterProvider(t *testing.T) {
 	assert.Equal(t, []string{blob.DerivedBlobID(chapterRun, 0), blob.DerivedBlobID(redraftRun, 0)}, state.Derived)
 	meta := asJSON(t, string(state.Metadata)).(map[string]any)
 	assert.Equal(t, "expanded", meta["status"])
-	assert.JSONEq(t, foldedJSON(t, d), microJSON(t, waitAPIBlob(t, apiURL, chapter, 9)))
+	assert.JSONEq(t, foldedJSON(t, d), waitAPIBlob(t, apiURL, chapter, 9))
 	expanded := streamDeltas(t, js, blob.DerivedBlobID(chapterRun, 0))
 	require.Len(t, expanded, 1)
 	assert.JSONEq(t, `{"content": "It was a long, dark night.", "metadata": {"type": "expanded_chapter", "original_id": "`+chapter+

@@ -420,6 +420,12 @@ func leave(ctx context.Context, c lifecycle.Component) error {
 // trigger through Start.
 func (e *Engine) openBlobs(ctx context.Context, g *lifecycle.Group, dl *deadletter.Writer) error {
 	cfg := e.cfg.Blobs
+	if cfg.Now == nil {
+		// Deltas to the microsecond, as Postgres keeps times: the blobs projection then serves
+		// every blob, at every version, exactly as a fold of its deltas gives it.
+		now := e.cfg.Now
+		cfg.Now = func() time.Time { return now().Truncate(time.Microsecond) }
+	}
 	e.fill(&cfg.Logger, &cfg.Now, &cfg.Hooks)
 	if cfg.DeadLetter == nil {
 		cfg.DeadLetter = dl
