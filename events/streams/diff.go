@@ -30,7 +30,7 @@ const (
 type Difference struct {
 	Stream string
 	// Field names the field as the JetStream API does (max_msgs, allow_direct), or
-	// "partitions" for the inbox's subject transform.
+	// "partitions" for the subject transform of the inbox or of MEMMIE_BLOBS.
 	Field string
 	// Server and Wanted are the field's values, as they are shown.
 	Server, Wanted string
@@ -134,10 +134,14 @@ var fields = []field{
 		fix: func(s, w jetstream.StreamConfig) string {
 			sp, sok := transformPartitions(s.SubjectTransform)
 			wp, wok := transformPartitions(w.SubjectTransform)
-			if !sok || !wok {
-				return "the stream's subject transform is not memmie's; " + updateFix + " on an empty inbox"
+			empty := "on an empty inbox"
+			if w.Name == Blobs {
+				empty = "once every blob event is processed"
 			}
-			return fmt.Sprintf("start with --partitions %d, or change them with 'memmie streams update --partitions %d' on an empty inbox", sp, wp)
+			if !sok || !wok {
+				return "the stream's subject transform is not this memmie's; " + updateFix + " " + empty
+			}
+			return fmt.Sprintf("start with --partitions %d, or change them with 'memmie streams update --partitions %d' %s", sp, wp, empty)
 		},
 	},
 	{
@@ -356,14 +360,26 @@ func showTransform(t *jetstream.SubjectTransformConfig) string {
 	return t.Source + " > " + t.Destination
 }
 
-var partitionsRE = regexp.MustCompile(`^memmie\.inbox\.\{\{\s*partition\((\d+),\s*1\)\s*\}\}\.\{\{\s*wildcard\(1\)\s*\}\}$`)
+var (
+	partitionsRE     = regexp.MustCompile(`^memmie\.inbox\.\{\{\s*partition\((\d+),\s*1\)\s*\}\}\.\{\{\s*wildcard\(1\)\s*\}\}$`)
+	blobPartitionsRE = regexp.MustCompile(`^memmie\.blobs\.\{\{\s*partition\((\d+),\s*1\)\s*\}\}\.\{\{\s*wildcard\(1\)\s*\}\}\.\{\{\s*wildcard\(2\)\s*\}\}$`)
+)
 
-// transformPartitions returns the number of partitions of the inbox's subject transform.
+// transformPartitions returns the number of partitions of the inbox's or MEMMIE_BLOBS's
+// subject transform.
 func transformPartitions(t *jetstream.SubjectTransformConfig) (int, bool) {
-	if t == nil || t.Source != "memmie.inbox.*" {
+	var re *regexp.Regexp
+	switch {
+	case t == nil:
+		return 0, false
+	case t.Source == "memmie.inbox.*":
+		re = partitionsRE
+	case t.Source == "memmie.blobs.*.*":
+		re = blobPartitionsRE
+	default:
 		return 0, false
 	}
-	m := partitionsRE.FindStringSubmatch(t.Destination)
+	m := re.FindStringSubmatch(t.Destination)
 	if m == nil {
 		return 0, false
 	}
@@ -371,8 +387,8 @@ func transformPartitions(t *jetstream.SubjectTransformConfig) (int, bool) {
 	return n, err == nil
 }
 
-// PartitionsOf returns the number of inbox partitions of an inbox stream's configuration, as
-// the server has it; false when it has no partitioning transform of memmie's.
+// PartitionsOf returns the number of partitions of an inbox's or MEMMIE_BLOBS's configuration,
+// as the server has it; false when it has no partitioning transform of memmie's.
 func PartitionsOf(cfg jetstream.StreamConfig) (int, bool) {
 	return transformPartitions(cfg.SubjectTransform)
 }

@@ -38,9 +38,9 @@ type Options struct {
 	// Storage of every stream. Defaults to jetstream.FileStorage: the streams are the source
 	// of truth. Tests may use jetstream.MemoryStorage.
 	Storage jetstream.StorageType
-	// Partitions of the inbox (see InboxConfig). Every process must use the same number; a
-	// start with another number than the inbox has is refused (Diff). Defaults to
-	// DefaultPartitions.
+	// Partitions of the inbox (see InboxConfig) and of MEMMIE_BLOBS (BlobsTransform). Every
+	// process must use the same number; a start with another number than the streams have is
+	// refused (Diff). Defaults to DefaultPartitions.
 	Partitions int
 }
 
@@ -61,6 +61,14 @@ type Options struct {
 //     the server never turns schedules off again (see Diff).
 //   - S2 compression on file storage: events are JSON, which compresses well; reads are rare
 //     next to appends.
+//
+// MEMMIE_BLOBS is partitioned by blob id (BlobsTransform), as the inbox is by execution id: a
+// client publishes to memmie.blobs.<blob_id>.<kind>, the server stores the event as
+// memmie.blobs.<partition>.<blob_id>.<kind>, and the blobs handler consumes each partition with
+// a consumer pinned to one process (clients never read the stream; the deltas are its record).
+// Changing the number re-maps blobs: a blob's events stored under the old number would be
+// consumed by another partition's consumer than its new ones, so `memmie streams update`
+// refuses while a blob event is not yet processed.
 func Configs(opts Options) []jetstream.StreamConfig {
 	if opts.Replicas <= 0 {
 		opts.Replicas = 1
@@ -91,6 +99,9 @@ func Configs(opts Options) []jetstream.StreamConfig {
 	}
 
 	blobs := base(Blobs, "Blob events written by clients", events.SubjectBlobs)
+	// Partitioned by blob id, so that one consumer per partition, each pinned to one process,
+	// applies a blob's events in the order they were stored.
+	blobs.SubjectTransform = BlobsTransform(opts)
 
 	executions := base(Executions, "Every queue entry, state change and step result of every execution", events.SubjectExecutions)
 	// The orchestrator appends an input and its decisions as a chain of publishes, or, with

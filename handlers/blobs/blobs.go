@@ -6,14 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/memmie/memmie/definitions"
-	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/internal/core/blob"
 	"github.com/memmie/memmie/internal/core/trigger"
@@ -24,8 +25,13 @@ import (
 	"github.com/memmie/memmie/internal/jetstream/stream"
 )
 
-// Name is the handler's durable consumer name and its dead-letter source.
+// Name is the handler's dead-letter source, and the prefix of its partition consumers' names:
+// blobs-<partition>.
 const Name = "blobs"
+
+// PriorityGroup is the priority group of the partition consumers, whose policy pins each
+// consumer to one client at a time.
+const PriorityGroup = "blobs"
 
 // Defaults of Config.
 const (
@@ -33,8 +39,7 @@ const (
 	DefaultAckWait       = 10 * time.Second
 	DefaultMaxAckPending = 1024
 	DefaultMaxConflicts  = 10
-	// DefaultNotFoundDeliveries: see Config.NotFoundDeliveries.
-	DefaultNotFoundDeliveries = 3
+	DefaultPinnedTTL     = 5 * time.Second
 )
 
 // Errors a Config.Start returns to say what became of a start.
@@ -53,8 +58,16 @@ type Store = blobstore.Store[blob.State, *blob.State]
 type Config struct {
 	// Blobs is the stream of blob events. Defaults to streams.Blobs.
 	Blobs string
-	// Durable is the blob events consumer's name. Defaults to Name.
+	// Durable prefixes the names of the blob events' partition consumers:
+	// <Durable>-<partition>. Defaults to Name.
 	Durable string
+	// Partitions is the number of MEMMIE_BLOBS partitions (streams.Options.Partitions);
+	// Assign takes partitions below it. Defaults to streams.DefaultPartitions.
+	Partitions int
+	// PinnedTTL is how long a partition consumer stays pinned to a client that stopped
+	// pulling (a crashed process) before another client gets its events. Defaults to
+	// DefaultPinnedTTL.
+	PinnedTTL time.Duration
 	// Executions is the stream of execution events, whose completed events of triggered
 	// executions become deltas. Defaults to streams.Executions.
 	Executions string
@@ -66,25 +79,22 @@ type Config struct {
 	// Store reads and appends blob states. Defaults to a blobstore on streams.Deltas with its
 	// defaults (its cache bounds the states held in memory).
 	Store *Store
-	// Workers is how many blob events are processed at once; the events of one blob are
-	// processed one at a time, in order, within a process. Defaults to DefaultWorkers.
+	// Workers is how many blob events are processed at once: at most one per partition,
+	// since a partition's consumer hands out its next event only once the one before is
+	// settled, which is what applies each blob's events in the order they were stored, across
+	// processes. Defaults to DefaultWorkers.
 	Workers int
 	// AckWait is how long the server waits for an event to be settled before delivering it
 	// again: how soon a crashed process's events are taken up. An event takes an append and a
 	// start per matching workflow (milliseconds), a history load on a cache miss; the consume
 	// loop sends progress for the events it holds. Defaults to DefaultAckWait.
 	AckWait time.Duration
-	// MaxAckPending bounds the events delivered and not yet settled. Defaults to
-	// DefaultMaxAckPending.
+	// MaxAckPending bounds the completed executions delivered and not yet settled (a blob
+	// events' partition consumer has 1, see Workers). Defaults to DefaultMaxAckPending.
 	MaxAckPending int
 	// MaxConflicts bounds how often one event is decided again after conflicting appends
 	// before it is handed back to the server. Defaults to DefaultMaxConflicts.
 	MaxConflicts int
-	// NotFoundDeliveries is how many deliveries an updated or deleted event of a blob that
-	// does not exist gets before it is dead-lettered: another process may be recording the
-	// blob's created event at that moment (events of one blob are ordered within a process,
-	// not across processes). Defaults to DefaultNotFoundDeliveries.
-	NotFoundDeliveries int
 	// Providers returns the active providers, whose triggers each event is matched against.
 	// Defaults to none: deltas are written and nothing is started.
 	Providers func() []*definitions.Provider
@@ -101,8 +111,8 @@ type Config struct {
 	Logger *slog.Logger
 	// DeadLetter records events that can never be processed. Required.
 	DeadLetter *deadletter.Writer
-	// Hooks inject faults (tests only): faults.BlobsOutputDeltaAppended and
-	// faults.BlobsOutputDeltasAppended. Defaults to none.
+	// Hooks inject faults (tests only): faults.BlobsAppended (with the blob id),
+	// faults.BlobsOutputDeltaAppended and faults.BlobsOutputDeltasAppended. Defaults to none.
 	Hooks faults.Hook
 	// RetryBackoff and MaxRetryBackoff pace the retries of an event whose load, append or
 	// start failed for a transient reason. Default to consume.DefaultRetryBackoff and
@@ -119,7 +129,8 @@ func (c *Config) defaults(js jetstream.JetStream) error {
 	c.AckWait = cmp.Or(c.AckWait, DefaultAckWait)
 	c.MaxAckPending = cmp.Or(c.MaxAckPending, DefaultMaxAckPending)
 	c.MaxConflicts = cmp.Or(c.MaxConflicts, DefaultMaxConflicts)
-	c.NotFoundDeliveries = cmp.Or(c.NotFoundDeliveries, DefaultNotFoundDeliveries)
+	c.Partitions = cmp.Or(c.Partitions, streams.DefaultPartitions)
+	c.PinnedTTL = cmp.Or(c.PinnedTTL, DefaultPinnedTTL)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -137,8 +148,11 @@ func (c *Config) defaults(js jetstream.JetStream) error {
 		return fmt.Errorf("blobs: MaxAckPending %d is under Workers %d", c.MaxAckPending, c.Workers)
 	case c.MaxConflicts < 0:
 		return fmt.Errorf("blobs: MaxConflicts %d is negative", c.MaxConflicts)
-	case c.NotFoundDeliveries < 0:
-		return fmt.Errorf("blobs: NotFoundDeliveries %d is negative", c.NotFoundDeliveries)
+	case c.Partitions < 0 || c.Partitions > streams.MaxPartitions:
+		return fmt.Errorf("blobs: Partitions %d is not within 1 to %d", c.Partitions, streams.MaxPartitions)
+	case c.PinnedTTL < 2*time.Second:
+		// Pulls renew the pin; they expire after at least a second.
+		return fmt.Errorf("blobs: PinnedTTL %s is under 2 seconds", c.PinnedTTL)
 	}
 	if c.Store == nil {
 		s, err := blobstore.New[blob.State](js, blobstore.Config{})
@@ -158,6 +172,10 @@ type Handler struct {
 	loop *consume.Loop
 	// outputs consumes completed executions; nil with Config.NoOutputs.
 	outputs *consume.Loop
+
+	assignMu sync.Mutex // one Assign at a time
+	mu       sync.Mutex
+	assigned []int // the partitions consumed, sorted
 }
 
 // New checks cfg and returns a handler. Start starts it.
@@ -166,24 +184,12 @@ func New(js jetstream.JetStream, cfg Config) (*Handler, error) {
 		return nil, err
 	}
 	h := &Handler{js: js, cfg: cfg, log: cfg.Logger.With("component", Name)}
+	// The partition consumers are added by Assign.
 	loop, err := consume.New(js, consume.Config{
-		Name:   Name,
-		Stream: cfg.Blobs,
-		Consumer: jetstream.ConsumerConfig{
-			Durable:       cfg.Durable,
-			Description:   "Records blob events as deltas and starts the workflows they trigger",
-			FilterSubject: events.SubjectBlobs,
-			DeliverPolicy: jetstream.DeliverAllPolicy,
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       cfg.AckWait,
-			// Unlimited: a transient failure is retried for as long as it lasts, and an event
-			// must never be dropped silently. What can never apply is dead-lettered by the
-			// handler.
-			MaxDeliver:    -1,
-			MaxAckPending: cfg.MaxAckPending,
-		},
+		Name:    Name,
+		Stream:  cfg.Blobs,
 		Workers: cfg.Workers,
-		// The events of one blob are recorded one at a time, in order.
+		// A partition holds one event at a time; the key keeps a blob on one worker anyway.
 		Key:             blobKey,
 		RetryBackoff:    cfg.RetryBackoff,
 		MaxRetryBackoff: cfg.MaxRetryBackoff,
@@ -225,20 +231,17 @@ func New(js jetstream.JetStream, cfg Config) (*Handler, error) {
 	return h, nil
 }
 
-// blobKey is the blob id of memmie.blobs.<blob_id>.<kind>, or the subject.
+// blobKey is the blob id of memmie.blobs.<partition>.<blob_id>.<kind>, or the subject.
 func blobKey(msg jetstream.Msg) string {
-	s := msg.Subject()
-	rest, ok := strings.CutPrefix(s, "memmie.blobs.")
-	if !ok {
-		return s
+	t := strings.SplitN(msg.Subject(), ".", 5)
+	if len(t) == 5 {
+		return t[3]
 	}
-	if i := strings.IndexByte(rest, '.'); i > 0 {
-		return rest[:i]
-	}
-	return s
+	return msg.Subject()
 }
 
-// Start starts consuming blob events and completed executions.
+// Start starts consuming completed executions, and the workers of blob events: they get
+// events once Assign gives them partitions.
 func (h *Handler) Start(ctx context.Context) error {
 	if err := h.loop.Start(ctx); err != nil {
 		return err
@@ -252,13 +255,145 @@ func (h *Handler) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop stops consuming; events in progress finish (see consume.Loop.Stop).
+// Stop stops consuming; events in progress finish (see consume.Loop.Stop). Then it unpins its
+// partitions, so that the processes that take them over get their events at once.
 func (h *Handler) Stop(ctx context.Context) error {
 	var err error
 	if h.outputs != nil {
 		err = h.outputs.Stop(ctx)
 	}
-	return errors.Join(err, h.loop.Stop(ctx))
+	h.assignMu.Lock()
+	defer h.assignMu.Unlock()
+	err = errors.Join(err, h.loop.Stop(ctx))
+	h.mu.Lock()
+	parts := h.assigned
+	h.assigned = nil
+	h.mu.Unlock()
+	// Unpinning is quick: it gets its own time even when ctx ran out on slow events.
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	h.unpin(uctx, parts...)
+	return err
+}
+
+// ConsumerName returns the durable name of a partition's consumer.
+func (h *Handler) ConsumerName(partition int) string {
+	return h.cfg.Durable + "-" + strconv.Itoa(partition)
+}
+
+// consumerConfig is the durable consumer of one MEMMIE_BLOBS partition.
+func (h *Handler) consumerConfig(partition int) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       h.ConsumerName(partition),
+		Description:   "Records the blob events of one partition as deltas and starts the workflows they trigger",
+		FilterSubject: streams.BlobPartitionFilter(partition),
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       h.cfg.AckWait,
+		// Unlimited: a transient failure is retried for as long as it lasts, and an event
+		// must never be dropped silently. What can never apply is dead-lettered by the
+		// handler.
+		MaxDeliver: -1,
+		// One event of the partition at a time: the next is delivered only once this one is
+		// acked or dead-lettered, so that a blob's events are applied in stream order even
+		// when one is retried, or redelivered after a crash (the server redelivers expired
+		// messages in batches, which need not keep their order).
+		MaxAckPending: 1,
+		// One client at a time, the process the partition is assigned to, so that the
+		// blob's state stays in one process's cache; a crashed process's pin expires after
+		// PinnedTTL.
+		PriorityPolicy: jetstream.PriorityPolicyPinned,
+		PriorityGroups: []string{PriorityGroup},
+		PinnedTTL:      h.cfg.PinnedTTL,
+	}
+}
+
+// Assign makes the handler consume exactly the given MEMMIE_BLOBS partitions: it stops
+// consuming (drains, then unpins) those it no longer has, then starts on the new ones. The
+// engine calls it with the orchestrator's partitions whenever the live processes change.
+// Calls are serialized; an error leaves a partition as it was, and the next call tries again.
+func (h *Handler) Assign(ctx context.Context, partitions []int) error {
+	h.assignMu.Lock()
+	defer h.assignMu.Unlock()
+	want := slices.Clone(partitions)
+	slices.Sort(want)
+	want = slices.Compact(want)
+	for _, p := range want {
+		if p < 0 || p >= h.cfg.Partitions {
+			return fmt.Errorf("blobs: assign partition %d: not within 0 to %d", p, h.cfg.Partitions-1)
+		}
+	}
+	h.mu.Lock()
+	have := slices.Clone(h.assigned)
+	h.mu.Unlock()
+	var errs []error
+	var removed []int
+	for _, p := range have {
+		if slices.Contains(want, p) {
+			continue
+		}
+		// Remove stops the pulls at once, even when it returns before the event in
+		// progress is settled (ctx ended): the partition is no longer consumed here.
+		err := h.loop.Remove(ctx, h.ConsumerName(p))
+		h.setAssigned(p, false)
+		if err != nil {
+			errs = append(errs, err) // still pinned here: the next process waits for PinnedTTL
+			continue
+		}
+		removed = append(removed, p)
+	}
+	h.unpin(ctx, removed...)
+	for _, p := range want {
+		if slices.Contains(have, p) {
+			continue
+		}
+		if err := h.loop.Add(ctx, h.consumerConfig(p), jetstream.FetchPriorityGroup(PriorityGroup)); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		h.setAssigned(p, true)
+	}
+	if now := h.Partitions(); !slices.Equal(now, have) {
+		h.log.Info("partitions assigned", "partitions", now)
+	}
+	return errors.Join(errs...)
+}
+
+// Partitions returns the MEMMIE_BLOBS partitions consumed now, sorted.
+func (h *Handler) Partitions() []int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.assigned)
+}
+
+func (h *Handler) setAssigned(p int, on bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	i, found := slices.BinarySearch(h.assigned, p)
+	switch {
+	case on && !found:
+		h.assigned = slices.Insert(h.assigned, i, p)
+	case !on && found:
+		h.assigned = slices.Delete(h.assigned, i, i+1)
+	}
+}
+
+// unpin lets the next client of the partitions have their events without waiting for
+// PinnedTTL.
+func (h *Handler) unpin(ctx context.Context, partitions ...int) {
+	if len(partitions) == 0 {
+		return
+	}
+	s, err := h.js.Stream(ctx, h.cfg.Blobs)
+	if err != nil {
+		h.log.Debug("unpin partitions", "partitions", partitions, "err", err)
+		return
+	}
+	for _, p := range partitions {
+		if err := s.UnpinConsumer(ctx, h.ConsumerName(p), PriorityGroup); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			h.log.Debug("unpin partition", "partition", p, "err", err)
+		}
+	}
 }
 
 // Stats returns the counters of the blob events' consume loop.
@@ -282,21 +417,28 @@ func (h *Handler) handle(ctx context.Context, d consume.Delivery) consume.Outcom
 		// Stable across redeliveries; a re-publish without an id is another event.
 		msgID = d.Meta.Stream + "/" + strconv.FormatUint(d.Meta.Sequence.Stream, 10)
 	}
-	ev, err := blob.Parse(blob.Message{Subject: d.Msg.Subject(), Body: d.Msg.Data(), MsgID: msgID})
+	_, subject, err := streams.ParseBlobPartitionSubject(d.Msg.Subject())
+	if err != nil {
+		return consume.DeadLetter(err.Error())
+	}
+	ev, err := blob.Parse(blob.Message{Subject: subject, Body: d.Msg.Data(), MsgID: msgID})
 	if err != nil {
 		return consume.DeadLetter(err.Error())
 	}
 	log := h.log.With("blob_id", ev.Data.BlobID, "event_id", ev.ID, "kind", ev.Kind())
-	after, out, ok := h.record(ctx, log, d, ev)
+	after, out, ok := h.record(ctx, log, ev)
 	if !ok {
 		return out
+	}
+	if err := h.cfg.Hooks.At(ctx, faults.BlobsAppended, ev.Data.BlobID); err != nil {
+		return consume.Abandon()
 	}
 	return h.trigger(ctx, log, ev, after)
 }
 
 // record appends the event's delta, or finds it recorded already, and returns the blob at the
 // event's version. ok is false when out settles the event.
-func (h *Handler) record(ctx context.Context, log *slog.Logger, d consume.Delivery, ev blob.Event) (after blob.State, out consume.Outcome, ok bool) {
+func (h *Handler) record(ctx context.Context, log *slog.Logger, ev blob.Event) (after blob.State, out consume.Outcome, ok bool) {
 	store := h.cfg.Store
 	id := ev.Data.BlobID
 	e, err := store.Get(ctx, id)
@@ -314,10 +456,7 @@ func (h *Handler) record(ctx context.Context, log *slog.Logger, d consume.Delive
 			fresh = true
 			continue
 		case errors.As(err, &refusal):
-			if refusal.Reason == blob.ReasonNotFound && d.Meta.NumDelivered < uint64(h.cfg.NotFoundDeliveries) {
-				// Its created event may be in another process's hands right now.
-				return blob.State{}, consume.Retry(err, 0), false
-			}
+			// No earlier event of the blob is pending: its partition hands out one at a time.
 			log.Info("blob event refused", "reason", refusal.Reason, "err", err)
 			return blob.State{}, consume.DeadLetter(err.Error()), false
 		case err != nil:

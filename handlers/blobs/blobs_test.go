@@ -108,7 +108,17 @@ func (e *env) handler(st *starts, providers ...string) *blobs.Handler {
 	require.NoError(t, err)
 	require.NoError(t, h.Start(testContext(t)))
 	t.Cleanup(func() { require.NoError(t, h.Stop(context.Background())) })
+	require.NoError(t, h.Assign(testContext(t), allPartitions()))
 	return h
+}
+
+// allPartitions are the partitions of MEMMIE_BLOBS with the default options.
+func allPartitions() []int {
+	all := make([]int, streams.DefaultPartitions)
+	for i := range all {
+		all[i] = i
+	}
+	return all
 }
 
 // publish publishes a blob event as a client would, with a Nats-Msg-Id.

@@ -41,6 +41,9 @@ const (
 	// DispatcherAdmitted: the dispatcher admitted an execution (it counts as running) and
 	// has not sent its start.
 	DispatcherAdmitted Point = "dispatcher.admitted"
+	// BlobsAppended: a blob event's delta is appended; the executions it triggers are not
+	// started and the event is not acknowledged. The hook gets the blob id.
+	BlobsAppended Point = "blobs.appended"
 )
 
 // The crash points of the writer of executions' deltas (handlers/blobs, outputs.go).
@@ -56,7 +59,7 @@ const (
 
 // Points lists every crash point.
 var Points = []Point{OrchestratorDecided, OrchestratorAppended, RunnerCalled, RunnerReported, TimersSet, DispatcherAdmitted,
-	BlobsOutputDeltaAppended, BlobsOutputDeltasAppended}
+	BlobsAppended, BlobsOutputDeltaAppended, BlobsOutputDeltasAppended}
 
 // ErrCrash is what a hook returns to make the handler abandon its work.
 var ErrCrash = errors.New("crash injected")

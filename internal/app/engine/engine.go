@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -118,7 +119,7 @@ type Cluster struct {
 	// refused. Defaults to the host name and a random suffix.
 	ProcessID string
 	// TTL is how long a process that stopped without saying so (a crash, a lost network)
-	// keeps its inbox partitions and the dispatcher's lease: the time the others take to
+	// keeps its inbox and blob partitions and the dispatcher's lease: the time the others take to
 	// take them over. Defaults to lease.DefaultTTL.
 	TTL time.Duration
 }
@@ -149,6 +150,11 @@ type Engine struct {
 	leader       *lease.Lease
 	assignStop   chan struct{}
 	assignDone   chan struct{}
+	// assignKick asks the assign loop to assign the partitions again.
+	assignKick chan struct{}
+	// blobsAssigned is the blobs handler while it runs, which the assign loop gives the
+	// orchestrator's partitions too (MEMMIE_BLOBS is partitioned as the inbox is).
+	blobsAssigned atomic.Pointer[blobs.Handler]
 	// parts are what Open started, stopped by Close in reverse.
 	parts *lifecycle.Group
 	// closed keeps the orchestrator's counters of the last run once it is closed.
@@ -344,6 +350,7 @@ func (e *Engine) openOrchestrator(ctx context.Context, g *lifecycle.Group, dl *d
 		return err
 	}
 	kick := make(chan struct{}, 1)
+	e.assignKick = kick
 	m, err := lease.NewMembers(e.js, lease.MembersConfig{
 		ID:  e.cfg.Cluster.ProcessID,
 		TTL: e.cfg.Cluster.TTL,
@@ -436,11 +443,50 @@ func (e *Engine) openBlobs(ctx context.Context, g *lifecycle.Group, dl *deadlett
 	if cfg.Start == nil {
 		cfg.Start = e.startTriggered
 	}
+	if cfg.Hooks == nil {
+		cfg.Hooks = e.cfg.Hooks
+	}
+	cfg.Partitions = cmp.Or(cfg.Partitions, streams.InboxPartitions(e.cfg.Streams))
+	cfg.PinnedTTL = cmp.Or(cfg.PinnedTTL, e.cfg.Cluster.TTL)
 	b, err := blobs.New(e.js, cfg)
 	if err != nil {
 		return err
 	}
-	if err := g.Start(ctx, b); err != nil {
+	err = g.Start(ctx, lifecycle.Funcs{
+		OnStart: func(ctx context.Context) error {
+			if err := b.Start(ctx); err != nil {
+				return err
+			}
+			if e.members == nil {
+				// No orchestrator, so no membership: a process alone takes every partition.
+				all := make([]int, cfg.Partitions)
+				for i := range all {
+					all[i] = i
+				}
+				if err := b.Assign(ctx, all); err != nil {
+					_ = b.Stop(context.WithoutCancel(ctx))
+					return err
+				}
+				return nil
+			}
+			if err := b.Assign(ctx, e.partitions()); err != nil {
+				e.log.Warn("assign blob partitions; trying again", "err", err)
+			}
+			// From now on the assign loop moves the blob partitions with the inbox's.
+			e.blobsAssigned.Store(b)
+			select {
+			case e.assignKick <- struct{}{}:
+			default:
+			}
+			return nil
+		},
+		OnStop: func(ctx context.Context) error {
+			// Stop waits for an assignment in progress.
+			e.blobsAssigned.Store(nil)
+			return b.Stop(ctx)
+		},
+	})
+	if err != nil {
 		return err
 	}
 	e.blobs = b
@@ -519,6 +565,8 @@ func (e *Engine) reset() {
 	e.members, e.leader = nil, nil
 	e.reconciler, e.reconLease = nil, nil
 	e.blobs = nil
+	e.blobsAssigned.Store(nil)
+	e.assignKick = nil
 	e.parts = nil
 	if e.caller != nil {
 		e.caller.Close()
@@ -573,6 +621,9 @@ func (e *Engine) assignLoop(o *orchestrator.Orchestrator, m *lease.Members, kick
 		want := lease.Assign(streams.InboxPartitions(e.cfg.Streams), m.Live(), e.cfg.Cluster.ProcessID)
 		ctx, cancel := context.WithTimeout(base, 30*time.Second)
 		err := o.Assign(ctx, want)
+		if b := e.blobsAssigned.Load(); b != nil {
+			err = errors.Join(err, b.Assign(ctx, want))
+		}
 		cancel()
 		if failed = err != nil; failed {
 			e.log.Warn("assign partitions; trying again", "err", err)

@@ -67,17 +67,34 @@ type Message struct {
 
 // FromJetStream returns the dead-letter view of a consumed message. A command of the inbox,
 // stored under its partition's subject (memmie.inbox.<partition>.<id>), is recorded under the
-// subject it was sent to (memmie.inbox.<id>), which is where a redrive sends it back.
+// subject it was sent to (memmie.inbox.<id>), and a blob event stored as
+// memmie.blobs.<partition>.<blob_id>.<kind> under memmie.blobs.<blob_id>.<kind>: that is where
+// a redrive sends it back.
 func FromJetStream(msg jetstream.Msg) Message {
-	subject := msg.Subject()
-	if _, id, err := streams.ParseInboxPartitionSubject(subject); err == nil {
-		subject = events.InboxSubject(id)
-	}
-	m := Message{Subject: subject, Header: msg.Headers(), Data: msg.Data()}
+	m := Message{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}
 	if md, err := msg.Metadata(); err == nil {
 		m.Stream, m.Sequence = md.Stream, md.Sequence.Stream
 	}
+	m.Subject = Published(m.Stream, m.Subject)
 	return m
+}
+
+// Published returns the subject a message stored in stream under subject was published to:
+// partitioned subjects of the inbox and of MEMMIE_BLOBS map back, anything else is itself.
+func Published(stream, subject string) string {
+	switch stream {
+	case streams.Inbox, "":
+		if _, id, err := streams.ParseInboxPartitionSubject(subject); err == nil {
+			return events.InboxSubject(id)
+		}
+	}
+	switch stream {
+	case streams.Blobs, "":
+		if _, published, err := streams.ParseBlobPartitionSubject(subject); err == nil {
+			return published
+		}
+	}
+	return subject
 }
 
 // Record stores msg as a dead letter of source (a subject token such as "runner") with the
