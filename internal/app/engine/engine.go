@@ -124,7 +124,9 @@ type Cluster struct {
 	TTL time.Duration
 }
 
-// Handlers selects the handlers Open starts.
+// Handlers selects the handlers Open starts. The blobs handler consumes blob events only
+// beside the orchestrator, whose partitions it takes (MEMMIE_BLOBS is partitioned as the inbox
+// is); without it, it writes executions' deltas only.
 type Handlers struct {
 	NoOrchestrator, NoRunner, NoTimers, NoDispatcher, NoReconciler, NoBlobs bool
 }
@@ -458,15 +460,8 @@ func (e *Engine) openBlobs(ctx context.Context, g *lifecycle.Group, dl *deadlett
 				return err
 			}
 			if e.members == nil {
-				// No orchestrator, so no membership: a process alone takes every partition.
-				all := make([]int, cfg.Partitions)
-				for i := range all {
-					all[i] = i
-				}
-				if err := b.Assign(ctx, all); err != nil {
-					_ = b.Stop(context.WithoutCancel(ctx))
-					return err
-				}
+				// No orchestrator, so no partitions: the blob events are consumed by the
+				// processes that run one; this one writes executions' deltas only.
 				return nil
 			}
 			if err := b.Assign(ctx, e.partitions()); err != nil {
@@ -703,6 +698,8 @@ type Stats struct {
 	// Blobs counts the blob store's history loads, cache hits and misses and OCC conflicts,
 	// when the blobs handler runs.
 	Blobs *blobstore.Stats `json:"blobs,omitempty"`
+	// BlobPartitions are the MEMMIE_BLOBS partitions this process consumes now.
+	BlobPartitions []int `json:"blob_partitions,omitempty"`
 }
 
 // Stats returns the process's counters and roles. Counters count from Open; once the engine
@@ -739,6 +736,7 @@ func (e *Engine) Stats() Stats {
 		st.Loops[blobs.Name+"-outputs"] = e.blobs.OutputStats()
 		bs := e.blobs.StoreStats()
 		st.Blobs = &bs
+		st.BlobPartitions = e.blobs.Partitions()
 	}
 	return st
 }
