@@ -170,15 +170,16 @@ func wantedStatuses(ctx context.Context, js jetstream.JetStream, o streamsOption
 
 // Refusals of a change of partitions.
 var (
-	errInboxNotEmpty = errors.New("the inbox holds commands")
-	errInboxInUse    = errors.New("memmie processes are running")
+	errInboxNotEmpty   = errors.New("the inbox holds commands")
+	errInboxInUse      = errors.New("memmie processes are running")
+	errBlobsUnfinished = errors.New("blob events are not processed yet")
 )
 
 // safeToUpdate refuses to change the inbox's partitions while it holds commands: each is
 // stored under the partition of the old number, which no consumer reads once the number
 // changes. Schedules (memmie.timers.*.*) are no obstacle: they are mapped when they fire.
 func safeToUpdate(ctx context.Context, js jetstream.JetStream, st stream.Status) error {
-	if st.Server == nil || st.Wanted.Name != streams.Inbox {
+	if st.Server == nil || (st.Wanted.Name != streams.Inbox && st.Wanted.Name != streams.Blobs) {
 		return nil
 	}
 	changes := false
@@ -187,6 +188,9 @@ func safeToUpdate(ctx context.Context, js jetstream.JetStream, st stream.Status)
 	}
 	if !changes {
 		return nil
+	}
+	if st.Wanted.Name == streams.Blobs {
+		return blobsProcessed(ctx, js)
 	}
 	s, err := js.Stream(ctx, streams.Inbox)
 	if err != nil {
@@ -214,6 +218,33 @@ func safeToUpdate(ctx context.Context, js jetstream.JetStream, st stream.Status)
 	}
 	if err := consumers.Err(); err != nil {
 		return fmt.Errorf("list the inbox's consumers: %w", err)
+	}
+	return nil
+}
+
+// blobsProcessed refuses to (re)partition MEMMIE_BLOBS while one of its consumers has events
+// not yet processed, or is pulled: the stream keeps every event under the subject it was
+// stored with, so an event left under the old partitioning (or none, for a stream of an older
+// memmie, consumed by its one `blobs` durable) would be read by another consumer than the
+// blob's next events, or by none, and a blob's events would no longer apply in order.
+func blobsProcessed(ctx context.Context, js jetstream.JetStream) error {
+	s, err := js.Stream(ctx, streams.Blobs)
+	if err != nil {
+		return fmt.Errorf("check the blob events' consumers: %w", err)
+	}
+	consumers := s.ListConsumers(ctx)
+	for c := range consumers.Info() {
+		switch {
+		case c.NumWaiting > 0:
+			return fmt.Errorf("%w: consumer %s still pulls from %s: stop every memmie process, then update", errInboxInUse, c.Name, streams.Blobs)
+		case c.NumPending > 0 || c.NumAckPending > 0:
+			return fmt.Errorf("%w: consumer %s has %d not delivered and %d not acknowledged; "+
+				"run memmie as it is until they are processed, stop every process, then update",
+				errBlobsUnfinished, c.Name, c.NumPending, c.NumAckPending)
+		}
+	}
+	if err := consumers.Err(); err != nil {
+		return fmt.Errorf("list the blob events' consumers: %w", err)
 	}
 	return nil
 }

@@ -89,6 +89,45 @@ func TestStreamsUpdate(t *testing.T) {
 		assert.Contains(t, out, "MEMMIE_INBOX: as wanted\n")
 	})
 
+	t.Run("MEMMIE_BLOBS of an older memmie is partitioned once its events are processed", func(t *testing.T) {
+		s, err := js.Stream(ctx, streams.Blobs)
+		require.NoError(t, err)
+		cfg := s.CachedInfo().Config
+		cfg.SubjectTransform = nil // as an older memmie created it
+		_, err = js.UpdateStream(ctx, cfg)
+		require.NoError(t, err)
+		_, err = js.Publish(ctx, "memmie.blobs.b1.created", []byte(`{"blob_id": "b1"}`), jetstream.WithMsgID("old-1"))
+		require.NoError(t, err)
+		cons, err := js.CreateConsumer(ctx, streams.Blobs, jetstream.ConsumerConfig{Durable: "blobs",
+			FilterSubject: "memmie.blobs.*.*", AckPolicy: jetstream.AckExplicitPolicy})
+		require.NoError(t, err)
+		require.ErrorContains(t, stream.EnsureStreams(ctx, js, engine.StreamConfigs(streams.Options{Partitions: 4})),
+			"partitions", "a start refuses the unpartitioned stream")
+
+		code, out, _ := executeSplit(t, "streams", "update", "--nats-url", url)
+		assert.Equal(t, 1, code)
+		assert.Contains(t, out, "MEMMIE_BLOBS: partitions: none on the server, 4 wanted\n")
+		assert.Contains(t, out, "MEMMIE_BLOBS: not updated: blob events are not processed yet: consumer blobs has 1 not delivered")
+
+		batch, err := cons.Fetch(1)
+		require.NoError(t, err)
+		for msg := range batch.Messages() {
+			require.NoError(t, msg.DoubleAck(ctx))
+		}
+		code, out, errOut := executeSplit(t, "streams", "update", "--nats-url", url)
+		require.Equal(t, 0, code, out+errOut)
+		assert.Contains(t, out, "MEMMIE_BLOBS: updated\n")
+		require.NoError(t, stream.EnsureStreams(ctx, js, engine.StreamConfigs(streams.Options{Partitions: 4})))
+		ack, err := js.Publish(ctx, "memmie.blobs.b1.updated", []byte(`{"blob_id": "b1"}`), jetstream.WithMsgID("new-1"))
+		require.NoError(t, err)
+		msg, err := s.GetMsg(ctx, ack.Sequence)
+		require.NoError(t, err)
+		partition, published, err := streams.ParseBlobPartitionSubject(msg.Subject)
+		require.NoError(t, err, "stored under its partition: %s", msg.Subject)
+		assert.Less(t, partition, 4)
+		assert.Equal(t, "memmie.blobs.b1.updated", published)
+	})
+
 	t.Run("a smaller difference is applied", func(t *testing.T) {
 		s, err := js.Stream(ctx, streams.Executions)
 		require.NoError(t, err)
