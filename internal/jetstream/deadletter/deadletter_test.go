@@ -49,3 +49,17 @@ func TestNew(t *testing.T) {
 	_, err = deadletter.New("runner", m, "", now)
 	assert.Error(t, err)
 }
+
+func TestPublished(t *testing.T) {
+	tests := []struct{ stream, stored, want string }{
+		{"MEMMIE_INBOX", "memmie.inbox.3.e1", "memmie.inbox.e1"},
+		{"MEMMIE_BLOBS", "memmie.blobs.3.b1.updated", "memmie.blobs.b1.updated"},
+		{"MEMMIE_BLOBS", "memmie.blobs.b1.updated", "memmie.blobs.b1.updated"},     // stored before the partitions
+		{"MEMMIE_BLOBS", "memmie.blobs.x.b1.updated", "memmie.blobs.x.b1.updated"}, // not a partition
+		{"MEMMIE_EXECUTIONS", "memmie.executions.e1.completed", "memmie.executions.e1.completed"},
+		{"", "memmie.blobs.0.b1.created", "memmie.blobs.b1.created"},
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.want, deadletter.Published(tt.stream, tt.stored), "%s %s", tt.stream, tt.stored)
+	}
+}
