@@ -9,7 +9,8 @@
 //	}
 //
 // Every stream of the contract keeps everything (limits retention, no age, count or size limit):
-// the streams are the source of truth and projections are rebuilt from them. Configs documents
+// the streams are the source of truth and projections are rebuilt from them. MEMMIE_BLOBS is
+// partitioned by blob id (BlobsTransform), as the inbox is by execution id. Configs documents
 // each choice. Two internal streams are the exceptions: the orchestrator's inbox (InboxConfig),
 // a work queue partitioned by execution id, and the leases through which processes share the
 // work (LeasesConfig), whose messages expire.

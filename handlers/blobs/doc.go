@@ -9,6 +9,16 @@
 // inbox as events.DeltasRejected, which the orchestrator records; a transient failure (NATS
 // unavailable) is retried.
 //
+// MEMMIE_BLOBS is partitioned by blob id (streams.BlobsTransform). The handler consumes the
+// partitions Assign gives it (the engine gives it the orchestrator's), each through a durable
+// consumer pinned to one process and holding one event at a time, so that a blob's events are
+// applied in the order they were stored, across processes, retries and crashes:
+//
+//	h, err := blobs.New(js, blobs.Config{DeadLetter: dl})
+//	err = h.Start(ctx)
+//	err = h.Assign(ctx, []int{0, 1, 2}) // the MEMMIE_BLOBS partitions this process consumes
+//	defer h.Stop(ctx)
+//
 // It is a thin shell: what is written and started is decided by internal/core/blob and
 // internal/core/trigger. It never imports another handler or the engine: the engine gives it
 // the active providers and a function that queues an execution.
