@@ -371,3 +371,49 @@ func TestConcurrentUpdatesOnTwoHandlersAreGapless(t *testing.T) {
 	t.Logf("handled %d and %d; conflicts %d and %d; history loads %d and %d",
 		a.Stats().Handled, b.Stats().Handled, sa.Conflicts, sb.Conflicts, sa.HistoryLoads, sb.HistoryLoads)
 }
+
+// TestAssignConsumesItsPartitionsOnly: a handler records the events of the partitions it is
+// assigned, and those of a partition it gets later from where that partition's consumer
+// stands; a partition out of range is refused.
+func TestAssignConsumesItsPartitionsOnly(t *testing.T) {
+	e := newEnv(t)
+	cfg := blobs.Config{DeadLetter: deadletter.NewWriter(e.js, deadletter.Config{}), NoOutputs: true,
+		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))}
+	h, err := blobs.New(e.js, cfg)
+	require.NoError(t, err)
+	ctx := testContext(t)
+	require.NoError(t, h.Start(ctx))
+	t.Cleanup(func() { require.NoError(t, h.Stop(context.Background())) })
+	require.ErrorContains(t, h.Assign(ctx, []int{streams.DefaultPartitions}), "not within 0 to 15")
+
+	partitionOf := func(blobID string) int {
+		s, err := e.js.Stream(ctx, streams.Blobs)
+		require.NoError(t, err)
+		m, err := s.GetLastMsgForSubject(ctx, "memmie.blobs.*."+blobID+".created")
+		require.NoError(t, err)
+		p, _, err := streams.ParseBlobPartitionSubject(m.Subject)
+		require.NoError(t, err)
+		return p
+	}
+	var ids []string
+	for i := 0; len(ids) < 2; i++ {
+		id := fmt.Sprintf("a%d", i)
+		e.publish("memmie.blobs."+id+".created", fmt.Sprintf(`{"blob_id": %q}`, id), id)
+		if len(ids) == 0 || partitionOf(id) != partitionOf(ids[0]) {
+			ids = append(ids, id)
+		}
+	}
+	mine, other := partitionOf(ids[0]), partitionOf(ids[1])
+	require.NoError(t, h.Assign(ctx, []int{mine}))
+	assert.Equal(t, []int{mine}, h.Partitions())
+	e.waitDeltas(ids[0], 1)
+	assert.Empty(t, e.deltas(ids[1]), "partition %d is not this handler's", other)
+
+	require.NoError(t, h.Assign(ctx, []int{other}))
+	assert.Equal(t, []int{other}, h.Partitions())
+	e.waitDeltas(ids[1], 1)
+	e.publish("memmie.blobs."+ids[0]+".updated", fmt.Sprintf(`{"blob_id": %q, "content": 1}`, ids[0]), ids[0]+"-1")
+	e.publish("memmie.blobs."+ids[1]+".updated", fmt.Sprintf(`{"blob_id": %q, "content": 1}`, ids[1]), ids[1]+"-1")
+	e.waitDeltas(ids[1], 2)
+	assert.Len(t, e.deltas(ids[0]), 1, "partition %d was given up", mine)
+}
