@@ -215,12 +215,19 @@ func TestDeactivatedProviderTriggersNothing(t *testing.T) {
 	blobDeltas(t, h.js, noteBlob, 1)
 	// The event is settled (its starts are made before its ack): nothing was queued.
 	require.Eventually(t, func() bool {
-		c, err := h.js.Consumer(testContext(t), streams.Blobs, "blobs")
+		s, err := h.js.Stream(testContext(t), streams.Blobs)
 		if err != nil {
 			return false
 		}
-		info, err := c.Info(testContext(t))
-		return err == nil && info.NumPending == 0 && info.NumAckPending == 0 && info.Delivered.Consumer >= 1
+		var delivered uint64
+		consumers := s.ListConsumers(testContext(t)) // one per partition
+		for info := range consumers.Info() {
+			if info.NumPending > 0 || info.NumAckPending > 0 {
+				return false
+			}
+			delivered += info.Delivered.Consumer
+		}
+		return consumers.Err() == nil && delivered >= 1
 	}, waitFor, 10*time.Millisecond)
 	msgs, err := stream.Load(testContext(t), h.js, streams.Executions, "memmie.executions.*.queued")
 	require.NoError(t, err)
