@@ -34,12 +34,18 @@ func natsWithStreams(t *testing.T) (string, jetstream.JetStream) {
 	return srv.ClientURL(), js
 }
 
-// lastBlobEvent returns the last message of MEMMIE_BLOBS on subject, and the stream's count.
+// lastBlobEvent returns the last message of MEMMIE_BLOBS published on subject
+// (memmie.blobs.<id>.<kind>, stored under its partition), with that subject, and the stream's
+// count.
 func lastBlobEvent(t *testing.T, js jetstream.JetStream, subject string) (*jetstream.RawStreamMsg, uint64) {
 	t.Helper()
 	s, err := js.Stream(context.Background(), streams.Blobs)
 	require.NoError(t, err)
-	m, err := s.GetLastMsgForSubject(context.Background(), subject)
+	stored := strings.Replace(subject, "memmie.blobs.", "memmie.blobs.*.", 1)
+	m, err := s.GetLastMsgForSubject(context.Background(), stored)
+	require.NoError(t, err)
+	// As the blob writer reads it: under the subject it was published to.
+	_, m.Subject, err = streams.ParseBlobPartitionSubject(m.Subject)
 	require.NoError(t, err)
 	info, err := s.Info(context.Background())
 	require.NoError(t, err)
