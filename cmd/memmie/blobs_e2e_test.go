@@ -177,19 +177,28 @@ func streamLastSeqs(t *testing.T, js jetstream.JetStream) [3]uint64 {
 	return out
 }
 
-// idle reports whether a durable consumer has nothing pending nor unacknowledged.
+// idle reports whether a durable consumer, or every partition consumer of its name
+// (<durable>-<partition>), has nothing pending nor unacknowledged.
 func idle(t *testing.T, js jetstream.JetStream, streamName, durable string) (bool, string) {
 	t.Helper()
-	c, err := js.Consumer(context.Background(), streamName, durable)
+	s, err := js.Stream(context.Background(), streamName)
 	if err != nil {
-		return false, fmt.Sprintf("consumer %s: %v", durable, err)
+		return false, fmt.Sprintf("stream %s: %v", streamName, err)
 	}
-	info, err := c.Info(context.Background())
-	if err != nil {
-		return false, fmt.Sprintf("consumer %s: %v", durable, err)
+	consumers, found := s.ListConsumers(context.Background()), false
+	for info := range consumers.Info() {
+		if info.Name != durable && !strings.HasPrefix(info.Name, durable+"-") {
+			continue
+		}
+		found = true
+		if info.NumPending != 0 || info.NumAckPending != 0 {
+			return false, fmt.Sprintf("consumer %s: %d pending, %d unacknowledged", info.Name, info.NumPending, info.NumAckPending)
+		}
 	}
-	return info.NumPending == 0 && info.NumAckPending == 0,
-		fmt.Sprintf("consumer %s: %d pending, %d unacknowledged", durable, info.NumPending, info.NumAckPending)
+	if err := consumers.Err(); err != nil {
+		return false, fmt.Sprintf("consumers of %s: %v", streamName, err)
+	}
+	return found, "consumer " + durable + " not found"
 }
 
 // waitSettled waits until blob work has stopped: both blob consumers idle, every queued

@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -55,12 +56,22 @@ var crashMidOutputPoints = []faults.Point{faults.BlobsOutputDeltaAppended, fault
 func settled(t *testing.T, c *cluster, streamName, consumer string) {
 	t.Helper()
 	require.Eventually(t, func() bool {
-		cons, err := c.admin.Consumer(testContext(t), streamName, consumer)
+		s, err := c.admin.Stream(testContext(t), streamName)
 		if err != nil {
 			return false
 		}
-		info, err := cons.Info(testContext(t))
-		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+		// consumer, or every partition consumer of its name (<consumer>-<partition>).
+		consumers, found := s.ListConsumers(testContext(t)), false
+		for info := range consumers.Info() {
+			if info.Name != consumer && !strings.HasPrefix(info.Name, consumer+"-") {
+				continue
+			}
+			found = true
+			if info.NumPending != 0 || info.NumAckPending != 0 {
+				return false
+			}
+		}
+		return consumers.Err() == nil && found
 	}, waitFor, 20*time.Millisecond, "consumer %s settles", consumer)
 }
 
@@ -96,7 +107,7 @@ func TestCrashMidOutput(t *testing.T) {
 			d := blobDeltas(t, c.admin, "n1", 1)
 			require.Len(t, d, tt.deltas, "the crash comes mid-output")
 			createdOf := func() int {
-				msgs, err := stream.Load(testContext(t), c.admin, streams.Blobs, "memmie.blobs."+child+".created")
+				msgs, err := stream.Load(testContext(t), c.admin, streams.Blobs, "memmie.blobs.*."+child+".created")
 				require.NoError(t, err)
 				return len(msgs)
 			}
