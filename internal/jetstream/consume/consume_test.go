@@ -138,7 +138,9 @@ func TestOutcomes(t *testing.T) {
 	assert.Equal(t, []uint64{1}, poison, "a dead letter is not delivered again")
 	later, times := rec.get("later")
 	assert.Equal(t, []uint64{1, 2}, later)
-	assert.GreaterOrEqual(t, times[1].Sub(times[0]), 300*time.Millisecond, "held for its delay")
+	// The server's redelivery timer may fire a little early (299.5 ms was seen under load); an
+	// undelayed redelivery comes within milliseconds.
+	assert.GreaterOrEqual(t, times[1].Sub(times[0]), 250*time.Millisecond, "held for its delay")
 
 	require.Eventually(t, func() bool {
 		info, err := js.Consumer(ctx, "WORK", "tester")
