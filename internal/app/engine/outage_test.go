@@ -58,11 +58,13 @@ func TestExecutionsStreamOutage(t *testing.T) {
 		c.Timers.RetryBackoff, c.Timers.MaxRetryBackoff = 5*time.Millisecond, 20*time.Millisecond
 	}
 	h := newHarness(t, map[string]string{"svc": svc.URL}, fast)
+	// The attempts' timeouts outlast the outage (100 retries took 53 s in one loaded CI run):
+	// this test is about inputs waiting, not about an attempt's deadline passing meanwhile.
 	h.register(`
 id: two_calls
 steps:
-  - {id: first, type: api_call, service: svc, endpoint: /first}
-  - {id: second, type: api_call, service: svc, endpoint: /second}
+  - {id: first, type: api_call, service: svc, endpoint: /first, timeout_seconds: 600}
+  - {id: second, type: api_call, service: svc, endpoint: /second, timeout_seconds: 600}
 `)
 	const n = 4
 	ids := make([]string, n)
