@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -210,25 +209,7 @@ func publishBlob(ctx context.Context, stdin io.Reader, out io.Writer, nf natsCli
 
 // readData returns the --data value: literal, @file or @- (stdin); nil when empty.
 func readData(v string, stdin io.Reader) ([]byte, error) {
-	if v == "" {
-		return nil, nil
-	}
-	b := []byte(v)
-	if name, ok := strings.CutPrefix(v, "@"); ok {
-		var err error
-		if name == "-" {
-			b, err = io.ReadAll(io.LimitReader(stdin, events.MaxEventSize+1))
-		} else {
-			b, err = os.ReadFile(name)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("--data: %w", err)
-		}
-	}
-	if !json.Valid(b) {
-		return nil, fmt.Errorf("--data %q: not JSON", abbreviate(v))
-	}
-	return b, nil
+	return readJSONFlag("--data", v, stdin, events.MaxEventSize)
 }
 
 // withBlobID returns a data object with blob_id set to id when it has none, its bytes

@@ -116,6 +116,12 @@ func runWorkflow(ctx context.Context, c *apiClient, stdin io.Reader, stdout, std
 
 // readInput returns the --input value as JSON: literal, @file or @- (stdin). Empty means none.
 func readInput(v string, stdin io.Reader) (json.RawMessage, error) {
+	return readJSONFlag("--input", v, stdin, definitions.MaxFileSize)
+}
+
+// readJSONFlag returns the JSON value of flag: literal, @file or @- (stdin, read up to limit+1
+// bytes). Empty means none.
+func readJSONFlag(flag, v string, stdin io.Reader, limit int64) ([]byte, error) {
 	if v == "" {
 		return nil, nil
 	}
@@ -123,16 +129,16 @@ func readInput(v string, stdin io.Reader) (json.RawMessage, error) {
 	if name, ok := strings.CutPrefix(v, "@"); ok {
 		var err error
 		if name == "-" {
-			data, err = io.ReadAll(io.LimitReader(stdin, definitions.MaxFileSize+1))
+			data, err = io.ReadAll(io.LimitReader(stdin, limit+1))
 		} else {
 			data, err = os.ReadFile(name)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("--input: %w", err)
+			return nil, fmt.Errorf("%s: %w", flag, err)
 		}
 	}
 	if !json.Valid(data) {
-		return nil, fmt.Errorf("--input %q: not JSON", abbreviate(v))
+		return nil, fmt.Errorf("%s %q: not JSON", flag, abbreviate(v))
 	}
 	return data, nil
 }
