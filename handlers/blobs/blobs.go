@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -22,6 +20,7 @@ import (
 	"github.com/memmie/memmie/internal/jetstream/blobstore"
 	"github.com/memmie/memmie/internal/jetstream/consume"
 	"github.com/memmie/memmie/internal/jetstream/deadletter"
+	"github.com/memmie/memmie/internal/jetstream/partition"
 	"github.com/memmie/memmie/internal/jetstream/stream"
 )
 
@@ -172,10 +171,7 @@ type Handler struct {
 	loop *consume.Loop
 	// outputs consumes completed executions; nil with Config.NoOutputs.
 	outputs *consume.Loop
-
-	assignMu sync.Mutex // one Assign at a time
-	mu       sync.Mutex
-	assigned []int // the partitions consumed, sorted
+	parts   *partition.Set
 }
 
 // New checks cfg and returns a handler. Start starts it.
@@ -200,6 +196,20 @@ func New(js jetstream.JetStream, cfg Config) (*Handler, error) {
 		return nil, err
 	}
 	h.loop = loop
+	h.parts, err = partition.New(js, partition.Config{
+		Name:       Name,
+		Stream:     cfg.Blobs,
+		Loop:       loop,
+		Durable:    cfg.Durable,
+		Consumer:   h.consumerConfig,
+		Group:      PriorityGroup,
+		PinnedTTL:  cfg.PinnedTTL,
+		Partitions: cfg.Partitions,
+		Logger:     h.log,
+	})
+	if err != nil {
+		return nil, err
+	}
 	if cfg.NoOutputs {
 		return h, nil
 	}
@@ -262,29 +272,17 @@ func (h *Handler) Stop(ctx context.Context) error {
 	if h.outputs != nil {
 		err = h.outputs.Stop(ctx)
 	}
-	h.assignMu.Lock()
-	defer h.assignMu.Unlock()
-	err = errors.Join(err, h.loop.Stop(ctx))
-	h.mu.Lock()
-	parts := h.assigned
-	h.assigned = nil
-	h.mu.Unlock()
-	// Unpinning is quick: it gets its own time even when ctx ran out on slow events.
-	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	h.unpin(uctx, parts...)
-	return err
+	return errors.Join(err, h.parts.Stop(ctx))
 }
 
 // ConsumerName returns the durable name of a partition's consumer.
-func (h *Handler) ConsumerName(partition int) string {
-	return h.cfg.Durable + "-" + strconv.Itoa(partition)
-}
+func (h *Handler) ConsumerName(partition int) string { return h.parts.ConsumerName(partition) }
 
-// consumerConfig is the durable consumer of one MEMMIE_BLOBS partition.
+// consumerConfig is the durable consumer of one MEMMIE_BLOBS partition. It is pinned to one
+// client at a time, the process the partition is assigned to (package partition), so that the
+// blob's state stays in one process's cache; a crashed process's pin expires after PinnedTTL.
 func (h *Handler) consumerConfig(partition int) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:       h.ConsumerName(partition),
 		Description:   "Records the blob events of one partition as deltas and starts the workflows they trigger",
 		FilterSubject: streams.BlobPartitionFilter(partition),
 		DeliverPolicy: jetstream.DeliverAllPolicy,
@@ -299,102 +297,20 @@ func (h *Handler) consumerConfig(partition int) jetstream.ConsumerConfig {
 		// when one is retried, or redelivered after a crash (the server redelivers expired
 		// messages in batches, which need not keep their order).
 		MaxAckPending: 1,
-		// One client at a time, the process the partition is assigned to, so that the
-		// blob's state stays in one process's cache; a crashed process's pin expires after
-		// PinnedTTL.
-		PriorityPolicy: jetstream.PriorityPolicyPinned,
-		PriorityGroups: []string{PriorityGroup},
-		PinnedTTL:      h.cfg.PinnedTTL,
 	}
 }
 
 // Assign makes the handler consume exactly the given MEMMIE_BLOBS partitions: it stops
 // consuming (drains, then unpins) those it no longer has, then starts on the new ones. The
 // engine calls it with the orchestrator's partitions whenever the live processes change.
-// Calls are serialized; an error leaves a partition as it was, and the next call tries again.
+// Calls are serialized; a partition that fails to start is left out, and the next call tries
+// again (see partition.Set.Assign).
 func (h *Handler) Assign(ctx context.Context, partitions []int) error {
-	h.assignMu.Lock()
-	defer h.assignMu.Unlock()
-	want := slices.Clone(partitions)
-	slices.Sort(want)
-	want = slices.Compact(want)
-	for _, p := range want {
-		if p < 0 || p >= h.cfg.Partitions {
-			return fmt.Errorf("blobs: assign partition %d: not within 0 to %d", p, h.cfg.Partitions-1)
-		}
-	}
-	h.mu.Lock()
-	have := slices.Clone(h.assigned)
-	h.mu.Unlock()
-	var errs []error
-	var removed []int
-	for _, p := range have {
-		if slices.Contains(want, p) {
-			continue
-		}
-		// Remove stops the pulls at once, even when it returns before the event in
-		// progress is settled (ctx ended): the partition is no longer consumed here.
-		err := h.loop.Remove(ctx, h.ConsumerName(p))
-		h.setAssigned(p, false)
-		if err != nil {
-			errs = append(errs, err) // still pinned here: the next process waits for PinnedTTL
-			continue
-		}
-		removed = append(removed, p)
-	}
-	h.unpin(ctx, removed...)
-	for _, p := range want {
-		if slices.Contains(have, p) {
-			continue
-		}
-		if err := h.loop.Add(ctx, h.consumerConfig(p), jetstream.FetchPriorityGroup(PriorityGroup)); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		h.setAssigned(p, true)
-	}
-	if now := h.Partitions(); !slices.Equal(now, have) {
-		h.log.Info("partitions assigned", "partitions", now)
-	}
-	return errors.Join(errs...)
+	return h.parts.Assign(ctx, partitions)
 }
 
 // Partitions returns the MEMMIE_BLOBS partitions consumed now, sorted.
-func (h *Handler) Partitions() []int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return slices.Clone(h.assigned)
-}
-
-func (h *Handler) setAssigned(p int, on bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	i, found := slices.BinarySearch(h.assigned, p)
-	switch {
-	case on && !found:
-		h.assigned = slices.Insert(h.assigned, i, p)
-	case !on && found:
-		h.assigned = slices.Delete(h.assigned, i, i+1)
-	}
-}
-
-// unpin lets the next client of the partitions have their events without waiting for
-// PinnedTTL.
-func (h *Handler) unpin(ctx context.Context, partitions ...int) {
-	if len(partitions) == 0 {
-		return
-	}
-	s, err := h.js.Stream(ctx, h.cfg.Blobs)
-	if err != nil {
-		h.log.Debug("unpin partitions", "partitions", partitions, "err", err)
-		return
-	}
-	for _, p := range partitions {
-		if err := s.UnpinConsumer(ctx, h.ConsumerName(p), PriorityGroup); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			h.log.Debug("unpin partition", "partition", p, "err", err)
-		}
-	}
-}
+func (h *Handler) Partitions() []int { return h.parts.Partitions() }
 
 // Stats returns the counters of the blob events' consume loop.
 func (h *Handler) Stats() consume.Stats { return h.loop.Stats() }

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,6 +18,7 @@ import (
 	"github.com/memmie/memmie/internal/faults"
 	"github.com/memmie/memmie/internal/jetstream/consume"
 	"github.com/memmie/memmie/internal/jetstream/deadletter"
+	"github.com/memmie/memmie/internal/jetstream/partition"
 	"github.com/memmie/memmie/internal/jetstream/stream"
 )
 
@@ -163,10 +162,7 @@ type Orchestrator struct {
 	log   *slog.Logger
 	cache *cache
 	loop  *consume.Loop
-
-	assignMu sync.Mutex // one Assign at a time
-	mu       sync.Mutex
-	assigned []int // the partitions consumed, sorted
+	parts *partition.Set
 
 	decided, conflicts, hits, misses, loads atomic.Uint64
 }
@@ -199,6 +195,23 @@ func New(js jetstream.JetStream, cfg Config) (*Orchestrator, error) {
 		return nil, err
 	}
 	o.loop = loop
+	o.parts, err = partition.New(js, partition.Config{
+		Name:       Name,
+		Stream:     cfg.Inbox,
+		Loop:       loop,
+		Durable:    cfg.Durable,
+		Consumer:   o.consumerConfig,
+		Group:      PriorityGroup,
+		PinnedTTL:  cfg.PinnedTTL,
+		Partitions: cfg.Partitions,
+		// Another process advances these executions now: should the partition come back,
+		// their states are read again rather than found stale by a conflict.
+		OnRemoved: o.cache.removePartition,
+		Logger:    o.log,
+	})
+	if err != nil {
+		return nil, err
+	}
 	return o, nil
 }
 
@@ -207,28 +220,17 @@ func (o *Orchestrator) Start(ctx context.Context) error { return o.loop.Start(ct
 
 // Stop stops consuming; inputs in progress finish (see consume.Loop.Stop). Then it unpins its
 // partitions, so that the processes that take them over get their commands at once.
-func (o *Orchestrator) Stop(ctx context.Context) error {
-	err := o.loop.Stop(ctx)
-	o.mu.Lock()
-	parts := o.assigned
-	o.assigned = nil
-	o.mu.Unlock()
-	// Unpinning is quick: it gets its own time even when ctx ran out on slow inputs.
-	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	o.unpin(uctx, parts...)
-	return err
-}
+func (o *Orchestrator) Stop(ctx context.Context) error { return o.parts.Stop(ctx) }
 
 // ConsumerName returns the durable name of a partition's consumer.
-func (o *Orchestrator) ConsumerName(partition int) string {
-	return o.cfg.Durable + "-" + strconv.Itoa(partition)
-}
+func (o *Orchestrator) ConsumerName(partition int) string { return o.parts.ConsumerName(partition) }
 
-// consumerConfig is the durable consumer of one inbox partition.
+// consumerConfig is the durable consumer of one inbox partition. It is pinned to one client
+// at a time, the process the partition is assigned to (package partition): a process that
+// still drains it, or a crashed one whose pin has not expired, keeps the others waiting, so
+// that two processes never interleave one execution's commands.
 func (o *Orchestrator) consumerConfig(partition int) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:       o.ConsumerName(partition),
 		Description:   "Turns the commands of one inbox partition into execution events",
 		FilterSubject: streams.InboxPartitionFilter(partition),
 		DeliverPolicy: jetstream.DeliverAllPolicy,
@@ -240,130 +242,16 @@ func (o *Orchestrator) consumerConfig(partition int) jetstream.ConsumerConfig {
 		// dead-letters what it can never process.
 		MaxDeliver:    -1,
 		MaxAckPending: o.cfg.MaxAckPending,
-		// One client at a time: the process a partition is assigned to. A process that
-		// still drains it, or a crashed one whose pin has not expired, keeps the others
-		// waiting, so that two processes never interleave one execution's commands.
-		PriorityPolicy: jetstream.PriorityPolicyPinned,
-		PriorityGroups: []string{PriorityGroup},
-		PinnedTTL:      o.cfg.PinnedTTL,
 	}
 }
 
 // Assign makes the orchestrator consume exactly the given inbox partitions: it stops
 // consuming (drains, then unpins) those it no longer has, then starts on the new ones. The
 // engine calls it whenever the live processes change (see package lease). Calls are
-// serialized; an error leaves a partition as it was, and the next call tries again.
+// serialized; a partition that fails to start is left out, and the next call tries again (see
+// partition.Set.Assign).
 func (o *Orchestrator) Assign(ctx context.Context, partitions []int) error {
-	o.assignMu.Lock()
-	defer o.assignMu.Unlock()
-	want := slices.Clone(partitions)
-	slices.Sort(want)
-	want = slices.Compact(want)
-	for _, p := range want {
-		if p < 0 || p >= o.cfg.Partitions {
-			return fmt.Errorf("orchestrator: assign partition %d: not within 0 to %d", p, o.cfg.Partitions-1)
-		}
-	}
-	o.mu.Lock()
-	have := slices.Clone(o.assigned)
-	o.mu.Unlock()
-
-	var (
-		errMu sync.Mutex
-		errs  []error
-	)
-	// Partitions move one by one, several at a time: each is a few requests to the server.
-	each := func(parts []int, f func(p int) error) {
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, 8)
-		for _, p := range parts {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				if err := f(p); err != nil {
-					errMu.Lock()
-					errs = append(errs, err)
-					errMu.Unlock()
-				}
-			}()
-		}
-		wg.Wait()
-	}
-	var gone, added []int
-	for _, p := range have {
-		if !slices.Contains(want, p) {
-			gone = append(gone, p)
-		}
-	}
-	for _, p := range want {
-		if !slices.Contains(have, p) {
-			added = append(added, p)
-		}
-	}
-	var removed []int
-	each(gone, func(p int) error {
-		// Remove stops the pulls at once, even when it returns before the inputs in
-		// progress are settled (ctx ended): the partition is no longer consumed here.
-		err := o.loop.Remove(ctx, o.ConsumerName(p))
-		o.setAssigned(p, false)
-		// Another process advances these executions now: should the partition come back,
-		// their states are read again rather than found stale by a conflict.
-		o.cache.removePartition(p)
-		if err != nil {
-			return err // still pinned here: the next process waits for PinnedTTL
-		}
-		errMu.Lock()
-		removed = append(removed, p)
-		errMu.Unlock()
-		return nil
-	})
-	o.unpin(ctx, removed...)
-	each(added, func(p int) error {
-		if err := o.loop.Add(ctx, o.consumerConfig(p), jetstream.FetchPriorityGroup(PriorityGroup)); err != nil {
-			return err
-		}
-		o.setAssigned(p, true)
-		return nil
-	})
-	o.mu.Lock()
-	now := slices.Clone(o.assigned)
-	o.mu.Unlock()
-	if !slices.Equal(now, have) {
-		o.log.Info("partitions assigned", "partitions", now)
-	}
-	return errors.Join(errs...)
-}
-
-func (o *Orchestrator) setAssigned(p int, on bool) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	i, found := slices.BinarySearch(o.assigned, p)
-	switch {
-	case on && !found:
-		o.assigned = slices.Insert(o.assigned, i, p)
-	case !on && found:
-		o.assigned = slices.Delete(o.assigned, i, i+1)
-	}
-}
-
-// unpin lets the next client of the partitions have their commands without waiting for
-// PinnedTTL.
-func (o *Orchestrator) unpin(ctx context.Context, partitions ...int) {
-	if len(partitions) == 0 {
-		return
-	}
-	s, err := o.js.Stream(ctx, o.cfg.Inbox)
-	if err != nil {
-		o.log.Debug("unpin partitions", "partitions", partitions, "err", err)
-		return
-	}
-	for _, p := range partitions {
-		if err := s.UnpinConsumer(ctx, o.ConsumerName(p), PriorityGroup); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			o.log.Debug("unpin partition", "partition", p, "err", err)
-		}
-	}
+	return o.parts.Assign(ctx, partitions)
 }
 
 // Stats counts what an orchestrator did since it was created.
@@ -390,16 +278,13 @@ func (o *Orchestrator) LoopStats() consume.Stats { return o.loop.Stats() }
 
 // Stats returns the orchestrator's counters.
 func (o *Orchestrator) Stats() Stats {
-	o.mu.Lock()
-	parts := slices.Clone(o.assigned)
-	o.mu.Unlock()
 	return Stats{
 		Decided:      o.decided.Load(),
 		Conflicts:    o.conflicts.Load(),
 		CacheHits:    o.hits.Load(),
 		CacheMisses:  o.misses.Load(),
 		HistoryLoads: o.loads.Load(),
-		Partitions:   parts,
+		Partitions:   o.parts.Partitions(),
 	}
 }
 
