@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -21,6 +20,7 @@ import (
 	"github.com/memmie/memmie/internal/jetstream/deadletter"
 	"github.com/memmie/memmie/internal/jetstream/partition"
 	"github.com/memmie/memmie/internal/jetstream/stream"
+	"github.com/memmie/memmie/internal/natsserver"
 	"github.com/memmie/memmie/internal/natsserver/natstest"
 )
 
@@ -39,22 +39,12 @@ func testContext(t *testing.T) context.Context {
 }
 
 // setup starts a server with the stream PARTS, whose partition p is parts.<p>.>.
-func setup(t *testing.T) (*nats.Conn, jetstream.JetStream, string) {
-	srv, nc, js := natstest.Run(t)
+func setup(t *testing.T) (*natsserver.Server, jetstream.JetStream) {
+	srv, _, js := natstest.Run(t)
 	require.NoError(t, stream.EnsureStreams(testContext(t), js, []jetstream.StreamConfig{{
 		Name: "PARTS", Subjects: []string{"parts.>"}, Storage: jetstream.MemoryStorage,
 	}}))
-	return nc, js, srv.ClientURL()
-}
-
-// client connects another client: pins are per client.
-func client(t *testing.T, url string) jetstream.JetStream {
-	nc, err := nats.Connect(url)
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	return js
+	return srv, js
 }
 
 // member is one process's set of partitions, recording what its loop handles.
@@ -159,9 +149,10 @@ func waitHandled(t *testing.T, m *member, subject string) {
 // that the client that takes it over gets its messages at once, not after PinnedTTL (an hour
 // here); Stop unpins every partition the same way.
 func TestAssignMovesPartitionsAndUnpinsThem(t *testing.T) {
-	_, js, url := setup(t)
+	srv, js := setup(t)
 	ctx := testContext(t)
-	a, b := newMember(t, js, nil), newMember(t, client(t, url), nil)
+	_, second := natstest.Connect(t, srv) // pins are per client
+	a, b := newMember(t, js, nil), newMember(t, second, nil)
 
 	require.NoError(t, a.Assign(ctx, []int{1, 0}))
 	assert.Equal(t, []int{0, 1}, a.Partitions())
@@ -197,7 +188,7 @@ func TestAssignMovesPartitionsAndUnpinsThem(t *testing.T) {
 // message in progress on it has settled, so that the owner does not forget it while a worker
 // still writes to it.
 func TestOnRemovedFollowsTheDrain(t *testing.T) {
-	_, js, _ := setup(t)
+	_, js := setup(t)
 	ctx := testContext(t)
 	m := newMember(t, js, nil)
 	require.NoError(t, m.Assign(ctx, []int{0}))
@@ -225,7 +216,7 @@ func TestOnRemovedFollowsTheDrain(t *testing.T) {
 // TestFailedAddIsRetriedByTheNextAssign: a partition whose consumer cannot be added is left
 // out, and the next Assign with it tries again.
 func TestFailedAddIsRetriedByTheNextAssign(t *testing.T) {
-	_, js, _ := setup(t)
+	_, js := setup(t)
 	ctx := testContext(t)
 	var broken atomic.Bool
 	broken.Store(true)
@@ -246,7 +237,7 @@ func TestFailedAddIsRetriedByTheNextAssign(t *testing.T) {
 // TestAssignTakesPartitionsInRangeOnly: a partition out of range fails the call before anything
 // moves; the partitions given are sorted and compacted.
 func TestAssignTakesPartitionsInRangeOnly(t *testing.T) {
-	_, js, _ := setup(t)
+	_, js := setup(t)
 	ctx := testContext(t)
 	m := newMember(t, js, nil)
 	require.NoError(t, m.Assign(ctx, []int{2, 0, 2}))
@@ -263,7 +254,7 @@ func TestAssignTakesPartitionsInRangeOnly(t *testing.T) {
 }
 
 func TestNewChecksConfig(t *testing.T) {
-	_, js, _ := setup(t)
+	_, js := setup(t)
 	loop, err := consume.New(js, consume.Config{Name: "tester", Stream: "PARTS",
 		DeadLetter: deadletter.NewWriter(js, deadletter.Config{})},
 		func(context.Context, consume.Delivery) consume.Outcome { return consume.Ack() })

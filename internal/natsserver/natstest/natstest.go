@@ -17,11 +17,18 @@ import (
 	"github.com/memmie/memmie/internal/natsserver"
 )
 
-// Run starts a server and connects a client to it. The client reconnects forever, so that it
-// survives Restart.
+// Run starts a server and connects a client to it (see Connect).
 func Run(t testing.TB) (*natsserver.Server, *nats.Conn, jetstream.JetStream) {
 	t.Helper()
 	srv := start(t, natsserver.Config{Port: -1, StoreDir: storeDir(t)})
+	nc, js := Connect(t, srv)
+	return srv, nc, js
+}
+
+// Connect connects another client to srv, closed when the test ends: a second process, as the
+// server sees it. The client reconnects forever, so that it survives Restart.
+func Connect(t testing.TB, srv *natsserver.Server) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
 	nc, err := nats.Connect(srv.ClientURL(),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(20*time.Millisecond),
@@ -35,7 +42,7 @@ func Run(t testing.TB) (*natsserver.Server, *nats.Conn, jetstream.JetStream) {
 	if err != nil {
 		t.Fatalf("jetstream: %v", err)
 	}
-	return srv, nc, js
+	return nc, js
 }
 
 // Restart shuts srv down and starts a new server on the same store directory and port.
