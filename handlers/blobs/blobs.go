@@ -267,7 +267,8 @@ func (h *Handler) Start(ctx context.Context) error {
 
 // Stop stops consuming; events in progress finish (see consume.Loop.Stop). Then it unpins its
 // partitions, so that the processes that take them over get their events at once.
-// An Assign in progress is waited for before the partitions stop (see partition.Set.Stop).
+// An Assign in progress is cut short and waited for before the partitions stop (see
+// partition.Set.Stop).
 func (h *Handler) Stop(ctx context.Context) error {
 	var err error
 	if h.outputs != nil {

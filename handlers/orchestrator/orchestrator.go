@@ -220,7 +220,8 @@ func (o *Orchestrator) Start(ctx context.Context) error { return o.loop.Start(ct
 
 // Stop stops consuming; inputs in progress finish (see consume.Loop.Stop). Then it unpins its
 // partitions, so that the processes that take them over get their commands at once.
-// An Assign in progress is waited for before the partitions stop (see partition.Set.Stop).
+// An Assign in progress is cut short and waited for before the partitions stop (see
+// partition.Set.Stop).
 func (o *Orchestrator) Stop(ctx context.Context) error { return o.parts.Stop(ctx) }
 
 // ConsumerName returns the durable name of a partition's consumer.

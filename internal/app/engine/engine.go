@@ -476,7 +476,7 @@ func (e *Engine) openBlobs(ctx context.Context, g *lifecycle.Group, dl *deadlett
 			return nil
 		},
 		OnStop: func(ctx context.Context) error {
-			// Stop waits for an assignment in progress.
+			// Stop cuts short an assignment in progress and waits for it.
 			e.blobsAssigned.Store(nil)
 			return b.Stop(ctx)
 		},

@@ -88,6 +88,8 @@ type Set struct {
 	assignMu sync.Mutex // one Assign at a time; Stop waits for it
 	mu       sync.Mutex
 	assigned []int // the partitions consumed, sorted
+	// cancel cuts short the Assign in progress, if any (nil otherwise); under mu.
+	cancel context.CancelFunc
 }
 
 // New checks cfg and returns a set that consumes no partition yet.
@@ -124,6 +126,16 @@ func (s *Set) consumerConfig(partition int) jetstream.ConsumerConfig {
 func (s *Set) Assign(ctx context.Context, partitions []int) error {
 	s.assignMu.Lock()
 	defer s.assignMu.Unlock()
+	ctx, cancel := context.WithCancel(ctx)
+	s.mu.Lock()
+	s.cancel = cancel
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.cancel = nil
+		s.mu.Unlock()
+		cancel()
+	}()
 	want := slices.Clone(partitions)
 	slices.Sort(want)
 	want = slices.Compact(want)
@@ -214,11 +226,17 @@ func (s *Set) setAssigned(p int, on bool) {
 	}
 }
 
-// Stop waits for an Assign in progress, stops the loop (messages in progress finish, see
+// Stop cuts short an Assign in progress (its requests may wait out a NATS reconnect) and waits
+// for it to return, stops the loop (messages in progress finish, see
 // consume.Loop.Stop), then unpins every partition, so that the processes that take them over
 // get their messages at once. It returns the loop's error; unpinning is best effort, with its
 // own few seconds even when ctx has run out.
 func (s *Set) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.mu.Unlock()
 	s.assignMu.Lock()
 	defer s.assignMu.Unlock()
 	err := s.cfg.Loop.Stop(ctx)

@@ -79,10 +79,14 @@ func newMember(t *testing.T, js jetstream.JetStream, broken func(p int) bool) *m
 		Workers:    2,
 		DeadLetter: deadletter.NewWriter(js, deadletter.Config{}),
 		Logger:     log,
-	}, func(_ context.Context, d consume.Delivery) consume.Outcome {
+	}, func(ctx context.Context, d consume.Delivery) consume.Outcome {
 		if strings.HasSuffix(d.Msg.Subject(), ".held") {
 			m.holding.Store(true)
-			<-m.hold
+			select {
+			case <-m.hold:
+			case <-ctx.Done(): // a stop that ran out of time
+				return consume.Abandon()
+			}
 		}
 		m.mu.Lock()
 		defer m.mu.Unlock()
@@ -211,6 +215,47 @@ func TestOnRemovedFollowsTheDrain(t *testing.T) {
 	assert.True(t, m.handled("parts.0.held"))
 	assert.Equal(t, []int{0}, m.removals())
 	assert.Empty(t, m.Partitions())
+}
+
+// TestStopCutsShortAnAssignInProgress: Stop does not wait for an Assign that is stuck (here a
+// removal waiting for a held message, with an hour left on its context; in production the
+// requests of an Assign made while NATS reconnects): the Assign is cancelled and Stop goes on.
+func TestStopCutsShortAnAssignInProgress(t *testing.T) {
+	_, js := setup(t)
+	m := newMember(t, js, nil)
+	require.NoError(t, m.Assign(testContext(t), []int{0}))
+	publish(t, js, "parts.0.held")
+	require.Eventually(t, m.holding.Load, waitFor, 10*time.Millisecond)
+
+	long, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	assigned := make(chan error, 1)
+	go func() { assigned <- m.Assign(long, nil) }()
+	require.Eventually(t, func() bool { return len(m.loop.Consumers()) == 0 }, waitFor, 10*time.Millisecond,
+		"the removal started")
+
+	m.mu.Lock()
+	m.stopped = true // stopped here, not again by the cleanup
+	m.mu.Unlock()
+	stopped := make(chan error, 1)
+	go func() {
+		// The held message keeps the loop's own stop waiting until this context ends.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		stopped <- m.Stop(ctx)
+	}()
+	select {
+	case err := <-assigned:
+		require.ErrorIs(t, err, context.Canceled, "the Assign was cut short")
+	case <-time.After(waitFor):
+		t.Fatal("Stop did not cut the Assign in progress short")
+	}
+	select {
+	case <-stopped:
+	case <-time.After(waitFor):
+		t.Fatal("Stop did not return")
+	}
+	close(m.hold)
 }
 
 // TestFailedAddIsRetriedByTheNextAssign: a partition whose consumer cannot be added is left
