@@ -123,7 +123,7 @@ func (*Executions) folds(t events.Type) bool {
 	switch t {
 	case events.TypeExecutionQueued, events.TypeExecutionStarted, events.TypeExecutionCompensating,
 		events.TypeExecutionCompleted, events.TypeExecutionFailed, events.TypeExecutionRetryScheduled,
-		events.TypeExecutionCancelled, events.TypeExecutionRequeued:
+		events.TypeExecutionCancelled, events.TypeExecutionRequeued, events.TypeDeltasRejected:
 		return true
 	}
 	return false
@@ -146,7 +146,7 @@ func (b *executionsBulk) copy(ctx context.Context, tx pgx.Tx) error {
 	return copyRows(ctx, tx, "executions", executionColumns, &b.rowsOf, func(r *execution) ([]any, error) {
 		return []any{[16]byte(r.ID), r.WorkflowID, int32(r.WorkflowRevision), r.Status, int32(r.Priority), jsonb(r.Input),
 			jsonb(r.Output), jsonb(r.Error), int32(r.Run), text([]byte(r.ProviderID)), text([]byte(r.BlobID)),
-			r.QueuedAt, timePtr(r.StartedAt), timePtr(r.EndedAt), r.UpdatedAt}, nil
+			r.QueuedAt, timePtr(r.StartedAt), timePtr(r.EndedAt), r.UpdatedAt, jsonb(r.DeltasRejected)}, nil
 	})
 }
 

@@ -18,12 +18,10 @@ func TestFoldsClassifiesEveryExecutionType(t *testing.T) {
 		events.TypeStepFailed, events.TypeStepRetryScheduled, events.TypeStepSkipped, events.TypeCompensationScheduled,
 		events.TypeCompensationReported, events.TypeCompensationSucceeded, events.TypeCompensationFailed,
 		events.TypeCompensationRetryScheduled}
-	// Inputs and decisions that no projection here folds into a row. deltas_rejected is not
-	// held yet (the executions table would need a column for it).
-	ignored := []events.Type{events.TypeTimerFired, events.TypeCancelRequested, events.TypeRetryRequested,
-		events.TypeDeltasRejected}
+	// Inputs that no projection here folds into a row.
+	ignored := []events.Type{events.TypeTimerFired, events.TypeCancelRequested, events.TypeRetryRequested}
 	known := map[events.Type]bool{}
-	for _, ts := range [][]events.Type{lifecycle, steps, ignored} {
+	for _, ts := range [][]events.Type{lifecycle, steps, ignored, {events.TypeDeltasRejected}} {
 		for _, t := range ts {
 			known[t] = true
 		}
@@ -34,7 +32,7 @@ func TestFoldsClassifiesEveryExecutionType(t *testing.T) {
 		}
 	}
 	for typ := range known {
-		if got, want := (&Executions{}).folds(typ), slices.Contains(lifecycle, typ); got != want {
+		if got, want := (&Executions{}).folds(typ), slices.Contains(lifecycle, typ) || typ == events.TypeDeltasRejected; got != want {
 			t.Errorf("executions folds %s: %v, want %v", typ, got, want)
 		}
 		if got, want := (&Queued{}).folds(typ), slices.Contains(lifecycle, typ) && typ != events.TypeExecutionCompensating; got != want {

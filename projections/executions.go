@@ -13,6 +13,7 @@ import (
 
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
+	core "github.com/memmie/memmie/internal/core/execution"
 )
 
 // Executions is the executions projection: one row per execution in the executions table, as of
@@ -47,12 +48,16 @@ type execution struct {
 	StartedAt        time.Time
 	EndedAt          time.Time
 	UpdatedAt        time.Time
+	// DeltasRejected is a core DeltasRejection as JSON (the stream's answer's
+	// deltas_rejected), nil when nothing was rejected.
+	DeltasRejected []byte
 }
 
 func (r *execution) equal(o *execution) bool {
 	return r.ID == o.ID && r.WorkflowID == o.WorkflowID && r.WorkflowRevision == o.WorkflowRevision &&
 		r.Status == o.Status && r.Priority == o.Priority && bytes.Equal(r.Input, o.Input) &&
-		bytes.Equal(r.Output, o.Output) && bytes.Equal(r.Error, o.Error) && r.Run == o.Run &&
+		bytes.Equal(r.Output, o.Output) && bytes.Equal(r.Error, o.Error) &&
+		bytes.Equal(r.DeltasRejected, o.DeltasRejected) && r.Run == o.Run &&
 		r.ProviderID == o.ProviderID && r.BlobID == o.BlobID && r.QueuedAt.Equal(o.QueuedAt) &&
 		r.StartedAt.Equal(o.StartedAt) && r.EndedAt.Equal(o.EndedAt) && r.UpdatedAt.Equal(o.UpdatedAt)
 }
@@ -151,6 +156,17 @@ func foldExecution(row *execution, ev Event) (*execution, bool, error) {
 		if d.Priority != nil {
 			r.Priority = *d.Priority
 		}
+	case *events.DeltasRejected:
+		// As the core records it: once, on the completed run.
+		if r.Status != statusCompleted || d.Run != r.Run || r.DeltasRejected != nil {
+			return row, false, nil
+		}
+		rej, err := json.Marshal(core.DeltasRejection{BlobID: d.BlobID, BlobVersion: d.BlobVersion,
+			Item: d.Item, Reason: d.Reason, RejectedAt: ev.Time})
+		if err != nil {
+			return nil, false, fmt.Errorf("execution %s deltas rejected: %w", d.ExecutionID, err)
+		}
+		r.DeltasRejected = rej
 	default:
 		return row, false, nil
 	}
@@ -229,7 +245,7 @@ func executionOf(ev Event) (uuid.UUID, bool) {
 }
 
 const executionColumns = `execution_id, workflow_id, workflow_revision, status, priority, input, output, error,
-	run, provider_id, blob_id, queued_at, started_at, ended_at, updated_at`
+	run, provider_id, blob_id, queued_at, started_at, ended_at, updated_at, deltas_rejected`
 
 func loadExecutions(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) (map[uuid.UUID]*execution, error) {
 	rs, err := tx.Query(ctx, `SELECT `+executionColumns+` FROM executions WHERE execution_id = ANY($1)`, ids)
@@ -245,7 +261,7 @@ func loadExecutions(ctx context.Context, tx pgx.Tx, ids []uuid.UUID) (map[uuid.U
 			started, ended *time.Time
 		)
 		if err := rs.Scan(&r.ID, &r.WorkflowID, &r.WorkflowRevision, &r.Status, &r.Priority, &r.Input, &r.Output,
-			&r.Error, &r.Run, &provider, &blob, &r.QueuedAt, &started, &ended, &r.UpdatedAt); err != nil {
+			&r.Error, &r.Run, &provider, &blob, &r.QueuedAt, &started, &ended, &r.UpdatedAt, &r.DeltasRejected); err != nil {
 			return nil, fmt.Errorf("load executions: %w", err)
 		}
 		r.ProviderID, r.BlobID = deref(provider), deref(blob)
@@ -270,6 +286,7 @@ func upsertExecutions(ctx context.Context, tx pgx.Tx, rows map[uuid.UUID]*execut
 		workflow, status                    = make([]string, n), make([]string, n)
 		revision, priority, run             = make([]int32, n), make([]int32, n), make([]int32, n)
 		input, output, errs, provider, blob = make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n)
+		rejected                            = make([]*string, n)
 		queued, updated                     = make([]time.Time, n), make([]time.Time, n)
 		started, ended                      = make([]*time.Time, n), make([]*time.Time, n)
 	)
@@ -281,21 +298,23 @@ func upsertExecutions(ctx context.Context, tx pgx.Tx, rows map[uuid.UUID]*execut
 		provider[i], blob[i] = text([]byte(r.ProviderID)), text([]byte(r.BlobID))
 		queued[i], updated[i] = r.QueuedAt, r.UpdatedAt
 		started[i], ended[i] = timePtr(r.StartedAt), timePtr(r.EndedAt)
+		rejected[i] = text(r.DeltasRejected)
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO executions (`+executionColumns+`)
-		SELECT id, wf, rev, st, prio, inp::jsonb, outp::jsonb, err::jsonb, run, prov, blob, q, s, e, u
+		SELECT id, wf, rev, st, prio, inp::jsonb, outp::jsonb, err::jsonb, run, prov, blob, q, s, e, u, rej::jsonb
 		FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::int[], $6::text[], $7::text[], $8::text[],
 			$9::int[], $10::text[], $11::text[], $12::timestamptz[], $13::timestamptz[], $14::timestamptz[],
-			$15::timestamptz[])
-			AS r(id, wf, rev, st, prio, inp, outp, err, run, prov, blob, q, s, e, u)
+			$15::timestamptz[], $16::text[])
+			AS r(id, wf, rev, st, prio, inp, outp, err, run, prov, blob, q, s, e, u, rej)
 		ON CONFLICT (execution_id) DO UPDATE SET
 			workflow_id = EXCLUDED.workflow_id, workflow_revision = EXCLUDED.workflow_revision,
 			status = EXCLUDED.status, priority = EXCLUDED.priority, input = EXCLUDED.input,
 			output = EXCLUDED.output, error = EXCLUDED.error, run = EXCLUDED.run,
 			provider_id = EXCLUDED.provider_id, blob_id = EXCLUDED.blob_id, queued_at = EXCLUDED.queued_at,
-			started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at, updated_at = EXCLUDED.updated_at`,
+			started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at, updated_at = EXCLUDED.updated_at,
+			deltas_rejected = EXCLUDED.deltas_rejected`,
 		ids, workflow, revision, status, priority, input, output, errs, run, provider, blob, queued, started, ended,
-		updated); err != nil {
+		updated, rejected); err != nil {
 		return fmt.Errorf("upsert executions: %w", err)
 	}
 	return nil

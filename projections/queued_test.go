@@ -32,7 +32,8 @@ const (
 var queueDue = t0.Add(time.Hour)
 
 // queueHistories builds n executions' histories, of queueKinds kinds by i%queueKinds. Step
-// events sit in between, for the projection to leave alone.
+// events sit in between, for the projection to leave alone; every other completed one ends
+// with the rejection of its output.
 func queueHistories(n int) [][]events.Event {
 	out := make([][]events.Event, n)
 	for i := range n {
@@ -64,6 +65,10 @@ func queueHistory(i int) []events.Event {
 	switch i % queueKinds {
 	case queueCompleted:
 		h = append(h, started, step, ev(&events.ExecutionCompleted{ExecutionID: id, Run: 1, Output: "ok"}, 3))
+		if i%(2*queueKinds) == 0 { // every other one's output did not apply to its blob
+			h = append(h, ev(&events.DeltasRejected{ExecutionID: id, Run: 1, BlobID: q.BlobID, BlobVersion: 1,
+				Item: "delta_operations[0]", Reason: "test failed"}, 4))
+		}
 	case queueRetried:
 		prio := 77
 		h = append(h, started, step, retry,

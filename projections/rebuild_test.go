@@ -190,6 +190,10 @@ func TestRebuildEqualsIncremental(t *testing.T) {
 			caughtUp(t, pool, p.Name(), last)
 			caughtUp(t, ref, p.Name(), last)
 		}
+		var rejected int
+		require.NoError(t, ref.QueryRow(context.Background(),
+			`SELECT count(*) FROM executions WHERE deltas_rejected IS NOT NULL`).Scan(&rejected))
+		require.Positive(t, rejected, "the rows compared hold rejected outputs")
 		for _, p := range all() {
 			got, want := dumpTable(t, pool, p.Name()), dumpTable(t, ref, p.Name())
 			require.NotEmpty(t, want)

@@ -203,7 +203,10 @@ type ExecutionView struct {
 	Steps            []StepView      `json:"steps"`
 	Output           json.RawMessage `json:"output,omitempty"`
 	Error            json.RawMessage `json:"error,omitempty"`
-	UpdatedAt        time.Time       `json:"updated_at"`
+	// DeltasRejected is as the stream's answer has it: why the completed run's output was not
+	// written on its blob.
+	DeltasRejected *execution.DeltasRejection `json:"deltas_rejected,omitempty"`
+	UpdatedAt      time.Time                  `json:"updated_at"`
 	// StepAttempts are the execution_steps rows, by run, step, compensation and attempt.
 	StepAttempts []views.StepAttempt `json:"step_attempts"`
 }
@@ -260,12 +263,20 @@ func (a *API) projectedExecution(ctx context.Context, eng Engine, id string) (*E
 		// The row keeps the last run's error while a re-run runs; the state does not.
 		errJSON = nil
 	}
+	var rejected *execution.DeltasRejection
+	if d.DeltasRejected != nil {
+		// Decoded and encoded again: jsonb keeps neither the keys' order nor their spacing.
+		rejected = new(execution.DeltasRejection)
+		if err := json.Unmarshal(d.DeltasRejected, rejected); err != nil {
+			return nil, fmt.Errorf("read execution %s: deltas_rejected: %w", id, err)
+		}
+	}
 	return &ExecutionView{
 		ExecutionID: d.ExecutionID, WorkflowID: d.WorkflowID, WorkflowRevision: d.WorkflowRevision,
 		ProviderID: d.ProviderID, BlobID: d.BlobID, SourceEventID: d.SourceEventID, Priority: d.Priority,
 		MaxRetries: d.MaxRetries, Input: input, QueuedAt: d.QueuedAt, Status: d.Status, Run: d.Run,
 		RetryCount: d.RetryCount, StartedAt: d.StartedAt, EndedAt: d.EndedAt, Steps: stepViews(d, wf),
-		Output: d.Output, Error: errJSON, UpdatedAt: d.UpdatedAt, StepAttempts: d.Attempts,
+		Output: d.Output, Error: errJSON, DeltasRejected: rejected, UpdatedAt: d.UpdatedAt, StepAttempts: d.Attempts,
 	}, nil
 }
 

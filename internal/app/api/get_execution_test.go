@@ -12,12 +12,15 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/memmie/memmie/handlers/dispatcher"
 	"github.com/memmie/memmie/internal/app/api"
 	"github.com/memmie/memmie/internal/app/views"
+	"github.com/memmie/memmie/internal/core/trigger"
 	"github.com/memmie/memmie/internal/pgtest"
 	"github.com/memmie/memmie/projections"
 )
@@ -26,6 +29,7 @@ import (
 // with a database, streamed without one; the projections that the answer reads run until
 // stopProjections.
 type detailStack struct {
+	js                  jetstream.JetStream
 	projected, streamed *httptest.Server
 	pool                *pgxpool.Pool
 	stopProjections     func()
@@ -34,7 +38,7 @@ type detailStack struct {
 func newDetailStack(t *testing.T, svc *httptest.Server, withProjections bool) *detailStack {
 	t.Helper()
 	js, reg, eng := startEngine(t, svc, dispatcher.Config{})
-	s := &detailStack{pool: pgtest.New(t), stopProjections: func() {}}
+	s := &detailStack{js: js, pool: pgtest.New(t), stopProjections: func() {}}
 	if withProjections {
 		s.stopProjections = runProjections(t, projections.Config{Pool: s.pool, JS: js, Log: testLogger(t), BatchWait: time.Millisecond},
 			projections.NewExecutions(nil), projections.NewQueued(nil), projections.NewSteps(nil))
@@ -159,6 +163,53 @@ output_map: {n: $.steps.last.output.doubled}
 	require.Len(t, attempts, 3)
 	assert.Equal(t, map[string]any{"run": 1.0, "step_id": "call", "attempt": 1.0, "status": "succeeded"},
 		pick(attempts[0].(map[string]any), "run", "step_id", "attempt", "status"))
+}
+
+// A completed execution whose output cannot apply to its blob (a test operation fails) shows
+// why on GET /v1/executions/{id}, the same from the projections as from the stream.
+func TestRejectedOutputShowsFromBothSources(t *testing.T) {
+	s := newDetailStack(t, nil, true)
+	for path, def := range map[string]string{
+		"/v1/workflows/guarded": `id: guarded
+steps:
+  - id: write
+    type: transform
+    input_map:
+      delta_operations:
+        - {op: add, path: /metadata/a, value: 1}
+        - {op: test, path: /metadata/type, value: other}
+output_map:
+  delta_operations: $.steps.write.output.delta_operations
+`,
+		"/v1/providers/guard": `provider:
+  id: guard
+workflows:
+  - workflow_id: guarded
+    triggers:
+      - event: onCreate
+`,
+	} {
+		r := do(t, s.projected, "PUT", path, def)
+		require.Equal(t, http.StatusOK, r.Status, r.Raw)
+	}
+	msg := nats.NewMsg("memmie.blobs.g1.created")
+	msg.Data = []byte(`{"blob_id": "g1", "metadata": {"type": "note"}}`)
+	msg.Header.Set(jetstream.MsgIDHeader, "g1-1")
+	_, err := s.js.PublishMsg(testContext(t), msg)
+	require.NoError(t, err)
+	id := trigger.ExecutionID("g1", "g1-1", "guard", "guarded")
+
+	rejected := func(source string) func(string, map[string]any) bool {
+		return func(src string, body map[string]any) bool { return src == source && body["deltas_rejected"] != nil }
+	}
+	want := waitForExecution(t, s.streamed, id, "its deltas rejected, from the stream", rejected(api.SourceStream))
+	got := waitForExecution(t, s.projected, id, "its deltas rejected, from the projections", rejected(api.SourceProjection))
+	assert.Equal(t, "completed", got["status"])
+	w := want["deltas_rejected"].(map[string]any)
+	assert.Equal(t, "g1", w["blob_id"])
+	assert.Equal(t, "delta_operations[1]", w["item"])
+	assert.Contains(t, w["reason"], "test")
+	assert.Equal(t, w, got["deltas_rejected"], "the same rejection, the same JSON")
 }
 
 func pick(m map[string]any, keys ...string) map[string]any {

@@ -138,6 +138,9 @@ type ExecutionDetail struct {
 	SourceEventID string
 	RetryCount    int
 	MaxRetries    int
+	// DeltasRejected is the executions row's deltas_rejected: why the completed run's output
+	// was not written on its blob, as JSON; nil when nothing was rejected.
+	DeltasRejected json.RawMessage
 	// Attempts are the execution_steps rows, by run, step, compensation and attempt.
 	Attempts []StepAttempt
 	// Seq is the lowest checkpoint of the three projections: the detail holds every event
@@ -181,16 +184,17 @@ func (v *Views) ExecutionDetail(ctx context.Context, id string, atLeast uint64) 
 
 	var (
 		input, output, errJSON []byte
+		rejected               []byte
 		trigger                *string
 		retries, maxRetries    *int
 	)
 	err = tx.QueryRow(ctx, `SELECT e.workflow_id, e.workflow_revision, e.status, e.priority, e.input, e.output, e.error,
 			e.run, coalesce(e.provider_id, ''), coalesce(e.blob_id, ''), e.queued_at, e.started_at, e.ended_at,
-			e.updated_at, q.trigger, q.retry_count, q.max_retries
+			e.updated_at, e.deltas_rejected, q.trigger, q.retry_count, q.max_retries
 		FROM executions e LEFT JOIN queued_executions q ON q.execution_id = e.execution_id
 		WHERE e.execution_id = $1`, uid).Scan(&d.WorkflowID, &d.WorkflowRevision, &d.Status, &d.Priority, &input,
 		&output, &errJSON, &d.Run, &d.ProviderID, &d.BlobID, &d.QueuedAt, &d.StartedAt, &d.EndedAt, &d.UpdatedAt,
-		&trigger, &retries, &maxRetries)
+		&rejected, &trigger, &retries, &maxRetries)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fmt.Errorf("%w: no row of execution %s", ErrBehind, id)
 	}
@@ -198,7 +202,7 @@ func (v *Views) ExecutionDetail(ctx context.Context, id string, atLeast uint64) 
 		return nil, fmt.Errorf("read execution %s: %w", id, err)
 	}
 	d.ExecutionID = uid.String()
-	d.Input, d.Output, d.Error = input, output, errJSON
+	d.Input, d.Output, d.Error, d.DeltasRejected = input, output, errJSON, rejected
 	if trigger != nil {
 		d.SourceEventID = *trigger
 	}
