@@ -68,7 +68,8 @@ func newBlobsCmd() *cobra.Command {
 of a running memmie with a database (its blobs projection):
 
   publish BLOB_ID created|updated|deleted --data JSON|@file   publishes on memmie.blobs.<id>.<kind>
-  show BLOB_ID [--version N] [--json]                         prints the blob at its last or a given version`,
+  show BLOB_ID [--version N] [--json]                         prints the blob at its last or a given version
+  diff BLOB_ID [--from N] [--to M] [--json]                   prints what changed between two versions`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
@@ -141,8 +142,95 @@ prints the API's answer.`,
 	show.Flags().BoolVar(&showJSON, "json", false, "print the API's answer as JSON")
 	addAPIFlags(show.Flags(), &af)
 
-	cmd.AddCommand(publish, show)
+	cmd.AddCommand(publish, show, newBlobsDiffCmd())
 	return cmd
+}
+
+func newBlobsDiffCmd() *cobra.Command {
+	var (
+		af       apiFlags
+		from, to int64
+		asJSON   bool
+	)
+	diff := &cobra.Command{
+		Use:   "diff BLOB_ID",
+		Short: "Print what changed in a blob between two versions",
+		Long: `Prints the RFC 6902 patch that turns a blob's document (content, metadata, deleted,
+derived) at version --from into its document at version --to, as the blobs projection of a
+running memmie holds them (GET /v1/blobs/{id}/diff), one operation a line. --to defaults to the
+last version, --from to the version before --to; version 0 is the blob before its create.
+--json prints the API's answer.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			q := url.Values{}
+			for name, v := range map[string]int64{"from": from, "to": to} {
+				if !cmd.Flags().Changed(name) {
+					continue
+				}
+				if v < 0 {
+					return fmt.Errorf("--%s %d: versions count from 0 (before the blob was created)", name, v)
+				}
+				q.Set(name, strconv.FormatInt(v, 10))
+			}
+			path := "/v1/blobs/" + url.PathEscape(args[0]) + "/diff"
+			if len(q) > 0 {
+				path += "?" + q.Encode()
+			}
+			raw, err := callAPI(cmd, func() (*apiClient, error) { return newAPIClient(af) }, http.MethodGet, path)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), raw)
+			}
+			return printDiff(cmd.OutOrStdout(), raw)
+		},
+	}
+	diff.Flags().Int64Var(&from, "from", 0, "the version to compare from (default: the one before --to)")
+	diff.Flags().Int64Var(&to, "to", 0, "the version to compare to (default: the last)")
+	diff.Flags().BoolVar(&asJSON, "json", false, "print the API's answer as JSON")
+	addAPIFlags(diff.Flags(), &af)
+	return diff
+}
+
+// shownDiff is GET /v1/blobs/{id}/diff, as diff prints it.
+type shownDiff struct {
+	BlobID string `json:"blob_id"`
+	From   int64  `json:"from"`
+	To     int64  `json:"to"`
+	Patch  []struct {
+		Op    string          `json:"op"`
+		From  string          `json:"from"`
+		Path  string          `json:"path"`
+		Value json.RawMessage `json:"value"`
+	} `json:"patch"`
+}
+
+// printDiff prints a diff as "blob B, version N to M:" and its operations, one a line:
+// "replace /content/a 1", "move /content/b from /content/a", "remove /metadata/x".
+func printDiff(out io.Writer, raw json.RawMessage) error {
+	var d shownDiff
+	if err := json.Unmarshal(raw, &d); err != nil {
+		return fmt.Errorf("decode the diff: %w", err)
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "blob %s, version %d to %d:", d.BlobID, d.From, d.To)
+	if len(d.Patch) == 0 {
+		sb.WriteString(" no change")
+	}
+	sb.WriteByte('\n')
+	for _, op := range d.Patch {
+		fmt.Fprintf(&sb, "  %s %s", op.Op, op.Path)
+		if op.From != "" {
+			fmt.Fprintf(&sb, " from %s", op.From)
+		}
+		if len(op.Value) > 0 {
+			sb.WriteString(" " + string(op.Value))
+		}
+		sb.WriteByte('\n')
+	}
+	_, err := io.WriteString(out, sb.String())
+	return err
 }
 
 // published is what blobs publish --json prints.

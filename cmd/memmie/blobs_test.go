@@ -255,7 +255,7 @@ func waitUntil(t *testing.T, d time.Duration, cond func() bool) {
 
 // TestBlobsShow: blobs show prints a blob from a real serve's blobs projection, at its last
 // version and at --version N, as the pure core folds it; an unknown blob or version is an
-// error.
+// error. blobs diff prints what changed between two versions, by default the last change.
 func TestBlobsShow(t *testing.T) {
 	url, js := natsWithStreams(t)
 	b1, _ := testDeltas(t, js)
@@ -313,6 +313,38 @@ metadata:     {
 	code, _, errOut = show("b1", "--version", "0")
 	assert.Equal(t, 1, code)
 	assert.Contains(t, errOut, "versions count from 1")
+
+	// blobs diff, on the same serve.
+	diff := func(args ...string) (int, string, string) {
+		return executeSplit(t, append([]string{"blobs", "diff", "--api-url", apiURL}, args...)...)
+	}
+	code, out, errOut = diff("b1")
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, `blob b1, version 3 to 4:
+  replace /content "It was a dark and stormy night."
+`, out)
+	code, out, errOut = diff("b1", "--from", "1", "--to", "3")
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, `blob b1, version 1 to 3:
+  add /metadata/status "review"
+  add /metadata/summary "night"
+`, out)
+	code, out, errOut = diff("b1", "--to", "2", "--from", "2")
+	require.Equal(t, 0, code, errOut)
+	assert.Equal(t, "blob b1, version 2 to 2: no change\n", out)
+	code, out, errOut = diff("b1", "--to", "2", "--json")
+	require.Equal(t, 0, code, errOut)
+	assert.JSONEq(t, `{"blob_id": "b1", "from": 1, "to": 2, "patch": [{"op": "add", "path": "/metadata/status", "value": "review"}]}`, out)
+	code, _, errOut = diff("b1", "--to", "5")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "bad_request")
+	assert.Contains(t, errOut, "to 5: blob b1 has versions 1 to 4")
+	code, _, errOut = diff("nope")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "not_found: ")
+	code, _, errOut = diff("b1", "--from", "-1")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "--from -1: versions count from 0")
 }
 
 // TestBlobsAsTheClientUser: under the repository's nats.conf, blobs publish and deltas tail

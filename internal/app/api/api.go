@@ -143,6 +143,7 @@ func (a *API) routes() {
 	a.mux.HandleFunc("GET /v1/queue", a.listQueue)
 	a.mux.HandleFunc("GET /v1/blobs/{id}", a.getBlob)
 	a.mux.HandleFunc("GET /v1/blobs/{id}/deltas", a.blobDeltas)
+	a.mux.HandleFunc("GET /v1/blobs/{id}/diff", a.blobDiff)
 	a.mux.HandleFunc("GET /v1/deadletter", a.listDeadLetters)
 	a.mux.HandleFunc("GET /v1/deadletter/{id}", a.getDeadLetter)
 	a.mux.HandleFunc("POST /v1/deadletter/{id}/redrive", a.redriveDeadLetter)

@@ -180,7 +180,7 @@ func TestBlobEndpoints(t *testing.T) {
 func TestBlobEndpointsWithoutADatabase(t *testing.T) {
 	srv := httptest.NewServer(mustAPI(t, api.Config{Registry: startRegistryOn(t), Logger: testLogger(t)}))
 	t.Cleanup(srv.Close)
-	for _, path := range []string{"/v1/blobs/b1", "/v1/blobs/b1?version=1", "/v1/blobs/b1/deltas"} {
+	for _, path := range []string{"/v1/blobs/b1", "/v1/blobs/b1?version=1", "/v1/blobs/b1/deltas", "/v1/blobs/b1/diff"} {
 		assertNoDatabase(t, do(t, srv, http.MethodGet, path, ""))
 	}
 }

@@ -22,6 +22,7 @@
 //	GET    /v1/queue                               {"queue": [queued_executions rows, priority DESC, queued_at, id], "next"}: ?status= (pending and running), ?limit=, ?cursor=<next>
 //	GET    /v1/blobs/{id}                          the blob (blob.State's JSON) at its last version, ?version=N at N
 //	GET    /v1/blobs/{id}/deltas                   {"deltas": [delta data, in version order], "next"}: ?limit= (100, at most 1000), ?after=<next> (a version)
+//	GET    /v1/blobs/{id}/diff                     {"blob_id", "from", "to", "patch": [RFC 6902 ops]}: ?to= (the last), ?from= (to-1); version 0 is before the create
 //	GET    /v1/deadletter                          {"dead_letters": [dead_letters rows without headers and data, newest first], "next"}: ?source=, ?limit=, ?cursor=<next>
 //	GET    /v1/deadletter/{id}                     the row with "headers", "data" (base64) and "redrivable" ("not_redrivable": why not)
 //	POST   /v1/deadletter/{id}/redrive             -> 202 {"id","subject","stream","seq","msg_id","duplicate","redriven_at"}; 200 when "duplicate"
