@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -15,12 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/memmie/memmie/events"
-	"github.com/memmie/memmie/internal/app/api"
-	"github.com/memmie/memmie/internal/app/views"
 	"github.com/memmie/memmie/internal/core/blob"
-	"github.com/memmie/memmie/internal/natsserver/natstest"
-	"github.com/memmie/memmie/internal/pgtest"
-	"github.com/memmie/memmie/projections"
 )
 
 // diffHistory builds a blob's deltas with the pure core: a create, outputs that change nested
@@ -94,13 +88,12 @@ func document(t *testing.T, deltas []events.Delta) []byte {
 	return b
 }
 
-// TestBlobDiff: GET /v1/blobs/{id}/diff is an RFC 6902 patch that, applied to the blob's
-// document at version from (evanphx/json-patch), gives its document at version to, for every
-// pair of versions, forwards and backwards; from defaults to to-1, to to the last version;
-// bad versions are 400 and an unknown blob 404.
-func TestBlobDiff(t *testing.T) {
-	h := diffHistory(t, "d1")
-	srv := blobServer(t, h)
+// testBlobDiff (of TestBlobEndpoints): GET /v1/blobs/{id}/diff is an RFC 6902 patch that,
+// applied to the blob's document at version from (evanphx/json-patch), gives its document at
+// version to, for every pair of versions of h (blob d1, diffHistory's), forwards and
+// backwards; from defaults to to-1, to to the last version; bad versions are 400 and an
+// unknown blob 404.
+func testBlobDiff(t *testing.T, srv *httptest.Server, h []events.Delta) {
 	last := int64(len(h))
 	require.Equal(t, events.DeltaDelete, h[last-1].Type, "the last version is a delete")
 
@@ -166,25 +159,4 @@ func TestBlobDiff(t *testing.T) {
 	assert.Equal(t, "not_found", r.errorCode())
 	r = do(t, srv, http.MethodGet, "/v1/blobs/a.b/diff", "")
 	assert.Equal(t, http.StatusBadRequest, r.Status, r.Raw)
-}
-
-// blobServer appends the deltas, waits until the blobs projection holds them and returns an
-// API on it.
-func blobServer(t *testing.T, deltas ...[]events.Delta) *httptest.Server {
-	t.Helper()
-	_, _, js := natstest.Run(t)
-	reg := startRegistry(t, js)
-	pool := pgtest.New(t)
-	var all []events.Delta
-	for _, d := range deltas {
-		all = append(all, d...)
-	}
-	last := appendDeltas(t, js, all)
-	runProjections(t, projections.Config{Pool: pool, JS: js, Log: testLogger(t)}, projections.NewBlobs(testLogger(t)))
-	require.Eventually(t, func() bool {
-		var seq int64
-		_ = pool.QueryRow(context.Background(), `SELECT last_seq FROM projection_checkpoints WHERE projection = 'blobs'`).Scan(&seq)
-		return uint64(seq) >= last
-	}, 60*time.Second, 10*time.Millisecond)
-	return serveAPI(t, api.Config{Registry: reg, Views: views.New(pool), Postgres: pool.Ping, Logger: testLogger(t)})
 }

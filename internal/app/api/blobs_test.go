@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -81,25 +82,59 @@ func appendDeltas(t *testing.T, js jetstream.JetStream, deltas []events.Delta) u
 	return last
 }
 
-func stateJSON(t *testing.T, deltas []events.Delta) string {
+// states returns the blob's state's JSON after each delta, folded one delta at a time:
+// states[v-1] is version v.
+func states(t *testing.T, deltas []events.Delta) []string {
 	t.Helper()
-	s, err := blob.Fold(deltas)
-	require.NoError(t, err)
-	b, err := json.Marshal(&s)
-	require.NoError(t, err)
-	return string(b)
+	var (
+		s   blob.State
+		out []string
+	)
+	for _, d := range deltas {
+		require.NoError(t, s.Apply(d))
+		b, err := json.Marshal(&s)
+		require.NoError(t, err)
+		out = append(out, string(b))
+	}
+	return out
+}
+
+// snapshotEdges are the versions of a blob of n versions where a view's fold on the nearest
+// snapshot begins, turns or goes furthest: each snapshot's version (1 and every
+// projections.BlobSnapshotEvery), the versions either side of it, one mid-way, and the last.
+func snapshotEdges(n int) []int {
+	var out []int
+	add := func(v int) {
+		if v >= 1 && v <= n && (len(out) == 0 || out[len(out)-1] < v) {
+			out = append(out, v)
+		}
+	}
+	add(1)
+	add(2)
+	for s := projections.BlobSnapshotEvery; s <= n+1; s += projections.BlobSnapshotEvery {
+		add(s - projections.BlobSnapshotEvery/2)
+		add(s - 1)
+		add(s)
+		add(s + 1)
+	}
+	add(n - 1)
+	add(n)
+	return out
 }
 
 // TestBlobEndpoints: GET /v1/blobs/{id} is the blob as blob.Fold gives it, at its last version
-// and at every version with ?version=N, over the snapshots the projection keeps; its deltas
-// come in version order, a page at a time; an unknown blob or version is 404.
+// and with ?version=N on either side of every snapshot the projection keeps; its deltas come
+// in version order, a page at a time; an unknown blob or version is 404; /diff gives patches
+// from any version to any other. One server, database and projection serve every part, as
+// each only reads; Postgres goes down last.
 func TestBlobEndpoints(t *testing.T) {
 	_, _, js := natstest.Run(t)
 	reg := startRegistry(t, js)
 	pool := pgtest.New(t)
 	h := blobDeltas(t, "b1", 2*projections.BlobSnapshotEvery+30)
 	other := blobDeltas(t, "b2", 5)
-	last := appendDeltas(t, js, append(append([]events.Delta{}, h...), other...))
+	d1 := diffHistory(t, "d1")
+	last := appendDeltas(t, js, slices.Concat(h, other, d1))
 	runProjections(t, projections.Config{Pool: pool, JS: js, Log: testLogger(t)}, projections.NewBlobs(testLogger(t)))
 	srv := serveAPI(t, api.Config{Registry: reg, Views: views.New(pool), Postgres: pool.Ping, Logger: testLogger(t)})
 	require.Eventually(t, func() bool {
@@ -108,15 +143,37 @@ func TestBlobEndpoints(t *testing.T) {
 		return uint64(seq) >= last
 	}, 60*time.Second, 10*time.Millisecond)
 
+	t.Run("versions", func(t *testing.T) { testBlobVersions(t, srv, h) })
+	t.Run("deltas", func(t *testing.T) { testBlobDeltas(t, srv, h, other) })
+	t.Run("diff", func(t *testing.T) { testBlobDiff(t, srv, d1) })
+	t.Run("errors", func(t *testing.T) { testBlobErrors(t, srv, other) })
+
+	// Postgres down: 503 naming postgres, as the lists answer.
+	pool.Close()
+	for _, path := range []string{"/v1/blobs/b1", "/v1/blobs/b1?version=3", "/v1/blobs/b1/deltas", "/v1/blobs/d1/diff"} {
+		r := do(t, srv, http.MethodGet, path, "")
+		assert.Equal(t, http.StatusServiceUnavailable, r.Status, r.Raw)
+		e, _ := r.Body["error"].(map[string]any)
+		assert.Equal(t, "postgres", e["dependency"], r.Raw)
+	}
+}
+
+func testBlobVersions(t *testing.T, srv *httptest.Server, h []events.Delta) {
+	want := states(t, h)
 	r := do(t, srv, http.MethodGet, "/v1/blobs/b1", "")
 	require.Equal(t, http.StatusOK, r.Status, r.Raw)
-	require.JSONEq(t, stateJSON(t, h), r.Raw)
+	require.JSONEq(t, want[len(h)-1], r.Raw)
 	assert.Equal(t, float64(len(h)), r.Body["version"])
-	for v := 1; v <= len(h); v++ {
+	edges := snapshotEdges(len(h))
+	require.Subset(t, edges, []int{1, 2, 50, 99, 100, 101, 150, 199, 200, 201, len(h)})
+	for _, v := range edges {
 		r := do(t, srv, http.MethodGet, "/v1/blobs/b1?version="+strconv.Itoa(v), "")
 		require.Equal(t, http.StatusOK, r.Status, r.Raw)
-		require.JSONEq(t, stateJSON(t, h[:v]), r.Raw, "version %d", v)
+		require.JSONEq(t, want[v-1], r.Raw, "version %d", v)
 	}
+}
+
+func testBlobDeltas(t *testing.T, srv *httptest.Server, h, other []events.Delta) {
 
 	// The deltas, a page at a time, are those appended.
 	var got []events.Delta
@@ -138,12 +195,15 @@ func TestBlobEndpoints(t *testing.T) {
 	}
 	require.Equal(t, h, got)
 	require.Equal(t, (len(h)+63)/64-1, pages)
-	r = do(t, srv, http.MethodGet, "/v1/blobs/b2/deltas", "")
+	r := do(t, srv, http.MethodGet, "/v1/blobs/b2/deltas", "")
 	require.Equal(t, http.StatusOK, r.Status, r.Raw)
 	require.Len(t, r.Body["deltas"], len(other))
 	r = do(t, srv, http.MethodGet, "/v1/blobs/b2/deltas?after="+strconv.Itoa(len(other)), "")
 	require.Equal(t, http.StatusOK, r.Status, r.Raw)
 	require.Equal(t, []any{}, r.Body["deltas"], "after the last version: none")
+}
+
+func testBlobErrors(t *testing.T, srv *httptest.Server, other []events.Delta) {
 
 	for _, c := range []struct {
 		path   string
@@ -164,15 +224,6 @@ func TestBlobEndpoints(t *testing.T) {
 		r := do(t, srv, http.MethodGet, c.path, "")
 		assert.Equal(t, c.status, r.Status, "%s: %s", c.path, r.Raw)
 		assert.Equal(t, c.code, r.errorCode(), "%s: %s", c.path, r.Raw)
-	}
-
-	// Postgres down: 503 naming postgres, as the lists answer.
-	pool.Close()
-	for _, path := range []string{"/v1/blobs/b1", "/v1/blobs/b1?version=3", "/v1/blobs/b1/deltas"} {
-		r := do(t, srv, http.MethodGet, path, "")
-		assert.Equal(t, http.StatusServiceUnavailable, r.Status, r.Raw)
-		e, _ := r.Body["error"].(map[string]any)
-		assert.Equal(t, "postgres", e["dependency"], r.Raw)
 	}
 }
 
