@@ -234,20 +234,20 @@ func TestGetExecutionFromTheStreamUntilTheProjectionsCatchUp(t *testing.T) {
 	}))
 	t.Cleanup(svc.Close)
 
+	// One stack for the first two: the database is closed after the first.
+	stack := newDetailStack(t, svc, false)
 	t.Run("a database with no projection running", func(t *testing.T) {
-		s := newDetailStack(t, svc, false)
-		id := s.startW(t)
-		st, source, body := getExecution(t, s.projected, id)
+		id := stack.startW(t)
+		st, source, body := getExecution(t, stack.projected, id)
 		require.Equal(t, http.StatusOK, st, "%v", body)
 		assert.Equal(t, api.SourceStream, source)
 		assert.Equal(t, id, body["execution_id"])
 	})
 
 	t.Run("the database unreachable", func(t *testing.T) {
-		s := newDetailStack(t, svc, false)
-		id := s.startW(t)
-		s.pool.Close()
-		st, source, body := getExecution(t, s.projected, id)
+		id := stack.startW(t)
+		stack.pool.Close()
+		st, source, body := getExecution(t, stack.projected, id)
 		require.Equal(t, http.StatusOK, st, "%v", body)
 		assert.Equal(t, api.SourceStream, source)
 	})
