@@ -5,20 +5,28 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/internal/app/engine"
+	"github.com/memmie/memmie/internal/devlock"
 	"github.com/memmie/memmie/internal/jetstream/stream"
+	"github.com/memmie/memmie/internal/natsserver"
 )
 
 // streamsOptions are the flags of streams show and update.
 type streamsOptions struct {
 	natsURL, natsCreds, natsUser, natsPassword string
+	// dataDir and natsConfig, when dataDir is set, open the store of a stopped memmie dev
+	// instead of connecting to natsURL (see openDataDir).
+	dataDir, natsConfig string
 	// replicas and partitions, when 0, are what the server has (or the defaults for a stream
 	// that does not exist), so that an update changes only what it is asked to.
 	replicas, partitions int
@@ -43,7 +51,13 @@ commands show and apply the differences:
 they have. Changing the partitions needs an empty inbox: a command stays under the
 partition it was stored with, which no consumer reads once the number changes. Stop every
 memmie process first, so that nothing is published while the streams change. A stream's
-storage or retention cannot change in place.`,
+storage or retention cannot change in place.
+
+--data-dir DIR works on the store of a memmie dev (DIR/nats) without a running server: it
+takes DIR's lock as dev does (so it fails while a dev runs there), starts the embedded server
+on DIR listening on a free loopback port only, and stops it when done. Give the dev's
+--nats-config too if it was started with one (its streams are in that file's account; the
+file's engine user connects).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
@@ -52,6 +66,8 @@ storage or retention cannot change in place.`,
 	f.StringVar(&o.natsCreds, "nats-creds", "", "NATS credentials file")
 	f.StringVar(&o.natsUser, "nats-user", "", "NATS user (e.g. the engine user of nats.conf)")
 	f.StringVar(&o.natsPassword, "nats-password", "", "password of --nats-user")
+	f.StringVar(&o.dataDir, "data-dir", "", "a stopped memmie dev's data dir: open its store instead of connecting to --nats-url")
+	f.StringVar(&o.natsConfig, "nats-config", "", "with --data-dir: the nats-server configuration file the dev was started with")
 	f.IntVar(&o.replicas, "replicas", 0, "wanted replicas of every stream (default: as each stream has them)")
 	f.IntVar(&o.partitions, "partitions", 0, "wanted partitions of the inbox (default: as the inbox has them)")
 
@@ -61,7 +77,7 @@ storage or retention cannot change in place.`,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.dryRun = true
-			return streamsUpdate(cmd.Context(), cmd.OutOrStdout(), o)
+			return streamsUpdate(cmd.Context(), cmd.OutOrStdout(), o, cmd.Flags().Changed("nats-url"))
 		},
 	}
 	update := &cobra.Command{
@@ -69,7 +85,7 @@ storage or retention cannot change in place.`,
 		Short: "Apply the differences of each stream",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return streamsUpdate(cmd.Context(), cmd.OutOrStdout(), o)
+			return streamsUpdate(cmd.Context(), cmd.OutOrStdout(), o, cmd.Flags().Changed("nats-url"))
 		},
 	}
 	update.Flags().BoolVar(&o.dryRun, "dry-run", false, "print the differences, change nothing")
@@ -77,12 +93,31 @@ storage or retention cannot change in place.`,
 	return cmd
 }
 
-func streamsUpdate(ctx context.Context, out io.Writer, o streamsOptions) error {
+func streamsUpdate(ctx context.Context, out io.Writer, o streamsOptions, urlGiven bool) error {
 	if o.replicas < 0 || o.partitions < 0 || o.partitions > streams.MaxPartitions {
 		return fmt.Errorf("--replicas %d, --partitions %d: want replicas of 1 or more, partitions within 1 to %d",
 			o.replicas, o.partitions, streams.MaxPartitions)
 	}
-	opts := []nats.Option{nats.Name("memmie streams")}
+	switch {
+	case o.dataDir != "" && urlGiven:
+		return errors.New("--data-dir and --nats-url: give one, the store of a stopped memmie dev or a running server")
+	case o.dataDir == "" && o.natsConfig != "":
+		return errors.New("--nats-config goes with --data-dir: it is the configuration of the dev whose store is opened")
+	case o.dataDir != "":
+		url, closeStore, err := openDataDir(o.dataDir, o.natsConfig)
+		if err != nil {
+			return err
+		}
+		defer closeStore()
+		o.natsURL = url
+		if o.natsConfig != "" && o.natsUser == "" && o.natsPassword == "" {
+			if o.natsUser, o.natsPassword, err = configEngineUser(o.natsConfig); err != nil {
+				return err
+			}
+		}
+	}
+	// The engine's inbox prefix: nats.conf lets its engine user subscribe to no other.
+	opts := []nats.Option{nats.Name("memmie streams"), nats.CustomInboxPrefix(events.EngineInboxPrefix)}
 	if o.natsUser != "" || o.natsPassword != "" {
 		opts = append(opts, nats.UserInfo(o.natsUser, o.natsPassword))
 	}
@@ -144,6 +179,38 @@ func streamsUpdate(ctx context.Context, out io.Writer, o streamsOptions) error {
 		return &exitError{code: 1, msg: fmt.Sprintf("memmie: %d of %d streams not updated", len(errs), len(statuses))}
 	}
 	return nil
+}
+
+// openDataDir starts the embedded server on the store of a stopped memmie dev, as dev would,
+// and returns its URL and what stops it. It holds the data dir's lock meanwhile, so that no
+// dev runs there, and the server listens on a free loopback port only: no memmie process is
+// connected and nothing is published while the streams change, which is what an update asks
+// of an operator.
+func openDataDir(dataDir, natsConfig string) (url string, closeStore func(), err error) {
+	store := filepath.Join(dataDir, "nats")
+	if fi, err := os.Stat(store); err != nil || !fi.IsDir() {
+		return "", nil, fmt.Errorf("data dir %s: no NATS store at %s (is it a memmie dev's data dir?)", dataDir, store)
+	}
+	lock, err := devlock.Acquire(dataDir)
+	if held := (*devlock.HeldError)(nil); errors.As(err, &held) {
+		by := "another process"
+		if held.PID != 0 {
+			by = fmt.Sprintf("a memmie dev (pid %d)", held.PID)
+		}
+		return "", nil, fmt.Errorf("data dir %s is in use by %s: stop it, then update", dataDir, by)
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	srv, err := natsserver.Start(natsserver.Config{ConfigFile: natsConfig, StoreDir: store, Host: "127.0.0.1", Port: -1})
+	if err != nil {
+		_ = lock.Release()
+		return "", nil, err
+	}
+	return srv.ClientURL(), func() {
+		srv.Shutdown()
+		_ = lock.Release()
+	}, nil
 }
 
 // wantedStatuses compares the streams with memmie's configuration, taking the replicas and

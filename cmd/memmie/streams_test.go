@@ -2,17 +2,25 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/internal/app/engine"
+	"github.com/memmie/memmie/internal/devlock"
 	"github.com/memmie/memmie/internal/jetstream/stream"
+	"github.com/memmie/memmie/internal/natsserver"
 	"github.com/memmie/memmie/internal/natsserver/natstest"
+	"github.com/memmie/memmie/internal/pgtest"
 )
 
 func TestStreamsUpdate(t *testing.T) {
@@ -152,4 +160,116 @@ func TestStreamsUpdate(t *testing.T) {
 		assert.Contains(t, out, "MEMMIE_EXECUTIONS: replicas: 1 on the server, 3 wanted\n")
 		assert.Contains(t, out, "MEMMIE_EXECUTIONS: not updated")
 	})
+}
+
+// TestStreamsUpdateOnADevDataDir: memmie dev on a data dir whose MEMMIE_BLOBS an older memmie
+// created (not partitioned) refuses to start and names a fix that works with no server
+// running: streams update --data-dir, which opens the store itself (refused while a dev holds
+// the data dir), after which dev starts.
+func TestStreamsUpdateOnADevDataDir(t *testing.T) {
+	dataDir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	// The store as an older memmie dev left it: MEMMIE_BLOBS without its partitions, and its
+	// one blobs consumer having processed every event.
+	srv, err := natsserver.Start(natsserver.Config{StoreDir: filepath.Join(dataDir, "nats"), Port: -1})
+	require.NoError(t, err)
+	nc, err := nats.Connect(srv.ClientURL())
+	require.NoError(t, err)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	require.NoError(t, stream.EnsureStreams(ctx, js, engine.StreamConfigs(streams.Options{})))
+	s, err := js.Stream(ctx, streams.Blobs)
+	require.NoError(t, err)
+	cfg := s.CachedInfo().Config
+	cfg.SubjectTransform = nil
+	_, err = js.UpdateStream(ctx, cfg)
+	require.NoError(t, err)
+	_, err = js.Publish(ctx, "memmie.blobs.b1.created", []byte(`{"blob_id": "b1"}`), jetstream.WithMsgID("old-1"))
+	require.NoError(t, err)
+	cons, err := js.CreateConsumer(ctx, streams.Blobs, jetstream.ConsumerConfig{Durable: "blobs",
+		FilterSubject: "memmie.blobs.*.*", AckPolicy: jetstream.AckExplicitPolicy})
+	require.NoError(t, err)
+	batch, err := cons.Fetch(1)
+	require.NoError(t, err)
+	for msg := range batch.Messages() {
+		require.NoError(t, msg.DoubleAck(ctx))
+	}
+	nc.Close()
+	srv.Shutdown()
+
+	dbURL := pgtest.URL(t)
+	devArgs := func() []string {
+		return []string{"dev", "--data-dir", dataDir, "--database-url", dbURL, "--definitions", t.TempDir(),
+			"--http-addr", freeAddr(t), "--nats-listen", freeAddr(t)}
+	}
+	code, out, errOut := executeSplit(t, devArgs()...)
+	require.Equal(t, 1, code, out)
+	assert.Contains(t, errOut, "stream MEMMIE_BLOBS: partitions are none on the server, 16 wanted")
+	assert.Contains(t, errOut, "apply it with 'memmie streams update' once every blob event is processed "+
+		"(the store of a memmie dev: stop it, then add --data-dir <its data dir>)")
+
+	// While a dev holds the data dir, nothing is opened.
+	lock, err := devlock.Acquire(dataDir)
+	require.NoError(t, err)
+	code, _, errOut = executeSplit(t, "streams", "update", "--data-dir", dataDir)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, fmt.Sprintf("data dir %s is in use by a memmie dev (pid %d): stop it, then update", dataDir, os.Getpid()))
+	require.NoError(t, lock.Release())
+
+	code, out, errOut = executeSplit(t, "streams", "update", "--data-dir", dataDir, "--dry-run")
+	require.Equal(t, 0, code, out+errOut)
+	assert.Contains(t, out, "MEMMIE_BLOBS: partitions: none on the server, 16 wanted\n")
+	assert.NotContains(t, out, "updated")
+	code, out, errOut = executeSplit(t, "streams", "update", "--data-dir", dataDir)
+	require.Equal(t, 0, code, out+errOut)
+	assert.Contains(t, out, "MEMMIE_BLOBS: updated\n")
+	code, out, errOut = executeSplit(t, "streams", "show", "--data-dir", dataDir)
+	require.Equal(t, 0, code, out+errOut)
+	assert.Contains(t, out, "MEMMIE_BLOBS: as wanted\n")
+
+	dev := startBackground(t, devArgs()...)
+	dev.ready(t)
+	require.NoError(t, dev.stop(t))
+
+	t.Run("a dev started with --nats-config", func(t *testing.T) {
+		dataDir := t.TempDir()
+		srv, err := natsserver.Start(natsserver.Config{ConfigFile: "../../nats.conf", StoreDir: filepath.Join(dataDir, "nats"), Port: -1})
+		require.NoError(t, err)
+		user, password, err := configEngineUser("../../nats.conf")
+		require.NoError(t, err)
+		nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo(user, password), nats.CustomInboxPrefix(events.EngineInboxPrefix))
+		require.NoError(t, err)
+		js, err := jetstream.New(nc)
+		require.NoError(t, err)
+		require.NoError(t, stream.EnsureStreams(ctx, js, engine.StreamConfigs(streams.Options{})))
+		s, err := js.Stream(ctx, streams.Blobs)
+		require.NoError(t, err)
+		cfg := s.CachedInfo().Config
+		cfg.SubjectTransform = nil
+		_, err = js.UpdateStream(ctx, cfg)
+		require.NoError(t, err)
+		nc.Close()
+		srv.Shutdown()
+
+		// Its streams are in the file's account, which the file's engine user reaches.
+		code, out, errOut := executeSplit(t, "streams", "update", "--data-dir", dataDir, "--nats-config", "../../nats.conf")
+		require.Equal(t, 0, code, out+errOut)
+		assert.Contains(t, out, "MEMMIE_BLOBS: partitions: none on the server, 16 wanted\nMEMMIE_BLOBS: updated\n")
+		assert.Contains(t, out, "MEMMIE_EXECUTIONS: as wanted\n")
+	})
+
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--data-dir", dataDir, "--nats-url", "nats://127.0.0.1:1"}, "--data-dir and --nats-url: give one"},
+		{[]string{"--nats-config", "../../nats.conf"}, "--nats-config goes with --data-dir"},
+		{[]string{"--data-dir", t.TempDir()}, "no NATS store at"},
+	} {
+		code, _, errOut := executeSplit(t, append([]string{"streams", "show"}, c.args...)...)
+		assert.Equal(t, 1, code, c.args)
+		assert.Contains(t, errOut, c.want, c.args)
+	}
 }

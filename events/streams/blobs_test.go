@@ -91,11 +91,13 @@ func TestDiffUnpartitionedBlobs(t *testing.T) {
 	require.Len(t, diffs, 1)
 	assert.Equal(t, streams.Refuse, diffs[0].Kind)
 	assert.Equal(t, "stream MEMMIE_BLOBS: partitions are none on the server, 16 wanted: the stream's subject transform is not this memmie's; "+
-		"apply it with 'memmie streams update' once every blob event is processed", diffs[0].String())
+		"apply it with 'memmie streams update' once every blob event is processed "+
+		"(the store of a memmie dev: stop it, then add --data-dir <its data dir>)", diffs[0].String())
 	four, err := streams.Config(streams.Blobs, streams.Options{Partitions: 4})
 	require.NoError(t, err)
 	diffs = streams.Diff(wanted, four)
 	require.Len(t, diffs, 1)
 	assert.Equal(t, "stream MEMMIE_BLOBS: partitions are 16 on the server, 4 wanted: start with --partitions 16, "+
-		"or change them with 'memmie streams update --partitions 4' once every blob event is processed", diffs[0].String())
+		"or change them with 'memmie streams update --partitions 4' once every blob event is processed "+
+		"(the store of a memmie dev: stop it, then add --data-dir <its data dir>)", diffs[0].String())
 }

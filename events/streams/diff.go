@@ -71,6 +71,9 @@ type field struct {
 
 const updateFix = "apply it with 'memmie streams update'"
 
+// devFix ends a refusal's fix that names `memmie streams update`.
+const devFix = " (the store of a memmie dev: stop it, then add --data-dir <its data dir>)"
+
 func warn(_, _ jetstream.StreamConfig) Kind   { return Warn }
 func refuse(_, _ jetstream.StreamConfig) Kind { return Refuse }
 
@@ -290,7 +293,7 @@ func Diff(server, wanted jetstream.StreamConfig) []Difference {
 		if s == w {
 			continue
 		}
-		out = append(out, Difference{
+		d := Difference{
 			Stream: wanted.Name,
 			Field:  f.name,
 			Server: s,
@@ -298,7 +301,13 @@ func Diff(server, wanted jetstream.StreamConfig) []Difference {
 			Kind:   f.kind(server, wanted),
 			Fix:    f.fix(server, wanted),
 			set:    f.set,
-		})
+		}
+		if d.Kind == Refuse && d.Field != "replicas" && strings.Contains(d.Fix, "'memmie streams update") {
+			// A refused memmie dev leaves no server to update against: the command opens its
+			// store itself. (Replicas are a cluster's; a dev runs one server.)
+			d.Fix += devFix
+		}
+		out = append(out, d)
 	}
 	return out
 }

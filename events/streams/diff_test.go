@@ -44,7 +44,8 @@ func TestDiff(t *testing.T) {
 		require.Len(t, diffs, 1)
 		assert.Equal(t, streams.Refuse, diffs[0].Kind)
 		assert.Equal(t, "stream MEMMIE_INBOX: partitions are 16 on the server, 4 wanted: start with --partitions 16, "+
-			"or change them with 'memmie streams update --partitions 4' on an empty inbox", diffs[0].String())
+			"or change them with 'memmie streams update --partitions 4' on an empty inbox "+
+			"(the store of a memmie dev: stop it, then add --data-dir <its data dir>)", diffs[0].String())
 	})
 
 	t.Run("replicas refuse", func(t *testing.T) {
