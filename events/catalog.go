@@ -62,6 +62,7 @@ func init() {
 	register(TypeDefinitionDeactivated, 1, false, func() Data { return new(DefinitionDeactivated) }, nil)
 	register(TypeDeadLetter, 1, false, func() Data { return new(DeadLetter) }, nil)
 	register(TypeDeadLetterRedriven, 1, false, func() Data { return new(DeadLetterRedriven) }, nil)
+	register(TypeTriggerRequested, 1, false, func() Data { return new(TriggerRequested) }, nil)
 }
 
 func sortTypes(ts []Type) { slices.Sort(ts) }

@@ -29,7 +29,7 @@ func BenchmarkBlobEvents(b *testing.B) {
 		b.StopTimer()
 		_, _, js := natstest.Run(b)
 		ctx := testContext(b)
-		require.NoError(b, stream.EnsureStreams(ctx, js, streams.Configs(streams.Options{})))
+		require.NoError(b, stream.EnsureStreams(ctx, js, append(streams.Configs(streams.Options{}), streams.TriggersConfig(streams.Options{}))))
 		for i := range perBlob {
 			for k := range blobCount {
 				kind, body := "updated", fmt.Sprintf(`{"blob_id": "b%d", "content": %d}`, k, i)

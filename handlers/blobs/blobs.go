@@ -10,12 +10,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/memmie/memmie/definitions"
+	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/internal/core/blob"
-	"github.com/memmie/memmie/internal/core/trigger"
 	"github.com/memmie/memmie/internal/faults"
 	"github.com/memmie/memmie/internal/jetstream/blobstore"
 	"github.com/memmie/memmie/internal/jetstream/consume"
@@ -41,15 +41,6 @@ const (
 	DefaultPinnedTTL     = 5 * time.Second
 )
 
-// Errors a Config.Start returns to say what became of a start.
-var (
-	// ErrSkipped: the workflow is not registered or not active; the start is skipped.
-	ErrSkipped = errors.New("triggered workflow skipped")
-	// ErrUnstartable: the start can never succeed (its input breaks the workflow's input
-	// schema); the blob event is dead-lettered with the reason once its other starts are made.
-	ErrUnstartable = errors.New("triggered execution cannot start")
-)
-
 // Store is the blob store the handler reads and appends through.
 type Store = blobstore.Store[blob.State, *blob.State]
 
@@ -67,6 +58,9 @@ type Config struct {
 	// pulling (a crashed process) before another client gets its events. Defaults to
 	// DefaultPinnedTTL.
 	PinnedTTL time.Duration
+	// Triggers is the stream the trigger request of each recorded blob event is appended to,
+	// for the trigger matcher (handlers/triggers). Defaults to streams.Triggers.
+	Triggers string
 	// Executions is the stream of execution events, whose completed events of triggered
 	// executions become deltas. Defaults to streams.Executions.
 	Executions string
@@ -84,9 +78,9 @@ type Config struct {
 	// processes. Defaults to DefaultWorkers.
 	Workers int
 	// AckWait is how long the server waits for an event to be settled before delivering it
-	// again: how soon a crashed process's events are taken up. An event takes an append and a
-	// start per matching workflow (milliseconds), a history load on a cache miss; the consume
-	// loop sends progress for the events it holds. Defaults to DefaultAckWait.
+	// again: how soon a crashed process's events are taken up. An event takes two appends
+	// (its delta and its trigger request: milliseconds), a history load on a cache miss; the
+	// consume loop sends progress for the events it holds. Defaults to DefaultAckWait.
 	AckWait time.Duration
 	// MaxAckPending bounds the completed executions delivered and not yet settled (a blob
 	// events' partition consumer has 1, see Workers). Defaults to DefaultMaxAckPending.
@@ -94,16 +88,6 @@ type Config struct {
 	// MaxConflicts bounds how often one event is decided again after conflicting appends
 	// before it is handed back to the server. Defaults to DefaultMaxConflicts.
 	MaxConflicts int
-	// Providers returns the active providers, whose triggers each event is matched against.
-	// Defaults to none: deltas are written and nothing is started.
-	Providers func() []*definitions.Provider
-	// Start queues a triggered execution, with the start's deterministic id. It returns nil
-	// when it queued it or the execution exists already, an error matching ErrSkipped or
-	// ErrUnstartable, or any other error for a transient failure (the event is retried).
-	// Required when Providers is set.
-	Start func(ctx context.Context, s trigger.Start) error
-	// Trigger configures matching (the derivation bound). Defaults to trigger.Config{}.
-	Trigger trigger.Config
 	// Now is the clock of deltas. Defaults to time.Now.
 	Now func() time.Time
 	// Logger defaults to slog.Default().
@@ -113,8 +97,8 @@ type Config struct {
 	// Hooks inject faults (tests only): faults.BlobsAppended (with the blob id),
 	// faults.BlobsOutputDeltaAppended and faults.BlobsOutputDeltasAppended. Defaults to none.
 	Hooks faults.Hook
-	// RetryBackoff and MaxRetryBackoff pace the retries of an event whose load, append or
-	// start failed for a transient reason. Default to consume.DefaultRetryBackoff and
+	// RetryBackoff and MaxRetryBackoff pace the retries of an event whose load or appends
+	// failed for a transient reason. Default to consume.DefaultRetryBackoff and
 	// consume.DefaultMaxRetryBackoff.
 	RetryBackoff, MaxRetryBackoff time.Duration
 }
@@ -122,6 +106,7 @@ type Config struct {
 func (c *Config) defaults(js jetstream.JetStream) error {
 	c.Blobs = cmp.Or(c.Blobs, streams.Blobs)
 	c.Durable = cmp.Or(c.Durable, Name)
+	c.Triggers = cmp.Or(c.Triggers, streams.Triggers)
 	c.Executions = cmp.Or(c.Executions, streams.Executions)
 	c.OutputsDurable = cmp.Or(c.OutputsDurable, Name+"-outputs")
 	c.Workers = cmp.Or(c.Workers, DefaultWorkers)
@@ -137,8 +122,6 @@ func (c *Config) defaults(js jetstream.JetStream) error {
 	switch {
 	case c.DeadLetter == nil:
 		return errors.New("blobs: DeadLetter is required")
-	case c.Providers != nil && c.Start == nil:
-		return errors.New("blobs: Start is required with Providers")
 	case c.Workers < 0:
 		return fmt.Errorf("blobs: Workers %d is negative", c.Workers)
 	case c.AckWait < time.Second:
@@ -163,7 +146,8 @@ func (c *Config) defaults(js jetstream.JetStream) error {
 	return nil
 }
 
-// Handler records blob events as deltas and starts the executions they trigger.
+// Handler records blob events as deltas and asks the trigger matcher to start the executions
+// they trigger.
 type Handler struct {
 	js   jetstream.JetStream
 	cfg  Config
@@ -351,7 +335,7 @@ func (h *Handler) handle(ctx context.Context, d consume.Delivery) consume.Outcom
 	if err := h.cfg.Hooks.At(ctx, faults.BlobsAppended, ev.Data.BlobID); err != nil {
 		return consume.Abandon()
 	}
-	return h.trigger(ctx, log, ev, after)
+	return h.request(ctx, log, ev, after)
 }
 
 // record appends the event's delta, or finds it recorded already, and returns the blob at the
@@ -414,40 +398,42 @@ func loadOutcome(err error) consume.Outcome {
 	return consume.Retry(err, 0)
 }
 
-// trigger starts the executions the event triggers on the blob after it. Each start's id is
-// deterministic, so an event processed again starts nothing new.
-func (h *Handler) trigger(ctx context.Context, log *slog.Logger, ev blob.Event, after blob.State) consume.Outcome {
-	if h.cfg.Providers == nil {
-		return consume.Ack()
-	}
-	starts, err := trigger.Match(h.cfg.Providers(), ev, after, h.cfg.Trigger)
+// request appends the event's trigger request, for the matcher to start the executions the
+// event triggers on the blob after it. It comes after the delta and before the ack: a crash in
+// between delivers the event again, which finds its delta (a duplicate) and asks again, under
+// the same Nats-Msg-Id; the starts' ids are deterministic, so a request handled twice starts
+// nothing new.
+func (h *Handler) request(ctx context.Context, log *slog.Logger, ev blob.Event, after blob.State) consume.Outcome {
+	subject, err := events.TriggerSubject(ev.Data.BlobID)
 	if err != nil {
-		log.Error("match triggers", "err", err)
 		return consume.DeadLetter(err.Error())
 	}
-	if len(starts) == 0 && h.cfg.Trigger.PastBound(ev) {
-		log.Info("derived blob past the derivation bound: recorded, nothing started", "depth", ev.Data.DerivedFrom.Depth)
+	id := events.TriggerRequestID(ev.Data.BlobID, ev.ID)
+	data, err := events.Marshal(events.Event{
+		ID:      id,
+		Source:  events.SourceBlobs,
+		Type:    events.TypeTriggerRequested,
+		Subject: subject,
+		Time:    h.cfg.Now(),
+		Data: &events.TriggerRequested{
+			EventID: ev.ID,
+			Kind:    ev.Kind(),
+			Event:   ev.Data,
+			Blob:    events.BlobSnapshot(after.Snapshot()),
+		},
+	})
+	if err != nil {
+		// Too large: the event data and the blob carry the content twice, as the input of
+		// the executions it would start does, which could not be queued either.
+		log.Warn("trigger request cannot be encoded: recorded, nothing started", "err", err)
+		return consume.DeadLetter("trigger request: " + err.Error())
 	}
-	var refused []string
-	for _, s := range starts {
-		err := h.cfg.Start(ctx, s)
-		sl := log.With("execution_id", s.ExecutionID, "workflow_id", s.WorkflowID, "provider_id", s.ProviderID)
-		switch {
-		case err == nil:
-			sl.Debug("triggered", "trigger", s.Trigger, "base_version", s.BaseVersion)
-		case errors.Is(err, ErrSkipped):
-			sl.Debug("trigger skipped", "err", err)
-		case errors.Is(err, ErrUnstartable):
-			sl.Warn("triggered execution cannot start", "err", err)
-			refused = append(refused, fmt.Sprintf("start of workflow %s (provider %s): %v", s.WorkflowID, s.ProviderID, err))
-		default:
-			// The delta is written: the event comes back as a duplicate, and its starts are
-			// made again with the same ids.
-			return consume.Retry(fmt.Errorf("start workflow %s: %w", s.WorkflowID, err), 0)
-		}
+	msg := stream.Msg{Subject: subject, Data: data, ID: id,
+		Header: nats.Header{events.HeaderCorrelationID: []string{ev.ID}}}
+	if _, err := stream.Append(ctx, h.js, h.cfg.Triggers, []stream.Msg{msg}, stream.Expect{}); err != nil {
+		// The delta is written: the event comes back as a duplicate and asks again.
+		return consume.Retry(fmt.Errorf("request triggers of %s: %w", ev.ID, err), 0)
 	}
-	if len(refused) > 0 {
-		return consume.DeadLetter(strings.Join(refused, "; "))
-	}
+	log.Debug("triggers requested", "version", after.Version)
 	return consume.Ack()
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,11 +17,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/memmie/memmie/definitions"
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/handlers/blobs"
-	"github.com/memmie/memmie/internal/core/trigger"
+	"github.com/memmie/memmie/internal/faults"
 	"github.com/memmie/memmie/internal/jetstream/deadletter"
 	"github.com/memmie/memmie/internal/jetstream/stream"
 	"github.com/memmie/memmie/internal/natsserver/natstest"
@@ -34,46 +34,6 @@ func testContext(t testing.TB) context.Context {
 	return ctx
 }
 
-// starts records the starts a handler makes; fail, when set, answers a start instead.
-type starts struct {
-	mu   sync.Mutex
-	got  []trigger.Start
-	fail func(s trigger.Start, n int) error
-}
-
-func (s *starts) start(_ context.Context, st trigger.Start) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, g := range s.got {
-		if g.ExecutionID == st.ExecutionID {
-			n++
-		}
-	}
-	s.got = append(s.got, st)
-	if s.fail != nil {
-		return s.fail(st, n)
-	}
-	return nil
-}
-
-func (s *starts) all() []trigger.Start {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.got)
-}
-
-// ids returns the distinct execution ids started.
-func (s *starts) ids() []string {
-	var out []string
-	for _, st := range s.all() {
-		if !slices.Contains(out, st.ExecutionID) {
-			out = append(out, st.ExecutionID)
-		}
-	}
-	return out
-}
-
 type env struct {
 	t  *testing.T
 	js jetstream.JetStream
@@ -82,27 +42,23 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	_, nc, js := natstest.Run(t)
-	require.NoError(t, stream.EnsureStreams(testContext(t), js, streams.Configs(streams.Options{})))
+	cfgs := append(streams.Configs(streams.Options{}), streams.TriggersConfig(streams.Options{}))
+	require.NoError(t, stream.EnsureStreams(testContext(t), js, cfgs))
 	return &env{t: t, js: js, nc: nc}
 }
 
-// handler starts a blob handler with the providers (YAML sources) and the starter.
-func (e *env) handler(st *starts, providers ...string) *blobs.Handler {
+// handler starts a blob handler; hooks, when given, inject faults.
+func (e *env) handler(hooks ...faults.Hook) *blobs.Handler {
 	t := e.t
-	var ps []*definitions.Provider
-	for i, src := range providers {
-		def, err := definitions.Parse(fmt.Sprintf("p%d.yaml", i), []byte(src), "")
-		require.NoError(t, err)
-		ps = append(ps, def.(*definitions.Provider))
-	}
 	cfg := blobs.Config{
 		DeadLetter:   deadletter.NewWriter(e.js, deadletter.Config{}),
 		Logger:       slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})),
 		RetryBackoff: 50 * time.Millisecond, MaxRetryBackoff: 200 * time.Millisecond,
+		// Redeliveries after an injected crash come soon.
+		AckWait: time.Second,
 	}
-	if st != nil {
-		cfg.Providers = func() []*definitions.Provider { return ps }
-		cfg.Start = st.start
+	if len(hooks) > 0 {
+		cfg.Hooks = hooks[0]
 	}
 	h, err := blobs.New(e.js, cfg)
 	require.NoError(t, err)
@@ -165,6 +121,49 @@ func (e *env) waitDeltas(blobID string, n int) []events.Delta {
 	return nil
 }
 
+// request is a trigger request as the writer appended it.
+type request struct {
+	MsgID, Correlation string
+	Seq                uint64
+	*events.TriggerRequested
+}
+
+// requests returns the trigger requests on memmie.triggers.<blob_id>, in stream order (the
+// stream is a work queue with no consumer here: they stay).
+func (e *env) requests(blobID string) []request {
+	e.t.Helper()
+	ctx := testContext(e.t)
+	s, err := e.js.Stream(ctx, streams.Triggers)
+	require.NoError(e.t, err)
+	info, err := s.Info(ctx)
+	require.NoError(e.t, err)
+	var out []request
+	for seq := info.State.FirstSeq; seq > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		require.NoError(e.t, err)
+		if m.Subject != "memmie.triggers."+blobID {
+			continue
+		}
+		ev, err := events.Decode(m.Data)
+		require.NoError(e.t, err)
+		out = append(out, request{MsgID: m.Header.Get(jetstream.MsgIDHeader), Correlation: m.Header.Get(events.HeaderCorrelationID),
+			Seq: seq, TriggerRequested: ev.Data.(*events.TriggerRequested)})
+	}
+	return out
+}
+
+// waitRequests waits until the blob has n trigger requests.
+func (e *env) waitRequests(blobID string, n int) []request {
+	e.t.Helper()
+	var got []request
+	require.Eventually(e.t, func() bool { got = e.requests(blobID); return len(got) >= n }, waitFor, 20*time.Millisecond,
+		"blob %s: want %d trigger requests", blobID, n)
+	return got
+}
+
 // deadLetters waits until the handler dead-lettered n messages.
 func (e *env) deadLetters(n int) []*events.DeadLetter {
 	e.t.Helper()
@@ -188,29 +187,9 @@ func (e *env) deadLetters(n int) []*events.DeadLetter {
 	return nil
 }
 
-const summaries = `
-provider:
-  id: summaries
-workflows:
-  - workflow_id: summarize
-    priority: 7
-    triggers:
-      - event: onCreate
-        conditions:
-          - field: metadata.type
-            operator: eq
-            value: note
-      - event: onUpdate
-        conditions:
-          - field: metadata.type
-            operator: eq
-            value: note
-`
-
-func TestCreatedAndUpdatedBecomeDeltasAndStarts(t *testing.T) {
+func TestCreatedAndUpdatedBecomeDeltasAndTriggerRequests(t *testing.T) {
 	e := newEnv(t)
-	st := &starts{}
-	e.handler(st, summaries)
+	e.handler()
 	e.publish("memmie.blobs.b1.created", `{"blob_id": "b1", "user_id": "u1", "content": "hello", "metadata": {"type": "note", "status": "draft"}}`, "ev-1")
 	e.publish("memmie.blobs.b1.updated", `{"blob_id": "b1", "metadata": {"status": "final", "tags": ["a"]}}`, "ev-2")
 	d := e.waitDeltas("b1", 2)
@@ -225,31 +204,29 @@ func TestCreatedAndUpdatedBecomeDeltasAndStarts(t *testing.T) {
 	// The metadata is merged (RFC 7396): type stays, status changes, tags is added.
 	assert.JSONEq(t, `{"metadata": {"status": "final", "tags": ["a"], "type": "note"}}`, string(d[1].NewValue))
 
-	require.Eventually(t, func() bool { return len(st.all()) == 2 }, waitFor, 10*time.Millisecond)
-	got := st.all()
+	// Each recorded event asks the matcher, with the blob after it.
+	got := e.waitRequests("b1", 2)
+	require.Len(t, got, 2)
 	first := got[0]
-	assert.Equal(t, trigger.ExecutionID("b1", "ev-1", "summaries", "summarize"), first.ExecutionID)
-	assert.Equal(t, "summarize", first.WorkflowID)
-	assert.Equal(t, "summaries", first.ProviderID)
-	assert.Equal(t, 7, first.Priority)
-	assert.Equal(t, "workflows[0].triggers[0]", first.Trigger)
-	assert.EqualValues(t, 1, first.BaseVersion)
-	assert.Equal(t, "ev-1", first.SourceEventID)
-	assert.Equal(t, "b1", first.BlobID)
-	assert.Equal(t, "hello", first.Input["content"])
-	blob := first.Input["blob"].(map[string]any)
-	assert.EqualValues(t, 1, blob["version"])
-	assert.Equal(t, map[string]any{"type": "note", "status": "draft"}, blob["metadata"])
+	assert.Equal(t, events.TriggerRequestID("b1", "ev-1"), first.MsgID, "a deterministic Nats-Msg-Id")
+	assert.Equal(t, "ev-1", first.Correlation, "the correlation id is the blob event's")
+	assert.Equal(t, "ev-1", first.EventID)
+	assert.Equal(t, events.BlobCreated, first.Kind)
+	assert.Equal(t, "u1", first.Event.UserID)
+	assert.JSONEq(t, `"hello"`, string(first.Event.Content))
+	assert.Nil(t, first.Event.ProviderIDs, "absent provider_ids stay absent")
+	assert.EqualValues(t, 1, first.Blob.Version)
+	assert.JSONEq(t, `{"type": "note", "status": "draft"}`, string(first.Blob.Metadata))
 	second := got[1]
-	assert.Equal(t, "workflows[0].triggers[1]", second.Trigger)
-	assert.EqualValues(t, 2, second.BaseVersion)
-	assert.Equal(t, map[string]any{"type": "note", "status": "final", "tags": []any{"a"}}, second.Input["blob"].(map[string]any)["metadata"])
+	assert.Equal(t, events.BlobUpdated, second.Kind)
+	assert.EqualValues(t, 2, second.Blob.Version)
+	assert.JSONEq(t, `{"type": "note", "status": "final", "tags": ["a"]}`, string(second.Blob.Metadata))
+	assert.JSONEq(t, `"hello"`, string(second.Blob.Content))
 }
 
 func TestRefusalsAreDeadLetteredAndTheConsumerGoesOn(t *testing.T) {
 	e := newEnv(t)
-	st := &starts{}
-	e.handler(st, summaries)
+	e.handler()
 	e.publish("memmie.blobs.gone.created", `{"blob_id": "gone", "metadata": {}}`, "g-1")
 	e.publish("memmie.blobs.gone.deleted", `{"blob_id": "gone"}`, "g-2")
 	e.waitDeltas("gone", 2)
@@ -284,58 +261,45 @@ func TestRefusalsAreDeadLetteredAndTheConsumerGoesOn(t *testing.T) {
 	}
 	assert.Len(t, e.deltas("gone"), 2, "refused events write nothing")
 	assert.Empty(t, e.deltas("x4"))
-	assert.Equal(t, []string{trigger.ExecutionID("after", "after-1", "summaries", "summarize")}, st.ids(),
-		"refused events start nothing")
+	e.waitRequests("after", 1)
+	assert.Len(t, e.requests("gone"), 2)
+	for _, id := range []string{"x1", "x2", "x3", "x4"} {
+		assert.Empty(t, e.requests(id), "refused events ask for nothing")
+	}
 }
 
-func TestEventDeliveredTwiceWritesAndStartsOnce(t *testing.T) {
+// TestCrashBetweenDeltaAndRequestAsksOnce: a crash after the delta is appended and before the
+// trigger request (faults.BlobsAppended) leaves the event unacked; its redelivery finds the
+// delta (the duplicate path) and appends the request, once, at the event's version, however
+// often the event comes.
+func TestCrashBetweenDeltaAndRequestAsksOnce(t *testing.T) {
 	e := newEnv(t)
-	// The first start fails for a transient reason, after the delta is written: the event is
-	// delivered again, finds its delta, and makes its start with the same id.
-	st := &starts{fail: func(s trigger.Start, n int) error {
-		if n == 0 {
-			return errors.New("nats: timeout")
+	var crashed atomic.Bool
+	e.handler(func(_ context.Context, at faults.Point, blobID string) error {
+		if at == faults.BlobsAppended && blobID == "b2" && crashed.CompareAndSwap(false, true) {
+			return faults.ErrCrash
 		}
 		return nil
-	}}
-	e.handler(st, summaries)
+	})
 	envelope := `{"specversion": "1.0", "id": "studio-42", "source": "/studio", "type": "memmie.blob.created",
 		"data": {"blob_id": "b2", "user_id": "u1", "metadata": {"type": "note"}}}`
 	e.publish("memmie.blobs.b2.created", envelope, "msg-1")
-	require.Eventually(t, func() bool { return len(st.all()) == 2 }, waitFor, 10*time.Millisecond)
-	// A re-publish past the duplicate window (another Nats-Msg-Id, the same envelope id).
+	got := e.waitRequests("b2", 1)
+	require.True(t, crashed.Load(), "the crash was injected")
+	assert.Equal(t, events.TriggerRequestID("b2", "studio-42"), got[0].MsgID)
+	assert.EqualValues(t, 1, got[0].Blob.Version)
+	// A re-publish past the duplicate window (another Nats-Msg-Id, the same envelope id) asks
+	// again under the same request id, which the stream drops.
 	e.publish("memmie.blobs.b2.created", envelope, "msg-2")
-	require.Eventually(t, func() bool { return len(st.all()) == 3 }, waitFor, 10*time.Millisecond)
 	// A later event proves the re-publish was processed before it (one key, in order).
 	e.publish("memmie.blobs.b2.updated", `{"blob_id": "b2", "content": "x"}`, "msg-3")
 	d := e.waitDeltas("b2", 2)
 	require.Len(t, d, 2, "one delta for the created event, however often it came")
 	assert.Equal(t, "studio-42", d[0].Metadata.SourceEventID)
-	assert.Equal(t, events.DeltaUpdate, d[1].Type)
-	require.Eventually(t, func() bool { return len(st.all()) == 4 }, waitFor, 10*time.Millisecond)
-	ids := st.ids()
-	assert.Equal(t, []string{
-		trigger.ExecutionID("b2", "studio-42", "summaries", "summarize"),
-		trigger.ExecutionID("b2", "msg-3", "summaries", "summarize"),
-	}, ids, "the created event starts one execution id, however often it came")
-	for _, s := range st.all()[:3] {
-		assert.EqualValues(t, 1, s.BaseVersion, "the duplicate is matched at its own version")
-		assert.EqualValues(t, 1, s.Input["blob"].(map[string]any)["version"])
-	}
-}
-
-func TestUnstartableStartIsDeadLettered(t *testing.T) {
-	e := newEnv(t)
-	st := &starts{fail: func(s trigger.Start, n int) error {
-		return fmt.Errorf("%w: input of workflow summarize is invalid: /user_id: required", blobs.ErrUnstartable)
-	}}
-	e.handler(st, summaries)
-	e.publish("memmie.blobs.b3.created", `{"blob_id": "b3", "metadata": {"type": "note"}}`, "b3-1")
-	letters := e.deadLetters(1)
-	assert.Contains(t, letters[0].Reason, "start of workflow summarize (provider summaries)")
-	assert.Contains(t, letters[0].Reason, "/user_id: required")
-	assert.Len(t, e.deltas("b3"), 1, "the delta is written")
-	assert.Len(t, st.all(), 1, "dead-lettered, not retried")
+	got = e.waitRequests("b2", 2)
+	require.Len(t, got, 2, "one request for the created event, however often it came")
+	assert.Equal(t, "msg-3", got[1].EventID)
+	assert.EqualValues(t, 2, got[1].Blob.Version)
 }
 
 // Two handlers (two processes) record 20 concurrent updates of one blob: the versions are

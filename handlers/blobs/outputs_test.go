@@ -13,7 +13,6 @@ import (
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/handlers/blobs"
 	"github.com/memmie/memmie/internal/core/blob"
-	"github.com/memmie/memmie/internal/core/trigger"
 	"github.com/memmie/memmie/internal/jetstream/blobstore"
 	"github.com/memmie/memmie/internal/jetstream/stream"
 )
@@ -55,19 +54,9 @@ func (e *env) waitOutputs(n uint64) {
 	}, waitFor, 10*time.Millisecond)
 }
 
-const deriving = `
-provider:
-  id: deriver
-workflows:
-  - workflow_id: derive
-    triggers:
-      - event: onCreate
-`
-
 func TestCompletedExecutionWritesItsDeltasOnce(t *testing.T) {
 	e := newEnv(t)
-	st := &starts{}
-	e.handler(st, deriving)
+	e.handler()
 	e.publish("memmie.blobs.o1.created", `{"blob_id": "o1", "user_id": "u1", "content": "a", "metadata": {"type": "note"}}`, "o1-1")
 	e.waitDeltas("o1", 1)
 	output := map[string]any{
@@ -119,31 +108,9 @@ func TestCompletedExecutionWritesItsDeltasOnce(t *testing.T) {
 	assert.Equal(t, events.DeltaCreate, cd[0].Type)
 	assert.Equal(t, &events.Derivation{BlobID: "o1", ExecutionID: "x1", Depth: 1}, cd[0].Metadata.DerivedFrom)
 	assert.Equal(t, "u1", cd[0].Metadata.UserID, "the owner's")
-	require.Eventually(t, func() bool { return len(st.ids()) == 2 }, waitFor, 10*time.Millisecond)
-	assert.Equal(t, child, st.all()[len(st.all())-1].BlobID)
-}
-
-func TestDerivationBoundStopsLoops(t *testing.T) {
-	e := newEnv(t)
-	st := &starts{}
-	e.handler(st, deriving)
-	// A blob at the bound (depth 3) derives one at depth 4: recorded, and it starts nothing.
-	e.publish("memmie.blobs.deep.created", `{"specversion": "1.0", "id": "deep-1", "source": "/test", "type": "memmie.blob.created",
-		"data": {"blob_id": "deep", "derived_from": {"blob_id": "p", "execution_id": "xp", "depth": 3}}}`, "deep-1")
-	e.waitDeltas("deep", 1)
-	require.Eventually(t, func() bool { return len(st.ids()) == 1 }, waitFor, 10*time.Millisecond)
-	e.execution("x2", "deep", 1, map[string]any{"created_blobs": []any{map[string]any{"content": 1}}}, "")
-	child := blob.DerivedBlobID("x2", 0)
-	cd := e.waitDeltas(child, 1)
-	assert.Equal(t, 4, cd[0].Metadata.DerivedFrom.Depth)
-	// A later event of another blob is matched after it: the deep child started nothing.
-	e.publish("memmie.blobs.later.created", `{"blob_id": "later"}`, "later-1")
-	e.waitDeltas("later", 1)
-	require.Eventually(t, func() bool { return len(st.ids()) == 2 }, waitFor, 10*time.Millisecond)
-	assert.Equal(t, []string{
-		trigger.ExecutionID("deep", "deep-1", "deriver", "derive"),
-		trigger.ExecutionID("later", "later-1", "deriver", "derive"),
-	}, st.ids())
+	req := e.waitRequests(child, 1)
+	assert.Equal(t, &events.Derivation{BlobID: "o1", ExecutionID: "x1", Depth: 1}, req[0].Event.DerivedFrom,
+		"the matcher gets the derivation, for its bound")
 }
 
 // inboxCommand waits for the last command on the inbox of an execution and decodes it.

@@ -41,8 +41,8 @@ const (
 	// DispatcherAdmitted: the dispatcher admitted an execution (it counts as running) and
 	// has not sent its start.
 	DispatcherAdmitted Point = "dispatcher.admitted"
-	// BlobsAppended: a blob event's delta is appended; the executions it triggers are not
-	// started and the event is not acknowledged. The hook gets the blob id.
+	// BlobsAppended: a blob event's delta is appended; its trigger request is not, and the
+	// event is not acknowledged. The hook gets the blob id.
 	BlobsAppended Point = "blobs.appended"
 )
 

@@ -15,6 +15,7 @@ import (
 	"github.com/memmie/memmie/definitions"
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/handlers/triggers"
 	"github.com/memmie/memmie/internal/core/blob"
 	"github.com/memmie/memmie/internal/core/execution"
 	"github.com/memmie/memmie/internal/core/trigger"
@@ -213,21 +214,12 @@ func TestDeactivatedProviderTriggersNothing(t *testing.T) {
 	publishBlob(t, h.js, "memmie.blobs."+noteBlob+".created", `{"blob_id": "`+noteBlob+`", "user_id": "`+noteUser+`",
 		"metadata": {"type": "note"}}`, "note-1")
 	blobDeltas(t, h.js, noteBlob, 1)
-	// The event is settled (its starts are made before its ack): nothing was queued.
+	// The event's trigger request is settled (its starts are made before its ack): nothing
+	// was queued.
 	require.Eventually(t, func() bool {
-		s, err := h.js.Stream(testContext(t), streams.Blobs)
-		if err != nil {
-			return false
-		}
-		var delivered uint64
-		consumers := s.ListConsumers(testContext(t)) // one per partition
-		for info := range consumers.Info() {
-			if info.NumPending > 0 || info.NumAckPending > 0 {
-				return false
-			}
-			delivered += info.Delivered.Consumer
-		}
-		return consumers.Err() == nil && delivered >= 1
+		info, err := h.js.Consumer(testContext(t), streams.Triggers, triggers.Name)
+		return err == nil && info.CachedInfo().NumPending == 0 && info.CachedInfo().NumAckPending == 0 &&
+			info.CachedInfo().Delivered.Consumer >= 1
 	}, waitFor, 10*time.Millisecond)
 	msgs, err := stream.Load(testContext(t), h.js, streams.Executions, "memmie.executions.*.queued")
 	require.NoError(t, err)
@@ -246,7 +238,9 @@ func TestTriggeredInputAgainstSchemaIsDeadLettered(t *testing.T) {
 	publishBlob(t, h.js, "memmie.blobs."+noteBlob+".created", `{"blob_id": "`+noteBlob+`", "metadata": {"type": "note"}}`, "note-1")
 	letters := h.deadLetters(1)
 	require.Len(t, letters, 1)
-	assert.Equal(t, "blobs", letters[0].Source)
+	assert.Equal(t, triggers.Name, letters[0].Source)
+	assert.Equal(t, "memmie.triggers."+noteBlob, letters[0].Subject, "the trigger request is dead-lettered")
+	assert.Equal(t, streams.Triggers, letters[0].Stream)
 	assert.Contains(t, letters[0].Reason, "start of workflow blob_summary (provider blob-summary)")
 	assert.Contains(t, letters[0].Reason, "user_id")
 	assert.Len(t, blobDeltas(t, h.js, noteBlob, 1), 1, "the event is recorded")
@@ -254,4 +248,5 @@ func TestTriggeredInputAgainstSchemaIsDeadLettered(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, msgs)
 	assert.Zero(t, h.eng.Stats().Loops["blobs"].Retried, "not retried")
+	assert.Zero(t, h.eng.Stats().Triggers.Retried, "not retried")
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/memmie/memmie/handlers/reconciler"
 	"github.com/memmie/memmie/handlers/runner"
 	"github.com/memmie/memmie/handlers/timers"
+	"github.com/memmie/memmie/handlers/triggers"
 	"github.com/memmie/memmie/internal/core/execution"
 	"github.com/memmie/memmie/internal/core/trigger"
 	"github.com/memmie/memmie/internal/faults"
@@ -99,10 +100,13 @@ type Config struct {
 	// Reconciler re-issues lost timers; its Leader defaults to the lease of the role
 	// reconciler.Name, so that one process at a time reconciles.
 	Reconciler reconciler.Config
-	// Blobs records blob events as deltas. Its Providers default to the active providers of
-	// Definitions (none without Definitions), and its Start to the engine's Start with the
-	// trigger's execution id.
+	// Blobs records blob events as deltas, and appends the trigger request of each.
 	Blobs blobs.Config
+	// Triggers starts the executions that trigger requests ask for. Its Providers default to
+	// the active providers of Definitions (none without Definitions), and its Prepare to the
+	// engine's Start, up to the append, with the trigger's execution id. Its Trigger holds the
+	// derivation bound (memmie's --max-derivation-depth).
+	Triggers triggers.Config
 
 	// Now is the clock. Defaults to time.Now.
 	Now func() time.Time
@@ -126,9 +130,10 @@ type Cluster struct {
 
 // Handlers selects the handlers Open starts. The blobs handler consumes blob events only
 // beside the orchestrator, whose partitions it takes (MEMMIE_BLOBS is partitioned as the inbox
-// is); without it, it writes executions' deltas only.
+// is); without it, it writes executions' deltas only. The trigger matcher (NoTriggers) starts
+// the executions the recorded blob events trigger, in any process.
 type Handlers struct {
-	NoOrchestrator, NoRunner, NoTimers, NoDispatcher, NoReconciler, NoBlobs bool
+	NoOrchestrator, NoRunner, NoTimers, NoDispatcher, NoReconciler, NoBlobs, NoTriggers bool
 }
 
 // Engine runs executions: its client methods (Start, Execution, ExecutionSeq, History,
@@ -147,6 +152,7 @@ type Engine struct {
 	dispatcher   *dispatcher.Dispatcher
 	reconciler   *reconciler.Reconciler
 	blobs        *blobs.Handler
+	triggers     *triggers.Matcher
 	caller       *services.Caller
 	members      *lease.Members
 	leader       *lease.Lease
@@ -210,9 +216,9 @@ func defaultProcessID() string {
 func (e *Engine) ProcessID() string { return e.cfg.Cluster.ProcessID }
 
 // StreamConfigs returns the configuration of every stream the engine uses: the contract's
-// streams, the inbox and the leases.
+// streams, the inbox, the leases and the trigger requests.
 func StreamConfigs(opts streams.Options) []jetstream.StreamConfig {
-	return append(streams.Configs(opts), streams.InboxConfig(opts), streams.LeasesConfig(opts))
+	return append(streams.Configs(opts), streams.InboxConfig(opts), streams.LeasesConfig(opts), streams.TriggersConfig(opts))
 }
 
 // Open creates the streams that do not exist and starts the handlers: the orchestrator
@@ -291,6 +297,11 @@ func (e *Engine) Open(ctx context.Context) error {
 	}
 	if !e.cfg.Handlers.NoBlobs {
 		if err := e.openBlobs(ctx, &g, dl); err != nil {
+			return fail(err)
+		}
+	}
+	if !e.cfg.Handlers.NoTriggers {
+		if err := e.openTriggers(ctx, &g, dl); err != nil {
 			return fail(err)
 		}
 	}
@@ -425,8 +436,8 @@ func leave(ctx context.Context, c lifecycle.Component) error {
 	return c.Stop(ctx)
 }
 
-// openBlobs starts the writer of blob histories, which queues the executions blob events
-// trigger through Start.
+// openBlobs starts the writer of blob histories, which asks the trigger matcher to start
+// the executions blob events trigger.
 func (e *Engine) openBlobs(ctx context.Context, g *lifecycle.Group, dl *deadletter.Writer) error {
 	cfg := e.cfg.Blobs
 	if cfg.Now == nil {
@@ -438,12 +449,6 @@ func (e *Engine) openBlobs(ctx context.Context, g *lifecycle.Group, dl *deadlett
 	e.fill(&cfg.Logger, &cfg.Now, &cfg.Hooks)
 	if cfg.DeadLetter == nil {
 		cfg.DeadLetter = dl
-	}
-	if cfg.Providers == nil && e.cfg.Definitions != nil {
-		cfg.Providers = e.activeProviders
-	}
-	if cfg.Start == nil {
-		cfg.Start = e.startTriggered
 	}
 	if cfg.Hooks == nil {
 		cfg.Hooks = e.cfg.Hooks
@@ -499,16 +504,41 @@ func (e *Engine) activeProviders() []*definitions.Provider {
 	return out
 }
 
-// startTriggered queues the execution a blob event triggers, under the trigger's deterministic
-// id, and says what the blob handler is to make of a start that fails: a workflow not
-// registered or not active is skipped, a start that can never succeed (an input against the
-// schema) refused; anything else is retried.
-func (e *Engine) startTriggered(ctx context.Context, s trigger.Start) error {
+// openTriggers starts the trigger matcher, which queues the executions that trigger requests
+// ask for through prepareTriggered.
+func (e *Engine) openTriggers(ctx context.Context, g *lifecycle.Group, dl *deadletter.Writer) error {
+	cfg := e.cfg.Triggers
+	cfg.Logger = cmp.Or(cfg.Logger, e.cfg.Logger)
+	if cfg.DeadLetter == nil {
+		cfg.DeadLetter = dl
+	}
+	if cfg.Providers == nil && e.cfg.Definitions != nil {
+		cfg.Providers = e.activeProviders
+	}
+	if cfg.Prepare == nil {
+		cfg.Prepare = e.prepareTriggered
+	}
+	m, err := triggers.New(e.js, cfg)
+	if err != nil {
+		return err
+	}
+	if err := g.Start(ctx, m); err != nil {
+		return err
+	}
+	e.triggers = m
+	return nil
+}
+
+// prepareTriggered builds the queued event of the execution a blob event triggers, under the
+// trigger's deterministic id, and says what the matcher is to make of a start that fails: a
+// workflow not registered or not active is skipped, a start that can never succeed (an input
+// against the schema) refused.
+func (e *Engine) prepareTriggered(_ context.Context, s trigger.Start) (stream.Msg, error) {
 	input, err := json.Marshal(s.Input)
 	if err != nil {
-		return fmt.Errorf("%w: input: %v", blobs.ErrUnstartable, err)
+		return stream.Msg{}, fmt.Errorf("%w: input: %v", triggers.ErrUnstartable, err)
 	}
-	_, _, err = e.Start(ctx, StartRequest{
+	ev, data, err := e.prepare(StartRequest{
 		ExecutionID:   s.ExecutionID,
 		WorkflowID:    s.WorkflowID,
 		Input:         input,
@@ -521,11 +551,13 @@ func (e *Engine) startTriggered(ctx context.Context, s trigger.Start) error {
 	})
 	switch {
 	case errors.Is(err, ErrWorkflowNotFound), errors.Is(err, ErrWorkflowInactive), errors.Is(err, ErrNoDefinitions):
-		return fmt.Errorf("%w: %v", blobs.ErrSkipped, err)
+		return stream.Msg{}, fmt.Errorf("%w: %v", triggers.ErrSkipped, err)
 	case errors.Is(err, ErrInvalidInput), errors.Is(err, ErrInvalid):
-		return fmt.Errorf("%w: %v", blobs.ErrUnstartable, err)
+		return stream.Msg{}, fmt.Errorf("%w: %v", triggers.ErrUnstartable, err)
+	case err != nil:
+		return stream.Msg{}, err
 	}
-	return err
+	return stream.Msg{Subject: ev.Subject, Data: data, ID: ev.ID}, nil
 }
 
 // openReconciler starts the reconciler, and its lease unless Config.Reconciler.Leader is set.
@@ -559,7 +591,7 @@ func (e *Engine) reset() {
 	e.orchestrator, e.runner, e.timers, e.dispatcher = nil, nil, nil, nil
 	e.members, e.leader = nil, nil
 	e.reconciler, e.reconLease = nil, nil
-	e.blobs = nil
+	e.blobs, e.triggers = nil, nil
 	e.blobsAssigned.Store(nil)
 	e.assignKick = nil
 	e.parts = nil
@@ -700,6 +732,8 @@ type Stats struct {
 	Blobs *blobstore.Stats `json:"blobs,omitempty"`
 	// BlobPartitions are the MEMMIE_BLOBS partitions this process consumes now.
 	BlobPartitions []int `json:"blob_partitions,omitempty"`
+	// Triggers counts the trigger matcher's requests and starts, when it runs.
+	Triggers *triggers.Stats `json:"triggers,omitempty"`
 }
 
 // Stats returns the process's counters and roles. Counters count from Open; once the engine
@@ -737,6 +771,10 @@ func (e *Engine) Stats() Stats {
 		bs := e.blobs.StoreStats()
 		st.Blobs = &bs
 		st.BlobPartitions = e.blobs.Partitions()
+	}
+	if e.triggers != nil {
+		ts := e.triggers.Stats()
+		st.Triggers = &ts
 	}
 	return st
 }
@@ -776,55 +814,85 @@ type StartRequest struct {
 // created is false when that execution exists, with no comparison. The dispatcher starts it
 // when its priority's turn comes.
 func (e *Engine) Start(ctx context.Context, req StartRequest) (executionID string, created bool, err error) {
+	ev, data, err := e.prepare(req)
+	if err != nil {
+		return "", false, err
+	}
+	id := ev.Data.(*events.ExecutionQueued).ExecutionID
+	// The queued event starts the history: it is appended only when the execution has no
+	// event yet. A second start with the same key finds its own event there.
+	ack, err := stream.Append(ctx, e.js, streams.Executions, []stream.Msg{{Subject: ev.Subject, Data: data, ID: ev.ID}},
+		stream.Expect{FilterSubject: events.ExecutionFilter(id)})
+	switch {
+	case (errors.Is(err, stream.ErrConflict) || err == nil && ack.Duplicate) && req.ExecutionID != "":
+		return id, false, nil // a trigger's execution, started before
+	case errors.Is(err, stream.ErrConflict), err == nil && ack.Duplicate:
+		// The key's execution exists: the same request again, or a conflict.
+		if err := e.sameStart(ctx, ev); err != nil {
+			return "", false, err
+		}
+		return id, false, nil
+	case err != nil:
+		return "", false, fmt.Errorf("start %s: %w", req.WorkflowID, err)
+	}
+	q := ev.Data.(*events.ExecutionQueued)
+	e.log.Info("execution queued", "execution_id", id, "workflow_id", q.WorkflowID, "workflow_revision", q.WorkflowRevision,
+		"priority", req.Priority)
+	return id, true, nil
+}
+
+// prepare checks a start and builds its queued event, encoded, without appending it: the
+// registry look-ups, the input schema check and the envelope of Start.
+func (e *Engine) prepare(req StartRequest) (events.Event, []byte, error) {
 	if e.cfg.Definitions == nil {
-		return "", false, ErrNoDefinitions
+		return events.Event{}, nil, ErrNoDefinitions
 	}
 	switch {
 	case req.Priority < definitions.MinPriority || req.Priority > definitions.MaxPriority:
-		return "", false, fmt.Errorf("%w: priority %d is not within %d to %d", ErrInvalid, req.Priority,
+		return events.Event{}, nil, fmt.Errorf("%w: priority %d is not within %d to %d", ErrInvalid, req.Priority,
 			definitions.MinPriority, definitions.MaxPriority)
 	case req.MaxRetries < 0 || req.MaxRetries > MaxRetriesLimit:
-		return "", false, fmt.Errorf("%w: max_retries %d is not within 0 to %d", ErrInvalid, req.MaxRetries, MaxRetriesLimit)
+		return events.Event{}, nil, fmt.Errorf("%w: max_retries %d is not within 0 to %d", ErrInvalid, req.MaxRetries, MaxRetriesLimit)
 	case req.WorkflowID == "":
-		return "", false, fmt.Errorf("%w: workflow_id is required", ErrInvalid)
+		return events.Event{}, nil, fmt.Errorf("%w: workflow_id is required", ErrInvalid)
 	case req.ExecutionID != "" && req.IdempotencyKey != "":
-		return "", false, fmt.Errorf("%w: an execution id and an idempotency key exclude each other", ErrInvalid)
+		return events.Event{}, nil, fmt.Errorf("%w: an execution id and an idempotency key exclude each other", ErrInvalid)
 	case req.BaseVersion < 0:
-		return "", false, fmt.Errorf("%w: base_version %d is negative", ErrInvalid, req.BaseVersion)
+		return events.Event{}, nil, fmt.Errorf("%w: base_version %d is negative", ErrInvalid, req.BaseVersion)
 	}
 	if req.ExecutionID != "" {
 		if err := events.ValidToken(req.ExecutionID); err != nil {
-			return "", false, fmt.Errorf("%w: execution id: %v", ErrInvalid, err)
+			return events.Event{}, nil, fmt.Errorf("%w: execution id: %v", ErrInvalid, err)
 		}
 	}
 	var input any
 	if len(req.Input) > 0 {
 		if err := json.Unmarshal(req.Input, &input); err != nil {
-			return "", false, fmt.Errorf("%w: input is not JSON: %v", ErrInvalid, err)
+			return events.Event{}, nil, fmt.Errorf("%w: input is not JSON: %v", ErrInvalid, err)
 		}
 	}
 
 	rev, ok := e.cfg.Definitions.Current(definitions.KindWorkflow, req.WorkflowID)
 	if !ok {
-		return "", false, fmt.Errorf("%w: %q", ErrWorkflowNotFound, req.WorkflowID)
+		return events.Event{}, nil, fmt.Errorf("%w: %q", ErrWorkflowNotFound, req.WorkflowID)
 	}
 	wf, ok := rev.Def.(*definitions.Workflow)
 	if !ok {
-		return "", false, fmt.Errorf("workflow %q: registry returned a %T", req.WorkflowID, rev.Def)
+		return events.Event{}, nil, fmt.Errorf("workflow %q: registry returned a %T", req.WorkflowID, rev.Def)
 	}
 	if !rev.Active || !wf.IsActive() {
-		return "", false, fmt.Errorf("%w: %q", ErrWorkflowInactive, req.WorkflowID)
+		return events.Event{}, nil, fmt.Errorf("%w: %q", ErrWorkflowInactive, req.WorkflowID)
 	}
 	inSchema, err := e.schema(wf, "input", wf.InputSchemaID)
 	if err != nil {
-		return "", false, err
+		return events.Event{}, nil, err
 	}
 	outSchema, err := e.schema(wf, "output", wf.OutputSchemaID)
 	if err != nil {
-		return "", false, err
+		return events.Event{}, nil, err
 	}
 	if err := e.checkInput(wf, input); err != nil {
-		return "", false, err
+		return events.Event{}, nil, err
 	}
 
 	id, source := uuid.Must(uuid.NewV7()).String(), events.SourceAPI
@@ -857,27 +925,9 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (executionID strin
 	}, source, e.cfg.Now())
 	data, err := events.Marshal(ev)
 	if err != nil {
-		return "", false, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return events.Event{}, nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	// The queued event starts the history: it is appended only when the execution has no
-	// event yet. A second start with the same key finds its own event there.
-	ack, err := stream.Append(ctx, e.js, streams.Executions, []stream.Msg{{Subject: ev.Subject, Data: data, ID: ev.ID}},
-		stream.Expect{FilterSubject: events.ExecutionFilter(id)})
-	switch {
-	case (errors.Is(err, stream.ErrConflict) || err == nil && ack.Duplicate) && req.ExecutionID != "":
-		return id, false, nil // a trigger's execution, started before
-	case errors.Is(err, stream.ErrConflict), err == nil && ack.Duplicate:
-		// The key's execution exists: the same request again, or a conflict.
-		if err := e.sameStart(ctx, ev); err != nil {
-			return "", false, err
-		}
-		return id, false, nil
-	case err != nil:
-		return "", false, fmt.Errorf("start %s: %w", wf.ID, err)
-	}
-	e.log.Info("execution queued", "execution_id", id, "workflow_id", wf.ID, "workflow_revision", rev.Revision,
-		"priority", req.Priority)
-	return id, true, nil
+	return ev, data, nil
 }
 
 // schema returns the canonical JSON of a schema a workflow names, or nil when it names none.
