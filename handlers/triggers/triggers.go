@@ -145,7 +145,8 @@ type Stats struct {
 	Skipped uint64 `json:"skipped"`
 	// DeadLettered counts the requests dead-lettered.
 	DeadLettered uint64 `json:"dead_lettered"`
-	// Retried counts the deliveries handed back for a transient failure or a panic.
+	// Retried counts the deliveries handed back for a transient failure (of the handler or
+	// of an append) or a panic.
 	Retried uint64 `json:"retried"`
 }
 
@@ -340,7 +341,7 @@ func permanent(err error) bool {
 	return errors.Is(err, errUnreadable) || errors.Is(err, ErrUnstartable)
 }
 
-// count counts the requests, and those the router nacks.
+// count counts the requests, and those whose handler failed (the router nacks them).
 func (m *Matcher) count(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
 		m.n.requests.Add(1)
@@ -500,6 +501,8 @@ func (p *executions) Publish(topic string, msgs ...*message.Message) error {
 			p.n.before.Add(1)
 			p.log.Debug("triggered execution started before", "execution_id", id)
 		case err != nil:
+			// The router nacks the request: it comes back after the backoff.
+			p.n.retried.Add(1)
 			return fmt.Errorf("queue execution %s: %w", id, err)
 		default:
 			p.n.started.Add(1)

@@ -1,0 +1,36 @@
+// Package triggers is the trigger matcher: it consumes the trigger requests the writer of blob
+// histories appends on memmie.triggers.<blob_id> (stream MEMMIE_TRIGGERS, one per recorded
+// blob event, events.TriggerRequested), matches each against the active providers
+// (trigger.Match) and queues one execution per start, appending its events.ExecutionQueued to
+// MEMMIE_EXECUTIONS expecting no event yet on the execution's subjects. The execution ids are
+// deterministic, so a request handled twice starts nothing new.
+//
+// It runs on Watermill's message.Router, fed by watermill-nats' JetStream subscriber on the
+// durable consumer "triggers", with Recoverer, CorrelationID (the request's correlation id, the
+// blob event's, goes on the queued events) and PoisonQueue, and Watermill's Prometheus metrics
+// when Config.Metrics is set:
+//
+//	m, err := triggers.New(js, triggers.Config{Providers: active, Prepare: prepare, DeadLetter: dl})
+//	err = m.Start(ctx)
+//	defer m.Stop(ctx)
+//
+// What can never be processed (a request it cannot read, a start whose input breaks the
+// workflow's schema: ErrUnstartable) is dead-lettered on memmie.deadletter.triggers with the
+// subject, stream and sequence it was stored under and the reason; the request's other starts
+// are still made. A workflow not registered or not active (ErrSkipped) is skipped. Anything
+// else (NATS or the executions' stream unavailable, a panic) is nacked and retried with a
+// doubling backoff, for as long as it lasts; never dead-lettered. A blob derived deeper than
+// Config.Trigger's bound starts nothing.
+//
+// Watermill's traps, handled here: SubscriberConfig.ConfigureConsumer is never called and the
+// built-in initializers make ephemeral consumers, so a ResourceInitializer creates the durable
+// one (ConsumerConfig); the default unmarshaler returns nil for a message with a multi-valued
+// header, on which the subscriber panics, so this one never fails; the default prefetch (500)
+// would hold requests past AckWait while the subscriber hands them over one at a time, so a
+// pull asks for Config.Batch; the subscriber drains its NATS connection when the router closes,
+// so it gets a connection of its own; and Watermill's publisher discards the PubAck, so the
+// queued events are appended by memmie's own publisher (stream.Append).
+//
+// It never imports another handler or the engine: the engine gives it the active providers and
+// Prepare, the part of its Start that builds a queued event.
+package triggers
