@@ -164,10 +164,10 @@ func loadEvents(t *testing.T, js jetstream.JetStream, streamName, filter string)
 }
 
 // streamLastSeqs are the last sequences of the streams blob work moves.
-func streamLastSeqs(t *testing.T, js jetstream.JetStream) [3]uint64 {
+func streamLastSeqs(t *testing.T, js jetstream.JetStream) [4]uint64 {
 	t.Helper()
-	var out [3]uint64
-	for i, name := range []string{streams.Blobs, streams.Executions, streams.Deltas} {
+	var out [4]uint64
+	for i, name := range []string{streams.Blobs, streams.Triggers, streams.Executions, streams.Deltas} {
 		s, err := js.Stream(context.Background(), name)
 		require.NoError(t, err)
 		info, err := s.Info(context.Background())
@@ -207,7 +207,7 @@ func waitSettled(t *testing.T, js jetstream.JetStream, devs ...*devProcess) {
 	t.Helper()
 	waitWithin(t, e2eWait, "blob work settled", func() (bool, string) {
 		before := streamLastSeqs(t, js)
-		for _, c := range [][2]string{{streams.Blobs, "blobs"}, {streams.Executions, "blobs-outputs"}} {
+		for _, c := range [][2]string{{streams.Blobs, "blobs"}, {streams.Triggers, "triggers"}, {streams.Executions, "blobs-outputs"}} {
 			if ok, why := idle(t, js, c[0], c[1]); !ok {
 				return false, why
 			}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"testing"
 
@@ -34,6 +35,8 @@ workflows:
 // blob-processing workflow; its 4 api_call steps call Studio (an httptest service registered
 // as the workflow's "studio") with exactly the requests below, and its output becomes the
 // blob's versions 2 to 4 and a derived blob, which the API serves as the stream folds them.
+// With --max-derivation-depth 1, a document derived twice is recorded and starts nothing; the
+// trigger matcher's router metrics are on /metrics.
 func TestBlobProcessingPipeline(t *testing.T) {
 	const (
 		blobID = "5d1e2f3a-4b5c-4d6e-8f70-8192a3b4c5d6"
@@ -63,7 +66,14 @@ func TestBlobProcessingPipeline(t *testing.T) {
 	natsURL, js := natsWithStreams(t)
 	defs := shippedDefinitions(t, map[string]string{"providers/memmie-studio.yaml": studioProvider})
 	_, apiURL := startBlobServe(t, natsURL, "--definitions", defs,
-		"--services", servicesFile(t, map[string]string{"studio": studio.URL}))
+		"--services", servicesFile(t, map[string]string{"studio": studio.URL}), "--max-derivation-depth", "1")
+
+	// Past the bound (with the default, 3, it would start the workflow too).
+	const deep = "6e2f3a4b-5c6d-4e7f-8091-a2b3c4d5e6f7"
+	publishEvent(t, js, deep, "created", `{"blob_id": "`+deep+`", "user_id": "`+userID+`", "provider_ids": ["memmie-studio"],
+		"content": "# Deep", "metadata": {"type": "document"},
+		"derived_from": {"blob_id": "`+blobID+`", "execution_id": "x0", "depth": 2}}`, "deep-doc-1")
+	waitVersion(t, js, deep, 1)
 
 	publishEvent(t, js, blobID, "created", `{"blob_id": "`+blobID+`", "user_id": "`+userID+`",
 		"provider_ids": ["memmie-studio"], "content": "# Hello", "metadata": {"type": "document", "status": "draft"}}`, msgID)
@@ -73,7 +83,7 @@ func TestBlobProcessingPipeline(t *testing.T) {
 
 	id := trigger.ExecutionID(blobID, msgID, "memmie-studio", "blob_processing_workflow")
 	queued := queuedExecutions(t, js)
-	require.Len(t, queued, 1, "only the filtered provider's workflow: %v", queued)
+	require.Len(t, queued, 1, "only the filtered provider's workflow, and not on the blob past the bound: %v", queued)
 	require.Contains(t, queued, id)
 	assert.Equal(t, "blob_processing_workflow", queued[id].WorkflowID)
 	assert.Equal(t, 20, queued[id].Priority, "the provider's priority")
@@ -130,4 +140,12 @@ func TestBlobProcessingPipeline(t *testing.T) {
 		string(mustJSON(t, dd[0].Metadata.DerivedFrom)))
 	assert.JSONEq(t, foldedJSON(t, dd), waitAPIBlob(t, apiURL, derived, 1))
 	assert.Empty(t, deadLettered(t, js), "nothing dead-lettered")
+
+	// The matcher's router handled the requests: the three blobs' created events.
+	resp, err := http.Get(apiURL + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.Contains(t, string(body), `memmie_triggers_handler_execution_time_seconds_count{handler_name="triggers",success="true"} 3`)
 }

@@ -27,10 +27,12 @@ import (
 	"github.com/memmie/memmie/handlers/dispatcher"
 	"github.com/memmie/memmie/handlers/orchestrator"
 	"github.com/memmie/memmie/handlers/runner"
+	"github.com/memmie/memmie/handlers/triggers"
 	"github.com/memmie/memmie/internal/app/api"
 	"github.com/memmie/memmie/internal/app/engine"
 	"github.com/memmie/memmie/internal/app/metrics"
 	"github.com/memmie/memmie/internal/app/views"
+	"github.com/memmie/memmie/internal/core/trigger"
 	"github.com/memmie/memmie/internal/jetstream/deadletter"
 	"github.com/memmie/memmie/internal/jetstream/stream"
 	"github.com/memmie/memmie/internal/registry"
@@ -53,10 +55,12 @@ type runtimeOptions struct {
 	definitions string
 	services    string
 	maxRunning  int
-	replicas    int
-	partitions  int
-	processID   string
-	logLevel    string
+	// maxDerivationDepth bounds chains of derived blobs that trigger (trigger.Config).
+	maxDerivationDepth int
+	replicas           int
+	partitions         int
+	processID          string
+	logLevel           string
 	// natsUser and natsPassword authenticate the connection (the engine user of nats.conf).
 	natsUser     string
 	natsPassword string
@@ -117,6 +121,8 @@ func (o *runtimeOptions) addFlags(f *pflag.FlagSet, definitionsDefault, logLevel
 	f.StringVar(&o.definitions, "definitions", definitionsDefault, "directory of definitions to register at start-up")
 	f.StringVar(&o.services, "services", "", "YAML file of the services workflows call (base_url, headers, timeout_seconds)")
 	f.IntVar(&o.maxRunning, "max-running", dispatcher.DefaultMaxRunning, "maximum number of executions running at once")
+	f.IntVar(&o.maxDerivationDepth, "max-derivation-depth", trigger.DefaultMaxDerivationDepth,
+		"derivations from a client's blob that still trigger workflows: a blob derived more often is recorded and starts nothing, which ends loops of workflows deriving blobs from their own")
 	f.IntVar(&o.replicas, "replicas", 1, "replicas of every stream (3 on a cluster)")
 	f.IntVar(&o.partitions, "partitions", streams.DefaultPartitions,
 		"partitions of the orchestrator's inbox, shared out over the processes (the same in every process)")
@@ -193,6 +199,10 @@ MEMMIE_SERVICE_<NAME>_URL (which override the file's base_url of the same name).
 // connect.
 func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.Conn, set *definitions.Set,
 	svcs *services.Registry, o runtimeOptions, natsURL string) error {
+	if o.maxDerivationDepth < 1 {
+		// 0 would silently mean trigger.Config's default (3).
+		return fmt.Errorf("--max-derivation-depth %d: want 1 or more", o.maxDerivationDepth)
+	}
 	if o.databaseURL != "" {
 		if _, err := migrateDatabase(ctx, out, o.databaseURL, "the database"); err != nil {
 			return err
@@ -273,6 +283,9 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 	calls := metrics.NewCalls(caller)
 	// The durations of the executions this process's orchestrator ends.
 	durations := metrics.NewExecutions()
+	// The trigger matcher's router registers its Watermill metrics here, served beside the
+	// engine's.
+	routers := prometheus.NewRegistry()
 	eng, err := engine.New(js, engine.Config{
 		Definitions:  reg,
 		Services:     svcs,
@@ -280,8 +293,10 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 		Streams:      streamOpts,
 		Dispatcher:   dispatcher.Config{MaxRunning: o.maxRunning},
 		Orchestrator: orchestrator.Config{Observer: durations},
-		Cluster:      engine.Cluster{ProcessID: o.processID},
-		Logger:       log,
+		Triggers: triggers.Config{Trigger: trigger.Config{MaxDerivationDepth: o.maxDerivationDepth},
+			Metrics: routers},
+		Cluster: engine.Cluster{ProcessID: o.processID},
+		Logger:  log,
 	})
 	if err != nil {
 		return err
@@ -307,7 +322,7 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 		collectors = append(collectors, projs)
 	}
 	cfg := api.Config{Registry: reg, Engine: eng, Logger: log, Token: o.apiToken,
-		Metrics:  metrics.Handler(metrics.NewRegistry(eng, collectors...)),
+		Metrics:  metrics.Handler(prometheus.Gatherers{metrics.NewRegistry(eng, collectors...), routers}),
 		Redriver: deadletter.NewWriter(js, deadletter.Config{})}
 	if vs != nil {
 		cfg.Views = vs // a nil *views.Views in the interface would not read as none
