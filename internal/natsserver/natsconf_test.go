@@ -21,6 +21,7 @@ import (
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/handlers/runner"
+	"github.com/memmie/memmie/handlers/triggers"
 	"github.com/memmie/memmie/handlers/timers"
 	"github.com/memmie/memmie/internal/app/engine"
 	"github.com/memmie/memmie/internal/core/execution"
@@ -298,6 +299,7 @@ func TestNATSConfPermissions(t *testing.T) {
 		targets := []string{
 			"memmie.deltas.b9", "memmie.executions.e9.completed", "memmie.blobs.b9.created", "memmie.inbox.e9",
 			"memmie.timers.e9.t9", "memmie.definitions.workflows.w9", "memmie.deadletter.runner", "memmie.leases.members.p9",
+			"memmie.triggers.b9",
 		}
 		before := map[string]uint64{}
 		for _, target := range targets {
@@ -481,7 +483,7 @@ func TestNATSConfPermissions(t *testing.T) {
 	})
 
 	t.Run("cannot read the other streams", func(t *testing.T) {
-		for _, s := range []string{streams.Blobs, streams.Inbox, streams.Leases, streams.Definitions, streams.DeadLetter} {
+		for _, s := range []string{streams.Blobs, streams.Inbox, streams.Leases, streams.Definitions, streams.DeadLetter, streams.Triggers} {
 			c.denied(t, "$JS.API.STREAM.INFO."+s, "")
 			c.denied(t, "$JS.API.CONSUMER.CREATE."+s+".mine", fmt.Sprintf(`{"stream_name":%q,"config":{"name":"mine"}}`, s))
 			c.denied(t, "$JS.API.DIRECT.GET."+s, `{"seq":1}`)
@@ -492,6 +494,7 @@ func TestNATSConfPermissions(t *testing.T) {
 			return err
 		})
 		for _, subject := range []string{"memmie.inbox.>", "memmie.blobs.>", "memmie.definitions.>", "memmie.deadletter.>", "memmie.leases.>",
+			"memmie.triggers.>",
 			// A push consumer delivers to any subject with a subscriber: a subscriber here would
 			// let it copy messages into execution histories.
 			"memmie.executions.>", "memmie.executions.e1.completed",
@@ -501,12 +504,26 @@ func TestNATSConfPermissions(t *testing.T) {
 		}
 	})
 
+	t.Run("cannot use the trigger matcher's durable, on any stream", func(t *testing.T) {
+		// On the executions too, which the client may otherwise make consumers on: names
+		// are denied on every stream.
+		for _, s := range []string{streams.Triggers, streams.Executions} {
+			n := triggers.Name
+			c.denied(t, "$JS.API.CONSUMER.CREATE."+s+"."+n, fmt.Sprintf(`{"stream_name":%q,"config":{"name":%q,"ack_policy":"explicit"}}`, s, n))
+			c.denied(t, "$JS.API.CONSUMER.CREATE."+s+"."+n+".memmie.>", fmt.Sprintf(`{"stream_name":%q,"config":{"name":%q,"filter_subject":"memmie.>"}}`, s, n))
+			c.denied(t, "$JS.API.CONSUMER.INFO."+s+"."+n, "")
+			c.denied(t, "$JS.API.CONSUMER.DELETE."+s+"."+n, "")
+			c.denied(t, "$JS.API.CONSUMER.MSG.NEXT."+s+"."+n, `{"batch":1}`)
+			c.denied(t, "$JS.ACK."+s+"."+n+".1.1.1.1796120893125887810.0", "")
+		}
+	})
+
 	t.Run("cannot publish anything but blob events", func(t *testing.T) {
 		ctx := testContext(t)
 		for _, subject := range []string{
 			"memmie.deltas.b1", "memmie.executions.e1.completed", "memmie.executions.e2.queued",
 			"memmie.inbox.e1", "memmie.timers.e1.t1", "memmie.definitions.workflows.w1",
-			"memmie.deadletter.runner", "memmie.leases.members.p1",
+			"memmie.deadletter.runner", "memmie.leases.members.p1", "memmie.triggers.b1",
 			"memmie.blobs.b1", "memmie.blobs.b1.created.x", "memmie.blobs.b1.archived",
 		} {
 			c.denied(t, subject, "{}")
@@ -518,7 +535,7 @@ func TestNATSConfPermissions(t *testing.T) {
 	})
 
 	// Nothing the client tried to write landed.
-	for name, want := range map[string]uint64{streams.Deltas: 2, streams.Executions: 3, streams.Blobs: 3, streams.Inbox: 0} {
+	for name, want := range map[string]uint64{streams.Deltas: 2, streams.Executions: 3, streams.Blobs: 3, streams.Inbox: 0, streams.Triggers: 0} {
 		s, err := c.ejs.Stream(ctx, name)
 		require.NoError(t, err)
 		info, err := s.Info(ctx)
