@@ -1,7 +1,9 @@
 // Package engine runs executions end to end on JetStream. It wires the handlers — the
 // orchestrator (the single writer of each execution's history), the step runner, the timers,
-// the dispatcher, the reconciler and the writer of blob histories (handlers/blobs, which
-// queues the executions blob events trigger through Start) — and gives the API its client methods: Start, Execution,
+// the dispatcher, the reconciler, the writer of blob histories (handlers/blobs, which asks
+// for the triggers of each recorded blob event on MEMMIE_TRIGGERS) and the trigger matcher
+// (handlers/triggers, which queues the executions they start with Start's queued event) —
+// and gives the API its client methods: Start, Execution,
 // History, HistoryPage, Cancel, Retry, Queue and Ready.
 //
 //	eng, err := engine.New(js, engine.Config{Definitions: reg, Services: svcs})
@@ -20,8 +22,8 @@
 //
 // Any number of engines (memmie serve processes) may run against one NATS; they share the
 // work with no coordinator:
-//   - the runner, timers and blobs consumers are shared durable consumers: each attempt,
-//     timer or blob event goes to one process (a blob's deltas are appended under optimistic
+//   - the runner, timers, trigger matcher and blobs consumers are shared durable consumers:
+//     each attempt, timer, trigger request or blob event goes to one process (a blob's deltas are appended under optimistic
 //     concurrency, so their versions stay gapless whichever process writes);
 //   - the inbox is partitioned by execution id, and each live process (a TTL'd heartbeat on
 //     MEMMIE_LEASES) consumes the partitions that rendezvous hashing gives it, so an
