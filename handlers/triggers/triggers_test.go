@@ -38,8 +38,8 @@ func testContext(t testing.TB) context.Context {
 	return ctx
 }
 
-// notes starts summarize on every note, and strict, whose input schema wants a user_id, on
-// every note too.
+// notes starts summarize on every blob, and strict, whose input schema wants a user_id (see
+// env.prepare), on every blob of type strict.
 const notes = `
 provider:
   id: notes
@@ -48,10 +48,6 @@ workflows:
     priority: 7
     triggers:
       - event: onCreate
-        conditions:
-          - field: metadata.type
-            operator: eq
-            value: note
       - event: onUpdate
   - workflow_id: strict
     triggers:
@@ -262,12 +258,13 @@ func TestSameRequestTwiceStartsNothingNew(t *testing.T) {
 func TestUnstartableAndUnreadableAreDeadLettered(t *testing.T) {
 	e := newEnv(t)
 	m := e.start()
-	// strict and summarize both match: strict is refused, summarize starts.
+	// summarize and strict both match: strict is refused, summarize starts.
 	e.request("b3", "ev-1", events.BlobCreated, 1, `{"type": "strict"}`, nil, "")
 	_, err := e.js.Publish(testContext(t), "memmie.triggers.junk", []byte(`{"not": "a request"}`), jetstream.WithMsgID("junk-1"))
 	require.NoError(t, err)
 	e.request("b4", "ev-1", events.BlobCreated, 1, `{"type": "note"}`, nil, "")
-	got := e.waitQueued(1)
+	got := e.waitQueued(2)
+	assert.Contains(t, got, trigger.ExecutionID("b3", "ev-1", "notes", "summarize"), "the request's other start is made")
 	assert.Contains(t, got, trigger.ExecutionID("b4", "ev-1", "notes", "summarize"), "the next request is processed")
 	e.settled(3)
 	var letters []*events.DeadLetter
