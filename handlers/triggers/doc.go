@@ -18,9 +18,10 @@
 // workflow's schema: ErrUnstartable) is dead-lettered on memmie.deadletter.triggers with the
 // subject, stream and sequence it was stored under and the reason; the request's other starts
 // are still made. A workflow not registered or not active (ErrSkipped) is skipped. Anything
-// else (NATS or the executions' stream unavailable, a panic) is nacked and retried with a
-// doubling backoff, for as long as it lasts; never dead-lettered. A blob derived deeper than
-// Config.Trigger's bound starts nothing.
+// else (NATS or the executions' stream unavailable) is nacked and retried with a doubling
+// backoff, for as long as it lasts; never dead-lettered. A panic is retried the same way, and
+// dead-lettered once the request has panicked Config.MaxPanics times. A blob derived deeper
+// than Config.Trigger's bound starts nothing.
 //
 // Watermill's traps, handled here: SubscriberConfig.ConfigureConsumer is never called and the
 // built-in initializers make ephemeral consumers, so a ResourceInitializer creates the durable

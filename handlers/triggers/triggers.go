@@ -41,6 +41,7 @@ const (
 	DefaultBatch           = 4
 	DefaultRetryBackoff    = 250 * time.Millisecond
 	DefaultMaxRetryBackoff = 10 * time.Second
+	DefaultMaxPanics       = 5
 )
 
 // Errors a Config.Prepare returns to say what becomes of a start.
@@ -94,6 +95,10 @@ type Config struct {
 	// delivery up to MaxRetryBackoff. Default to DefaultRetryBackoff and
 	// DefaultMaxRetryBackoff.
 	RetryBackoff, MaxRetryBackoff time.Duration
+	// MaxPanics is how many deliveries of one request may panic before it is dead-lettered: a
+	// panic is a bug, which may pass with the state (it is retried), or not. Defaults to
+	// DefaultMaxPanics.
+	MaxPanics int
 	// DeadLetter records the requests that can never be processed. Required.
 	DeadLetter *deadletter.Writer
 	// Metrics, when set, registers the router's Prometheus metrics
@@ -113,6 +118,7 @@ func (c *Config) defaults() error {
 	c.Batch = cmp.Or(c.Batch, DefaultBatch)
 	c.RetryBackoff = cmp.Or(c.RetryBackoff, DefaultRetryBackoff)
 	c.MaxRetryBackoff = cmp.Or(c.MaxRetryBackoff, DefaultMaxRetryBackoff)
+	c.MaxPanics = cmp.Or(c.MaxPanics, DefaultMaxPanics)
 	c.Logger = cmp.Or(c.Logger, slog.Default())
 	switch {
 	case c.DeadLetter == nil:
@@ -125,6 +131,8 @@ func (c *Config) defaults() error {
 		return fmt.Errorf("triggers: MaxAckPending %d is under 1", c.MaxAckPending)
 	case c.Batch < 1 || c.Batch > c.MaxAckPending:
 		return fmt.Errorf("triggers: Batch %d is not within 1 to MaxAckPending %d", c.Batch, c.MaxAckPending)
+	case c.MaxPanics < 1:
+		return fmt.Errorf("triggers: MaxPanics %d is under 1", c.MaxPanics)
 	case c.MaxRetryBackoff < c.RetryBackoff:
 		return fmt.Errorf("triggers: MaxRetryBackoff %s is under RetryBackoff %s", c.MaxRetryBackoff, c.RetryBackoff)
 	}
@@ -261,8 +269,9 @@ func (m *Matcher) Start(ctx context.Context) error {
 	// Outermost first: the counters see what the router does (an error is a nack); the
 	// correlation id reaches the outputs whatever happens inside; a permanent error is
 	// dead-lettered (and its outputs still published, see handle); a panic becomes an error
-	// that the poison queue's filter lets through, to be retried.
-	r.AddMiddleware(m.count, middleware.CorrelationID, poison, middleware.Recoverer)
+	// that the poison queue's filter lets through, to be retried, until the request has
+	// panicked MaxPanics times.
+	r.AddMiddleware(m.count, middleware.CorrelationID, poison, m.panics, middleware.Recoverer)
 	r.AddHandler(Name, m.cfg.Stream, sub, m.cfg.Executions, &executions{js: m.js, log: m.log, n: &m.n}, m.handle)
 
 	runCtx := context.WithoutCancel(ctx) // Start's ctx bounds the start, not the run
@@ -339,6 +348,24 @@ func (m *Matcher) initConsumer(ctx context.Context, js jetstream.JetStream, _ st
 // and retried with the backoff.
 func permanent(err error) bool {
 	return errors.Is(err, errUnreadable) || errors.Is(err, ErrUnstartable)
+}
+
+// panics turns the panic of a request delivered MaxPanics times or more into a permanent
+// error, for the poison queue to dead-letter. (The count is of deliveries, which a panic
+// each time makes equal to the panics.)
+func (m *Matcher) panics(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		out, err := h(msg)
+		var p middleware.RecoveredPanicError
+		if errors.As(err, &p) {
+			n, _ := strconv.Atoi(msg.Metadata.Get(keyDelivered))
+			m.log.Error("trigger request handler panicked", "panic", fmt.Sprint(p.V), "delivered", n, "stack", p.Stacktrace)
+			if n >= m.cfg.MaxPanics {
+				return out, fmt.Errorf("%w: panicked on %d deliveries: %v", errUnreadable, n, p.V)
+			}
+		}
+		return out, err
+	}
 }
 
 // count counts the requests, and those whose handler failed (the router nacks them).
@@ -432,6 +459,7 @@ const (
 	keyStream      = "memmie_stream"
 	keySequence    = "memmie_sequence"
 	keyHeaders     = "memmie_headers"
+	keyDelivered   = "memmie_delivered"
 	keyUnreadable  = "memmie_unreadable"
 	keyExecutionID = "memmie_execution_id"
 )
@@ -448,6 +476,7 @@ func (unmarshaler) Unmarshal(jm jetstream.Msg) (*message.Message, error) {
 	if meta, err := jm.Metadata(); err == nil {
 		md[keyStream] = meta.Stream
 		md[keySequence] = strconv.FormatUint(meta.Sequence.Stream, 10)
+		md[keyDelivered] = strconv.FormatUint(meta.NumDelivered, 10)
 		id = cmp.Or(id, meta.Stream+"/"+md[keySequence])
 	} else {
 		md[keyUnreadable] = "no JetStream metadata: " + err.Error()

@@ -63,9 +63,11 @@ type env struct {
 	js  jetstream.JetStream
 	nc  *nats.Conn
 	cfg triggers.Config
-	// prepared counts the Prepare calls; panicOnce makes the first one panic.
-	prepared  atomic.Int64
-	panicOnce atomic.Bool
+	// prepared counts the Prepare calls; panicOnce makes the first one panic, panicAlways
+	// every one.
+	prepared    atomic.Int64
+	panicOnce   atomic.Bool
+	panicAlways atomic.Bool
 }
 
 func newEnv(t *testing.T) *env {
@@ -90,7 +92,7 @@ func newEnv(t *testing.T) *env {
 // without a user_id.
 func (e *env) prepare(_ context.Context, s trigger.Start) (stream.Msg, error) {
 	e.prepared.Add(1)
-	if e.panicOnce.CompareAndSwap(true, false) {
+	if e.panicOnce.CompareAndSwap(true, false) || e.panicAlways.Load() {
 		panic("prepare: injected panic")
 	}
 	if s.WorkflowID == "strict" && s.Input["user_id"] == nil {
@@ -330,6 +332,24 @@ func TestPanicIsRecoveredAndTheRequestRetried(t *testing.T) {
 	assert.GreaterOrEqual(t, e.prepared.Load(), int64(2), "prepared again after the panic")
 	assert.EqualValues(t, 1, m.Stats().Retried)
 	assert.Empty(t, e.deadLetters())
+}
+
+// A request whose handler panics on every delivery is dead-lettered after MaxPanics of them;
+// the requests after it are processed meanwhile.
+func TestRequestPanickingEveryTimeIsDeadLettered(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.MaxPanics = 3
+	e.panicAlways.Store(true)
+	m := e.start()
+	e.request("b9", "ev-1", events.BlobCreated, 1, `{"type": "note"}`, nil, "")
+	var letters []*events.DeadLetter
+	require.Eventually(t, func() bool { letters = e.deadLetters(); return len(letters) == 1 }, waitFor, 20*time.Millisecond)
+	assert.Equal(t, "memmie.triggers.b9", letters[0].Subject)
+	assert.Contains(t, letters[0].Reason, "panicked on 3 deliveries: prepare: injected panic")
+	assert.EqualValues(t, 3, e.prepared.Load())
+	e.settled(3)
+	assert.EqualValues(t, 2, m.Stats().Retried)
+	assert.Empty(t, e.queued())
 }
 
 // With the executions' stream gone, a request is retried with the backoff, never
