@@ -106,13 +106,7 @@ func ParseInboxPartitionSubject(subject string) (partition int, executionID stri
 //   - The duplicate window (Nats-Msg-Id = the command's event id) drops a command published
 //     twice, e.g. a step report sent again after its ack was lost.
 func InboxConfig(opts Options) jetstream.StreamConfig {
-	if opts.Replicas <= 0 {
-		opts.Replicas = 1
-	}
-	compression := jetstream.S2Compression
-	if opts.Storage == jetstream.MemoryStorage {
-		compression = jetstream.NoCompression
-	}
+	opts, compression := opts.withDefaults()
 	return jetstream.StreamConfig{
 		Name:        Inbox,
 		Description: "Commands to the orchestrator, and durable timers (internal)",

@@ -44,6 +44,18 @@ type Options struct {
 	Partitions int
 }
 
+// withDefaults returns the options with their defaults, and the compression of their storage:
+// S2 on file storage, none in memory.
+func (o Options) withDefaults() (Options, jetstream.StoreCompression) {
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.Storage == jetstream.MemoryStorage {
+		return o, jetstream.NoCompression
+	}
+	return o, jetstream.S2Compression
+}
+
 // Configs returns the configuration of every stream, in a fixed order: blobs, executions,
 // deltas, definitions, dead letter.
 //
@@ -70,13 +82,7 @@ type Options struct {
 // consumed by another partition's consumer than its new ones, so `memmie streams update`
 // refuses while a blob event is not yet processed.
 func Configs(opts Options) []jetstream.StreamConfig {
-	if opts.Replicas <= 0 {
-		opts.Replicas = 1
-	}
-	compression := jetstream.S2Compression
-	if opts.Storage == jetstream.MemoryStorage {
-		compression = jetstream.NoCompression
-	}
+	opts, compression := opts.withDefaults()
 	base := func(name, description, subject string) jetstream.StreamConfig {
 		return jetstream.StreamConfig{
 			Name:              name,

@@ -24,13 +24,7 @@ const Triggers = "MEMMIE_TRIGGERS"
 //   - Discard new with no limit: should an operator add one, a full stream refuses requests
 //     loudly (the writer retries) rather than dropping them.
 func TriggersConfig(opts Options) jetstream.StreamConfig {
-	if opts.Replicas <= 0 {
-		opts.Replicas = 1
-	}
-	compression := jetstream.S2Compression
-	if opts.Storage == jetstream.MemoryStorage {
-		compression = jetstream.NoCompression
-	}
+	opts, compression := opts.withDefaults()
 	return jetstream.StreamConfig{
 		Name:              Triggers,
 		Description:       "Requests to start the executions recorded blob events trigger (internal)",

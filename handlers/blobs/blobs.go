@@ -419,7 +419,7 @@ func (h *Handler) request(ctx context.Context, log *slog.Logger, ev blob.Event, 
 			EventID: ev.ID,
 			Kind:    ev.Kind(),
 			Event:   ev.Data,
-			Blob:    events.BlobSnapshot(after.Snapshot()),
+			Blob:    after.Snapshot(),
 		},
 	})
 	if err != nil {

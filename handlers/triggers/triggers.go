@@ -446,7 +446,7 @@ func decode(payload []byte) (blob.Event, blob.State, error) {
 		return blob.Event{}, blob.State{}, fmt.Errorf("decode trigger request: got %s", env.Type)
 	}
 	ev := blob.Event{ID: req.EventID, Data: req.Event}
-	snap := blob.Snapshot(req.Blob)
+	snap := req.Blob
 	// Match reads the blob's identity and document only, which is what the snapshot holds.
 	after := blob.State{BlobID: snap.BlobID, UserID: snap.UserID, Version: snap.Version, Content: snap.Content,
 		Metadata: snap.Metadata, Deleted: snap.Deleted, DerivedFrom: snap.DerivedFrom}

@@ -91,16 +91,9 @@ func (s State) detached() State {
 	return c
 }
 
-// Snapshot is the blob as a triggered workflow reads it: the `blob` of its input.
-type Snapshot struct {
-	BlobID      string             `json:"blob_id"`
-	UserID      string             `json:"user_id,omitempty"`
-	Version     int64              `json:"version"`
-	Content     json.RawMessage    `json:"content"`
-	Metadata    json.RawMessage    `json:"metadata"`
-	Deleted     bool               `json:"deleted"`
-	DerivedFrom *events.Derivation `json:"derived_from,omitempty"`
-}
+// Snapshot is the blob as a triggered workflow reads it: the `blob` of its input. It is the
+// events vocabulary's type, since trigger requests carry it.
+type Snapshot = events.BlobSnapshot
 
 // Snapshot returns the blob's document and identity.
 func (s *State) Snapshot() Snapshot {
