@@ -38,6 +38,7 @@ e.g. --nats-url reads MEMMIE_NATS_URL.`,
 	root.AddCommand(newStreamsCmd())
 	root.AddCommand(newMigrateCmd())
 	root.AddCommand(newProjectionsCmd())
+	root.AddCommand(newBenchCmd())
 	annotateEnv(root)
 	return root
 }

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/spf13/cobra"
+
+	"github.com/memmie/memmie/handlers/dispatcher"
+	"github.com/memmie/memmie/internal/app/bench"
+	"github.com/memmie/memmie/internal/natsserver"
+)
+
+func newBenchCmd() *cobra.Command {
+	var (
+		cfg         bench.Config
+		asJSON      bool
+		loads       string
+		skip        []string
+		dataDir     string
+		out         string
+		databaseURL string
+		logLevel    string
+	)
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure memmie on this machine: ceilings, throughput, latency, projections, resources",
+		Long: `Runs memmie as dev does (an embedded NATS server with its file store, a PostgreSQL cluster
+of its own, the engine and the projections) against an HTTP service in the process that
+answers every call at once, and measures, in one run:
+
+  - the ceilings: JetStream async publish, sync publish and publish with an expected last
+    subject sequence (msgs/s), Postgres batched upserts and COPY (rows/s);
+  - a workflow of --steps api_call steps at saturation, --executions queued at once for
+    --duration: executions/s, steps/s, stored msgs/s and their ratio to the async ceiling,
+    overall and over the first and last 30 s;
+  - latency, one at a time and at each of --loads per second: from Start to the completed
+    event, and from a blob's created event published to its last delta (a transform-only
+    workflow): p50, p95, p99 and max;
+  - the projections' largest lag during the saturation run, and the rate of a rebuild of the
+    executions projection against COPY;
+  - peak RSS and heap, CPU seconds per 1,000 executions, bytes allocated and stored per
+    execution.
+
+Progress goes to stderr, the table (or the JSON of --json) to stdout. The defaults take
+about 4 minutes. The stores live in --data-dir, by default a temporary folder removed at the
+end; with --database-url it uses that database (migrated, and written to: a throwaway one)
+and starts no PostgreSQL. It asserts nothing: the figures are what this machine did, with
+whatever else ran on it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(cmd.ErrOrStderr(), logLevel)
+			if err != nil {
+				return err
+			}
+			if cfg.Loads, err = parseLoads(loads); err != nil {
+				return err
+			}
+			cfg.Skip = skip
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+
+			if dataDir == "" {
+				if dataDir, err = os.MkdirTemp("", "memmie-bench-"); err != nil {
+					return fmt.Errorf("data dir: %w", err)
+				}
+				defer func() { _ = os.RemoveAll(dataDir) }()
+				// As root, PostgreSQL runs as the postgres user, which must enter the folder.
+				if err := os.Chmod(dataDir, 0o755); err != nil {
+					return fmt.Errorf("data dir: %w", err)
+				}
+			}
+			if databaseURL == "" {
+				pg, err := startPostgres(ctx, dataDir, log)
+				if err != nil {
+					return err
+				}
+				defer pg.stop(log)
+				databaseURL = pg.URL()
+			}
+			if _, err := migrateDatabase(ctx, cmd.ErrOrStderr(), databaseURL, "the database"); err != nil {
+				return err
+			}
+			pcfg, err := pgxpool.ParseConfig(databaseURL)
+			if err != nil {
+				return fmt.Errorf("database url: %w", err)
+			}
+			// As runRuntime sizes it: a connection per projection, the rest shared.
+			cfg.Projections = runProjections(log.With("component", "projections"))
+			pcfg.MaxConns = max(pcfg.MaxConns, int32(len(cfg.Projections)+4))
+			pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+			if err != nil {
+				return fmt.Errorf("connect to the database: %w", err)
+			}
+			defer pool.Close()
+			cfg.Pool = pool
+
+			// The server as dev starts it, on a free port of loopback.
+			srv, err := natsserver.Start(natsserver.Config{StoreDir: filepath.Join(dataDir, "nats"), Host: "127.0.0.1", Port: -1,
+				Logger: log.With("component", "nats-server")})
+			if err != nil {
+				return err
+			}
+			defer srv.Shutdown()
+			var o runtimeOptions
+			cfg.URL, cfg.NATSOptions = srv.ClientURL(), o.natsOptions("memmie bench")
+			cfg.Progress, cfg.Logger = cmd.ErrOrStderr(), log
+
+			rep, err := bench.Run(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			js, err := json.MarshalIndent(rep, "", "  ")
+			if err != nil {
+				return fmt.Errorf("encode the report: %w", err)
+			}
+			if out != "" {
+				if err := os.WriteFile(out, append(js, '\n'), 0o644); err != nil {
+					return fmt.Errorf("--out: %w", err)
+				}
+			}
+			if asJSON {
+				_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s\n", js)
+				return err
+			}
+			return rep.WriteTable(cmd.OutOrStdout())
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&asJSON, "json", false, "print the report as JSON instead of a table")
+	f.DurationVar(&cfg.Duration, "duration", bench.DefaultDuration, "how long the saturation run is sustained (then drained)")
+	f.IntVar(&cfg.Executions, "executions", bench.DefaultExecutions, "executions queued or running at once during the saturation run")
+	f.IntVar(&cfg.Steps, "steps", bench.DefaultSteps, fmt.Sprintf("api_call steps of the workflow (1 to %d)", bench.MaxSteps))
+	f.StringVar(&loads, "loads", "100,500", "offered loads of the latency runs, per second, comma-separated (none: \"\")")
+	f.DurationVar(&cfg.LatencyDuration, "latency-duration", bench.DefaultLatencyDuration, "length of each latency run")
+	f.IntVar(&cfg.Serial, "serial", bench.DefaultSerial, "samples of the latency runs one at a time (within --latency-duration)")
+	f.DurationVar(&cfg.Ceiling, "ceiling-duration", bench.DefaultCeiling, "length of each ceiling's measurement")
+	f.IntVar(&cfg.MaxRunning, "max-running", dispatcher.DefaultMaxRunning, "maximum number of executions running at once, as memmie's")
+	f.StringSliceVar(&skip, "skip", nil, "parts not to run: "+strings.Join(bench.Parts, ", "))
+	f.StringVar(&dataDir, "data-dir", "", "folder of the NATS store and the PostgreSQL cluster (default: a temporary folder, removed at the end)")
+	f.StringVar(&databaseURL, "database-url", "", "Postgres database to use instead of a cluster of the bench's own: a throwaway one, it is written to")
+	f.StringVar(&out, "out", "", "also write the report as JSON to this file")
+	f.StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
+	return cmd
+}
+
+// parseLoads reads --loads: positive rates per second, comma-separated.
+func parseLoads(s string) ([]int, error) {
+	loads := []int{}
+	for p := range strings.SplitSeq(s, ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("--loads %q: want positive numbers per second, comma-separated", s)
+		}
+		loads = append(loads, n)
+	}
+	return loads, nil
+}

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestBenchMeasuresEveryFigure runs memmie bench --json in small: every figure of the report is
+// there and was measured (a rate above zero, ordered percentiles, a lag sampled), so that a
+// phase that silently measures nothing fails. It asserts no speed.
+func TestBenchMeasuresEveryFigure(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "bench.json")
+	code, stdout, stderr := executeSplit(t, "bench", "--json", "--duration", "3s", "--executions", "200", "--loads", "50",
+		"--latency-duration", "2s", "--serial", "20", "--ceiling-duration", "300ms", "--data-dir", t.TempDir(), "--out", out)
+	require.Equal(t, 0, code, "stderr:\n%s", stderr)
+	var rep map[string]any
+	require.NoError(t, json.Unmarshal([]byte(stdout), &rep), stdout)
+	file, err := os.ReadFile(out)
+	require.NoError(t, err)
+	assert.JSONEq(t, stdout, string(file), "--out holds the report")
+	for _, phase := range []string{"ceilings", "saturation", "drain", "projections", "rebuild", "latency", "blobs"} {
+		assert.Contains(t, stderr, "  "+phase+" ", "progress of %s on stderr", phase)
+	}
+
+	positive := func(path string) float64 {
+		t.Helper()
+		v, ok := lookup(rep, path).(float64)
+		if assert.True(t, ok, "%s is a number in the report", path) {
+			assert.Greater(t, v, 0.0, path)
+		}
+		return v
+	}
+	for _, f := range []string{"js_async_publish_msgs_per_s", "js_sync_publish_msgs_per_s", "js_sync_publish_concurrent_msgs_per_s",
+		"js_expect_publish_msgs_per_s", "js_expect_publish_concurrent_msgs_per_s", "pg_upsert_rows_per_s", "pg_copy_rows_per_s"} {
+		positive("ceilings." + f)
+	}
+
+	completed := positive("saturation.completed")
+	assert.Equal(t, completed, positive("saturation.started"), "every execution started ended")
+	assert.Equal(t, 0.0, lookup(rep, "saturation.failed"))
+	for _, w := range []string{"overall", "first", "last"} {
+		execs := positive("saturation." + w + ".executions_per_s")
+		assert.InDelta(t, 3*execs, positive("saturation."+w+".steps_per_s"), 1e-6*execs, "three steps an execution")
+		positive("saturation." + w + ".stored_msgs_per_s")
+		positive("saturation." + w + ".async_ratio")
+	}
+
+	for _, kind := range []string{"start_to_completed", "blob_to_last_delta"} {
+		runs, ok := lookup(rep, "latency."+kind).([]any)
+		require.True(t, ok, "latency.%s is a list", kind)
+		require.Len(t, runs, 2, "one at a time, and at 50/s")
+		for i, want := range []float64{0, 50} {
+			run := runs[i].(map[string]any)
+			assert.Equal(t, want, run["offered_per_s"], kind)
+			assert.Greater(t, run["samples"], 0.0, kind)
+			assert.Equal(t, 0.0, run["lost"], kind)
+			p50, p95, p99, top := run["p50_ms"].(float64), run["p95_ms"].(float64), run["p99_ms"].(float64), run["max_ms"].(float64)
+			assert.Greater(t, p50, 0.0, kind)
+			assert.True(t, p50 <= p95 && p95 <= p99 && p99 <= top, "%s at %v/s: p50 %v ≤ p95 %v ≤ p99 %v ≤ max %v", kind, want, p50, p95, p99, top)
+		}
+	}
+
+	lag, ok := lookup(rep, "projections.max_lag_seconds").(float64)
+	assert.True(t, ok && lag >= 0, "projections.max_lag_seconds %v", lookup(rep, "projections.max_lag_seconds"))
+	positive("projections.lag_samples")
+	positive("projections.rebuild_events")
+	positive("projections.rebuild_events_per_s")
+	positive("projections.rebuild_vs_copy")
+
+	for _, f := range []string{"peak_rss_bytes", "peak_heap_bytes", "cpu_seconds_per_1000_executions", "alloc_bytes_per_execution",
+		"stored_bytes_per_execution"} {
+		positive("resources." + f)
+	}
+}
+
+// TestBenchTable: without --json the report is a table, with --skip leaving parts out.
+func TestBenchTable(t *testing.T) {
+	code, stdout, stderr := executeSplit(t, "bench", "--skip", "saturation,rebuild,blobs", "--loads", "", "--serial", "5",
+		"--ceiling-duration", "100ms")
+	require.Equal(t, 0, code, "stderr:\n%s", stderr)
+	for _, want := range []string{"skipped: saturation, rebuild, blobs", "JetStream async publish", "Postgres COPY",
+		"start to completed, one at a time"} {
+		assert.Contains(t, stdout, want)
+	}
+	for _, not := range []string{"saturation (", "blob event to last delta", "rebuild of executions"} {
+		assert.NotContains(t, stdout, not)
+	}
+}
+
+// TestBenchRefusesBadFlags before it starts anything.
+func TestBenchRefusesBadFlags(t *testing.T) {
+	for _, tc := range []struct{ args, want string }{
+		{"--loads 100,x", "--loads"},
+		{"--loads 0", "--loads"},
+		{"--skip nothing", `unknown part "nothing"`},
+		{"--steps 51", "Steps 51"},
+	} {
+		code, _, stderr := executeSplit(t, append([]string{"bench"}, strings.Fields(tc.args)...)...)
+		assert.Equal(t, 1, code, tc.args)
+		assert.Contains(t, stderr, tc.want, tc.args)
+	}
+}
+
+// lookup returns the value at a dotted path of a decoded JSON object, nil when there is none.
+func lookup(v any, path string) any {
+	for key := range strings.SplitSeq(path, ".") {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[key]
+	}
+	return v
+}

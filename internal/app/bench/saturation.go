@@ -1,0 +1,272 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/memmie/memmie/internal/app/engine"
+)
+
+// starters start the saturation run's executions, as that many API clients would.
+const starters = 8
+
+// maxDrain bounds the drain of the saturation run.
+const maxDrain = 15 * time.Minute
+
+// sample is what the saturation run reads every second.
+type sample struct {
+	at        time.Time
+	ended     int64
+	stored    uint64 // messages appended to the memmie streams
+	bytes     uint64 // their bytes
+	cpu       float64
+	heap      uint64
+	allocated uint64
+	lag       float64
+	lagKnown  bool
+}
+
+// saturationRun is the saturation run's record.
+type saturationRun struct {
+	cfg        Config
+	samples    []sample // from the start, the end of the sustained run at index end
+	end        int
+	drained    time.Time
+	started    int64
+	completed  int64
+	failed     int64
+	maxLag     float64
+	lagSamples int
+	peakHeap   uint64
+}
+
+func (b *bench) sample(ctx context.Context) (sample, error) {
+	s := sample{at: time.Now(), ended: b.ends.ended64(), cpu: cpuSeconds()}
+	s.heap, s.allocated = heap()
+	for _, name := range b.names {
+		st, err := b.js.Stream(ctx, name)
+		if err != nil {
+			return s, fmt.Errorf("bench: read stream %s: %w", name, err)
+		}
+		state := st.CachedInfo().State
+		s.stored += state.LastSeq
+		s.bytes += state.Bytes
+	}
+	if b.lag != nil {
+		s.lag, s.lagKnown = b.lag.seconds()
+	}
+	return s, nil
+}
+
+// saturation keeps cfg.Executions executions queued or running for cfg.Duration, then stops
+// starting new ones and waits for those left to end.
+func (b *bench) saturation(ctx context.Context) (*saturationRun, error) {
+	cfg := b.cfg
+	run := &saturationRun{cfg: cfg}
+	slots := make(chan struct{}, cfg.Executions)
+	release := func() {
+		select {
+		case <-slots:
+		default:
+		}
+	}
+	b.ends.onEnd.Store(&release)
+	defer b.ends.onEnd.Store(nil)
+	base := b.ends.ended64()
+	failedBase := b.ends.failed.Load()
+
+	feedCtx, stopFeeding := context.WithCancel(ctx)
+	defer stopFeeding()
+	var (
+		started  atomic.Int64
+		wg       sync.WaitGroup
+		startErr atomic.Pointer[error]
+	)
+	b.progress("saturation", "%d-step workflow, %d executions queued at once, for %s", cfg.Steps, cfg.Executions, cfg.Duration)
+	first, err := b.sample(ctx)
+	if err != nil {
+		return nil, err
+	}
+	run.samples = append(run.samples, first)
+	for g := range starters {
+		wg.Go(func() {
+			for i := g; ; i += starters {
+				select {
+				case slots <- struct{}{}:
+				case <-feedCtx.Done():
+					return
+				}
+				if feedCtx.Err() != nil {
+					release()
+					return
+				}
+				// ctx, not feedCtx: a start under way when the run ends completes.
+				_, _, err := b.eng.Start(ctx, engine.StartRequest{WorkflowID: stepsID, ExecutionID: uuid.NewString(),
+					Input: fmt.Appendf(nil, `{"n": %d}`, i)})
+				if err != nil {
+					err = fmt.Errorf("bench: start an execution: %w", err)
+					startErr.CompareAndSwap(nil, &err)
+					stopFeeding()
+					release()
+					return
+				}
+				started.Add(1)
+			}
+		})
+	}
+
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	endAt := first.at.Add(cfg.Duration)
+	lastReport := first.at
+	report := func(s sample, phase string) {
+		prev := run.samples[max(0, len(run.samples)-1-int(cfg.ProgressEvery/time.Second))]
+		r := float64(s.ended-prev.ended) / s.at.Sub(prev.at).Seconds()
+		lag := "n/a"
+		if s.lagKnown {
+			lag = fmt.Sprintf("%.2f s", s.lag)
+		}
+		b.progress(phase, "%s elapsed, %s executions/s, %d ended, %d outstanding, projections' lag %s, heap %s",
+			s.at.Sub(first.at).Round(time.Second), rate(r, ""), s.ended-base, started.Load()-(s.ended-base), lag, mib(s.heap))
+	}
+	take := func() (sample, error) {
+		s, err := b.sample(ctx)
+		if err != nil {
+			return s, err
+		}
+		run.samples = append(run.samples, s)
+		run.peakHeap = max(run.peakHeap, s.heap)
+		if s.lagKnown {
+			run.maxLag = max(run.maxLag, s.lag)
+			run.lagSamples++
+		}
+		if s.at.Sub(lastReport) >= cfg.ProgressEvery {
+			lastReport = s.at
+			phase := "saturation"
+			if run.end > 0 {
+				phase = "drain"
+			}
+			report(s, phase)
+		}
+		return s, nil
+	}
+	for run.end == 0 {
+		wait := time.Until(endAt)
+		if wait <= 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-tick.C:
+		case <-time.After(wait):
+		}
+		if p := startErr.Load(); p != nil {
+			return nil, *p
+		}
+		if _, err := take(); err != nil {
+			return nil, err
+		}
+		if !time.Now().Before(endAt) {
+			break
+		}
+	}
+	run.end = len(run.samples) - 1
+	stopFeeding()
+	wg.Wait()
+	if p := startErr.Load(); p != nil {
+		return nil, *p
+	}
+	run.started = started.Load()
+	b.progress("drain", "%d executions started; waiting for %d to end", run.started, run.started-(b.ends.ended64()-base))
+
+	drainBy := time.Now().Add(maxDrain)
+	for b.ends.ended64()-base < run.started {
+		if time.Now().After(drainBy) {
+			return nil, fmt.Errorf("bench: %d of %d executions ended within %s of the run's end",
+				b.ends.ended64()-base, run.started, maxDrain)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-tick.C:
+		}
+		if _, err := take(); err != nil {
+			return nil, err
+		}
+	}
+	run.drained = time.Now()
+	last, err := take()
+	if err != nil {
+		return nil, err
+	}
+	run.failed = b.ends.failed.Load() - failedBase
+	run.completed = last.ended - base - run.failed
+	b.progress("drain", "drained in %s; %d completed, %d failed", run.drained.Sub(run.samples[run.end].at).Round(time.Second),
+		run.completed, run.failed)
+	return run, nil
+}
+
+// window is the throughput between two samples.
+func (r *saturationRun) window(from, to int, async float64) Window {
+	a, z := r.samples[from], r.samples[to]
+	secs := z.at.Sub(a.at).Seconds()
+	w := Window{FromSeconds: a.at.Sub(r.samples[0].at).Seconds(), ToSeconds: z.at.Sub(r.samples[0].at).Seconds()}
+	if secs <= 0 {
+		return w
+	}
+	w.ExecutionsPerS = float64(z.ended-a.ended) / secs
+	w.StepsPerS = w.ExecutionsPerS * float64(r.cfg.Steps)
+	w.StoredMsgsPerS = float64(z.stored-a.stored) / secs
+	if async > 0 {
+		w.AsyncRatio = w.StoredMsgsPerS / async
+	}
+	return w
+}
+
+// firstWithin is the index of the last sample of the sustained run taken within d of its
+// start (at least the second sample), and lastWithin that of the first taken within d of its
+// end (at most the one before the end).
+func (r *saturationRun) firstWithin(d time.Duration) int {
+	i := 1
+	for i < r.end && r.samples[i+1].at.Sub(r.samples[0].at) <= d {
+		i++
+	}
+	return i
+}
+
+func (r *saturationRun) lastWithin(d time.Duration) int {
+	endAt := r.samples[r.end].at
+	i := r.end - 1
+	for i > 0 && endAt.Sub(r.samples[i-1].at) <= d {
+		i--
+	}
+	return max(0, i)
+}
+
+// report turns the record into the report's saturation and resources.
+func (r *saturationRun) report(c *Ceilings) (*Saturation, *Resources) {
+	var async float64
+	if c != nil {
+		async = c.AsyncPublish
+	}
+	win := min(30*time.Second, r.cfg.Duration/2)
+	s := &Saturation{Workflow: stepsID, Steps: r.cfg.Steps, Queued: r.cfg.Executions, DurationSeconds: r.cfg.Duration.Seconds(),
+		Started: r.started, Completed: r.completed, Failed: r.failed, WindowSeconds: win.Seconds(),
+		Overall: r.window(0, r.end, async), First: r.window(0, r.firstWithin(win), async),
+		Last: r.window(r.lastWithin(win), r.end, async), DrainSeconds: r.drained.Sub(r.samples[r.end].at).Seconds()}
+
+	a, z := r.samples[0], r.samples[len(r.samples)-1]
+	res := &Resources{PeakHeapBytes: r.peakHeap}
+	if n := float64(z.ended - a.ended); n > 0 {
+		res.CPUSecondsPer1000 = (z.cpu - a.cpu) / n * 1000
+		res.AllocBytesPerExecution = float64(z.allocated-a.allocated) / n
+		res.StoredBytesPerExecution = (float64(z.bytes) - float64(a.bytes)) / n
+	}
+	return s, res
+}
