@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -26,6 +27,8 @@ func newBenchCmd() *cobra.Command {
 		out         string
 		databaseURL string
 		logLevel    string
+		cpuProfile  string
+		allocs      string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -112,6 +115,20 @@ whatever else ran on it.`,
 			var o runtimeOptions
 			cfg.URL, cfg.NATSOptions = srv.ClientURL(), o.natsOptions("memmie bench")
 			cfg.Progress, cfg.Logger = cmd.ErrOrStderr(), log
+			for _, p := range []struct {
+				file string
+				into *io.Writer
+			}{{cpuProfile, &cfg.CPUProfile}, {allocs, &cfg.AllocProfile}} {
+				if p.file == "" {
+					continue
+				}
+				f, err := os.Create(p.file)
+				if err != nil {
+					return fmt.Errorf("profile: %w", err)
+				}
+				defer f.Close()
+				*p.into = f
+			}
 
 			rep, err := bench.Run(ctx, cfg)
 			if err != nil {
@@ -147,6 +164,8 @@ whatever else ran on it.`,
 	f.StringVar(&dataDir, "data-dir", "", "folder of the NATS store and the PostgreSQL cluster (default: a temporary folder, removed at the end)")
 	f.StringVar(&databaseURL, "database-url", "", "Postgres database to use instead of a cluster of the bench's own: a throwaway one, it is written to")
 	f.StringVar(&out, "out", "", "also write the report as JSON to this file")
+	f.StringVar(&cpuProfile, "cpu-profile", "", "write the CPU profile of the saturation run (and its drain) to this file (go tool pprof)")
+	f.StringVar(&allocs, "alloc-profile", "", "write the allocations profile at the end of the saturation run to this file (go tool pprof)")
 	f.StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
 	return cmd
 }

@@ -101,6 +101,10 @@ type Config struct {
 	// Skip names parts not to run (see Parts). Defaults to none.
 	Skip []string
 
+	// CPUProfile, when set, receives the CPU profile of the saturation run and its drain, and
+	// AllocProfile the allocations profile at its end (pprof's formats). Default to none.
+	CPUProfile, AllocProfile io.Writer
+
 	// Progress receives a line per phase, and every few seconds of the long ones. Defaults
 	// to none.
 	Progress io.Writer

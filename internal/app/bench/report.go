@@ -75,8 +75,9 @@ type Ceilings struct {
 	PGCopy      float64 `json:"pg_copy_rows_per_s"`
 }
 
-// Saturation is the workflow at saturation: Queued executions queued or running at all times
-// for the run's duration, then drained.
+// Saturation is the workflow at saturation: Queued executions queued at once, topped up as
+// they end until what is queued lasts the rest of the run at the recent rate (and 10 s more),
+// then drained.
 type Saturation struct {
 	Workflow        string  `json:"workflow"`
 	Steps           int     `json:"steps"`
@@ -92,6 +93,10 @@ type Saturation struct {
 	First         Window  `json:"first"`
 	Last          Window  `json:"last"`
 	WindowSeconds float64 `json:"window_seconds"`
+	// FeedStoppedSeconds is when the run stopped starting executions (0: at its end), and
+	// QueuedAtEnd what was queued or running at its end.
+	FeedStoppedSeconds float64 `json:"feed_stopped_seconds"`
+	QueuedAtEnd        int64   `json:"queued_at_end"`
 	// DrainSeconds is how long the executions still queued at the end took to end.
 	DrainSeconds float64 `json:"drain_seconds"`
 }
@@ -140,8 +145,8 @@ type Projections struct {
 	CatchUpSeconds float64 `json:"catch_up_seconds"`
 	// RebuildEvents of MEMMIE_EXECUTIONS replayed by a rebuild of the executions projection at
 	// RebuildEventsPerS; RebuildVsCopy is that over the COPY ceiling.
-	RebuildEvents     int     `json:"rebuild_events"`
-	RebuildEventsPerS float64 `json:"rebuild_events_per_s"`
+	RebuildEvents     int     `json:"rebuild_events,omitempty"`
+	RebuildEventsPerS float64 `json:"rebuild_events_per_s,omitempty"`
 	RebuildVsCopy     float64 `json:"rebuild_vs_copy,omitempty"`
 }
 
@@ -190,7 +195,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 			t.row(v.name, fmt.Sprintf("%s executions/s, %s steps/s, %s stored msgs/s%s",
 				rate(v.w.ExecutionsPerS, ""), rate(v.w.StepsPerS, ""), rate(v.w.StoredMsgsPerS, ""), ratio))
 		}
-		t.row("executions", fmt.Sprintf("%d started, %d completed, %d failed; drained in %.1f s", x.Started, x.Completed, x.Failed, x.DrainSeconds))
+		stopped := "its end"
+		if x.FeedStoppedSeconds > 0 {
+			stopped = seconds(x.FeedStoppedSeconds)
+		}
+		t.row("executions", fmt.Sprintf("%d started (the last at %s), %d completed, %d failed; %d queued at the end, drained in %.1f s",
+			x.Started, stopped, x.Completed, x.Failed, x.QueuedAtEnd, x.DrainSeconds))
 	}
 	if l := r.Latency; l != nil {
 		t.line("latency (ms: p50 / p95 / p99 / max, samples)")
@@ -214,11 +224,14 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if p := r.Projections; p != nil {
 		t.line("projections")
 		t.row("max lag during saturation", fmt.Sprintf("%.2f s (%d samples); caught up %.1f s after the drain", p.MaxLagSeconds, p.LagSamples, p.CatchUpSeconds))
-		vs := ""
-		if p.RebuildVsCopy > 0 {
-			vs = fmt.Sprintf(" (%.2f of COPY's rows/s)", p.RebuildVsCopy)
+		if p.RebuildEvents > 0 {
+			vs := ""
+			if p.RebuildVsCopy > 0 {
+				vs = fmt.Sprintf(" (%.2f of COPY's rows/s)", p.RebuildVsCopy)
+			}
+			t.row("rebuild of executions", fmt.Sprintf("%s events/s over %s events%s", rate(p.RebuildEventsPerS, ""),
+				thousands(int64(p.RebuildEvents)), vs))
 		}
-		t.row("rebuild of executions", fmt.Sprintf("%s events/s over %s events%s", rate(p.RebuildEventsPerS, ""), thousands(int64(p.RebuildEvents)), vs))
 	}
 	if x := r.Resources; x != nil {
 		t.line("resources (this process: engine, embedded NATS, load; not Postgres)")

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,13 @@ const starters = 8
 
 // maxDrain bounds the drain of the saturation run.
 const maxDrain = 15 * time.Minute
+
+// drainTail is the work (at the recent rate) left queued at the end of the sustained run,
+// and rateOver the seconds the recent rate is measured over.
+const (
+	drainTail = 10 * time.Second
+	rateOver  = 10
+)
 
 // sample is what the saturation run reads every second.
 type sample struct {
@@ -33,16 +41,20 @@ type sample struct {
 
 // saturationRun is the saturation run's record.
 type saturationRun struct {
-	cfg        Config
-	samples    []sample // from the start, the end of the sustained run at index end
-	end        int
-	drained    time.Time
-	started    int64
-	completed  int64
-	failed     int64
-	maxLag     float64
-	lagSamples int
-	peakHeap   uint64
+	cfg     Config
+	samples []sample // from the start, the end of the sustained run at index end
+	end     int
+	drained time.Time
+	// feedStopped is when the run stopped starting executions, zero when it never did
+	// before its end; queuedAtEnd is what was queued or running at its end.
+	feedStopped time.Time
+	queuedAtEnd int64
+	started     int64
+	completed   int64
+	failed      int64
+	maxLag      float64
+	lagSamples  int
+	peakHeap    uint64
 }
 
 func (b *bench) sample(ctx context.Context) (sample, error) {
@@ -88,6 +100,12 @@ func (b *bench) saturation(ctx context.Context) (*saturationRun, error) {
 		startErr atomic.Pointer[error]
 	)
 	b.progress("saturation", "%d-step workflow, %d executions queued at once, for %s", cfg.Steps, cfg.Executions, cfg.Duration)
+	if cfg.CPUProfile != nil {
+		if err := pprof.StartCPUProfile(cfg.CPUProfile); err != nil {
+			return nil, fmt.Errorf("bench: start the CPU profile: %w", err)
+		}
+		defer pprof.StopCPUProfile() // on failures; stopping twice is harmless
+	}
 	first, err := b.sample(ctx)
 	if err != nil {
 		return nil, err
@@ -169,11 +187,25 @@ func (b *bench) saturation(ctx context.Context) (*saturationRun, error) {
 		if p := startErr.Load(); p != nil {
 			return nil, *p
 		}
-		if _, err := take(); err != nil {
+		s, err := take()
+		if err != nil {
 			return nil, err
 		}
 		if !time.Now().Before(endAt) {
 			break
+		}
+		// Once what is queued lasts the rest of the run at the rate of the last rateOver
+		// seconds, and drainTail more, no more starts: the run stays saturated to its end
+		// and its drain is short.
+		if run.feedStopped.IsZero() && started.Load() >= int64(cfg.Executions) && len(run.samples) > rateOver {
+			prev := run.samples[max(0, len(run.samples)-1-rateOver)]
+			r := float64(s.ended-prev.ended) / s.at.Sub(prev.at).Seconds()
+			outstanding := float64(started.Load() - (s.ended - base))
+			if r > 0 && outstanding >= r*(endAt.Sub(s.at)+drainTail).Seconds() {
+				stopFeeding()
+				run.feedStopped = s.at
+				b.progress("saturation", "%.0f queued last the rest of the run at %s executions/s: no more starts", outstanding, rate(r, ""))
+			}
 		}
 	}
 	run.end = len(run.samples) - 1
@@ -183,6 +215,7 @@ func (b *bench) saturation(ctx context.Context) (*saturationRun, error) {
 		return nil, *p
 	}
 	run.started = started.Load()
+	run.queuedAtEnd = run.started - (run.samples[run.end].ended - base)
 	b.progress("drain", "%d executions started; waiting for %d to end", run.started, run.started-(b.ends.ended64()-base))
 
 	drainBy := time.Now().Add(maxDrain)
@@ -201,6 +234,14 @@ func (b *bench) saturation(ctx context.Context) (*saturationRun, error) {
 		}
 	}
 	run.drained = time.Now()
+	if cfg.CPUProfile != nil {
+		pprof.StopCPUProfile()
+	}
+	if cfg.AllocProfile != nil {
+		if err := pprof.Lookup("allocs").WriteTo(cfg.AllocProfile, 0); err != nil {
+			return nil, fmt.Errorf("bench: write the allocations profile: %w", err)
+		}
+	}
 	last, err := take()
 	if err != nil {
 		return nil, err
@@ -259,7 +300,11 @@ func (r *saturationRun) report(c *Ceilings) (*Saturation, *Resources) {
 	s := &Saturation{Workflow: stepsID, Steps: r.cfg.Steps, Queued: r.cfg.Executions, DurationSeconds: r.cfg.Duration.Seconds(),
 		Started: r.started, Completed: r.completed, Failed: r.failed, WindowSeconds: win.Seconds(),
 		Overall: r.window(0, r.end, async), First: r.window(0, r.firstWithin(win), async),
-		Last: r.window(r.lastWithin(win), r.end, async), DrainSeconds: r.drained.Sub(r.samples[r.end].at).Seconds()}
+		Last: r.window(r.lastWithin(win), r.end, async), DrainSeconds: r.drained.Sub(r.samples[r.end].at).Seconds(),
+		QueuedAtEnd: r.queuedAtEnd}
+	if !r.feedStopped.IsZero() {
+		s.FeedStoppedSeconds = r.feedStopped.Sub(r.samples[0].at).Seconds()
+	}
 
 	a, z := r.samples[0], r.samples[len(r.samples)-1]
 	res := &Resources{PeakHeapBytes: r.peakHeap}
