@@ -76,6 +76,9 @@ type Config struct {
 	Streams streams.Options
 	// MaxRunning is memmie's --max-running. Defaults to dispatcher.DefaultMaxRunning.
 	MaxRunning int
+	// SyncAlways says, in the report, that the server flushes every write to disk before it
+	// acknowledges it (the caller starts the server). Defaults to false.
+	SyncAlways bool
 
 	// Duration is how long the saturation run is sustained, before its drain. Defaults to
 	// DefaultDuration.
@@ -209,7 +212,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep := &Report{Began: b.began, Machine: machine(ctx, cfg), Settings: Settings{
 		DurationSeconds: cfg.Duration.Seconds(), Executions: cfg.Executions, Steps: cfg.Steps, Loads: cfg.Loads,
 		LatencyDurationSeconds: cfg.LatencyDuration.Seconds(), Serial: cfg.Serial, MaxRunning: cfg.MaxRunning,
-		Partitions: cfg.Streams.Partitions, Skipped: cfg.Skip}}
+		Partitions: cfg.Streams.Partitions, SyncAlways: cfg.SyncAlways, Skipped: cfg.Skip}}
 	defer func() { rep.TookSeconds = time.Since(b.began).Seconds() }()
 
 	var err error

@@ -45,6 +45,7 @@ type Settings struct {
 	Serial                 int      `json:"serial"`
 	MaxRunning             int      `json:"max_running"`
 	Partitions             int      `json:"partitions"`
+	SyncAlways             bool     `json:"sync_always"`
 	Skipped                []string `json:"skipped,omitempty"`
 }
 
@@ -150,9 +151,11 @@ type Projections struct {
 	RebuildVsCopy     float64 `json:"rebuild_vs_copy,omitempty"`
 }
 
-// Resources are what this process used. CPU and allocations are those of the saturation run
-// and its drain, over the executions it ended; the embedded NATS server runs in this process
-// and is counted, Postgres is not.
+// Resources are what this process used; the embedded NATS server runs in it and is counted,
+// Postgres is not. PeakRSSBytes is the largest resident set of the whole run (getrusage),
+// PeakHeapBytes the largest heap (live and unswept objects) sampled every second of the
+// saturation run and its drain; CPU and allocations are those of the saturation run and its
+// drain, over the executions it ended.
 type Resources struct {
 	PeakRSSBytes           uint64  `json:"peak_rss_bytes"`
 	PeakHeapBytes          uint64  `json:"peak_heap_bytes"`
@@ -169,8 +172,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 	t.line(fmt.Sprintf("memmie bench, %s, %s/%s, %d CPUs, %s, nats-server %s, %s", r.Began.UTC().Format(time.DateTime+" UTC"),
 		m.OS, m.Arch, m.CPUs, m.GoVersion, m.NATSServer, m.Postgres))
 	s := r.Settings
-	t.line(fmt.Sprintf("%d-step workflow, %d queued at once, sustained %s; loads %v/s; max running %d; %d partitions",
-		s.Steps, s.Executions, seconds(s.DurationSeconds), s.Loads, s.MaxRunning, s.Partitions))
+	sync := "the server's default sync interval"
+	if s.SyncAlways {
+		sync = "sync_interval: always"
+	}
+	t.line(fmt.Sprintf("%d-step workflow, %d queued at once, sustained %s; loads %v/s; max running %d; %d partitions; %s",
+		s.Steps, s.Executions, seconds(s.DurationSeconds), s.Loads, s.MaxRunning, s.Partitions, sync))
 	if len(s.Skipped) > 0 {
 		t.line("skipped: " + strings.Join(s.Skipped, ", "))
 	}
