@@ -169,7 +169,7 @@ whatever else ran on it.`,
 	f.StringVar(&databaseURL, "database-url", "", "Postgres database to use instead of a cluster of the bench's own: a throwaway one, it is written to")
 	f.StringVar(&out, "out", "", "also write the report as JSON to this file")
 	f.StringVar(&cpuProfile, "cpu-profile", "", "write the CPU profile of the saturation run (and its drain) to this file (go tool pprof)")
-	f.StringVar(&allocs, "alloc-profile", "", "write the allocations profile at the end of the saturation run to this file (go tool pprof)")
+	f.StringVar(&allocs, "alloc-profile", "", "write the allocations profile at the end of the saturation run to this file (go tool pprof; it counts from the start of the process, the ceilings included)")
 	f.StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
 	return cmd
 }

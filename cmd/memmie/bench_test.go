@@ -17,7 +17,7 @@ import (
 func TestBenchMeasuresEveryFigure(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "bench.json")
 	code, stdout, stderr := executeSplit(t, "bench", "--json", "--duration", "3s", "--executions", "200", "--loads", "50",
-		"--latency-duration", "2s", "--serial", "20", "--ceiling-duration", "300ms", "--data-dir", t.TempDir(), "--out", out)
+		"--latency-duration", "2s", "--serial", "20", "--ceiling-duration", "300ms", "--out", out)
 	require.Equal(t, 0, code, "stderr:\n%s", stderr)
 	var rep map[string]any
 	require.NoError(t, json.Unmarshal([]byte(stdout), &rep), stdout)

@@ -105,7 +105,8 @@ type Config struct {
 	Skip []string
 
 	// CPUProfile, when set, receives the CPU profile of the saturation run and its drain, and
-	// AllocProfile the allocations profile at its end (pprof's formats). Default to none.
+	// AllocProfile the allocations profile at its end, which counts from the start of the
+	// process (pprof's formats). Default to none.
 	CPUProfile, AllocProfile io.Writer
 
 	// Progress receives a line per phase, and every few seconds of the long ones. Defaults
