@@ -75,8 +75,9 @@ func (b *bench) sample(ctx context.Context) (sample, error) {
 	return s, nil
 }
 
-// saturation keeps cfg.Executions executions queued or running for cfg.Duration, then stops
-// starting new ones and waits for those left to end.
+// saturation queues cfg.Executions executions and starts one more as each ends, for
+// cfg.Duration or until what is queued lasts the rest of the run (see drainTail), then waits
+// for those left to end.
 func (b *bench) saturation(ctx context.Context) (*saturationRun, error) {
 	cfg := b.cfg
 	run := &saturationRun{cfg: cfg}
@@ -93,12 +94,12 @@ func (b *bench) saturation(ctx context.Context) (*saturationRun, error) {
 	failedBase := b.ends.failed.Load()
 
 	feedCtx, stopFeeding := context.WithCancel(ctx)
-	defer stopFeeding()
 	var (
 		started  atomic.Int64
 		wg       sync.WaitGroup
 		startErr atomic.Pointer[error]
 	)
+	defer func() { stopFeeding(); wg.Wait() }() // no start outlives the run, on failures too
 	b.progress("saturation", "%d-step workflow, %d executions queued at once, for %s", cfg.Steps, cfg.Executions, cfg.Duration)
 	if cfg.CPUProfile != nil {
 		if err := pprof.StartCPUProfile(cfg.CPUProfile); err != nil {
