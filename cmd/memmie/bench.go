@@ -2,8 +2,10 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -53,10 +55,15 @@ answers every call at once, and measures, in one run:
 Progress goes to stderr, the table (or the JSON of --json) to stdout. The defaults take 3
 to 5 minutes: longer on a busy machine, where the drain of the queue and the latency runs
 at loads beyond what it sustains last longer. The saturation run stops starting executions
-once its queue lasts to its end at the recent rate (and 10 s more). The stores live in --data-dir, by default a temporary folder removed at the
-end; with --database-url it uses that database (migrated, and written to: a throwaway one)
-and starts no PostgreSQL. It asserts nothing: the figures are what this machine did, with
-whatever else ran on it.`,
+once its queue lasts to its end at the recent rate (and 10 s more).
+
+The stores live in --data-dir, by default a temporary folder removed at the end (a folder
+given must be new, empty or a bench's); with --database-url it uses that database, which
+must hold no projections yet (it is migrated and written to), and starts no PostgreSQL. Both
+are read from the command line only: MEMMIE_DATA_DIR and MEMMIE_DATABASE_URL name the stores
+of dev and serve, which the bench never writes to.
+
+It asserts nothing: the figures are what this machine did, with whatever else ran on it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(cmd.ErrOrStderr(), logLevel)
@@ -71,8 +78,19 @@ whatever else ran on it.`,
 				return err
 			}
 			ctx := cmd.Context()
+			// MEMMIE_DATA_DIR and MEMMIE_DATABASE_URL name dev's and serve's stores, which the
+			// bench must never write to: only the command line names the bench's.
+			for _, name := range []string{"data-dir", "database-url"} {
+				if f := cmd.Flags().Lookup(name); f.Changed && !fromCommandLine(f) {
+					_ = f.Value.Set("")
+				}
+			}
 
-			if dataDir == "" {
+			if dataDir != "" {
+				if err := prepareBenchDir(dataDir); err != nil {
+					return err
+				}
+			} else {
 				if dataDir, err = os.MkdirTemp("", "memmie-bench-"); err != nil {
 					return fmt.Errorf("data dir: %w", err)
 				}
@@ -82,7 +100,8 @@ whatever else ran on it.`,
 					return fmt.Errorf("data dir: %w", err)
 				}
 			}
-			if databaseURL == "" {
+			ownDatabase := databaseURL == ""
+			if ownDatabase {
 				pg, err := startPostgres(ctx, dataDir, log)
 				if err != nil {
 					return err
@@ -106,6 +125,17 @@ whatever else ran on it.`,
 			}
 			defer pool.Close()
 			cfg.Pool = pool
+			if !ownDatabase {
+				// The bench rebuilds the projections from its own streams: never over rows of
+				// another memmie.
+				var used bool
+				if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM projection_checkpoints)`).Scan(&used); err != nil {
+					return fmt.Errorf("--database-url: %w", err)
+				}
+				if used {
+					return errors.New("--database-url: the database holds memmie's projections already (projection_checkpoints has rows); the bench writes them from streams of its own: give an empty database")
+				}
+			}
 
 			// The server as dev starts it (with --sync-always, as nats.conf's sync_interval:
 			// always does), on a free port of loopback.
@@ -165,8 +195,8 @@ whatever else ran on it.`,
 	f.IntVar(&cfg.MaxRunning, "max-running", dispatcher.DefaultMaxRunning, "maximum number of executions running at once, as memmie's")
 	f.BoolVar(&cfg.SyncAlways, "sync-always", false, "the server flushes every write to disk before it acknowledges it (nats-server's sync_interval: always)")
 	f.StringSliceVar(&skip, "skip", nil, "parts not to run: "+strings.Join(bench.Parts, ", "))
-	f.StringVar(&dataDir, "data-dir", "", "folder of the NATS store and the PostgreSQL cluster (default: a temporary folder, removed at the end)")
-	f.StringVar(&databaseURL, "database-url", "", "Postgres database to use instead of a cluster of the bench's own: a throwaway one, it is written to")
+	f.StringVar(&dataDir, "data-dir", "", "folder of the NATS store and the PostgreSQL cluster, new, empty or a bench's, kept at the end (default: a temporary folder, removed at the end); never read from MEMMIE_DATA_DIR, which is dev's")
+	f.StringVar(&databaseURL, "database-url", "", "an empty Postgres database to use instead of a cluster of the bench's own (it is migrated and written to); never read from MEMMIE_DATABASE_URL, which is serve's")
 	f.StringVar(&out, "out", "", "also write the report as JSON to this file")
 	f.StringVar(&cpuProfile, "cpu-profile", "", "write the CPU profile of the saturation run (and its drain) to this file (go tool pprof)")
 	f.StringVar(&allocs, "alloc-profile", "", "write the allocations profile at the end of the saturation run to this file (go tool pprof; it counts from the start of the process, the ceilings included)")
@@ -189,4 +219,29 @@ func parseLoads(s string) ([]int, error) {
 		loads = append(loads, n)
 	}
 	return loads, nil
+}
+
+// benchMarker marks a data dir as a bench's, which a later bench may use again; a folder that
+// holds anything else (a dev's store) is refused.
+const benchMarker = ".memmie-bench"
+
+// prepareBenchDir checks that --data-dir is new, empty or a bench's, creates it and marks it.
+func prepareBenchDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("--data-dir: %w", err)
+		}
+	case err != nil:
+		return fmt.Errorf("--data-dir: %w", err)
+	case len(entries) > 0:
+		if _, err := os.Stat(filepath.Join(dir, benchMarker)); err != nil {
+			return fmt.Errorf("--data-dir %s holds something other than a bench's stores (no %s): give a new or empty folder", dir, benchMarker)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, benchMarker), []byte("stores of memmie bench\n"), 0o644); err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+	return nil
 }

@@ -7,8 +7,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/memmie/memmie/internal/pgtest"
 )
 
 // TestBenchMeasuresEveryFigure runs memmie bench --json in small: every figure of the report is
@@ -123,4 +126,42 @@ func lookup(v any, path string) any {
 		v = m[key]
 	}
 	return v
+}
+
+// skipAll are the flags of a bench that measures nothing: it starts its stack and stops.
+var skipAll = []string{"bench", "--skip", "ceilings,saturation,rebuild,latency,blobs"}
+
+// TestBenchKeepsOffOtherStores: a --data-dir that holds something else than a bench's stores
+// and a database that holds projections are refused, and MEMMIE_DATA_DIR and
+// MEMMIE_DATABASE_URL (dev's and serve's) are never read.
+func TestBenchKeepsOffOtherStores(t *testing.T) {
+	devDir := t.TempDir()
+	writeFile(t, filepath.Join(devDir, "memmie.lock"), "4242\n")
+
+	code, _, stderr := executeSplit(t, append(skipAll, "--data-dir", devDir)...)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "holds something other than a bench's stores")
+
+	used := pgtest.URL(t)
+	db, err := pgx.Connect(t.Context(), used)
+	require.NoError(t, err)
+	_, err = db.Exec(t.Context(), `INSERT INTO projection_checkpoints (projection, stream, last_seq) VALUES ('executions', 'MEMMIE_EXECUTIONS', 7)`)
+	require.NoError(t, err)
+	require.NoError(t, db.Close(t.Context()))
+	code, _, stderr = executeSplit(t, append(skipAll, "--database-url", used)...)
+	assert.Equal(t, 1, code)
+	assert.Contains(t, stderr, "holds memmie's projections already")
+
+	// From the environment neither is used: the bench runs on stores of its own.
+	t.Setenv(envName("data-dir"), devDir)
+	t.Setenv(envName("database-url"), used)
+	code, _, stderr = executeSplit(t, skipAll...)
+	require.Equal(t, 0, code, stderr)
+	entries, err := os.ReadDir(devDir)
+	require.NoError(t, err)
+	assert.Len(t, entries, 1, "dev's folder untouched")
+
+	// An empty database on the command line is used.
+	code, _, stderr = executeSplit(t, append(skipAll, "--database-url", pgtest.URL(t))...)
+	require.Equal(t, 0, code, stderr)
 }
