@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/memmie/memmie/definitions"
 	"github.com/memmie/memmie/internal/app/engine"
@@ -66,15 +68,46 @@ type Config struct {
 	// /metrics must carry (Authorization: Bearer <token>); one without it is answered 401.
 	// Defaults to none: no request needs a token.
 	Token string
+	// JetStream is the engine's JetStream context. With it, the API keeps the states it
+	// folds (see CacheSize) and follows executions (GET /v1/executions/{id}?wait=, GET
+	// /v1/executions/{id}/watch). Defaults to none: those two answer 503, and every answer
+	// of an execution from the stream folds its whole history.
+	JetStream jetstream.JetStream
+	// CacheSize bounds the execution states kept, folded from their histories: a read of
+	// one whose last sequence has not moved loads nothing, one whose sequence moved loads the
+	// messages after it. Defaults to DefaultCacheSize.
+	CacheSize int
+	// MaxWatchers bounds the requests that follow executions at once (each holds an ordered
+	// consumer on the executions stream); one more is answered 503. Defaults to
+	// DefaultMaxWatchers.
+	MaxWatchers int
+	// MaxWait bounds ?wait= of GET /v1/executions/{id}; a longer one waits this long.
+	// Defaults to DefaultMaxWait.
+	MaxWait time.Duration
+	// Heartbeat is how often GET /v1/executions/{id}/watch sends a comment when nothing
+	// happens, so that a client gone is noticed and proxies keep the stream. Defaults to
+	// DefaultHeartbeat.
+	Heartbeat time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
+
+// Defaults of Config.
+const (
+	DefaultCacheSize   = 10_000
+	DefaultMaxWatchers = 1000
+	DefaultMaxWait     = time.Minute
+	DefaultHeartbeat   = 15 * time.Second
+)
 
 // API is the HTTP handler of memmie's API.
 type API struct {
 	cfg Config
 	log *slog.Logger
 	mux *http.ServeMux
+	// states and watchers are nil without Config.JetStream.
+	states   *states
+	watchers watchers
 }
 
 // New returns the API's handler.
@@ -91,7 +124,25 @@ func New(cfg Config) (*API, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg.CacheSize = cmp.Or(cfg.CacheSize, DefaultCacheSize)
+	cfg.MaxWatchers = cmp.Or(cfg.MaxWatchers, DefaultMaxWatchers)
+	cfg.MaxWait = cmp.Or(cfg.MaxWait, DefaultMaxWait)
+	cfg.Heartbeat = cmp.Or(cfg.Heartbeat, DefaultHeartbeat)
+	switch {
+	case cfg.CacheSize < 0:
+		return nil, fmt.Errorf("api: Config.CacheSize %d is negative", cfg.CacheSize)
+	case cfg.MaxWatchers < 0:
+		return nil, fmt.Errorf("api: Config.MaxWatchers %d is negative", cfg.MaxWatchers)
+	case cfg.MaxWait < 0:
+		return nil, fmt.Errorf("api: Config.MaxWait %s is negative", cfg.MaxWait)
+	case cfg.Heartbeat < 0:
+		return nil, fmt.Errorf("api: Config.Heartbeat %s is negative", cfg.Heartbeat)
+	}
 	a := &API{cfg: cfg, log: cfg.Logger.With("component", "api"), mux: http.NewServeMux()}
+	if cfg.JetStream != nil {
+		a.states = newStates(cfg.JetStream, cfg.CacheSize)
+		a.watchers = make(watchers, cfg.MaxWatchers)
+	}
 	a.routes()
 	return a, nil
 }
@@ -138,6 +189,7 @@ func (a *API) routes() {
 	a.mux.HandleFunc("GET /v1/executions", a.listExecutions)
 	a.mux.HandleFunc("GET /v1/executions/{id}", a.getExecution)
 	a.mux.HandleFunc("GET /v1/executions/{id}/events", a.executionEvents)
+	a.mux.HandleFunc("GET /v1/executions/{id}/watch", a.watchExecution)
 	a.mux.HandleFunc("POST /v1/executions/{id}/cancel", a.cancelExecution)
 	a.mux.HandleFunc("POST /v1/executions/{id}/retry", a.retryExecution)
 	a.mux.HandleFunc("GET /v1/queue", a.listQueue)
@@ -284,7 +336,10 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusConflict, "invalid_state", err.Error())
 	case errors.Is(err, engine.ErrInvalid), errors.Is(err, errBadRequest):
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
-	case errors.Is(err, errNoEngine), errors.Is(err, errNoDatabase), errors.Is(err, errNoRedriver), errors.Is(err, engine.ErrNoDefinitions):
+	case errors.Is(err, errTooManyWatchers):
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+	case errors.Is(err, errNoEngine), errors.Is(err, errNoFollow), errors.Is(err, errNoDatabase), errors.Is(err, errNoRedriver), errors.Is(err, engine.ErrNoDefinitions):
 		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nobody reads the answer.
@@ -318,6 +373,7 @@ func inputProblems(e *engine.InputError) definitions.Problems {
 var (
 	errBadRequest       = errors.New("bad request")
 	errNoEngine         = errors.New("this memmie serves no executions")
+	errNoFollow         = errors.New("this memmie does not follow executions (no api.Config.JetStream): GET /v1/executions/{id} without ?wait")
 	errUnsupportedMedia = errors.New("unsupported media type")
 )
 

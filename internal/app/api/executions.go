@@ -138,7 +138,7 @@ func (a *API) startExecution(w http.ResponseWriter, r *http.Request) {
 // getExecution answers from the projections when they have applied every event of the
 // execution that the stream held when the request came (see projectedExecution), and from
 // the stream otherwise: either answer is as fresh as the stream was then. The Memmie-Source
-// header says which answered.
+// header says which answered. With ?wait=D it waits (waitExecution).
 func (a *API) getExecution(w http.ResponseWriter, r *http.Request) {
 	eng, err := a.engine()
 	if err != nil {
@@ -146,15 +146,27 @@ func (a *API) getExecution(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
+	if r.URL.Query().Has("wait") {
+		a.waitExecution(w, r, eng, id)
+		return
+	}
+	if a.cfg.Views == nil && a.states == nil {
+		a.foldedExecution(w, r, eng, id)
+		return
+	}
+	// The last sequence both decides whether the projections are fresh enough and validates
+	// the cached state.
+	seq, err := eng.ExecutionSeq(r.Context(), id)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
 	if a.cfg.Views != nil {
-		v, err := a.projectedExecution(r.Context(), eng, id)
+		v, err := a.projectedExecution(r.Context(), id, seq)
 		switch {
 		case err == nil:
 			w.Header().Set(SourceHeader, SourceProjection)
 			writeJSON(w, http.StatusOK, v)
-			return
-		case errors.Is(err, engine.ErrNotFound):
-			a.fail(w, r, err)
 			return
 		case errors.Is(err, views.ErrBehind):
 			// Accepted a moment ago, or the projections catch up: the stream answers.
@@ -164,6 +176,21 @@ func (a *API) getExecution(w http.ResponseWriter, r *http.Request) {
 			a.log.Debug("read an execution from the projections; answering from the stream", "execution_id", id, "err", err)
 		}
 	}
+	if a.states == nil {
+		a.foldedExecution(w, r, eng, id)
+		return
+	}
+	ans, err := a.states.read(r.Context(), id, seq)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	w.Header().Set(SourceHeader, SourceStream)
+	writeRaw(w, http.StatusOK, ans.body)
+}
+
+// foldedExecution answers the state folded from the whole history, without Config.JetStream.
+func (a *API) foldedExecution(w http.ResponseWriter, r *http.Request, eng Engine, id string) {
 	s, err := eng.Execution(r.Context(), id)
 	if err != nil {
 		a.fail(w, r, err)
@@ -238,13 +265,9 @@ type StepView struct {
 }
 
 // projectedExecution reads an execution from the projections, provided that they have
-// applied its history up to its last message on the stream leader; views.ErrBehind when they
-// have not, engine.ErrNotFound when the stream holds no such execution.
-func (a *API) projectedExecution(ctx context.Context, eng Engine, id string) (*ExecutionView, error) {
-	seq, err := eng.ExecutionSeq(ctx, id)
-	if err != nil {
-		return nil, err
-	}
+// applied its history up to seq, its last message on the stream leader; views.ErrBehind when
+// they have not.
+func (a *API) projectedExecution(ctx context.Context, id string, seq uint64) (*ExecutionView, error) {
 	d, err := a.cfg.Views.ExecutionDetail(ctx, id, seq)
 	if err != nil {
 		return nil, err

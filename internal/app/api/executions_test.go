@@ -191,8 +191,8 @@ func TestInternalErrorIsLoggedNotEchoed(t *testing.T) {
 // server, with a test service named svc.
 func newStack(t *testing.T, svc *httptest.Server) *httptest.Server {
 	t.Helper()
-	_, reg, eng := startEngine(t, svc, dispatcher.Config{})
-	return serveWith(t, reg, eng)
+	js, reg, eng := startEngine(t, svc, dispatcher.Config{})
+	return serveAPI(t, api.Config{Registry: reg, Engine: eng, JetStream: js, Logger: testLogger(t), MaxBodyBytes: 64 << 10})
 }
 
 // waitState polls GET /v1/executions/{id} until cond holds.

@@ -44,7 +44,7 @@ func newDetailStack(t *testing.T, svc *httptest.Server, withProjections bool) *d
 			projections.NewExecutions(nil), projections.NewQueued(nil), projections.NewSteps(nil))
 	}
 	for _, v := range []api.Views{views.New(s.pool), nil} {
-		srv := serveAPI(t, api.Config{Registry: reg, Engine: eng, Views: v, Logger: testLogger(t)})
+		srv := serveAPI(t, api.Config{Registry: reg, Engine: eng, Views: v, JetStream: js, Logger: testLogger(t)})
 		if v != nil {
 			s.projected = srv
 		} else {
