@@ -237,13 +237,19 @@ func (e *apiError) Error() string {
 // do sends a request with a JSON body (nil: none) and decodes a 2xx answer into out (nil:
 // ignored). Any other answer is an *apiError.
 func (c *apiClient) do(ctx context.Context, method, path string, body []byte, out any) error {
+	_, err := c.doHeader(ctx, method, path, body, out)
+	return err
+}
+
+// doHeader is do that also returns the answer's headers (nil when there is no answer).
+func (c *apiClient) doHeader(ctx context.Context, method, path string, body []byte, out any) (http.Header, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base.String()+path, rd)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -254,12 +260,12 @@ func (c *apiClient) do(ctx context.Context, method, path string, body []byte, ou
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return fmt.Errorf("%s %s: read answer: %w", method, path, err)
+		return resp.Header, fmt.Errorf("%s %s: read answer: %w", method, path, err)
 	}
 	if resp.StatusCode/100 != 2 {
 		var e struct {
@@ -270,15 +276,15 @@ func (c *apiClient) do(ctx context.Context, method, path string, body []byte, ou
 			} `json:"error"`
 		}
 		if json.Unmarshal(data, &e) != nil || e.Error.Message == "" {
-			return &apiError{Status: resp.StatusCode, Message: strings.TrimSpace(string(data))}
+			return resp.Header, &apiError{Status: resp.StatusCode, Message: strings.TrimSpace(string(data))}
 		}
-		return &apiError{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message, Problems: e.Error.Problems}
+		return resp.Header, &apiError{Status: resp.StatusCode, Code: e.Error.Code, Message: e.Error.Message, Problems: e.Error.Problems}
 	}
 	if out == nil {
-		return nil
+		return resp.Header, nil
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+		return resp.Header, fmt.Errorf("%s %s: decode answer: %w", method, path, err)
 	}
-	return nil
+	return resp.Header, nil
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,6 +32,8 @@ import (
 type testAPI struct {
 	URL string
 	reg *registry.Registry
+	// gets counts the GET requests of one execution (GET /v1/executions/{id}) it served.
+	gets atomic.Int64
 }
 
 // newTestAPI starts it; svcURL, when set, is the base URL of the service named svc.
@@ -65,11 +68,18 @@ func newTestAPI(t *testing.T, svcURL string) *testAPI {
 		assert.NoError(t, eng.Close(ctx))
 	})
 
-	h, err := api.New(api.Config{Registry: reg, Engine: eng, Logger: log})
+	h, err := api.New(api.Config{Registry: reg, Engine: eng, JetStream: js, Logger: log})
 	require.NoError(t, err)
-	srv := httptest.NewServer(h)
+	ta := &testAPI{reg: reg}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rest, ok := strings.CutPrefix(r.URL.Path, "/v1/executions/"); ok && r.Method == http.MethodGet && !strings.Contains(rest, "/") {
+			ta.gets.Add(1)
+		}
+		h.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
-	return &testAPI{URL: srv.URL, reg: reg}
+	ta.URL = srv.URL
+	return ta
 }
 
 func writeFile(t *testing.T, path, content string) {

@@ -27,11 +27,17 @@ const (
 	exitTimeout   = 3
 )
 
-// Polling of `run --wait`: from waitPollMin, growing by half each time, up to waitPollMax.
+// Waiting of `run --wait`: each request asks the API to answer when the execution ends or
+// waitStep runs out (GET /v1/executions/{id}?wait=), then asks again at once.
 const (
-	waitPollMin = 50 * time.Millisecond
-	waitPollMax = time.Second
-	// waitMaxFailures consecutive failed polls (network errors, 5xx) end the wait.
+	// waitStep stays under apiRequestTimeout, which bounds each request.
+	waitStep = 20 * time.Second
+	// After a failed request, the next one waits from waitRetryMin, growing by half each time,
+	// up to waitRetryMax. So does each request to an API that answers at once (one without
+	// ?wait, which sends no Memmie-Ended header): then run polls.
+	waitRetryMin = 50 * time.Millisecond
+	waitRetryMax = time.Second
+	// waitMaxFailures consecutive failed requests (network errors, 5xx) end the wait.
 	waitMaxFailures = 10
 )
 
@@ -58,7 +64,10 @@ Without it the input is null.
 With --wait, run waits for the execution to end and prints its final state as JSON on
 stdout (the id then goes to stderr, so that stdout is only the JSON). It exits 0 when the
 execution completed, 1 when it failed, 2 when it was cancelled and 3 when --timeout ran out
-first (the execution goes on; its last known state is printed).`,
+first (the execution goes on; its last known state is printed). It waits without polling:
+each request to the API (GET /v1/executions/{id}?wait=20s) is answered when the execution
+ends, or after 20 s, and then asked again. A dropped connection or an API restarting is
+tried again, growing from 50 ms to 1 s between tries; 10 failures in a row end the wait.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.timeout < 0 {
@@ -150,8 +159,8 @@ func abbreviate(s string) string {
 	return s
 }
 
-// waitForEnd polls the execution with a growing interval until it ends, prints its state and
-// returns the exit code of its status.
+// waitForEnd waits for the execution to end, a long poll of the API at a time, prints its
+// state and returns the exit code of its status.
 func waitForEnd(ctx context.Context, c *apiClient, stdout io.Writer, id string, timeout time.Duration) error {
 	waitCtx := ctx
 	if timeout > 0 {
@@ -162,11 +171,15 @@ func waitForEnd(ctx context.Context, c *apiClient, stdout io.Writer, id string, 
 	var (
 		last     json.RawMessage
 		failures int
-		interval = waitPollMin
+		interval = waitRetryMin
 	)
 	for {
+		step := waitStep
+		if deadline, ok := waitCtx.Deadline(); ok {
+			step = max(min(step, time.Until(deadline)), 0)
+		}
 		var state json.RawMessage
-		err := c.do(waitCtx, http.MethodGet, "/v1/executions/"+url.PathEscape(id), nil, &state)
+		hdr, err := c.doHeader(waitCtx, http.MethodGet, "/v1/executions/"+url.PathEscape(id)+"?wait="+step.String(), nil, &state)
 		switch {
 		case err == nil:
 			failures = 0
@@ -186,11 +199,16 @@ func waitForEnd(ctx context.Context, c *apiClient, stdout io.Writer, id string, 
 				}
 				return &exitError{code: code, msg: fmt.Sprintf("execution %s %s", id, s.Status)}
 			}
+			if hdr.Get("Memmie-Ended") != "" {
+				// The API waited the step out: wait again.
+				interval = waitRetryMin
+				continue
+			}
 		case waitCtx.Err() != nil:
 			// The timeout or Ctrl-C, below.
 		case transient(err):
 			if failures++; failures >= waitMaxFailures {
-				return fmt.Errorf("wait for %s: %d failed polls in a row: %w", id, failures, err)
+				return fmt.Errorf("wait for %s: %d failed requests in a row: %w", id, failures, err)
 			}
 		default:
 			return fmt.Errorf("wait for %s: %w", id, err)
@@ -198,12 +216,12 @@ func waitForEnd(ctx context.Context, c *apiClient, stdout io.Writer, id string, 
 
 		select {
 		case <-time.After(interval):
-			interval = min(interval*3/2, waitPollMax)
+			interval = min(interval*3/2, waitRetryMax)
 		case <-waitCtx.Done():
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			// Print the state as it is now; the last poll's when it cannot be read.
+			// Print the state as it is now; the last answer's when it cannot be read.
 			finalCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			var now json.RawMessage
 			if err := c.do(finalCtx, http.MethodGet, "/v1/executions/"+url.PathEscape(id), nil, &now); err == nil {

@@ -198,3 +198,36 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 	t.Fatalf("not %s within 20s", what)
 }
+
+// run --wait follows the execution with the API's long poll: one request while a step runs,
+// where polling made one every 50 ms to 1 s (about eight in the two seconds held here).
+func TestRunWaitDoesNotPoll(t *testing.T) {
+	srv, svc := newRunAPI(t)
+	done := make(chan struct {
+		code     int
+		out, err string
+	}, 1)
+	go func() {
+		code, out, errOut := executeSplit(t, "run", "slow", "--api-url", srv.URL, "--wait", "--timeout", "30s")
+		done <- struct {
+			code     int
+			out, err string
+		}{code, out, errOut}
+	}()
+	waitFor(t, "asked for the execution", func() bool { return srv.gets.Load() >= 1 })
+	// The step is held for two seconds: the window in which a polling client asks again.
+	select {
+	case r := <-done:
+		t.Fatalf("run --wait ended while the step ran: %d %s %s", r.code, r.out, r.err)
+	case <-time.After(2 * time.Second):
+	}
+	svc.Release()
+	select {
+	case r := <-done:
+		require.Equal(t, 0, r.code, r.err)
+		assert.Equal(t, "completed", decodeState(t, r.out)["status"])
+	case <-time.After(25 * time.Second):
+		t.Fatal("run --wait did not return")
+	}
+	assert.LessOrEqual(t, srv.gets.Load(), int64(2), "GET /v1/executions/{id} requests of one run --wait")
+}
