@@ -6,9 +6,11 @@ import (
 	"time"
 )
 
-// ServerConfig bounds what one client can hold of the HTTP server. No endpoint waits for an
-// event (there is no long poll: `memmie run --wait` polls), so every request is short, and a
-// client slower than these limits is cut off rather than kept.
+// ServerConfig bounds what one client can hold of the HTTP server: a client slower than these
+// limits is cut off rather than kept. Two endpoints wait for events and extend their own
+// deadlines: GET /v1/executions/{id}?wait=D (to D and 30 s more, D at most Config.MaxWait)
+// and GET /v1/executions/{id}/watch (no read deadline; each write, heartbeats included, has
+// Config.Heartbeat and 30 s); Config.MaxWatchers bounds how many run at once.
 type ServerConfig struct {
 	// Addr is the address to listen on, for ListenAndServe. Defaults to none (Serve on a
 	// listener of your own).

@@ -31,8 +31,10 @@ func (a *API) waitExecution(w http.ResponseWriter, r *http.Request, eng Engine, 
 		return
 	}
 	defer release()
-	// The server's write timeout would cut a long wait short.
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d + 30*time.Second))
+	// The server's timeouts would cut a long wait short.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(d + 30*time.Second))
+	_ = rc.SetWriteDeadline(time.Now().Add(d + 30*time.Second))
 	seq, err := eng.ExecutionSeq(r.Context(), id)
 	if err != nil {
 		a.fail(w, r, err)
@@ -87,6 +89,9 @@ func (a *API) watchExecution(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rc := http.NewResponseController(w)
+	// The client sends nothing more: no read deadline. A client gone is noticed by the
+	// writes, which have deadlines.
+	_ = rc.SetReadDeadline(time.Time{})
 	var (
 		mu      sync.Mutex
 		started bool

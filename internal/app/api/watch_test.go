@@ -313,3 +313,44 @@ func TestReadsFoldOnlyWhatIsNew(t *testing.T) {
 	completed := waitState(t, s.srv, id, "completed", status("completed"))
 	assert.Equal(t, running["queued_at"], completed["queued_at"], "the tail applied to the state folded before")
 }
+
+// A wait and a watch outlast the server's read and write timeouts, which cut every other
+// request short.
+func TestFollowingOutlastsTheServerTimeouts(t *testing.T) {
+	g := newGate(t)
+	js, reg, eng := startEngine(t, g.Server, dispatcher.Config{})
+	defer g.Open()
+	h, err := api.New(api.Config{Registry: reg, Engine: eng, JetStream: js, Logger: testLogger(t), Heartbeat: 100 * time.Millisecond})
+	require.NoError(t, err)
+	srv := httptest.NewUnstartedServer(nil)
+	srv.Config = api.NewServer(h, api.ServerConfig{ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond})
+	srv.Start()
+	t.Cleanup(srv.Close)
+	s := &followStack{js: js, srv: srv}
+	id := s.start(t)
+
+	st, ended, body := getWait(t, srv, "/v1/executions/"+id+"?wait=1500ms")
+	require.Equal(t, http.StatusOK, st, "%v", body)
+	assert.Equal(t, "false", ended)
+
+	resp := watch(t, testContext(t), srv, id)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	rd := bufio.NewReader(resp.Body)
+	// Ten heartbeats: a second, past both timeouts.
+	for beats := 0; beats < 10; {
+		line, err := rd.ReadString('\n')
+		require.NoError(t, err, "after %d heartbeats", beats)
+		if strings.HasPrefix(line, ": keep-alive") {
+			beats++
+		}
+	}
+	g.Open()
+	for {
+		ev, err := readEvent(t, rd)
+		require.NoError(t, err)
+		if ev.event == "end" {
+			assert.Equal(t, "completed", ev.data["status"])
+			return
+		}
+	}
+}
