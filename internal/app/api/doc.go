@@ -16,6 +16,8 @@
 //	POST   /v1/executions                          {"workflow_id","input","priority","idempotency_key","max_retries"} -> 202 {"execution_id","created"}
 //	GET    /v1/executions                          {"executions": [rows, newest first], "next"}: ?status=, ?workflow_id=, ?limit= (50, at most 500), ?cursor=<next>
 //	GET    /v1/executions/{id}                     the execution's state; Memmie-Source: projection or stream
+//	GET    /v1/executions/{id}?wait=30s            long poll: the state once the execution ended or the wait ran out (at most Config.MaxWait); Memmie-Ended: true or false
+//	GET    /v1/executions/{id}/watch               Server-Sent Events: "state" now and after each change, "end" with the final state
 //	GET    /v1/executions/{id}/events              {"events": [CloudEvents envelopes], "next"}: ?limit= (100, at most 1000), ?after=<next>
 //	POST   /v1/executions/{id}/cancel              {"reason"} (optional) -> 202
 //	POST   /v1/executions/{id}/retry               -> 202
@@ -45,6 +47,15 @@
 // one snapshot; otherwise, or when Postgres fails, the engine folds the history (an
 // execution.State). Either way the answer holds every event recorded before the request, as
 // Temporal's DescribeWorkflowExecution does; the Memmie-Source header says which answered.
+// With Config.JetStream the stream's answer comes from a bounded cache of folded states
+// (Config.CacheSize), validated by that last sequence: an execution that has not moved loads
+// nothing, one that moved loads only the messages after the cached state.
+//
+// ?wait= and /watch follow the execution's subjects with an ordered consumer, from the cached
+// state's sequence, folding each message into it with execution.State.Apply; the consumer is
+// deleted when the answer ends or the client goes. They need Config.JetStream (503 without
+// it), and at most Config.MaxWatchers run at once (503, Retry-After: 1, past it). Their
+// answers are the stream's state (Memmie-Source: stream).
 // The events come a page at a time; "next", present while more
 // followed when the page was read, is the "after" of the next page.
 //
@@ -85,6 +96,7 @@
 // Config.Redriver (deadletter.Writer.Redrive), which also records it on MEMMIE_DEADLETTER; a
 // second one within the target stream's duplicate window sends nothing new.
 //
-// The package only translates HTTP to registry, engine, views and redriver calls: it holds no
-// state and never writes to a stream itself.
+// The package translates HTTP to registry, engine, views and redriver calls, and reads the
+// executions stream itself for the cache and the followers: the only state it holds is that
+// cache, and it never writes to a stream.
 package api
