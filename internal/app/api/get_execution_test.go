@@ -169,8 +169,9 @@ output_map: {n: $.steps.last.output.doubled}
 // why on GET /v1/executions/{id}, the same from the projections as from the stream.
 func TestRejectedOutputShowsFromBothSources(t *testing.T) {
 	s := newDetailStack(t, nil, true)
-	for path, def := range map[string]string{
-		"/v1/workflows/guarded": `id: guarded
+	// In order: the provider names the workflow.
+	for _, d := range []struct{ path, def string }{
+		{"/v1/workflows/guarded", `id: guarded
 steps:
   - id: write
     type: transform
@@ -180,16 +181,16 @@ steps:
         - {op: test, path: /metadata/type, value: other}
 output_map:
   delta_operations: $.steps.write.output.delta_operations
-`,
-		"/v1/providers/guard": `provider:
+`},
+		{"/v1/providers/guard", `provider:
   id: guard
 workflows:
   - workflow_id: guarded
     triggers:
       - event: onCreate
-`,
+`},
 	} {
-		r := do(t, s.projected, "PUT", path, def)
+		r := do(t, s.projected, "PUT", d.path, d.def)
 		require.Equal(t, http.StatusOK, r.Status, r.Raw)
 	}
 	msg := nats.NewMsg("memmie.blobs.g1.created")
