@@ -37,7 +37,11 @@ type testAPI struct {
 }
 
 // newTestAPI starts it; svcURL, when set, is the base URL of the service named svc.
-func newTestAPI(t *testing.T, svcURL string) *testAPI {
+func newTestAPI(t *testing.T, svcURL string) *testAPI { return newTestAPIFollowing(t, svcURL, true) }
+
+// newTestAPIFollowing is newTestAPI whose API follows executions (api.Config.JetStream) only
+// when follow is set.
+func newTestAPIFollowing(t *testing.T, svcURL string, follow bool) *testAPI {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -68,7 +72,11 @@ func newTestAPI(t *testing.T, svcURL string) *testAPI {
 		assert.NoError(t, eng.Close(ctx))
 	})
 
-	h, err := api.New(api.Config{Registry: reg, Engine: eng, JetStream: js, Logger: log})
+	cfg := api.Config{Registry: reg, Engine: eng, Logger: log}
+	if follow {
+		cfg.JetStream = js
+	}
+	h, err := api.New(cfg)
 	require.NoError(t, err)
 	ta := &testAPI{reg: reg}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -33,8 +33,9 @@ const (
 	// waitStep stays under apiRequestTimeout, which bounds each request.
 	waitStep = 20 * time.Second
 	// After a failed request, the next one waits from waitRetryMin, growing by half each time,
-	// up to waitRetryMax. So does each request to an API that answers at once (one without
-	// ?wait, which sends no Memmie-Ended header): then run polls.
+	// up to waitRetryMax. So does each request to an API that does not wait (an older one,
+	// which sends no Memmie-Ended header, or one without JetStream, which answers ?wait with
+	// 501): then run polls.
 	waitRetryMin = 50 * time.Millisecond
 	waitRetryMax = time.Second
 	// waitMaxFailures consecutive failed requests (network errors, 5xx) end the wait.
@@ -172,14 +173,21 @@ func waitForEnd(ctx context.Context, c *apiClient, stdout io.Writer, id string, 
 		last     json.RawMessage
 		failures int
 		interval = waitRetryMin
+		// polling: the API does not follow executions (501); GET without ?wait.
+		polling bool
 	)
 	for {
-		step := waitStep
-		if deadline, ok := waitCtx.Deadline(); ok {
-			step = max(min(step, time.Until(deadline)), 0)
+		path := "/v1/executions/" + url.PathEscape(id)
+		if !polling {
+			step := waitStep
+			if deadline, ok := waitCtx.Deadline(); ok {
+				step = max(min(step, time.Until(deadline)), 0)
+			}
+			path += "?wait=" + step.String()
 		}
 		var state json.RawMessage
-		hdr, err := c.doHeader(waitCtx, http.MethodGet, "/v1/executions/"+url.PathEscape(id)+"?wait="+step.String(), nil, &state)
+		hdr, err := c.doHeader(waitCtx, http.MethodGet, path, nil, &state)
+		var apiErr *apiError
 		switch {
 		case err == nil:
 			failures = 0
@@ -206,6 +214,9 @@ func waitForEnd(ctx context.Context, c *apiClient, stdout io.Writer, id string, 
 			}
 		case waitCtx.Err() != nil:
 			// The timeout or Ctrl-C, below.
+		case !polling && errors.As(err, &apiErr) && apiErr.Status == http.StatusNotImplemented:
+			polling = true
+			continue
 		case transient(err):
 			if failures++; failures >= waitMaxFailures {
 				return fmt.Errorf("wait for %s: %d failed requests in a row: %w", id, failures, err)

@@ -231,3 +231,29 @@ func TestRunWaitDoesNotPoll(t *testing.T) {
 	}
 	assert.LessOrEqual(t, srv.gets.Load(), int64(2), "GET /v1/executions/{id} requests of one run --wait")
 }
+
+// Against an API that does not follow executions (501 to ?wait), run --wait polls.
+func TestRunWaitPollsAnAPIThatDoesNotWait(t *testing.T) {
+	svc := newSlowService(t)
+	srv := newTestAPIFollowing(t, svc.URL, false)
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "workflows", "slow.yaml"), "id: slow\nsteps: [{id: wait, type: api_call, service: svc, endpoint: /slow}]\n")
+	code, out := execute(t, "apply", "--api-url", srv.URL, dir)
+	require.Equal(t, 0, code, out)
+	done := make(chan struct {
+		code     int
+		out, err string
+	}, 1)
+	go func() {
+		code, out, errOut := executeSplit(t, "run", "slow", "--api-url", srv.URL, "--wait", "--timeout", "30s")
+		done <- struct {
+			code     int
+			out, err string
+		}{code, out, errOut}
+	}()
+	waitFor(t, "polled", func() bool { return srv.gets.Load() >= 3 })
+	svc.Release()
+	r := <-done
+	require.Equal(t, 0, r.code, r.err)
+	assert.Equal(t, "completed", decodeState(t, r.out)["status"])
+}

@@ -70,7 +70,7 @@ type Config struct {
 	Token string
 	// JetStream is the engine's JetStream context. With it, the API keeps the states it
 	// folds (see CacheSize) and follows executions (GET /v1/executions/{id}?wait=, GET
-	// /v1/executions/{id}/watch). Defaults to none: those two answer 503, and every answer
+	// /v1/executions/{id}/watch). Defaults to none: those two answer 501, and every answer
 	// of an execution from the stream folds its whole history.
 	JetStream jetstream.JetStream
 	// CacheSize bounds the execution states kept, folded from their histories: a read of
@@ -339,7 +339,9 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, errTooManyWatchers):
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
-	case errors.Is(err, errNoEngine), errors.Is(err, errNoFollow), errors.Is(err, errNoDatabase), errors.Is(err, errNoRedriver), errors.Is(err, engine.ErrNoDefinitions):
+	case errors.Is(err, errNoFollow):
+		writeError(w, http.StatusNotImplemented, "not_following", err.Error())
+	case errors.Is(err, errNoEngine), errors.Is(err, errNoDatabase), errors.Is(err, errNoRedriver), errors.Is(err, engine.ErrNoDefinitions):
 		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client went away; nobody reads the answer.

@@ -53,8 +53,8 @@
 //
 // ?wait= and /watch follow the execution's subjects with an ordered consumer, from the cached
 // state's sequence, folding each message into it with execution.State.Apply; the consumer is
-// deleted when the answer ends or the client goes. They need Config.JetStream (503 without
-// it), and at most Config.MaxWatchers run at once (503, Retry-After: 1, past it). Their
+// deleted when the answer ends or the client goes. They need Config.JetStream (501
+// not_following without it), and at most Config.MaxWatchers run at once (503, Retry-After: 1, past it). Their
 // answers are the stream's state (Memmie-Source: stream).
 // The events come a page at a time; "next", present while more
 // followed when the page was read, is the "after" of the next page.
@@ -83,7 +83,8 @@
 //	422 invalid_input        the input breaks the workflow's input schema
 //	422 not_redrivable       a redrive of what may not be sent back (deadletter.Target says why)
 //	500 internal             anything else
-//	503 unavailable          no engine configured, no database (Config.Views) for a list, a dead letter or a blob, the
+//	501 not_following        ?wait= or /watch without Config.JetStream
+//	503 unavailable          too many watchers (Config.MaxWatchers), no engine configured, no database (Config.Views) for a list, a dead letter or a blob, the
 //	                         database down (dependency "postgres"), no Config.Redriver for a redrive, or not
 //	                         ready (/readyz)
 //

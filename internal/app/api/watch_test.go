@@ -270,7 +270,8 @@ func TestFollowingNeedsJetStreamAndTheToken(t *testing.T) {
 	without := serveAPI(t, api.Config{Registry: reg, Engine: eng, Logger: testLogger(t)})
 	for _, path := range []string{"/v1/executions/x/watch", "/v1/executions/x?wait=1s"} {
 		r := do(t, without, "GET", path, "")
-		assert.Equal(t, http.StatusServiceUnavailable, r.Status, r.Raw)
+		assert.Equal(t, http.StatusNotImplemented, r.Status, r.Raw)
+		assert.Equal(t, "not_following", r.errorCode())
 		assert.Contains(t, r.Body["error"].(map[string]any)["message"], "JetStream", r.Raw)
 	}
 	with := serveAPI(t, api.Config{Registry: reg, Engine: eng, JetStream: js, Token: "t0ken", Logger: testLogger(t)})
