@@ -94,7 +94,7 @@ type Config struct {
 
 // Defaults of Config.
 const (
-	DefaultCacheSize   = 10_000
+	DefaultCacheSize   = 1000
 	DefaultMaxWatchers = 1000
 	DefaultMaxWait     = time.Minute
 	DefaultHeartbeat   = 15 * time.Second
