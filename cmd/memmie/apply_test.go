@@ -34,6 +34,9 @@ type testAPI struct {
 	reg *registry.Registry
 	// gets counts the GET requests of one execution (GET /v1/executions/{id}) it served.
 	gets atomic.Int64
+	// dropWaits, while above 0, is how many more waits (GET /v1/executions/{id}?wait=) have
+	// their connection closed without an answer.
+	dropWaits atomic.Int64
 }
 
 // newTestAPI starts it; svcURL, when set, is the base URL of the service named svc.
@@ -82,6 +85,13 @@ func newTestAPIFollowing(t *testing.T, svcURL string, follow bool) *testAPI {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if rest, ok := strings.CutPrefix(r.URL.Path, "/v1/executions/"); ok && r.Method == http.MethodGet && !strings.Contains(rest, "/") {
 			ta.gets.Add(1)
+			if r.URL.Query().Has("wait") && ta.dropWaits.Add(-1) >= 0 {
+				conn, _, err := http.NewResponseController(w).Hijack()
+				if err == nil {
+					_ = conn.Close()
+				}
+				return
+			}
 		}
 		h.ServeHTTP(w, r)
 	}))

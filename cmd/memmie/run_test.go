@@ -257,3 +257,30 @@ func TestRunWaitPollsAnAPIThatDoesNotWait(t *testing.T) {
 	require.Equal(t, 0, r.code, r.err)
 	assert.Equal(t, "completed", decodeState(t, r.out)["status"])
 }
+
+// A wait whose connection drops is asked again; ten failures in a row end run --wait.
+func TestRunWaitReattachesAfterADroppedConnection(t *testing.T) {
+	srv, svc := newRunAPI(t)
+	srv.dropWaits.Store(3)
+	done := make(chan struct {
+		code     int
+		out, err string
+	}, 1)
+	go func() {
+		code, out, errOut := executeSplit(t, "run", "slow", "--api-url", srv.URL, "--wait", "--timeout", "30s")
+		done <- struct {
+			code     int
+			out, err string
+		}{code, out, errOut}
+	}()
+	waitFor(t, "attached after three drops", func() bool { return srv.gets.Load() >= 4 })
+	svc.Release()
+	r := <-done
+	require.Equal(t, 0, r.code, r.err)
+	assert.Equal(t, "completed", decodeState(t, r.out)["status"])
+
+	srv.dropWaits.Store(100)
+	code, _, errOut := executeSplit(t, "run", "blob_summary", "--api-url", srv.URL, "--input", blobInput, "--wait", "--timeout", "30s")
+	assert.Equal(t, 1, code)
+	assert.Contains(t, errOut, "10 failed requests in a row")
+}
