@@ -161,7 +161,8 @@ func TestQuickstart(t *testing.T) {
 	}, dev)
 	var executionID string
 	for _, m := range idLine.FindAllStringSubmatch(list, -1) {
-		if strings.Contains(tailOut.String(), "(execution "+m[1]+" of blob_summary") {
+		// The tail follows every blob: the execution is the one on a line of this blob.
+		if regexp.MustCompile(`(?m)^\S+ ` + qsBlob + ` v\d .*\(execution ` + m[1] + ` of blob_summary`).MatchString(tailOut.String()) {
 			executionID = m[1]
 		}
 	}
