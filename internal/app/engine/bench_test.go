@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -55,6 +56,8 @@ steps:
 	ended.Store(0)
 	target.Store(int64(b.N))
 	const starters = 8
+	b.ReportAllocs()
+	cpu0 := processCPU(b)
 	b.ResetTimer()
 	var wg sync.WaitGroup
 	for g := range starters {
@@ -78,10 +81,20 @@ steps:
 	}
 	elapsed := b.Elapsed()
 	b.StopTimer()
+	// The process holds the NATS server too: this is the CPU of the whole stack.
+	cpu := processCPU(b) - cpu0
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "executions/s")
+	b.ReportMetric(cpu.Seconds()*1e3/float64(b.N), "cpu-ms/execution")
 	b.ReportMetric(0, "ns/op")
 
 	b.ReportMetric(asyncPublishRate(b, h.js, 20_000), "js-async-publish/s")
+}
+
+// processCPU returns the user and system CPU time the process has used.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	require.NoError(b, syscall.Getrusage(syscall.RUSAGE_SELF, &ru))
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // asyncPublishRate publishes n small messages with PublishAsync to a file stream like
