@@ -220,16 +220,19 @@ var memmieHeaders = []string{"Content-Type", "Idempotency-Key", "X-Memmie-Execut
 // service is an httptest service that records its calls and answers with handle.
 type service struct {
 	*httptest.Server
-	mu     sync.Mutex
-	calls  []call
-	times  []time.Time
+	mu    sync.Mutex
+	calls []call
+	times []time.Time
+	// counts holds how many calls each "METHOD path" got, so that a call's n costs the same
+	// however many came before it.
+	counts map[string]int
 	handle func(c call, n int) (status int, body any)
 }
 
 // newService starts a service; handle gets each call and how many calls of its path came
 // before it.
 func newService(t testing.TB, handle func(c call, n int) (int, any)) *service {
-	s := &service{handle: handle}
+	s := &service{handle: handle, counts: map[string]int{}}
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
 	t.Cleanup(s.Close)
 	return s
@@ -246,13 +249,10 @@ func (s *service) serve(w http.ResponseWriter, r *http.Request) {
 			c.Headers[k] = v
 		}
 	}
+	key := c.Method + " " + c.Path
 	s.mu.Lock()
-	n := 0
-	for _, prev := range s.calls {
-		if prev.Path == c.Path && prev.Method == c.Method {
-			n++
-		}
-	}
+	n := s.counts[key]
+	s.counts[key] = n + 1
 	s.calls = append(s.calls, c)
 	s.times = append(s.times, time.Now())
 	s.mu.Unlock()
