@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 )
 
@@ -41,6 +42,8 @@ type Event struct {
 
 	// size is the length of the event's stored encoding when known (see EncodedSize).
 	size int
+	// encoding is the event's encoding when a writer recorded it (see Encoding).
+	encoding []byte
 }
 
 // EncodedSize is the length in bytes of the event's encoding when it is known, 0 otherwise:
@@ -51,6 +54,17 @@ func (e Event) EncodedSize() int { return e.size }
 // WithEncodedSize returns the event with its encoding's length recorded (see EncodedSize).
 func (e Event) WithEncodedSize(n int) Event {
 	e.size = n
+	return e
+}
+
+// Encoding returns the event's encoding when a writer recorded it with WithEncoding, nil
+// otherwise: the bytes to append, without marshalling the event a second time.
+func (e Event) Encoding() []byte { return e.encoding }
+
+// WithEncoding returns the event with b, its encoding by Marshal, recorded (see Encoding and
+// EncodedSize). The event must not change afterwards, or the bytes would not be its own.
+func (e Event) WithEncoding(b []byte) Event {
+	e.size, e.encoding = len(b), b
 	return e
 }
 
@@ -114,17 +128,7 @@ func Marshal(e Event) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("marshal event %s data: %w", e.ID, err)
 	}
-	b, err := json.Marshal(Envelope{
-		SpecVersion:       SpecVersion,
-		ID:                e.ID,
-		Source:            e.Source,
-		Type:              e.Type,
-		Subject:           e.Subject,
-		Time:              e.Time.UTC(),
-		DataContentType:   DataContentType,
-		DataSchemaVersion: reg.version,
-		Data:              data,
-	})
+	b, err := appendEnvelope(make([]byte, 0, len(data)+256), e, reg.version, data)
 	if err != nil {
 		return nil, fmt.Errorf("marshal event %s: %w", e.ID, err)
 	}
@@ -132,6 +136,51 @@ func Marshal(e Event) ([]byte, error) {
 		return nil, fmt.Errorf("marshal event %s: %d bytes exceed the limit of %d", e.ID, len(b), MaxEventSize)
 	}
 	return b, nil
+}
+
+// appendEnvelope appends the envelope of e around its encoded data, byte for byte what
+// json.Marshal of an Envelope writes. It is written by hand because json.Marshal compacts a
+// RawMessage again, and data from json.Marshal is compact already.
+func appendEnvelope(b []byte, e Event, version int, data []byte) ([]byte, error) {
+	t := e.Time.UTC()
+	if y := t.Year(); y < 0 || y > 9999 {
+		return nil, fmt.Errorf("time %v: year outside of range [0,9999]", t)
+	}
+	b = append(b, `{"specversion":`...)
+	b = appendString(b, SpecVersion)
+	b = append(b, `,"id":`...)
+	b = appendString(b, e.ID)
+	b = append(b, `,"source":`...)
+	b = appendString(b, e.Source)
+	b = append(b, `,"type":`...)
+	b = appendString(b, string(e.Type))
+	if e.Subject != "" {
+		b = append(b, `,"subject":`...)
+		b = appendString(b, e.Subject)
+	}
+	b = append(b, `,"time":"`...)
+	b = t.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","datacontenttype":`...)
+	b = appendString(b, DataContentType)
+	b = append(b, `,"dataschemaversion":`...)
+	b = strconv.AppendInt(b, int64(version), 10)
+	b = append(b, `,"data":`...)
+	b = append(b, data...)
+	return append(b, '}'), nil
+}
+
+// appendString appends s as a JSON string, escaped as json.Marshal escapes it. Ids, types and
+// subjects are plain ASCII: only others take the slow path.
+func appendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always encodes
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // ErrUnknownType marks an event whose type this build does not know.

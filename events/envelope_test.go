@@ -121,6 +121,31 @@ func TestRoundTripEveryType(t *testing.T) {
 	}
 }
 
+// Marshal writes the envelope by hand: its bytes must be those of json.Marshal of the
+// Envelope, which the stored histories (and their deterministic bytes) were written with.
+func TestMarshalWritesWhatJSONMarshalWrites(t *testing.T) {
+	evs := samples(t)
+	odd := evs[0]
+	odd.ID, odd.Source, odd.Subject = `id "quoted" \ <b>&amp;`, "/sourcé/\u2028\x01", ""
+	odd.Time = time.Date(2026, 3, 1, 12, 0, 0, 0, time.FixedZone("x", 3600))
+	evs = append(evs, odd)
+	for _, ev := range evs {
+		got, err := events.Marshal(ev)
+		require.NoError(t, err)
+		data, err := json.Marshal(ev.Data)
+		require.NoError(t, err)
+		want, err := json.Marshal(events.Envelope{SpecVersion: events.SpecVersion, ID: ev.ID, Source: ev.Source,
+			Type: ev.Type, Subject: ev.Subject, Time: ev.Time.UTC(), DataContentType: events.DataContentType,
+			DataSchemaVersion: events.Version(ev.Type), Data: data})
+		require.NoError(t, err)
+		assert.Equal(t, string(want), string(got), "%s", ev.Type)
+	}
+	bad := evs[0]
+	bad.Time = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+	_, err := events.Marshal(bad)
+	assert.Error(t, err, "a time json.Marshal refuses")
+}
+
 func TestExecutionEventsHaveDeterministicIDsAndSubjects(t *testing.T) {
 	a := events.NewExecution(&events.StepSucceeded{ExecutionID: "e1", AttemptRef: events.AttemptRef{Run: 1, StepID: "s", Attempt: 2}}, events.SourceCore, at)
 	b := events.NewExecution(&events.StepSucceeded{ExecutionID: "e1", AttemptRef: events.AttemptRef{Run: 1, StepID: "s", Attempt: 2},

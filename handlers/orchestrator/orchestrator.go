@@ -412,11 +412,15 @@ func (o *Orchestrator) decide(ctx context.Context, log *slog.Logger, partition i
 			msgs = append(msgs, stream.Msg{Subject: e.Subject, Data: inData, ID: e.ID})
 			continue
 		}
-		data, err := events.Marshal(e)
-		if err != nil {
-			return consume.DeadLetter(err.Error()), nil
+		data := e.Encoding() // Decide encoded its decisions
+		if data == nil {
+			var err error
+			if data, err = events.Marshal(e); err != nil {
+				return consume.DeadLetter(err.Error()), nil
+			}
+			e = e.WithEncoding(data)
 		}
-		if err := next.Apply(e.WithEncodedSize(len(data))); err != nil {
+		if err := next.Apply(e); err != nil {
 			log.Error("a decision does not apply to its own state", "decision", e.Type, "err", err)
 			return consume.DeadLetter(fmt.Sprintf("decision %s: %v", e.Type, err)), nil
 		}

@@ -14,7 +14,8 @@ import (
 // Decide returns the events that follow from ev. s must be the state after applying ev (Apply
 // records what an input means: a report, a timer, a request); Decide reads what follows from
 // that state and returns the decisions, in order. Applying them to s gives the state after
-// them; the runtime appends ev and them together.
+// them; the runtime appends ev and them together. Each decision carries its encoding
+// (events.Event.Encoding), the bytes to append.
 //
 // Only inputs lead to decisions (see events.Type.IsInput); for a decision, and for the queued
 // event (the dispatcher starts an execution), Decide returns nothing. Decide is pure: the same
@@ -87,6 +88,11 @@ func (d *decider) progress() {
 // emit decides one event and applies it to the scratch state.
 func (d *decider) emit(data events.ExecutionData) {
 	ev := events.NewExecution(data, events.SourceCore, d.now)
+	// Encoded once, here: its length counts towards the history's bounds, and the runtime
+	// appends these bytes. An event that cannot be encoded is left to fail its append.
+	if b, err := events.Marshal(ev); err == nil {
+		ev = ev.WithEncoding(b)
+	}
 	if err := d.s.Apply(ev); err != nil {
 		d.err = err
 		return
