@@ -37,7 +37,9 @@
 // execution whose last event is its queued event needs no history load, and an input to an
 // execution that has ended is dropped without one (but a retry of a failed one, and the
 // rejection of a completed one's deltas). Commands of one execution are processed one
-// at a time, in order; commands of different executions in parallel.
+// at a time, in order; commands of different executions in parallel. The workflow a queued
+// event pins is compiled once per revision and shared by that revision's executions (a
+// bounded LRU, Config.WorkflowCache).
 //
 // A fired timer that arrives before it is due (message schedules have 1-second granularity) is
 // held with NakWithDelay until it is. A command that cannot be decoded, is not an execution

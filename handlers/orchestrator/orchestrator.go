@@ -34,6 +34,7 @@ const PriorityGroup = "orchestrator"
 const (
 	DefaultWorkers       = 16
 	DefaultCacheSize     = 10_000
+	DefaultWorkflowCache = 1_000
 	DefaultAckWait       = 5 * time.Second
 	DefaultMaxAckPending = 1024
 	DefaultMaxConflicts  = 10
@@ -62,6 +63,10 @@ type Config struct {
 	Workers int
 	// CacheSize bounds the execution states held in memory. Defaults to DefaultCacheSize.
 	CacheSize int
+	// WorkflowCache bounds the compiled workflow revisions held in memory, which the
+	// executions of a revision share rather than each compiling its own. Defaults to
+	// DefaultWorkflowCache.
+	WorkflowCache int
 	// AckWait is how long the server waits for an input to be settled before delivering it
 	// again: how soon the inputs a crashed process held are taken up (once its partition's pin
 	// has expired). Processing an input takes one append (milliseconds); a cache miss adds a
@@ -121,6 +126,7 @@ func (c *Config) defaults() error {
 	c.Durable = cmp.Or(c.Durable, Name)
 	c.Workers = cmp.Or(c.Workers, DefaultWorkers)
 	c.CacheSize = cmp.Or(c.CacheSize, DefaultCacheSize)
+	c.WorkflowCache = cmp.Or(c.WorkflowCache, DefaultWorkflowCache)
 	c.AckWait = cmp.Or(c.AckWait, DefaultAckWait)
 	c.MaxAckPending = cmp.Or(c.MaxAckPending, DefaultMaxAckPending)
 	c.MaxConflicts = cmp.Or(c.MaxConflicts, DefaultMaxConflicts)
@@ -136,6 +142,8 @@ func (c *Config) defaults() error {
 		return fmt.Errorf("orchestrator: Workers %d is negative", c.Workers)
 	case c.CacheSize < 0:
 		return fmt.Errorf("orchestrator: CacheSize %d is negative", c.CacheSize)
+	case c.WorkflowCache < 0:
+		return fmt.Errorf("orchestrator: WorkflowCache %d is negative", c.WorkflowCache)
 	case c.AckWait < time.Second:
 		return fmt.Errorf("orchestrator: AckWait %s is under a second", c.AckWait)
 	case c.MaxAckPending < c.Workers:
@@ -161,8 +169,10 @@ type Orchestrator struct {
 	cfg   Config
 	log   *slog.Logger
 	cache *cache
-	loop  *consume.Loop
-	parts *partition.Set
+	// compiled holds the compiled workflows the states share.
+	compiled *compiled
+	loop     *consume.Loop
+	parts    *partition.Set
 
 	decided, conflicts, hits, misses, loads atomic.Uint64
 }
@@ -173,10 +183,11 @@ func New(js jetstream.JetStream, cfg Config) (*Orchestrator, error) {
 		return nil, err
 	}
 	o := &Orchestrator{
-		js:    js,
-		cfg:   cfg,
-		log:   cfg.Logger.With("component", Name),
-		cache: newCache(cfg.CacheSize),
+		js:       js,
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", Name),
+		cache:    newCache(cfg.CacheSize),
+		compiled: newCompiled(cfg.WorkflowCache),
 	}
 	loop, err := consume.New(js, consume.Config{
 		Name:    Name,
@@ -355,6 +366,7 @@ func (o *Orchestrator) decide(ctx context.Context, log *slog.Logger, partition i
 	}
 
 	next := cur.state.Clone()
+	next.SetCompiler(o.compiled)
 	in := ev
 	if st, ok := ev.Data.(*events.ExecutionStarted); ok && st.Deadline.IsZero() {
 		// The dispatcher asks to start a run; the deadline follows from the pinned workflow.
@@ -534,7 +546,7 @@ func (o *Orchestrator) load(ctx context.Context, id string, input events.Type) (
 	if err != nil {
 		return entry{}, fmt.Errorf("%w of %s: %v", errUnreadable, id, err)
 	}
-	s, err := execution.Fold(history)
+	s, err := execution.FoldWith(o.compiled, history)
 	if err != nil {
 		return entry{}, fmt.Errorf("%w of %s: %v", errUnreadable, id, err)
 	}

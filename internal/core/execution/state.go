@@ -180,11 +180,35 @@ type State struct {
 	workflow     *definitions.Workflow
 	inputSchema  *definitions.Schema
 	outputSchema *definitions.Schema
+	// compiler compiles what the queued event pins; nil means Compile.
+	compiler Compiler
 }
 
+// Pinned is what an execution's queued event pins, decoded and compiled: the workflow and its
+// input and output schemas (nil when it has none). It may be shared by many states: never
+// change it.
+type Pinned struct {
+	Workflow      *definitions.Workflow
+	Input, Output *definitions.Schema
+}
+
+// Compiler gives what a queued event pins. It must return what Compile returns for the same
+// event: a cache of Compile's results (the runtime keeps one, by workflow revision) saves
+// compiling a revision for every execution, and changes no decision.
+type Compiler interface {
+	Compile(q *events.ExecutionQueued) (*Pinned, error)
+}
+
+// SetCompiler makes the state compile the workflow its queued event pins with c; nil means
+// Compile. Clones keep it.
+func (s *State) SetCompiler(c Compiler) { s.compiler = c }
+
 // Fold builds the state from an execution's history, in stream order.
-func Fold(history []events.Event) (State, error) {
-	var s State
+func Fold(history []events.Event) (State, error) { return FoldWith(nil, history) }
+
+// FoldWith is Fold with the pinned workflow compiled by c (see SetCompiler).
+func FoldWith(c Compiler, history []events.Event) (State, error) {
+	s := State{compiler: c}
 	for i, ev := range history {
 		if err := s.Apply(ev); err != nil {
 			return s, fmt.Errorf("fold event %d: %w", i, err)
@@ -352,13 +376,21 @@ func (s *State) queued(q *events.ExecutionQueued, at time.Time) {
 		Status:           StatusQueued,
 		Run:              1,
 		Steps:            []Step{},
+		compiler:         s.compiler,
 	}
-	wf, in, out, err := pinned(q)
+	var p *Pinned
+	var err error
+	if s.compiler != nil {
+		p, err = s.compiler.Compile(q)
+	} else {
+		p, err = Compile(q)
+	}
 	if err != nil {
 		s.DefinitionError = err.Error()
 		return
 	}
-	s.workflow, s.inputSchema, s.outputSchema = wf, in, out
+	wf := p.Workflow
+	s.workflow, s.inputSchema, s.outputSchema = wf, p.Input, p.Output
 	if s.ProviderID == "" {
 		s.ProviderID = wf.ProviderID
 	}
@@ -367,24 +399,24 @@ func (s *State) queued(q *events.ExecutionQueued, at time.Time) {
 	}
 }
 
-// pinned decodes and compiles the workflow and schemas that a queued event pins.
-func pinned(q *events.ExecutionQueued) (*definitions.Workflow, *definitions.Schema, *definitions.Schema, error) {
+// Compile decodes and compiles the workflow and schemas that a queued event pins.
+func Compile(q *events.ExecutionQueued) (*Pinned, error) {
 	var wf definitions.Workflow
 	if err := json.Unmarshal(q.Workflow, &wf); err != nil {
-		return nil, nil, nil, fmt.Errorf("decode workflow %s revision %d: %w", q.WorkflowID, q.WorkflowRevision, err)
+		return nil, fmt.Errorf("decode workflow %s revision %d: %w", q.WorkflowID, q.WorkflowRevision, err)
 	}
 	if err := wf.Compile(); err != nil {
-		return nil, nil, nil, fmt.Errorf("compile workflow %s revision %d: %w", q.WorkflowID, q.WorkflowRevision, err)
+		return nil, fmt.Errorf("compile workflow %s revision %d: %w", q.WorkflowID, q.WorkflowRevision, err)
 	}
 	in, err := pinnedSchema(q.InputSchema)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("input schema: %w", err)
+		return nil, fmt.Errorf("input schema: %w", err)
 	}
 	out, err := pinnedSchema(q.OutputSchema)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("output schema: %w", err)
+		return nil, fmt.Errorf("output schema: %w", err)
 	}
-	return &wf, in, out, nil
+	return &Pinned{Workflow: &wf, Input: in, Output: out}, nil
 }
 
 func pinnedSchema(raw json.RawMessage) (*definitions.Schema, error) {
