@@ -324,7 +324,7 @@ func (o *Orchestrator) handle(ctx context.Context, d consume.Delivery) consume.O
 		// A schedule fired early (1-second granularity): wait until it is due.
 		return consume.Hold(t.DueAt.Sub(now))
 	}
-	log := o.log.With("execution_id", id, "input", ev.Type, "event_id", ev.ID, "waited", now.Sub(d.Meta.Timestamp))
+	log := inputLog{base: o.log, executionID: id, input: ev.Type, eventID: ev.ID, waited: now.Sub(d.Meta.Timestamp)}
 	for attempt := 1; ; attempt++ {
 		out, err := o.decide(ctx, log, partition, id, ev, now)
 		if !errors.Is(err, stream.ErrConflict) {
@@ -336,14 +336,14 @@ func (o *Orchestrator) handle(ctx context.Context, d consume.Delivery) consume.O
 		if attempt >= o.cfg.MaxConflicts {
 			return consume.Retry(fmt.Errorf("after %d conflicting appends: %w", attempt, err), 0)
 		}
-		log.Debug("append conflict; deciding again", "attempt", attempt)
+		log.debug(ctx, "append conflict; deciding again", "attempt", attempt)
 		now = o.cfg.Now()
 	}
 }
 
 // decide applies one input to the execution's state and appends it with the decisions taken
 // on it. It returns a stream.ErrConflict error when another writer appended first.
-func (o *Orchestrator) decide(ctx context.Context, log *slog.Logger, partition int, id string, ev events.Event, now time.Time) (consume.Outcome, error) {
+func (o *Orchestrator) decide(ctx context.Context, log inputLog, partition int, id string, ev events.Event, now time.Time) (consume.Outcome, error) {
 	cur, cached := o.cache.get(id)
 	if cached {
 		o.hits.Add(1)
@@ -353,7 +353,7 @@ func (o *Orchestrator) decide(ctx context.Context, log *slog.Logger, partition i
 		cur, err = o.load(ctx, id, ev.Type)
 		switch {
 		case errors.Is(err, errStale):
-			log.Debug("input dropped: the execution has ended")
+			log.debug(ctx, "input dropped: the execution has ended")
 			return consume.Ack(), nil
 		case errors.Is(err, errUnreadable):
 			return consume.DeadLetter(err.Error()), nil
@@ -378,7 +378,7 @@ func (o *Orchestrator) decide(ctx context.Context, log *slog.Logger, partition i
 	if q, ok := in.Data.(*events.ExecutionQueued); ok && wf == "" {
 		wf = q.WorkflowID
 	}
-	log = log.With("workflow_id", wf)
+	log.workflow = wf
 	// Encoded once: its length counts towards the history's bounds, and the bytes are
 	// appended below.
 	inData, err := events.Marshal(in)
@@ -394,7 +394,7 @@ func (o *Orchestrator) decide(ctx context.Context, log *slog.Logger, partition i
 	isStale := next.StaleCount > stale
 	decisions, err := execution.Decide(next, in, now)
 	if err != nil {
-		log.Error("decide failed", "err", err)
+		log.logger().Error("decide failed", "err", err)
 		return consume.DeadLetter(err.Error()), nil
 	}
 	if isStale && len(decisions) == 0 {
@@ -408,14 +408,14 @@ func (o *Orchestrator) decide(ctx context.Context, log *slog.Logger, partition i
 				return consume.Outcome{}, fmt.Errorf("execution %s moved on: %w", id, stream.ErrConflict)
 			}
 		}
-		log.Debug("stale input dropped", "reason", next.Stale[len(next.Stale)-1].Reason)
+		log.debug(ctx, "stale input dropped", "reason", next.Stale[len(next.Stale)-1].Reason)
 		return consume.Ack(), nil
 	}
 	batch := append([]events.Event{in}, decisions...)
 	if isStale {
 		// The input is recorded, but not every decision on it: an append cut short. Record
 		// the rest.
-		log.Info("completing the decisions of an input recorded earlier", "decisions", len(decisions))
+		log.logger().Info("completing the decisions of an input recorded earlier", "decisions", len(decisions))
 		batch = decisions
 	}
 	msgs := make([]stream.Msg, 0, len(batch))
@@ -433,7 +433,7 @@ func (o *Orchestrator) decide(ctx context.Context, log *slog.Logger, partition i
 			e = e.WithEncoding(data)
 		}
 		if err := next.Apply(e); err != nil {
-			log.Error("a decision does not apply to its own state", "decision", e.Type, "err", err)
+			log.logger().Error("a decision does not apply to its own state", "decision", e.Type, "err", err)
 			return consume.DeadLetter(fmt.Sprintf("decision %s: %v", e.Type, err)), nil
 		}
 		msgs = append(msgs, stream.Msg{Subject: e.Subject, Data: data, ID: e.ID})
@@ -467,20 +467,43 @@ func (o *Orchestrator) decide(ctx context.Context, log *slog.Logger, partition i
 	if next.HistoryWarning() && !cur.state.HistoryWarning() {
 		// Once per execution: the run stops when the history reaches its bounds.
 		h := next.History()
-		log.Warn("execution history past half its bounds", "events", h.Events, "bytes", h.Bytes,
+		log.logger().Warn("execution history past half its bounds", "events", h.Events, "bytes", h.Bytes,
 			"max_events", execution.MaxHistoryEvents, "max_bytes", execution.MaxHistoryBytes)
 	}
 	if err := o.cfg.Hooks.At(ctx, faults.OrchestratorAppended, id); err != nil {
 		return consume.Abandon(), nil
 	}
-	if log.Enabled(ctx, slog.LevelDebug) {
+	if log.base.Enabled(ctx, slog.LevelDebug) {
 		types := make([]string, len(decisions))
 		for i, e := range decisions {
 			types[i] = string(e.Type)
 		}
-		log.Debug("decided", "decisions", types, "seq", ack.LastSeq, "status", next.Status, "append", time.Since(appendStart))
+		log.logger().Debug("decided", "decisions", types, "seq", ack.LastSeq, "status", next.Status, "append", time.Since(appendStart))
 	}
 	return consume.Ack(), nil
+}
+
+// inputLog logs about one input. Its logger is built only when a line is written: most inputs
+// log nothing, and With formats its attributes at once.
+type inputLog struct {
+	base                           *slog.Logger
+	executionID, eventID, workflow string
+	input                          events.Type
+	waited                         time.Duration
+}
+
+func (g inputLog) logger() *slog.Logger {
+	if g.workflow == "" {
+		return g.base.With("execution_id", g.executionID, "input", g.input, "event_id", g.eventID, "waited", g.waited)
+	}
+	return g.base.With("execution_id", g.executionID, "input", g.input, "event_id", g.eventID, "waited", g.waited,
+		"workflow_id", g.workflow)
+}
+
+func (g inputLog) debug(ctx context.Context, msg string, args ...any) {
+	if g.base.Enabled(ctx, slog.LevelDebug) {
+		g.logger().DebugContext(ctx, msg, args...)
+	}
 }
 
 // ends reports whether ev ends an execution.

@@ -725,7 +725,11 @@ func (l *Loop) process(x item) {
 		l.log.Error("message without metadata", "subject", msg.Subject(), "err", err)
 		return
 	}
-	log := l.log.With("subject", msg.Subject(), "seq", md.Sequence.Stream, "delivery", md.NumDelivered)
+	// Built only when a line is written: most messages log nothing, and With formats its
+	// attributes at once.
+	log := func() *slog.Logger {
+		return l.log.With("subject", msg.Subject(), "seq", md.Sequence.Stream, "delivery", md.NumDelivered)
+	}
 	if l.stopping.Load() || src.stopping.Load() {
 		// Stopping: hand the message back rather than start new work. A nak with a delay,
 		// unlike a plain one, is stored with the consumer: the message comes back soon
@@ -733,7 +737,7 @@ func (l *Loop) process(x item) {
 		// The delay outlasts this loop's last pull, which would take it back only to hand
 		// it back again, a delivery each time.
 		if err := msg.NakWithDelay(l.cfg.PullWait); err != nil {
-			log.Debug("hand back", "err", err)
+			log().Debug("hand back", "err", err)
 		}
 		return
 	}
@@ -774,22 +778,22 @@ func (l *Loop) process(x item) {
 			delay = max(delay, l.cfg.PullWait) // not back into this loop's last pull
 		}
 		l.retried.Add(1)
-		log.Warn("processing failed; will retry", "err", out.err, "in", delay)
+		log().Warn("processing failed; will retry", "err", out.err, "in", delay)
 		err = msg.NakWithDelay(delay)
 	case kindDeadLetter:
-		log.Warn("dead-lettering message", "reason", out.reason)
+		log().Warn("dead-lettering message", "reason", out.reason)
 		if derr := l.cfg.DeadLetter.Record(l.workCtx, l.cfg.Name, msg, out.reason); derr != nil {
-			log.Error("dead-letter failed; will retry", "err", derr)
+			log().Error("dead-letter failed; will retry", "err", derr)
 			err = msg.NakWithDelay(l.backoff(md.NumDelivered))
 			break
 		}
 		l.deadLettered.Add(1)
 		err = msg.Ack()
 	case kindAbandon:
-		log.Warn("message abandoned")
+		log().Warn("message abandoned")
 	}
 	if err != nil {
-		log.Warn("settle message", "outcome", out.String(), "err", err)
+		log().Warn("settle message", "outcome", out.String(), "err", err)
 	}
 }
 
