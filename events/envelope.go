@@ -128,7 +128,9 @@ func Marshal(e Event) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("marshal event %s data: %w", e.ID, err)
 	}
-	b, err := appendEnvelope(make([]byte, 0, len(data)+256), e, reg.version, data)
+	// The envelope's attributes and the time take some 150 bytes besides the strings.
+	n := len(data) + len(e.ID) + len(e.Source) + len(e.Type) + len(e.Subject) + 192
+	b, err := appendEnvelope(make([]byte, 0, n), e, reg.version, data)
 	if err != nil {
 		return nil, fmt.Errorf("marshal event %s: %w", e.ID, err)
 	}
