@@ -1,15 +1,26 @@
 package orchestrator
 
 import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/memmie/memmie/definitions"
 	"github.com/memmie/memmie/events"
+	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/internal/core/execution"
+	"github.com/memmie/memmie/internal/jetstream/deadletter"
+	"github.com/memmie/memmie/internal/jetstream/inbox"
+	"github.com/memmie/memmie/internal/jetstream/stream"
+	"github.com/memmie/memmie/internal/natsserver/natstest"
 )
 
 // queuedOf returns the queued event of an execution of the given workflow revision.
@@ -65,4 +76,50 @@ func TestCompiledOncePerRevision(t *testing.T) {
 	assert.Equal(t, 2, c.len(), "bounded")
 	fold("ex-8", one, 1) // replaced by the other bytes, then evicted
 	assert.Equal(t, 5, compiles)
+}
+
+// The orchestrator compiles a revision for its first execution only: the executions that
+// follow take the compiled workflow, and a new revision is compiled.
+func TestOrchestratorCompilesOncePerRevision(t *testing.T) {
+	ctx := context.Background()
+	_, _, js := natstest.Run(t)
+	opts := streams.Options{Storage: jetstream.MemoryStorage}
+	require.NoError(t, stream.EnsureStreams(ctx, js, append(streams.Configs(opts), streams.InboxConfig(opts))))
+	o, err := New(js, Config{DeadLetter: deadletter.NewWriter(js, deadletter.Config{}),
+		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	require.NoError(t, err)
+	var compiles atomic.Int64
+	o.compiled.compile = func(q *events.ExecutionQueued) (*execution.Pinned, error) {
+		compiles.Add(1)
+		return execution.Compile(q)
+	}
+	require.NoError(t, o.Start(ctx))
+	t.Cleanup(func() { _ = o.Stop(context.Background()) })
+	all := make([]int, streams.InboxPartitions(opts))
+	for i := range all {
+		all[i] = i
+	}
+	require.NoError(t, o.Assign(ctx, all))
+
+	const wf = "id: wf\nsteps:\n  - {id: a, type: transform, input_map: {x: 1}}\n"
+	run := func(n, revision int) {
+		t.Helper()
+		id := fmt.Sprintf("0b7c9a8e-1f7c-4a53-9c39-%012d", n)
+		q := queuedOf(t, id, wf, revision)
+		b, err := events.Marshal(q)
+		require.NoError(t, err)
+		_, err = js.Publish(ctx, q.Subject, b, jetstream.WithMsgID(q.ID))
+		require.NoError(t, err)
+		started := events.NewExecution(&events.ExecutionStarted{ExecutionID: id, Run: 1}, events.SourceDispatcher, time.Now())
+		require.NoError(t, inbox.Publish(ctx, js, started))
+		require.Eventually(t, func() bool {
+			last, err := stream.LastBySubject(ctx, js, streams.Executions, events.ExecutionFilter(id))
+			return err == nil && strings.HasSuffix(last.Subject, ".completed")
+		}, 30*time.Second, 10*time.Millisecond, "execution %d completes", n)
+	}
+	run(1, 1)
+	run(2, 1)
+	assert.EqualValues(t, 1, compiles.Load(), "the second execution of revision 1 takes the compiled workflow")
+	run(3, 2)
+	assert.EqualValues(t, 2, compiles.Load(), "a new revision is compiled")
 }
