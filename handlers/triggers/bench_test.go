@@ -23,7 +23,8 @@ import (
 )
 
 // BenchmarkMatcher pushes the same number of trigger requests (one matching provider, a
-// workflow without input schema) through the Watermill router (Matcher), and through the same
+// workflow without input schema) through the Watermill router (Matcher, on the consume loop
+// with its default workers), and through the same
 // handler and publisher on memmie's consume loop with 1 and with 8 workers: same stream, same
 // server, same run. The requests are appended beforehand and not timed.
 //

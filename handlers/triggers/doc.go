@@ -5,8 +5,8 @@
 // MEMMIE_EXECUTIONS expecting no event yet on the execution's subjects. The execution ids are
 // deterministic, so a request handled twice starts nothing new.
 //
-// It runs on Watermill's message.Router, fed by watermill-nats' JetStream subscriber on the
-// durable consumer "triggers", with Recoverer, CorrelationID (the request's correlation id, the
+// It runs on Watermill's message.Router, fed by memmie's consume loop on the durable consumer
+// "triggers" (see subscriber), with Recoverer, CorrelationID (the request's correlation id, the
 // blob event's, goes on the queued events) and PoisonQueue, and Watermill's Prometheus metrics
 // when Config.Metrics is set:
 //
@@ -23,14 +23,18 @@
 // dead-lettered once the request has panicked Config.MaxPanics times. A blob derived deeper
 // than Config.Trigger's bound starts nothing.
 //
-// Watermill's traps, handled here: SubscriberConfig.ConfigureConsumer is never called and the
-// built-in initializers make ephemeral consumers, so a ResourceInitializer creates the durable
-// one (ConsumerConfig); the default unmarshaler returns nil for a message with a multi-valued
-// header, on which the subscriber panics, so this one never fails; the default prefetch (500)
-// would hold requests past AckWait while the subscriber hands them over one at a time, so a
-// pull asks for Config.Batch; the subscriber drains its NATS connection when the router closes,
-// so it gets a connection of its own; and Watermill's publisher discards the PubAck, so the
-// queued events are appended by memmie's own publisher (stream.Append).
+// Why the router's subscriber is memmie's consume loop and not watermill-nats' JetStream
+// subscriber (v2.1.3, which this package used first): that one closes its output channel while
+// a NATS callback may still send on it, which the race detector reported in a CI run (and a
+// select that picks the send panics the process); it sends no progress for the requests it
+// holds, never calls SubscriberConfig.ConfigureConsumer (a ResourceInitializer had to make the
+// durable consumer), hands requests over one at a time, prefetches 500 by default (held past
+// AckWait), drains its NATS connection on close, and its default unmarshaler returns nil for a
+// message with a multi-valued header, on which it panics. The consume loop pulls for free
+// workers only, sends progress, retries with a doubling backoff, and closes the channel once
+// no worker can send on it (TestStopWithRequestsInFlightLosesNothing). Watermill's publisher
+// discards the PubAck, so the queued events are appended by memmie's own publisher
+// (stream.Append).
 //
 // It never imports another handler or the engine: the engine gives it the active providers and
 // Prepare, the part of its Start that builds a queued event.

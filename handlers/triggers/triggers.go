@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
-	wmjs "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/jetstream"
 	"github.com/ThreeDotsLabs/watermill/components/metrics"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
@@ -27,6 +26,7 @@ import (
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/internal/core/blob"
 	"github.com/memmie/memmie/internal/core/trigger"
+	"github.com/memmie/memmie/internal/jetstream/consume"
 	"github.com/memmie/memmie/internal/jetstream/deadletter"
 	"github.com/memmie/memmie/internal/jetstream/stream"
 )
@@ -38,7 +38,7 @@ const Name = "triggers"
 const (
 	DefaultAckWait         = 10 * time.Second
 	DefaultMaxAckPending   = 16
-	DefaultBatch           = 4
+	DefaultWorkers         = 4
 	DefaultRetryBackoff    = 250 * time.Millisecond
 	DefaultMaxRetryBackoff = 10 * time.Second
 	DefaultMaxPanics       = 5
@@ -80,17 +80,16 @@ type Config struct {
 	Trigger trigger.Config
 	// AckWait is how long the server waits for a request to be settled before delivering it
 	// again: how soon a crashed process's requests are taken up. A request takes a match
-	// (microseconds) and one append per start (milliseconds); the Watermill subscriber sends
-	// no progress, so it must cover the slowest of them. Defaults to DefaultAckWait.
+	// (microseconds) and one append per start (milliseconds); the consume loop sends progress
+	// for the requests in flight. Defaults to DefaultAckWait.
 	AckWait time.Duration
 	// MaxAckPending bounds the requests delivered and not yet settled. Defaults to
 	// DefaultMaxAckPending.
 	MaxAckPending int
-	// Batch is how many requests one pull asks for. The subscriber hands them to the router
-	// one at a time; those buffered wait their turn while their AckWait runs, so it stays
-	// small (Watermill's default, 500, would redeliver buffered requests past AckWait).
-	// Defaults to DefaultBatch.
-	Batch int
+	// Workers is how many requests are handled at once. The loop pulls only for free
+	// workers, so no request waits in the client while its AckWait runs. Defaults to
+	// DefaultWorkers.
+	Workers int
 	// RetryBackoff is the first wait after a transient failure; it doubles with each
 	// delivery up to MaxRetryBackoff. Default to DefaultRetryBackoff and
 	// DefaultMaxRetryBackoff.
@@ -115,7 +114,7 @@ func (c *Config) defaults() error {
 	c.Durable = cmp.Or(c.Durable, Name)
 	c.AckWait = cmp.Or(c.AckWait, DefaultAckWait)
 	c.MaxAckPending = cmp.Or(c.MaxAckPending, DefaultMaxAckPending)
-	c.Batch = cmp.Or(c.Batch, DefaultBatch)
+	c.Workers = cmp.Or(c.Workers, DefaultWorkers)
 	c.RetryBackoff = cmp.Or(c.RetryBackoff, DefaultRetryBackoff)
 	c.MaxRetryBackoff = cmp.Or(c.MaxRetryBackoff, DefaultMaxRetryBackoff)
 	c.MaxPanics = cmp.Or(c.MaxPanics, DefaultMaxPanics)
@@ -129,8 +128,8 @@ func (c *Config) defaults() error {
 		return fmt.Errorf("triggers: AckWait %s is under a second", c.AckWait)
 	case c.MaxAckPending < 1:
 		return fmt.Errorf("triggers: MaxAckPending %d is under 1", c.MaxAckPending)
-	case c.Batch < 1 || c.Batch > c.MaxAckPending:
-		return fmt.Errorf("triggers: Batch %d is not within 1 to MaxAckPending %d", c.Batch, c.MaxAckPending)
+	case c.Workers < 1 || c.Workers > c.MaxAckPending:
+		return fmt.Errorf("triggers: Workers %d is not within 1 to MaxAckPending %d", c.Workers, c.MaxAckPending)
 	case c.MaxPanics < 1:
 		return fmt.Errorf("triggers: MaxPanics %d is under 1", c.MaxPanics)
 	case c.MaxRetryBackoff < c.RetryBackoff:
@@ -197,9 +196,8 @@ func (m *Matcher) Stats() Stats {
 	}
 }
 
-// ConsumerConfig is the durable consumer of the requests, which the subscriber's
-// ResourceInitializer creates or updates (Watermill's SubscriberConfig.ConfigureConsumer is
-// never called, and its own initializers make ephemeral consumers).
+// ConsumerConfig is the durable consumer of the requests, which the subscriber's consume loop
+// creates or updates.
 func (m *Matcher) ConsumerConfig() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:     m.cfg.Durable,
@@ -226,36 +224,26 @@ func (m *Matcher) Start(ctx context.Context) error {
 	if m.router != nil {
 		return errors.New("triggers: already started")
 	}
-	// The subscriber drains its connection when the router closes: it gets one of its own,
-	// with the options (servers, credentials, inbox prefix) of the engine's.
-	nc, err := m.connect()
-	if err != nil {
-		return fmt.Errorf("triggers: connect: %w", err)
-	}
 	wlog := watermill.NewSlogLoggerWithLevelMapping(m.log, map[slog.Level]slog.Level{
-		// The subscriber logs every message at info, and the router every retried
-		// request at error.
+		// The router logs every retried request at error.
 		slog.LevelInfo:  slog.LevelDebug,
 		slog.LevelError: slog.LevelWarn,
 	})
-	sub, err := wmjs.NewSubscriber(wmjs.SubscriberConfig{
-		Conn:   nc,
-		Logger: wlog,
-		// The subscriber stops waiting for the router's verdict after this, and the server
-		// delivers the request again: the same as the consumer's.
-		AckWaitTimeout:      m.cfg.AckWait,
-		ResourceInitializer: m.initConsumer,
-		NakDelay:            backoff{first: m.cfg.RetryBackoff, max: m.cfg.MaxRetryBackoff},
-		ConsumeOptions:      []jetstream.PullConsumeOpt{jetstream.PullMaxMessages(m.cfg.Batch)},
-		Unmarshaler:         unmarshaler{},
-	})
+	sub, err := newSubscriber(m.js, consume.Config{
+		Name:            Name,
+		Stream:          m.cfg.Stream,
+		Consumer:        m.ConsumerConfig(),
+		Workers:         m.cfg.Workers,
+		RetryBackoff:    m.cfg.RetryBackoff,
+		MaxRetryBackoff: m.cfg.MaxRetryBackoff,
+		DeadLetter:      m.cfg.DeadLetter,
+		Logger:          m.cfg.Logger,
+	}, m.cfg.AckWait)
 	if err != nil {
-		nc.Close()
 		return fmt.Errorf("triggers: subscriber: %w", err)
 	}
 	r, err := message.NewRouter(message.RouterConfig{CloseTimeout: 30 * time.Second}, wlog)
 	if err != nil {
-		nc.Close()
 		return fmt.Errorf("triggers: router: %w", err)
 	}
 	if m.cfg.Metrics != nil {
@@ -263,7 +251,6 @@ func (m *Matcher) Start(ctx context.Context) error {
 	}
 	poison, err := middleware.PoisonQueueWithFilter(&deadLetters{w: m.cfg.DeadLetter, n: &m.n}, streams.DeadLetter, permanent)
 	if err != nil {
-		nc.Close()
 		return fmt.Errorf("triggers: poison queue: %w", err)
 	}
 	// Outermost first: the counters see what the router does (an error is a nack); the
@@ -280,11 +267,9 @@ func (m *Matcher) Start(ctx context.Context) error {
 	select {
 	case <-r.Running():
 	case err := <-done:
-		nc.Close()
 		return fmt.Errorf("triggers: %w", err)
 	case <-ctx.Done():
 		_ = r.Close()
-		nc.Close()
 		return fmt.Errorf("triggers: start: %w", ctx.Err())
 	}
 	m.router, m.done = r, done
@@ -321,26 +306,6 @@ func (m *Matcher) Stop(ctx context.Context) error {
 		return fmt.Errorf("triggers: stop: %w", ctx.Err())
 	}
 	return nil
-}
-
-// connect opens a connection with the options of the matcher's JetStream context's.
-func (m *Matcher) connect() (*nats.Conn, error) {
-	opts := m.js.Conn().Opts
-	if u := m.js.Conn().ConnectedUrl(); u != "" {
-		opts.Url = u
-	}
-	opts.Name = cmp.Or(opts.Name, "memmie") + " " + Name
-	return opts.Connect()
-}
-
-// initConsumer is the subscriber's ResourceInitializer: the durable consumer memmie wants,
-// kept when the router closes.
-func (m *Matcher) initConsumer(ctx context.Context, js jetstream.JetStream, _ string) (jetstream.Consumer, func(context.Context, watermill.LoggerAdapter), error) {
-	c, err := js.CreateOrUpdateConsumer(ctx, m.cfg.Stream, m.ConsumerConfig())
-	if err != nil {
-		return nil, nil, fmt.Errorf("consumer %s on %s: %w", m.cfg.Durable, m.cfg.Stream, err)
-	}
-	return c, nil, nil
 }
 
 // permanent says which errors the poison queue dead-letters: a request that cannot be read
@@ -464,9 +429,10 @@ const (
 	keyExecutionID = "memmie_execution_id"
 )
 
-// unmarshaler turns a JetStream message into a Watermill message and never fails: Watermill's
-// own returns nil for a message with a multi-valued header, on which its subscriber panics.
-// A message it cannot read is marked (keyUnreadable), for the handler to dead-letter.
+// unmarshaler turns a JetStream message into a Watermill message and never fails
+// (watermill-nats' own returns nil for a message with a multi-valued header, on which its
+// subscriber panics). A message it cannot read is marked (keyUnreadable), for the handler to
+// dead-letter.
 type unmarshaler struct{}
 
 func (unmarshaler) Unmarshal(jm jetstream.Msg) (*message.Message, error) {
@@ -494,17 +460,6 @@ func (unmarshaler) Unmarshal(jm jetstream.Msg) (*message.Message, error) {
 	msg := message.NewMessage(id, jm.Data())
 	msg.Metadata = md
 	return msg, nil
-}
-
-// backoff is the subscriber's NakDelay: first after the first delivery, doubling up to max.
-type backoff struct{ first, max time.Duration }
-
-func (b backoff) WaitTime(delivered uint64) time.Duration {
-	d := b.first
-	for i := uint64(1); i < delivered && d < b.max; i++ {
-		d *= 2
-	}
-	return min(d, b.max)
 }
 
 // executions is the router's publisher of the queued events: each is appended expecting no

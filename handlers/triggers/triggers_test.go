@@ -411,3 +411,29 @@ func TestRouterMetricsAreServed(t *testing.T) {
 	assert.Contains(t, body, "memmie_triggers_subscriber_messages_received_total")
 	assert.Contains(t, body, "memmie_triggers_publish_time_seconds")
 }
+
+// TestStopWithRequestsInFlightLosesNothing stops and starts the matcher again and again while
+// requests are being handed to the router: nothing is lost or started twice, and closing never
+// sends on a closed channel (watermill-nats' subscriber did, which the race detector reported
+// in a CI run of the engine's kill test; run with -race).
+func TestStopWithRequestsInFlightLosesNothing(t *testing.T) {
+	e := newEnv(t)
+	e.cfg.AckWait = time.Second // what a stop hands back comes again soon
+	const n = 600
+	for i := range n {
+		e.request(fmt.Sprintf("b%d", i), fmt.Sprintf("ev%d", i), events.BlobCreated, 1, `{}`, nil, "")
+	}
+	for round := range 10 {
+		m, err := triggers.New(e.js, e.cfg)
+		require.NoError(t, err)
+		require.NoError(t, m.Start(testContext(t)))
+		// Stopped while requests flow: some are being handed to the router.
+		require.Eventually(t, func() bool { return m.Stats().Requests > 10 }, waitFor, time.Millisecond)
+		stopCtx, cancel := context.WithTimeout(context.Background(), waitFor)
+		require.NoError(t, m.Stop(stopCtx), "round %d", round)
+		cancel()
+	}
+	e.start() // the last one runs on: it gets what the others handed back
+	assert.Len(t, e.waitQueued(n), n)
+	assert.Empty(t, e.deadLetters())
+}
