@@ -1,18 +1,20 @@
 // Package reconciler re-derives the work that fell through: a timer.fired command that never
 // reached the inbox, or was lost from it (a timer event dead-lettered, a command deleted, an
-// fsync interval lost in a crash), and an attempt whose report was lost while its timeout
-// timer was lost too. Periodically, and at start, it looks at every execution that has not
-// ended, folds the history of those that look stuck, and sends again the timers of
-// State.Pending that are overdue by more than Config.Grace. The orchestrator records a timer
-// that is still current and drops one that is not, so sending one again is safe.
+// fsync interval lost in a crash), and an attempt whose report was lost. Periodically, and
+// at start, it looks at every execution that has not ended, folds the history of those that
+// look stuck, and sends again the timers of State.Pending that are overdue by more than
+// Config.Grace. The orchestrator records a timer that is still current and drops one that is
+// not, so sending one again is safe.
 //
 //	r, err := reconciler.New(js, reconciler.Config{Leader: lease})
 //	err = r.Start(ctx)
 //	defer r.Stop(ctx)
 //
-// A lost report of an attempt in flight is covered by the attempt's timeout timer, which is
-// among the pending timers: once the deadline is Grace past, the reconciler fires it, and the
-// attempt fails as a timeout and is retried by the step's policy.
+// An attempt's timeout has no timer: the runner that holds the attempt reports a timeout by
+// its deadline, or AckWait after it when a runner crashed. An attempt still in flight Grace
+// past its deadline has therefore lost its report: the reconciler fires the attempt's
+// timeout (Request.Timeout, the timer.fired an attempt timeout timer has always sent), and
+// the attempt fails as a timeout and is retried by the step's policy.
 //
 // A pass costs little when nothing is stuck:
 //   - it reads the lifecycle events (queued, requeued, completed, failed, cancelled) stored

@@ -40,10 +40,12 @@ type Config struct {
 	// Interval is the time between two passes; one runs at Start, and one whenever this
 	// process becomes the leader. Defaults to DefaultInterval.
 	Interval time.Duration
-	// Grace is how long past its due time a timer (a retry backoff, an attempt's or a run's
-	// deadline) may stay unfired before the reconciler fires it. It also spares executions
-	// whose last event is younger than it: they are moving. Keep it above the time the timers
-	// handler and the orchestrator take under load, so that a slow timer is not sent twice
+	// Grace is how long past its due time a timer (a retry backoff, a run's deadline) may
+	// stay unfired, and an attempt stay unreported past its deadline, before the reconciler
+	// fires it (the attempt's timeout). It also spares executions whose last event is
+	// younger than it: they are moving. Keep it above the time the timers handler and the
+	// orchestrator take under load, and above the runner's AckWait (after which a crashed
+	// runner's attempt is taken up and its timeout reported), so that nothing is sent twice
 	// (harmless, but noise). Defaults to DefaultGrace.
 	Grace time.Duration
 	// PassTimeout bounds one pass. Defaults to DefaultPassTimeout.
@@ -339,7 +341,7 @@ func (r *Reconciler) check(ctx context.Context, id string, ps *PassStats) error 
 	}
 	o.seq, o.quietUntil = msgs[len(msgs)-1].Sequence, time.Time{}
 	log := r.log.With("execution_id", id, "workflow_id", s.WorkflowID)
-	for _, tm := range s.Pending().Timers {
+	for _, tm := range timersOf(s.Pending()) {
 		if tm.At.IsZero() {
 			continue // a timer with no time is never set
 		}
@@ -365,6 +367,20 @@ func (r *Reconciler) check(ctx context.Context, id string, ps *PassStats) error 
 		o.quietUntil = now.Add(r.cfg.Interval)
 	}
 	return nil
+}
+
+// timersOf lists what may be overdue in what an execution waits for: its durable timers, and
+// the timeout of each attempt in flight. No timer is set for an attempt's timeout (the
+// runner that holds it reports it by its deadline, or AckWait after a crash), so one still
+// in flight Grace past its deadline has lost its report, and its timeout is fired here.
+func timersOf(p execution.Pending) []execution.Timer {
+	out := p.Timers
+	for _, req := range p.Requests {
+		if tm, ok := req.Timeout(); ok {
+			out = append(out, tm)
+		}
+	}
+	return out
 }
 
 // commandWaits reports whether the inbox holds a command for the execution.

@@ -150,7 +150,7 @@ func TestPassReissuesOverdueTimersOnly(t *testing.T) {
 	js := setup(t)
 	t0 := time.Now().Add(-time.Minute).UTC()
 
-	// timedOut's attempt ran out a minute ago, with no report and no timeout timer.
+	// timedOut's attempt ran out a minute ago, and its report was lost.
 	timedOut := newBuilder(t, "timed-out", fmt.Sprintf(workflowYAML, 1), t0).start(t0)
 	// backingOff's first attempt failed; its retry was due a minute ago. Its timer did reach
 	// the inbox once, and was lost from it: the inbox still remembers its id.
@@ -187,7 +187,9 @@ func TestPassReissuesOverdueTimersOnly(t *testing.T) {
 		got[c.ExecutionID()] = c
 	}
 	require.Len(t, got, 2, "one command for each stuck execution, none for the others")
-	timeout := timedOut.s.Pending().Timers[1].Fire
+	lost, ok := timedOut.s.Pending().Requests[0].Timeout()
+	require.True(t, ok)
+	timeout := lost.Fire
 	assert.Equal(t, timeout.ID, got["timed-out"].ID, "the attempt's timeout, with the timers handler's id")
 	assert.Equal(t, &events.TimerFired{ExecutionID: "timed-out", Kind: events.TimerStepTimeout, Run: 1, StepID: "call",
 		Attempt: 1, DueAt: t0.Add(time.Second)}, got["timed-out"].Data)

@@ -17,8 +17,14 @@
 // AckWait (5 s) brings a crashed runner's attempts back well within their deadlines. A
 // report that cannot be published is published again in place, never by calling again. An
 // attempt delivered Config.MaxDeliver times is not called again: it is dead-lettered and
-// reported as a timed-out attempt, so that no execution waits for it. An attempt whose
-// deadline has passed (by more than Config.ClockSkew, the orchestrator's clock being
-// another's) is not called at all: its timeout timer has failed it, or will. transform steps
-// never reach the runner; the core runs them.
+// reported as a timed-out attempt, so that no execution waits for it. transform steps never
+// reach the runner; the core runs them.
+//
+// The runner that holds an attempt enforces its deadline; no timer is set for it. The call's
+// context ends at the attempt's deadline (step.scheduled's Deadline, set by the orchestrator
+// as the step's timeout from scheduling), so a call that outlives it is cut and reported as
+// a timeout. An attempt taken up after its deadline (a backlog, or the redelivery of a runner
+// that crashed mid-call) is not called: it is reported as timed out ("no report before the
+// attempt's deadline", the words of a timeout timer). A crash therefore delays a timeout by
+// up to AckWait. A report that is lost after it was sent is the reconciler's to make up for.
 package runner

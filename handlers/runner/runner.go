@@ -29,7 +29,6 @@ const (
 	DefaultAckWait       = 5 * time.Second
 	DefaultMaxDeliver    = 5
 	DefaultMaxAckPending = 1024
-	DefaultClockSkew     = 2 * time.Second
 	// DefaultMaxResponseBytes leaves room in the report's event (at most events.MaxEventSize)
 	// for the envelope and for JSON's escaping of the body.
 	DefaultMaxResponseBytes = 256 << 10
@@ -55,8 +54,9 @@ type Config struct {
 	// AckWait is how long the server waits for a scheduled attempt to be settled before it
 	// delivers it again. The consume loop tells the server a call is in progress every
 	// quarter of it, so a call may take longer; AckWait bounds how soon the attempts of a
-	// crashed runner are called again, well within their deadlines. Defaults to
-	// DefaultAckWait.
+	// crashed runner are taken up again: called again within their deadlines, or reported
+	// as timed out when the deadline has passed (so a crash delays a timeout by up to
+	// AckWait). Defaults to DefaultAckWait.
 	AckWait time.Duration
 	// MaxAckPending bounds the attempts in progress across every runner process. Defaults to
 	// DefaultMaxAckPending.
@@ -68,17 +68,14 @@ type Config struct {
 	// is retried in place and is not a delivery. (The consumer itself has MaxDeliver -1, so
 	// that the server never drops an attempt.) Defaults to DefaultMaxDeliver.
 	MaxDeliver int
-	// ClockSkew is how far this process's clock may be ahead of the orchestrator's, which
-	// set the attempt's deadline: an attempt is skipped as past its deadline only once the
-	// deadline is ClockSkew behind, and a call may run ClockSkew past it (its late report is
-	// stale). Defaults to DefaultClockSkew.
-	ClockSkew time.Duration
+	ClockSkew  time.Duration
 	// RetryBackoff and MaxRetryBackoff pace the retries of a report that could not be
 	// published (an unavailable inbox): it is retried in place, without calling again, for
 	// as long as it takes. Default to consume.DefaultRetryBackoff and
 	// consume.DefaultMaxRetryBackoff.
 	RetryBackoff, MaxRetryBackoff time.Duration
-	// Now is the clock of reports. Defaults to time.Now.
+	// Now is the clock of reports, and tells whether an attempt is taken up past its
+	// deadline. Defaults to time.Now.
 	Now func() time.Time
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
@@ -96,7 +93,6 @@ func (c *Config) defaults() error {
 	c.AckWait = cmp.Or(c.AckWait, DefaultAckWait)
 	c.MaxDeliver = cmp.Or(c.MaxDeliver, DefaultMaxDeliver)
 	c.MaxAckPending = cmp.Or(c.MaxAckPending, DefaultMaxAckPending)
-	c.ClockSkew = cmp.Or(c.ClockSkew, DefaultClockSkew)
 	c.RetryBackoff = cmp.Or(c.RetryBackoff, consume.DefaultRetryBackoff)
 	c.MaxRetryBackoff = max(cmp.Or(c.MaxRetryBackoff, consume.DefaultMaxRetryBackoff), c.RetryBackoff)
 	if c.Now == nil {
@@ -116,8 +112,6 @@ func (c *Config) defaults() error {
 		return fmt.Errorf("runner: MaxDeliver %d: at least 2 (the last delivery only reports)", c.MaxDeliver)
 	case c.MaxAckPending < c.Workers:
 		return fmt.Errorf("runner: MaxAckPending %d is under Workers %d", c.MaxAckPending, c.Workers)
-	case c.ClockSkew < 0:
-		return fmt.Errorf("runner: ClockSkew %s is negative", c.ClockSkew)
 	}
 	return nil
 }
@@ -146,8 +140,9 @@ func New(js jetstream.JetStream, cfg Config) (*Runner, error) {
 				"memmie.executions.*.step.scheduled",
 				"memmie.executions.*.compensation.scheduled",
 			},
-			// From the first: an attempt whose deadline has passed is skipped, not called,
-			// so a new consumer over an old stream replays nothing.
+			// From the first: an attempt whose deadline has passed is reported as timed out,
+			// not called (a stale report when it has ended), so a new consumer over an old
+			// stream calls nothing again.
 			DeliverPolicy: jetstream.DeliverAllPolicy,
 			AckPolicy:     jetstream.AckExplicitPolicy,
 			AckWait:       cfg.AckWait,
@@ -211,22 +206,25 @@ func (r *Runner) handle(ctx context.Context, d consume.Delivery) consume.Outcome
 			Error: "the runner gave up on the attempt: " + reason})
 	}
 
-	now := r.cfg.Now()
+	// The runner that holds the attempt enforces its deadline: no timer does. An attempt
+	// taken up too late (a backlog, or a redelivery after a runner crashed mid-call) fails
+	// as a timeout without a call, in the words a timeout timer records.
 	timeout := time.Duration(req.Request.TimeoutMS) * time.Millisecond
+	callCtx := ctx
 	if !req.Deadline.IsZero() {
-		// The deadline comes from the orchestrator's clock: allow for this one being ahead.
-		left := req.Deadline.Sub(now) + r.cfg.ClockSkew
+		left := req.Deadline.Sub(r.cfg.Now())
 		if left <= 0 {
-			// The attempt's timer has timed it out, or will: calling now would only repeat an
-			// effect the execution no longer waits for.
-			log.Warn("attempt skipped: its deadline has passed", "deadline", req.Deadline)
-			return consume.Ack()
+			log.Warn("attempt not called: its deadline has passed", "deadline", req.Deadline)
+			return r.report(ctx, log, req, events.Response{ErrorKind: events.ErrorTimeout, Error: execution.DeadlinePassed})
 		}
 		if timeout <= 0 || left < timeout {
-			timeout = left
+			timeout = max(left.Round(time.Millisecond), time.Millisecond) // as the timeout error says it
 		}
+		var cancel context.CancelFunc
+		callCtx, cancel = context.WithDeadline(ctx, req.Deadline)
+		defer cancel()
 	}
-	res := r.cfg.Caller.Call(ctx, services.Request{
+	res := r.cfg.Caller.Call(callCtx, services.Request{
 		Service:        req.Request.Service,
 		Method:         req.Request.Method,
 		Path:           req.Request.Path,

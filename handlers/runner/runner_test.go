@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +19,8 @@ import (
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/handlers/runner"
+	"github.com/memmie/memmie/internal/core/execution"
+	"github.com/memmie/memmie/internal/faults"
 	"github.com/memmie/memmie/internal/jetstream/deadletter"
 	"github.com/memmie/memmie/internal/jetstream/stream"
 	"github.com/memmie/memmie/internal/natsserver/natstest"
@@ -76,7 +79,7 @@ func setup(t *testing.T, inbox func(*jetstream.StreamConfig)) *fixture {
 	return &fixture{t: t, js: js}
 }
 
-func (f *fixture) start(svcURL string, cfg runner.Config) *runner.Runner {
+func (f *fixture) start(svcURL string, cfg runner.Config, opts ...func(*runner.Config)) *runner.Runner {
 	t := f.t
 	t.Helper()
 	u, err := url.Parse(svcURL)
@@ -89,6 +92,9 @@ func (f *fixture) start(svcURL string, cfg runner.Config) *runner.Runner {
 	cfg.Caller = caller
 	cfg.DeadLetter = deadletter.NewWriter(f.js, deadletter.Config{})
 	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	for _, o := range opts {
+		o(&cfg)
+	}
 	r, err := runner.New(f.js, cfg)
 	require.NoError(t, err)
 	require.NoError(t, r.Start(context.Background()))
@@ -196,25 +202,94 @@ func TestReportIsRetriedInPlace(t *testing.T) {
 	assert.Equal(t, 200, rep.StatusCode, "the call's own report, not a runner that gave up")
 }
 
-// The runner's clock may be ahead of the orchestrator's, which set the deadline: an attempt
-// whose deadline is passed by less than the skew allowance is still called.
-func TestDeadlineToleratesClockSkew(t *testing.T) {
+// lastReport returns the last report on the inbox.
+func (f *fixture) lastReport() *events.StepReported {
+	f.t.Helper()
+	last, err := stream.LastBySubject(context.Background(), f.js, streams.Inbox, "memmie.inbox.>")
+	require.NoError(f.t, err)
+	ev, err := events.Decode(last.Data)
+	require.NoError(f.t, err)
+	return ev.Data.(*events.StepReported)
+}
+
+// An attempt taken up after its deadline (a backlog) is not called: the runner reports it as
+// timed out, in the words a timeout timer records, since no timer does any more. (Before, it
+// was skipped without a report, and the timer timed it out.)
+func TestAttemptPastDeadlineIsReportedNotCalled(t *testing.T) {
 	svc := newKeyedService(t, 0)
 	f := setup(t, nil)
 	id := executionID(0)
-	f.schedule(id, time.Now().Add(500*time.Millisecond))
-	f.start(svc.URL, runner.Config{Now: func() time.Time { return time.Now().Add(time.Second) }})
-	require.Eventually(t, func() bool { return f.reports() == 1 }, 20*time.Second, 10*time.Millisecond)
-	assert.Equal(t, 1, svc.counts()[id+"/call"], "called though its deadline is 0.5 s behind this clock")
+	f.schedule(id, time.Now().Add(-time.Minute))
+	f.start(svc.URL, runner.Config{})
+	require.Eventually(t, func() bool { return f.reports() == 1 }, 20*time.Second, 10*time.Millisecond, "the attempt is reported")
+	rep := f.lastReport()
+	assert.Equal(t, events.ErrorTimeout, rep.ErrorKind)
+	assert.Equal(t, execution.DeadlinePassed, rep.Error)
+	assert.Equal(t, events.AttemptRef{Run: 1, StepID: "call", Attempt: 1}, rep.AttemptRef)
+	assert.Zero(t, svc.counts()[id+"/call"], "no call")
+	assert.Zero(t, f.deadLetters())
+}
 
-	late := executionID(1)
-	f.schedule(late, time.Now().Add(-runner.DefaultClockSkew-time.Second))
-	require.Eventually(t, func() bool {
-		c, err := f.js.Consumer(context.Background(), streams.Executions, runner.Name)
-		require.NoError(t, err)
-		ci, err := c.Info(context.Background())
-		require.NoError(t, err)
-		return ci.NumAckPending == 0 && ci.NumPending == 0
-	}, 20*time.Second, 10*time.Millisecond)
-	assert.Zero(t, svc.counts()[late+"/call"], "an attempt past its deadline by more than the skew is skipped")
+// deadlines records the deadline of each call's context, and calls through.
+type deadlines struct {
+	runner.Caller
+	mu  sync.Mutex
+	got []time.Time
+}
+
+func (d *deadlines) Call(ctx context.Context, req services.Request) services.Result {
+	dl, _ := ctx.Deadline()
+	d.mu.Lock()
+	d.got = append(d.got, dl)
+	d.mu.Unlock()
+	return d.Caller.Call(ctx, req)
+}
+
+// A call that outlives the attempt's deadline is cut at the deadline, however late the
+// attempt was delivered: the call's context ends at the absolute deadline, not at the step's
+// timeout counted from the delivery (30 s here), and the report is a timeout.
+func TestCallIsCutAtTheDeadline(t *testing.T) {
+	svc := newKeyedService(t, time.Minute) // answers only when the call is cut
+	f := setup(t, nil)
+	id := executionID(0)
+	deadline := time.Now().Add(2 * time.Second)
+	f.schedule(id, deadline)
+	var calls *deadlines
+	f.start(svc.URL, runner.Config{}, func(c *runner.Config) {
+		calls = &deadlines{Caller: c.Caller}
+		c.Caller = calls
+	})
+	require.Eventually(t, func() bool { return f.reports() == 1 }, 20*time.Second, 10*time.Millisecond,
+		"reported well before the step's 30 s timeout")
+	rep := f.lastReport()
+	assert.Equal(t, events.ErrorTimeout, rep.ErrorKind, rep.Error)
+	assert.Equal(t, 1, svc.counts()[id+"/call"])
+	calls.mu.Lock()
+	defer calls.mu.Unlock()
+	require.Len(t, calls.got, 1)
+	assert.True(t, calls.got[0].Equal(deadline), "the call's context ends at the attempt's deadline %s, not %s", deadline, calls.got[0])
+}
+
+// A runner that dies after its call and before its report is replaced once AckWait has
+// passed: the redelivery finds the deadline past and reports the timeout without calling
+// again. (Before, it skipped the attempt and left it to the timeout timer.)
+func TestRedeliveryPastDeadlineReportsTheTimeout(t *testing.T) {
+	svc := newKeyedService(t, time.Minute)
+	f := setup(t, nil)
+	id := executionID(0)
+	f.schedule(id, time.Now().Add(time.Second))
+	var crashed atomic.Bool
+	f.start(svc.URL, runner.Config{AckWait: time.Second, Hooks: func(_ context.Context, at faults.Point, _ string) error {
+		if at == faults.RunnerCalled && crashed.CompareAndSwap(false, true) {
+			return faults.ErrCrash // the report of the call is lost with the process
+		}
+		return nil
+	}})
+	require.Eventually(t, func() bool { return f.reports() == 1 }, 20*time.Second, 10*time.Millisecond, "the attempt is reported")
+	require.True(t, crashed.Load())
+	rep := f.lastReport()
+	assert.Equal(t, events.ErrorTimeout, rep.ErrorKind)
+	assert.Equal(t, execution.DeadlinePassed, rep.Error, "the redelivery's report, made without a call")
+	assert.Equal(t, 1, svc.counts()[id+"/call"], "called once, before the crash")
+	assert.Zero(t, f.deadLetters())
 }

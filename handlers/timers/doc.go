@@ -1,8 +1,10 @@
 // Package timers makes execution timers durable: retry backoffs (step, compensation and
-// execution retries), attempt timeouts and execution deadlines. It consumes the events that
-// ask for a timer (step.scheduled, step.retry_scheduled, compensation.scheduled,
-// compensation.retry_scheduled, started, retry_scheduled) and delivers a timer.fired command,
-// carrying the timer's (run, step, attempt), to the execution's inbox at its due time.
+// execution retries) and execution deadlines. It consumes the events that ask for a timer
+// (step.retry_scheduled, compensation.retry_scheduled, started, retry_scheduled) and delivers
+// a timer.fired command, carrying the timer's (run, step, attempt), to the execution's inbox
+// at its due time. An attempt's timeout is no timer: the runner that holds the attempt
+// enforces its deadline (see package runner), so the attempts that end in time, nearly all
+// of them, cost no schedule.
 //
 //	t, err := timers.New(js, timers.Config{DeadLetter: dl})
 //	err = t.Start(ctx)
@@ -19,6 +21,7 @@
 //     early is held by the orchestrator until due.
 //
 // Both survive a restart of every process and of the server: the held message and the
-// schedule are in the server's store. When an execution ends, its schedules are purged. A
-// timer that fires for an attempt that is no longer current is ignored by the core.
+// schedule are in the server's store. When an execution ends, its deadline's schedule is
+// purged. A timer that fires for an attempt that is no longer current is ignored by the
+// core, as is an attempt timeout timer set by an older version.
 package timers

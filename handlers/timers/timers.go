@@ -48,9 +48,8 @@ type Config struct {
 	// NakWithDelay: exact to the millisecond, but it holds an ack slot (MaxAckPending) until
 	// due and counts a delivery. One due later becomes a JetStream message schedule: no slot
 	// held however long it waits, but whole seconds only (it is rounded up, and the
-	// orchestrator holds one that fires early). Retry backoffs are mostly short; attempt
-	// timeouts (30 s by default) and execution deadlines are long. Defaults to
-	// DefaultScheduleAfter.
+	// orchestrator holds one that fires early). Retry backoffs are mostly short; execution
+	// deadlines (an hour by default) are long. Defaults to DefaultScheduleAfter.
 	ScheduleAfter time.Duration
 	// Workers is how many timer events are handled at once. Defaults to DefaultWorkers.
 	Workers int
@@ -115,11 +114,11 @@ type Timers struct {
 }
 
 // Filters are the subjects of the events the handler reads: those that set a timer, and the
-// ends of executions (whose schedules are purged).
+// ends of executions (whose schedules are purged). step.scheduled and
+// compensation.scheduled are not among them: an attempt's deadline is enforced by the runner
+// that holds it.
 var Filters = []string{
-	"memmie.executions.*.step.scheduled",
 	"memmie.executions.*.step.retry_scheduled",
-	"memmie.executions.*.compensation.scheduled",
 	"memmie.executions.*.compensation.retry_scheduled",
 	"memmie.executions.*.started",
 	"memmie.executions.*.retry_scheduled",
@@ -139,7 +138,7 @@ func New(js jetstream.JetStream, cfg Config) (*Timers, error) {
 		Stream: cfg.Executions,
 		Consumer: jetstream.ConsumerConfig{
 			Durable:        cfg.Durable,
-			Description:    "Sets durable timers: retry backoffs, attempt timeouts, deadlines",
+			Description:    "Sets durable timers: retry backoffs, execution deadlines and re-runs",
 			FilterSubjects: Filters,
 			// From the first: a timer of an ended execution fires into a state that ignores it.
 			DeliverPolicy: jetstream.DeliverAllPolicy,
@@ -183,6 +182,10 @@ type Timer struct {
 }
 
 // TimerOf returns the timer an execution event asks for; ok is false when it asks for none.
+// The handler no longer reads step.scheduled and compensation.scheduled (see Filters); one
+// that still reaches it, delivered under an older version's filter (a timeout it held, or a
+// process of that version that set the filter again), is timed out as that version did, so
+// that an upgrade loses no timer.
 func TimerOf(ev events.Event) (t Timer, ok bool) {
 	switch d := ev.Data.(type) {
 	case *events.StepScheduled:
@@ -216,8 +219,8 @@ func (t *Timers) handle(ctx context.Context, d consume.Delivery) consume.Outcome
 	}
 	log := t.log.With("execution_id", id, "event", ev.Type)
 	if end, ok := runEnd(ev); ok {
-		// The run's deadline is moot: drop its schedule rather than let it fire. (Attempt
-		// timeouts still fire, into a state that ignores them; they are short.)
+		// The run's deadline is moot: drop its schedule rather than let it fire. (Retry
+		// timers still fire, into a state that ignores them; they are short.)
 		if err := t.purge(ctx, id, end); err != nil {
 			return consume.Retry(err, 0)
 		}

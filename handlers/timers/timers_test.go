@@ -21,11 +21,11 @@ func TestTimerOf(t *testing.T) {
 		want timers.Timer
 		ok   bool
 	}{
-		{"step timeout", &events.StepScheduled{ExecutionID: id, AttemptRef: ref, Deadline: at},
+		{"step timeout (under an older version's filter)", &events.StepScheduled{ExecutionID: id, AttemptRef: ref, Deadline: at},
 			timers.Timer{Kind: events.TimerStepTimeout, Ref: ref, At: at}, true},
 		{"step retry is for the next attempt", &events.StepRetryScheduled{ExecutionID: id, AttemptRef: ref, NextAttempt: 4, DueAt: at},
 			timers.Timer{Kind: events.TimerStepRetry, Ref: next, At: at}, true},
-		{"compensation timeout", &events.CompensationScheduled{ExecutionID: id, AttemptRef: ref, Deadline: at},
+		{"compensation timeout (likewise)", &events.CompensationScheduled{ExecutionID: id, AttemptRef: ref, Deadline: at},
 			timers.Timer{Kind: events.TimerCompensationTimeout, Ref: ref, At: at}, true},
 		{"compensation retry", &events.CompensationRetryScheduled{ExecutionID: id, AttemptRef: ref, NextAttempt: 4, DueAt: at},
 			timers.Timer{Kind: events.TimerCompensationRetry, Ref: next, At: at}, true},

@@ -795,10 +795,12 @@ func TestPendingAfterFold(t *testing.T) {
 	require.Len(t, p.Requests, 1)
 	assert.Equal(t, "b", p.Requests[0].StepID)
 	assert.Equal(t, 1, p.Requests[0].Attempt)
-	require.Len(t, p.Timers, 2)
-	deadline, timeout := p.Timers[0], p.Timers[1]
+	require.Len(t, p.Timers, 1, "the run's deadline; the attempt's is the runner's to enforce")
+	deadline := p.Timers[0]
 	assert.Equal(t, events.TimerExecutionDeadline, deadline.Fire.Data.(*events.TimerFired).Kind)
 	assert.True(t, deadline.At.Equal(s.Deadline))
+	timeout, ok := p.Requests[0].Timeout()
+	require.True(t, ok)
 	assert.Equal(t, events.TimerStepTimeout, timeout.Fire.Data.(*events.TimerFired).Kind)
 	assert.True(t, timeout.At.Equal(p.Requests[0].Deadline))
 	assert.Equal(t, "b", timeout.Fire.Data.(*events.TimerFired).StepID)
@@ -812,8 +814,11 @@ func TestPendingAfterFold(t *testing.T) {
 	require.Len(t, p.Requests, 1)
 	assert.True(t, p.Requests[0].Compensation)
 	assert.Equal(t, "a", p.Requests[0].StepID)
-	require.Len(t, p.Timers, 1, "no deadline while compensating")
-	assert.Equal(t, events.TimerCompensationTimeout, p.Timers[0].Fire.Data.(*events.TimerFired).Kind)
+	assert.Empty(t, p.Timers, "no deadline while compensating, and no timer for the attempt")
+	timeout, ok = p.Requests[0].Timeout()
+	require.True(t, ok)
+	assert.Equal(t, events.TimerCompensationTimeout, timeout.Fire.Data.(*events.TimerFired).Kind)
+	assert.True(t, timeout.At.Equal(p.Requests[0].Deadline))
 }
 
 func TestStateJSONView(t *testing.T) {

@@ -17,9 +17,10 @@
 //	// then do what the decisions ask (below), or reconcile with state.Pending()
 //
 // A cold load is Fold(history); Pending then lists what must be under way: HTTP attempts in
-// flight (with the report to append), timers (with the timer.fired event to append when they
-// run out), and whether a run waits for the dispatcher. Start builds the dispatcher's
-// execution.started; Fire builds a timer's event.
+// flight (with the report to append, and the deadline the runner enforces), durable timers
+// (with the timer.fired event to append when they run out), and whether a run waits for the
+// dispatcher. Start builds the dispatcher's execution.started; Fire builds a timer's event;
+// Request.Timeout builds the timeout of an attempt whose report was lost.
 //
 // # Inputs and decisions
 //
@@ -33,7 +34,7 @@
 //
 // What the runtime does about each decision:
 //
-//	step.scheduled, compensation.scheduled  send Request; set the timeout timer at Deadline
+//	step.scheduled, compensation.scheduled  send Request; the runner ends it by Deadline
 //	step.retry_scheduled                    set a step_retry timer at DueAt
 //	compensation.retry_scheduled            set a compensation_retry timer at DueAt
 //	execution.started (from the dispatcher) set the execution_deadline timer at Deadline
@@ -56,8 +57,9 @@
 // Attempts: retry.max_attempts counts every call. Network errors, timeouts, 5xx, 408 and 429
 // are retried after backoff_ms × multiplier^(attempt-1), jittered by ±jitter, capped by
 // max_backoff_ms; for 429 and 503 a longer Retry-After wins, up to MaxRetryAfter. Other 4xx
-// fail the step at once. A step_timeout timer of the attempt in flight is a timeout failure;
-// a report of that attempt arriving later is stale.
+// fail the step at once. A timeout report of the attempt in flight (the runner's, at its
+// deadline), or a step_timeout timer of it, is a timeout failure; a report of that attempt
+// arriving later is stale.
 //
 // Stopping: a step that fails with on_failure: fail (the default), a cancel, or the
 // execution_deadline timer stops the run: nothing more is scheduled; an attempt in flight is

@@ -217,10 +217,19 @@ func lateReply(stepID string, attempt, status int, body any) input {
 }
 
 // fire fires the pending timer of a kind (for step timers, the one of stepID) at its due time.
+// An attempt's timeout is the timeout of the request in flight, which no timer is set for
+// any more: it comes from a timer an older version set, or from the reconciler.
 func fire(kind events.TimerKind, stepID string) input {
 	return func(r *run) events.Event {
 		r.t.Helper()
-		for _, tm := range r.s.Pending().Timers {
+		p := r.s.Pending()
+		timers := p.Timers
+		for _, req := range p.Requests {
+			if tm, ok := req.Timeout(); ok {
+				timers = append(timers, tm)
+			}
+		}
+		for _, tm := range timers {
 			d := tm.Fire.Data.(*events.TimerFired)
 			if d.Kind == kind && d.StepID == stepID {
 				r.now = tm.At

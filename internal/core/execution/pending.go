@@ -13,9 +13,11 @@ type Pending struct {
 	// Dispatch says a run waits for the dispatcher to append execution.started.
 	Dispatch bool
 	// Requests are HTTP attempts in flight, in step order (at most one step and one
-	// compensation).
+	// compensation). Each carries its deadline, which the runner that holds it enforces:
+	// an attempt's timeout is no durable timer.
 	Requests []Request
-	// Timers are durable timers that must be set.
+	// Timers are the durable timers that must be set: retry backoffs, the run's deadline
+	// and its automatic re-run.
 	Timers []Timer
 }
 
@@ -29,6 +31,11 @@ type Request struct {
 	Deadline time.Time
 }
 
+// DeadlinePassed is the error of an attempt that had no report by its deadline: the runner
+// reports it for an attempt it takes up too late, and a step or compensation timeout timer
+// records it.
+const DeadlinePassed = "no report before the attempt's deadline"
+
 // Report builds the report of the attempt, to append as an input.
 func (r Request) Report(resp events.Response, now time.Time) events.Event {
 	if r.Compensation {
@@ -37,6 +44,18 @@ func (r Request) Report(resp events.Response, now time.Time) events.Event {
 	}
 	return events.NewExecution(&events.StepReported{ExecutionID: r.ExecutionID, AttemptRef: r.AttemptRef,
 		Response: resp}, events.SourceRunner, now)
+}
+
+// Timeout returns the attempt's timeout as a timer due at its deadline: a step.timeout or
+// compensation.timeout timer.fired, with the id such a timer has always had. No timer is set
+// for it (the runner enforces the deadline); the reconciler fires it for an attempt whose
+// report was lost. ok is false for an attempt with no deadline.
+func (r Request) Timeout() (t Timer, ok bool) {
+	kind := events.TimerStepTimeout
+	if r.Compensation {
+		kind = events.TimerCompensationTimeout
+	}
+	return Timer{At: r.Deadline, Fire: Fire(r.ExecutionID, kind, r.AttemptRef, r.Deadline)}, !r.Deadline.IsZero()
 }
 
 // Timer is a durable timer: at At, append Fire (a timer.fired input).
@@ -72,15 +91,15 @@ func (s *State) Pending() Pending {
 
 func (s *State) pendingAttempts(p *Pending, a *Attempts, stepID string, compensation bool) {
 	ref := events.AttemptRef{Run: s.Run, StepID: stepID, Attempt: a.Attempt}
-	timeout, retry := events.TimerStepTimeout, events.TimerStepRetry
+	retry := events.TimerStepRetry
 	if compensation {
-		timeout, retry = events.TimerCompensationTimeout, events.TimerCompensationRetry
+		retry = events.TimerCompensationRetry
 	}
 	switch a.Status {
 	case StepScheduled:
+		// Its deadline is the runner's to enforce: no timer.
 		p.Requests = append(p.Requests, Request{ExecutionID: s.ExecutionID, Compensation: compensation, AttemptRef: ref,
 			Request: *a.Request, Deadline: a.Deadline})
-		p.Timers = append(p.Timers, s.timer(timeout, a.Deadline, ref))
 	case StepRetryScheduled:
 		if !a.RetryDue {
 			ref.Attempt++

@@ -83,12 +83,16 @@ func candidates(r *run, rng *rand.Rand, delivered []events.Event) []events.Event
 	}
 	for _, req := range p.Requests {
 		out = append(out, req.Report(randomResponse(rng), r.now))
+		// An attempt's timeout timer (an older version's, or the reconciler's) is rarer than
+		// a report, as it is in life.
+		if tm, ok := req.Timeout(); ok && rng.IntN(6) == 0 {
+			out = append(out, tm.Fire)
+		}
 	}
 	for _, tm := range p.Timers {
-		// Timeouts and the deadline are rarer than reports, as they are in life.
+		// The deadline is rarer than reports, as it is in life.
 		kind := tm.Fire.Data.(*events.TimerFired).Kind
-		late := kind == events.TimerExecutionDeadline || kind == events.TimerStepTimeout || kind == events.TimerCompensationTimeout
-		if !late || rng.IntN(6) == 0 {
+		if kind != events.TimerExecutionDeadline || rng.IntN(6) == 0 {
 			out = append(out, tm.Fire)
 		}
 	}

@@ -490,7 +490,7 @@ func (s *State) timerFired(ev events.Event, d *events.TimerFired) {
 			return
 		}
 		a.Status = StepReported
-		a.Report = &events.Response{ErrorKind: events.ErrorTimeout, Error: "no report before the attempt's deadline"}
+		a.Report = &events.Response{ErrorKind: events.ErrorTimeout, Error: DeadlinePassed}
 	case events.TimerStepRetry, events.TimerCompensationRetry:
 		a := s.attempts(ref, d.Kind == events.TimerCompensationRetry)
 		if a == nil || a.Status != StepRetryScheduled || a.Attempt+1 != d.Attempt || a.RetryDue {
