@@ -68,7 +68,6 @@ type Config struct {
 	// is retried in place and is not a delivery. (The consumer itself has MaxDeliver -1, so
 	// that the server never drops an attempt.) Defaults to DefaultMaxDeliver.
 	MaxDeliver int
-	ClockSkew  time.Duration
 	// RetryBackoff and MaxRetryBackoff pace the retries of a report that could not be
 	// published (an unavailable inbox): it is retried in place, without calling again, for
 	// as long as it takes. Default to consume.DefaultRetryBackoff and
