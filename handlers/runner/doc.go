@@ -22,9 +22,10 @@
 //
 // The runner that holds an attempt enforces its deadline; no timer is set for it. The call's
 // context ends at the attempt's deadline (step.scheduled's Deadline, set by the orchestrator
-// as the step's timeout from scheduling), so a call that outlives it is cut and reported as
-// a timeout. An attempt taken up after its deadline (a backlog, or the redelivery of a runner
-// that crashed mid-call) is not called: it is reported as timed out ("no report before the
-// attempt's deadline", the words of a timeout timer). A crash therefore delays a timeout by
-// up to AckWait. A report that is lost after it was sent is the reconciler's to make up for.
+// as the step's timeout from scheduling; plus Config.ClockSkew, the orchestrator's clock
+// being another's), so a call that outlives it is cut and reported as a timeout. An attempt
+// taken up after its deadline (a backlog, or the redelivery of a runner that crashed
+// mid-call) is not called: it is reported as timed out ("no report before the attempt's
+// deadline", the words of a timeout timer). A crash therefore delays a timeout by up to
+// AckWait. A report that is lost after it was sent is the reconciler's to make up for.
 package runner

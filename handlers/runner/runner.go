@@ -29,6 +29,7 @@ const (
 	DefaultAckWait       = 5 * time.Second
 	DefaultMaxDeliver    = 5
 	DefaultMaxAckPending = 1024
+	DefaultClockSkew     = 2 * time.Second
 	// DefaultMaxResponseBytes leaves room in the report's event (at most events.MaxEventSize)
 	// for the envelope and for JSON's escaping of the body.
 	DefaultMaxResponseBytes = 256 << 10
@@ -68,6 +69,11 @@ type Config struct {
 	// is retried in place and is not a delivery. (The consumer itself has MaxDeliver -1, so
 	// that the server never drops an attempt.) Defaults to DefaultMaxDeliver.
 	MaxDeliver int
+	// ClockSkew is how far this process's clock may be ahead of the orchestrator's, which
+	// set the attempt's deadline: the runner enforces the deadline ClockSkew late, so that
+	// an attempt is reported as past its deadline only once the deadline is ClockSkew
+	// behind, and a call's context ends ClockSkew past it. Defaults to DefaultClockSkew.
+	ClockSkew time.Duration
 	// RetryBackoff and MaxRetryBackoff pace the retries of a report that could not be
 	// published (an unavailable inbox): it is retried in place, without calling again, for
 	// as long as it takes. Default to consume.DefaultRetryBackoff and
@@ -92,6 +98,7 @@ func (c *Config) defaults() error {
 	c.AckWait = cmp.Or(c.AckWait, DefaultAckWait)
 	c.MaxDeliver = cmp.Or(c.MaxDeliver, DefaultMaxDeliver)
 	c.MaxAckPending = cmp.Or(c.MaxAckPending, DefaultMaxAckPending)
+	c.ClockSkew = cmp.Or(c.ClockSkew, DefaultClockSkew)
 	c.RetryBackoff = cmp.Or(c.RetryBackoff, consume.DefaultRetryBackoff)
 	c.MaxRetryBackoff = max(cmp.Or(c.MaxRetryBackoff, consume.DefaultMaxRetryBackoff), c.RetryBackoff)
 	if c.Now == nil {
@@ -111,6 +118,8 @@ func (c *Config) defaults() error {
 		return fmt.Errorf("runner: MaxDeliver %d: at least 2 (the last delivery only reports)", c.MaxDeliver)
 	case c.MaxAckPending < c.Workers:
 		return fmt.Errorf("runner: MaxAckPending %d is under Workers %d", c.MaxAckPending, c.Workers)
+	case c.ClockSkew < 0:
+		return fmt.Errorf("runner: ClockSkew %s is negative", c.ClockSkew)
 	}
 	return nil
 }
@@ -207,11 +216,13 @@ func (r *Runner) handle(ctx context.Context, d consume.Delivery) consume.Outcome
 
 	// The runner that holds the attempt enforces its deadline: no timer does. An attempt
 	// taken up too late (a backlog, or a redelivery after a runner crashed mid-call) fails
-	// as a timeout without a call, in the words a timeout timer records.
+	// as a timeout without a call, in the words a timeout timer records. The deadline comes
+	// from the orchestrator's clock: allow for this one being ahead.
 	timeout := time.Duration(req.Request.TimeoutMS) * time.Millisecond
 	callCtx := ctx
 	if !req.Deadline.IsZero() {
-		left := req.Deadline.Sub(r.cfg.Now())
+		deadline := req.Deadline.Add(r.cfg.ClockSkew)
+		left := deadline.Sub(r.cfg.Now())
 		if left <= 0 {
 			log.Warn("attempt not called: its deadline has passed", "deadline", req.Deadline)
 			return r.report(ctx, log, req, events.Response{ErrorKind: events.ErrorTimeout, Error: execution.DeadlinePassed})
@@ -220,7 +231,7 @@ func (r *Runner) handle(ctx context.Context, d consume.Delivery) consume.Outcome
 			timeout = max(left.Round(time.Millisecond), time.Millisecond) // as the timeout error says it
 		}
 		var cancel context.CancelFunc
-		callCtx, cancel = context.WithDeadline(ctx, req.Deadline)
+		callCtx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
 	res := r.cfg.Caller.Call(callCtx, services.Request{

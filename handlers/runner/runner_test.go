@@ -246,8 +246,9 @@ func (d *deadlines) Call(ctx context.Context, req services.Request) services.Res
 }
 
 // A call that outlives the attempt's deadline is cut at the deadline, however late the
-// attempt was delivered: the call's context ends at the absolute deadline, not at the step's
-// timeout counted from the delivery (30 s here), and the report is a timeout.
+// attempt was delivered: the call's context ends at the absolute deadline (plus the clock
+// skew allowance), not at the step's timeout counted from the delivery (30 s here), and the
+// report is a timeout.
 func TestCallIsCutAtTheDeadline(t *testing.T) {
 	svc := newKeyedService(t, time.Minute) // answers only when the call is cut
 	f := setup(t, nil)
@@ -267,7 +268,8 @@ func TestCallIsCutAtTheDeadline(t *testing.T) {
 	calls.mu.Lock()
 	defer calls.mu.Unlock()
 	require.Len(t, calls.got, 1)
-	assert.True(t, calls.got[0].Equal(deadline), "the call's context ends at the attempt's deadline %s, not %s", deadline, calls.got[0])
+	want := deadline.Add(runner.DefaultClockSkew)
+	assert.True(t, calls.got[0].Equal(want), "the call's context ends at the attempt's deadline (with the skew) %s, not %s", want, calls.got[0])
 }
 
 // A runner that dies after its call and before its report is replaced once AckWait has
@@ -292,4 +294,28 @@ func TestRedeliveryPastDeadlineReportsTheTimeout(t *testing.T) {
 	assert.Equal(t, execution.DeadlinePassed, rep.Error, "the redelivery's report, made without a call")
 	assert.Equal(t, 1, svc.counts()[id+"/call"], "called once, before the crash")
 	assert.Zero(t, f.deadLetters())
+}
+
+// The runner's clock may be ahead of the orchestrator's, which set the deadline: an attempt
+// whose deadline is passed by less than the skew allowance is still called.
+func TestDeadlineToleratesClockSkew(t *testing.T) {
+	svc := newKeyedService(t, 0)
+	f := setup(t, nil)
+	id := executionID(0)
+	f.schedule(id, time.Now().Add(500*time.Millisecond))
+	f.start(svc.URL, runner.Config{Now: func() time.Time { return time.Now().Add(time.Second) }})
+	require.Eventually(t, func() bool { return f.reports() == 1 }, 20*time.Second, 10*time.Millisecond)
+	assert.Equal(t, 1, svc.counts()[id+"/call"], "called though its deadline is 0.5 s behind this clock")
+
+	late := executionID(1)
+	f.schedule(late, time.Now().Add(-runner.DefaultClockSkew-time.Second))
+	require.Eventually(t, func() bool {
+		c, err := f.js.Consumer(context.Background(), streams.Executions, runner.Name)
+		require.NoError(t, err)
+		ci, err := c.Info(context.Background())
+		require.NoError(t, err)
+		return ci.NumAckPending == 0 && ci.NumPending == 0
+	}, 20*time.Second, 10*time.Millisecond)
+	assert.Zero(t, svc.counts()[late+"/call"], "an attempt past its deadline by more than the skew is skipped")
+	assert.Equal(t, 2, f.reports(), "and reported as timed out")
 }
