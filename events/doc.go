@@ -44,17 +44,19 @@
 //
 //	API, triggers  execution.queued            pins the workflow, schemas, input, seed
 //	dispatcher     execution.started           admits run N (a deadline for it)
-//	core           step.scheduled              -> runner makes the HTTP call; timer step_timeout
+//	core           step.scheduled              -> runner makes the HTTP call by its deadline
 //	runner         step.reported               status, body, error kind, Retry-After
 //	core           step.succeeded | step.failed | step.retry_scheduled (-> timer step_retry)
 //	core           step.skipped                a condition was false
 //	core           execution.compensating      the run stops early (failure, cancel, deadline)
-//	core           compensation.scheduled      -> runner; timer compensation_timeout
+//	core           compensation.scheduled      -> runner, likewise
 //	runner         compensation.reported
 //	core           compensation.succeeded | compensation.failed | compensation.retry_scheduled
-//	timers         timer.fired                 step_retry, step_timeout, compensation_retry,
-//	                                           compensation_timeout, execution_deadline,
-//	                                           execution_retry; each names its run, step, attempt
+//	timers         timer.fired                 step_retry, compensation_retry,
+//	                                           execution_deadline, execution_retry; each names
+//	                                           its run, step, attempt (step_timeout and
+//	                                           compensation_timeout: the reconciler's, for a
+//	                                           lost report, or an older version's timers)
 //	API            cancel_requested, retry_requested
 //	core           execution.completed | execution.failed | execution.cancelled |
 //	               execution.retry_scheduled (-> timer execution_retry)
@@ -66,9 +68,10 @@
 // with its decisions, the first expecting the last sequence of the execution's subjects and
 // each next one the one before it (docs/architecture.md: inputs arrive as commands on
 // InboxSubject and only the orchestrator writes the history). A timer is set when the decision
-// that asks for it is appended (step.scheduled -> step_timeout at its deadline,
-// step.retry_scheduled -> step_retry at due_at, started -> execution_deadline, ...); when it
-// runs out, its timer.fired command arrives on InboxSubject and is an input like any other.
+// that asks for it is appended (step.retry_scheduled -> step_retry at due_at, started ->
+// execution_deadline, ...); when it runs out, its timer.fired command arrives on InboxSubject
+// and is an input like any other. An attempt's deadline is no timer: the runner that holds
+// the attempt enforces it, and reports a timeout.
 // Timers that wait long are JetStream message schedules on the inbox stream
 // (streams.TimerScheduleSubject), never on the history's subjects.
 package events

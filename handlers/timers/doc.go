@@ -23,5 +23,5 @@
 // Both survive a restart of every process and of the server: the held message and the
 // schedule are in the server's store. When an execution ends, its deadline's schedule is
 // purged. A timer that fires for an attempt that is no longer current is ignored by the
-// core, as is an attempt timeout timer set by an older version.
+// core; an attempt timeout timer set by an older version is recorded as it always was.
 package timers
