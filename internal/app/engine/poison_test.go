@@ -72,10 +72,14 @@ steps:
 	completed, err := events.Marshal(events.NewExecution(&events.ExecutionCompleted{ExecutionID: ghost, Run: 1}, events.SourceCore, time.Now()))
 	require.NoError(t, err)
 	publish(events.InboxSubject(ghost), completed, nil)
-	// An envelope of an unknown type where the runner and the timers read.
-	unknown := []byte(`{"specversion":"1.0","id":"x1","source":"/elsewhere","type":"memmie.execution.step.teleported",` +
-		`"time":"2026-01-01T00:00:00Z","datacontenttype":"application/json","dataschemaversion":1,"data":{}}`)
-	publish("memmie.executions.7a2b3c4d-5e6f-4a0b-9c8d-7e6f5a4b3c2d.step.scheduled", unknown, nil)
+	// An envelope of an unknown type where the runner reads, and one where the timers read
+	// (they no longer read step.scheduled: the runner enforces attempts' deadlines).
+	unknown := func(id string) []byte {
+		return []byte(`{"specversion":"1.0","id":"` + id + `","source":"/elsewhere","type":"memmie.execution.step.teleported",` +
+			`"time":"2026-01-01T00:00:00Z","datacontenttype":"application/json","dataschemaversion":1,"data":{}}`)
+	}
+	publish("memmie.executions.7a2b3c4d-5e6f-4a0b-9c8d-7e6f5a4b3c2d.step.scheduled", unknown("x1"), nil)
+	publish("memmie.executions.7a2b3c4d-5e6f-4a0b-9c8d-7e6f5a4b3c2d.step.retry_scheduled", unknown("x2"), nil)
 
 	dls := h.deadLetters(5)
 	bySource := map[string][]*events.DeadLetter{}
