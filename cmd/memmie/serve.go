@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -31,6 +32,7 @@ import (
 	"github.com/memmie/memmie/internal/app/api"
 	"github.com/memmie/memmie/internal/app/engine"
 	"github.com/memmie/memmie/internal/app/metrics"
+	"github.com/memmie/memmie/internal/app/ui"
 	"github.com/memmie/memmie/internal/app/views"
 	"github.com/memmie/memmie/internal/core/trigger"
 	"github.com/memmie/memmie/internal/jetstream/deadletter"
@@ -328,10 +330,19 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 		cfg.Views = vs // a nil *views.Views in the interface would not read as none
 		cfg.Postgres = ping
 	}
-	handler, err := api.New(cfg)
+	apiHandler, err := api.New(cfg)
 	if err != nil {
 		return err
 	}
+	// The web UI, under /ui/ on the same server, with the same dependencies and token.
+	webUI, err := ui.New(ui.Config{Registry: reg, Engine: eng, Views: cfg.Views, Redriver: cfg.Redriver,
+		Token: o.apiToken, MaxRunning: o.maxRunning, Logger: log})
+	if err != nil {
+		return err
+	}
+	handler := http.NewServeMux()
+	handler.Handle(ui.Prefix, webUI)
+	handler.Handle("/", apiHandler)
 	ln, err := net.Listen("tcp", o.httpAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", o.httpAddr, err)
@@ -348,6 +359,7 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 		fmt.Fprintf(out, "Postgres: %s\n", redactDatabaseURL(o.databaseURL))
 	}
 	fmt.Fprintf(out, "HTTP: http://%s\n", ln.Addr())
+	fmt.Fprintf(out, "UI: http://%s/ui/\n", ln.Addr())
 	printRegistered(out, results)
 	fmt.Fprintf(out, "services: %s\n", describeServices(svcs))
 	fmt.Fprintln(out, "ready; Ctrl-C stops")

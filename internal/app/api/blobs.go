@@ -189,6 +189,12 @@ func (a *API) blobDiff(w http.ResponseWriter, r *http.Request) {
 
 // diffDocuments is the RFC 6902 patch from src to tgt. Numbers stay as written (json.Number):
 // a float64 would round an integer beyond 2^53.
+// DiffBlob is the JSON Patch from one state of a blob to another, as GET
+// /v1/blobs/{id}/diff answers it (the web UI shows the same).
+func DiffBlob(from, to *blob.State) (jsondiff.Patch, error) {
+	return diffDocuments(documentOf(from), documentOf(to))
+}
+
 func diffDocuments(src, tgt blobDocument) (jsondiff.Patch, error) {
 	sb, err := json.Marshal(src)
 	if err != nil {

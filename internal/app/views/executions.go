@@ -46,6 +46,10 @@ type ExecutionQuery struct {
 	// Status and WorkflowID, when set, keep only the executions that have them.
 	Status     string
 	WorkflowID string
+	// ProviderID and BlobID, when set, keep only the executions a trigger of that provider
+	// started on that blob.
+	ProviderID string
+	BlobID     string
 	// Limit bounds the page; it must be positive.
 	Limit int
 	// Cursor is the Next of the page before; empty for the first page.
@@ -74,6 +78,12 @@ func (v *Views) Executions(ctx context.Context, q ExecutionQuery) (ExecutionPage
 	}
 	if q.WorkflowID != "" {
 		lq.where = append(lq.where, "workflow_id = "+lq.arg(q.WorkflowID))
+	}
+	if q.ProviderID != "" {
+		lq.where = append(lq.where, "provider_id = "+lq.arg(q.ProviderID))
+	}
+	if q.BlobID != "" {
+		lq.where = append(lq.where, "blob_id = "+lq.arg(q.BlobID))
 	}
 	if q.Cursor != "" {
 		at, id, err := decodeTimeCursor(q.Cursor, uuid.Parse)
