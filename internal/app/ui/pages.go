@@ -107,7 +107,7 @@ func (u *UI) executions(w http.ResponseWriter, r *http.Request) {
 		u.fail(w, r, statusOf(err), fmt.Errorf("list executions: %w", err))
 		return
 	}
-	u.render(w, r, "executions", map[string]any{"Title": "Executions", "List": page,
+	u.render(w, r, "executions", map[string]any{"Title": "Executions", "List": page, "Mark": listMark(page),
 		"Statuses": []string{"queued", "running", "compensating", "retry_scheduled", "completed", "failed", "cancelled"}})
 }
 
@@ -124,25 +124,28 @@ func (u *UI) executionsLive(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return "", err
 		}
-		h := sha256.New()
-		for _, e := range page.Executions {
-			fmt.Fprintf(h, "%s %s %d %s\n", e.ExecutionID, e.Status, e.Run, e.UpdatedAt)
-		}
-		return hex.EncodeToString(h.Sum(nil)), nil
+		return listMark(page), nil
 	})
 }
 
+// listMark is what the list's page shows, hashed: its live stream says "changed" when it moves.
+func listMark(page views.ExecutionPage) string {
+	h := sha256.New()
+	for _, e := range page.Executions {
+		fmt.Fprintf(h, "%s %s %d %s\n", e.ExecutionID, e.Status, e.Run, e.UpdatedAt)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
 // live streams "changed" each time mark reads differently from the last time, checking every
-// Config.LivePoll, until the client goes.
+// Config.LivePoll, until the client goes. The first mark is the page's own (?mark=, what it
+// showed when it was rendered), so that a change between the page and its stream is told.
 func (u *UI) live(w http.ResponseWriter, r *http.Request, mark func(context.Context) (string, error)) {
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
-	last, err := mark(r.Context())
-	if err != nil {
-		u.log.Warn("live page", "path", r.URL.Path, "err", err)
-	}
+	last := r.URL.Query().Get("mark")
 	tick := time.NewTicker(u.cfg.LivePoll)
 	defer tick.Stop()
 	quiet := 0
@@ -258,10 +261,11 @@ func (u *UI) execution(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	data["Mark"] = executionMark(seq, detail != nil && data["Behind"] == nil)
 	if detail != nil {
 		bars, span := timeline(detail.Attempts, time.Now())
 		data["Detail"], data["Bars"], data["Span"] = detail, bars, span.Round(time.Millisecond)
-		data["Retryable"] = detail.Status == "failed" || detail.Status == "cancelled"
+		data["Retryable"] = detail.Status == "failed" // engine.Retry's rule
 		data["Cancellable"] = !slices.Contains([]string{"completed", "failed", "cancelled"}, detail.Status)
 	} else {
 		st, err := eng.Execution(ctx, id)
@@ -303,21 +307,30 @@ func (u *UI) executionLive(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	var projected uint64
+	var (
+		at       uint64 // the last sequence read
+		caughtUp bool   // whether the projections hold the execution up to at
+	)
 	u.live(w, r, func(ctx context.Context) (string, error) {
 		seq, err := u.cfg.Engine.ExecutionSeq(ctx, id)
 		if err != nil {
 			return "", err
 		}
-		// The page shows the projections: it changes again once they have caught up.
-		if u.cfg.Views != nil && projected < seq {
-			if d, err := u.cfg.Views.ExecutionDetail(ctx, id, seq); err == nil {
-				projected = d.Seq
-			}
+		if seq != at {
+			at, caughtUp = seq, false
 		}
-		return fmt.Sprintf("%d/%d", seq, min(projected, seq)), nil
+		// The page shows the projections: it changes again once they have caught up.
+		if u.cfg.Views != nil && !caughtUp {
+			_, err := u.cfg.Views.ExecutionDetail(ctx, id, seq)
+			caughtUp = err == nil
+		}
+		return executionMark(at, caughtUp), nil
 	})
 }
+
+// executionMark is what an execution's page shows: its last stream sequence, and whether the
+// projections had applied it.
+func executionMark(seq uint64, caughtUp bool) string { return fmt.Sprintf("%d-%t", seq, caughtUp) }
 
 func (u *UI) cancel(w http.ResponseWriter, r *http.Request) {
 	u.action(w, r, "cancel", func(ctx context.Context, id string) error {

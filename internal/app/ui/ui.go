@@ -168,6 +168,10 @@ func (u *UI) matches(token string) bool {
 // render writes page (a template of templates/) with data; fragment renders only its
 // "fragment" block (what a live page refreshes).
 func (u *UI) render(w http.ResponseWriter, r *http.Request, page string, data map[string]any) {
+	u.renderStatus(w, r, http.StatusOK, page, data)
+}
+
+func (u *UI) renderStatus(w http.ResponseWriter, r *http.Request, status int, page string, data map[string]any) {
 	t, ok := u.pages[page]
 	if !ok {
 		http.Error(w, "no page "+page, http.StatusInternalServerError)
@@ -187,6 +191,7 @@ func (u *UI) render(w http.ResponseWriter, r *http.Request, page string, data ma
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
 	_, _ = w.Write(b.Bytes())
 }
 
@@ -195,8 +200,7 @@ func (u *UI) fail(w http.ResponseWriter, r *http.Request, status int, err error)
 	if status >= 500 {
 		u.log.Error("ui request failed", "path", r.URL.Path, "err", err)
 	}
-	w.WriteHeader(status)
-	u.render(w, r, "error", map[string]any{"Title": http.StatusText(status), "Error": err.Error()})
+	u.renderStatus(w, r, status, "error", map[string]any{"Title": http.StatusText(status), "Error": err.Error()})
 }
 
 // back redirects to the page the form was on, with a message.
