@@ -128,6 +128,9 @@ func (u *UI) executionsLive(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// liveHeartbeat is how often a live stream that had nothing to say sends a comment.
+const liveHeartbeat = 15 * time.Second
+
 // listMark is what the list's page shows, hashed: its live stream says "changed" when it moves.
 func listMark(page views.ExecutionPage) string {
 	h := sha256.New()
@@ -142,35 +145,40 @@ func listMark(page views.ExecutionPage) string {
 // showed when it was rendered), so that a change between the page and its stream is told.
 func (u *UI) live(w http.ResponseWriter, r *http.Request, mark func(context.Context) (string, error)) {
 	rc := http.NewResponseController(w)
+	// The server's deadlines are those of one request: a stream has none to read, and each
+	// write has its own.
+	_ = rc.SetReadDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Now().Add(liveHeartbeat + 30*time.Second))
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
+	if err := rc.Flush(); err != nil {
+		return
+	}
 	last := r.URL.Query().Get("mark")
 	tick := time.NewTicker(u.cfg.LivePoll)
 	defer tick.Stop()
-	quiet := 0
+	// A comment when nothing changed for a while: it notices a client gone, and each write
+	// moves the write deadline (and keeps proxies from closing the stream).
+	beat := time.NewTicker(liveHeartbeat)
+	defer beat.Stop()
 	for {
+		msg := ""
 		select {
 		case <-r.Context().Done():
 			return
+		case <-beat.C:
+			msg = ": heartbeat\n\n"
 		case <-tick.C:
-		}
-		m, err := mark(r.Context())
-		msg := ""
-		quiet++
-		switch {
-		case err != nil:
-			// Told by the page's next read; the stream waits for the next check.
-		case m != last:
-			last, msg = m, "event: changed\ndata: {}\n\n"
-		case quiet >= 15:
-			msg = ": heartbeat\n\n" // notices a client gone; keeps proxies from closing
+			// An error is told by the page's next read; the stream waits for the next check.
+			if m, err := mark(r.Context()); err == nil && m != last {
+				last, msg = m, "event: changed\ndata: {}\n\n"
+			}
 		}
 		if msg == "" {
 			continue
 		}
-		quiet = 0
-		_ = rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		_ = rc.SetWriteDeadline(time.Now().Add(liveHeartbeat + 30*time.Second))
 		if _, err := fmt.Fprint(w, msg); err != nil {
 			return
 		}
@@ -343,7 +351,7 @@ func (u *UI) cancel(w http.ResponseWriter, r *http.Request) {
 }
 
 func (u *UI) retry(w http.ResponseWriter, r *http.Request) {
-	u.action(w, r, "retry", u.cfg.Engine.Retry)
+	u.action(w, r, "retry", func(ctx context.Context, id string) error { return u.cfg.Engine.Retry(ctx, id) })
 }
 
 // action runs cancel or retry, as the API's POST /v1/executions/{id}/cancel and /retry do,
