@@ -49,6 +49,16 @@ steps:
     retry: {max_attempts: 2, backoff_ms: 300, jitter: 0}
 `
 
+// uiSlow waits on a call the test holds, to be cancelled from its page.
+const uiSlow = `id: ui_slow
+steps:
+  - id: wait
+    type: api_call
+    service: shop
+    endpoint: /slow
+    timeout_seconds: 120
+`
+
 // chromium returns the path of Chromium's binary, or fails the test with the fix.
 func chromium(t *testing.T) string {
 	t.Helper()
@@ -153,7 +163,8 @@ func (p *page) screenshot(name string) string {
 // TestWebUI drives the web UI in headless Chromium against serve on embedded NATS and
 // Postgres, with an API token: a saga fails and compensates, a blob is summarized, a command
 // is dead-lettered; the pages show them live, the retry button starts run 2, the blob's
-// lineage links to its execution and a dead letter is redriven. Screenshots go to
+// lineage links to its execution, a dead letter is redriven, the queue shows an execution
+// running and its page's cancel button cancels it. Screenshots go to
 // MEMMIE_UI_ARTIFACTS (a temporary folder by default); the execution page's is copied to
 // docs/ui-execution.png.
 func TestWebUI(t *testing.T) {
@@ -164,6 +175,7 @@ func TestWebUI(t *testing.T) {
 	}
 	require.NoError(t, os.MkdirAll(artifacts, 0o755))
 
+	release := make(chan struct{})
 	var (
 		shipOK atomic.Bool
 		mu     sync.Mutex
@@ -174,6 +186,12 @@ func TestWebUI(t *testing.T) {
 		calls = append(calls, r.URL.Path)
 		mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path == "/slow" {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
 		if r.URL.Path == "/ship" && !shipOK.Load() {
 			w.WriteHeader(http.StatusInternalServerError)
 			fmt.Fprint(w, `{"error": "warehouse down"}`)
@@ -182,12 +200,15 @@ func TestWebUI(t *testing.T) {
 		fmt.Fprintf(w, `{"ok": true, "path": %q}`, r.URL.Path)
 	}))
 	t.Cleanup(shop.Close)
+	var releaseOnce sync.Once
+	releaseSlow := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(releaseSlow) // before shop.Close, which waits for the calls
 
 	const token = "ui-s3cret"
 	dbURL := pgtest.URL(t)
 	srv, nc, _ := natstest.Run(t)
 	t.Setenv("MEMMIE_API_TOKEN", token)
-	defs := shippedDefinitions(t, map[string]string{"workflows/ui-saga.yaml": uiSaga})
+	defs := shippedDefinitions(t, map[string]string{"workflows/ui-saga.yaml": uiSaga, "workflows/ui-slow.yaml": uiSlow})
 	serve := startBackground(t, "serve", "--nats-url", srv.ClientURL(), "--http-addr", "127.0.0.1:0",
 		"--database-url", dbURL, "--log-level", "warn", "--definitions", defs,
 		"--services", servicesFile(t, map[string]string{"shop": shop.URL}))
@@ -206,20 +227,24 @@ func TestWebUI(t *testing.T) {
 	p.waitText("the empty list", "document.body.innerText", "no executions")
 
 	// The list is open while the executions start: it shows them live.
-	body, _ := json.Marshal(map[string]any{"workflow_id": "ui_saga", "input": map[string]any{"order": "o-1"}})
-	req, err := http.NewRequest(http.MethodPost, apiURL+"/v1/executions", bytes.NewReader(body))
-	require.NoError(t, err)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err = http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	var started struct {
-		ExecutionID string `json:"execution_id"`
+	start := func(workflow string) string {
+		t.Helper()
+		body, _ := json.Marshal(map[string]any{"workflow_id": workflow, "input": map[string]any{"order": "o-1"}})
+		req, err := http.NewRequest(http.MethodPost, apiURL+"/v1/executions", bytes.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		var started struct {
+			ExecutionID string `json:"execution_id"`
+		}
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&started))
+		require.Equal(t, http.StatusAccepted, resp.StatusCode)
+		return started.ExecutionID
 	}
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&started))
-	resp.Body.Close()
-	require.Equal(t, http.StatusAccepted, resp.StatusCode)
-	sagaID := started.ExecutionID
+	sagaID := start("ui_saga")
 
 	const (
 		blobID = "3a7d9c1e-5b2f-4e8a-9c6d-1f0e2d3c4b5a"
@@ -312,10 +337,20 @@ func TestWebUI(t *testing.T) {
 	redriven := fmt.Sprintf(`(document.querySelector('tr.deadletter[data-id="%s"] .redriven') || {innerText: ""}).innerText`, dlID)
 	p.waitLoaded(apiURL+"/ui/deadletters", "the list shows when it was redriven", redriven, nonEmpty)
 
-	// The queue and the definitions.
-	p.do(chromedp.Navigate(apiURL + "/ui/queue"))
-	assert.Contains(t, eval[string](p, `document.getElementById("running").innerText`), "running: 0")
+	// The queue, with one execution running; cancelled from its page.
+	slowID := start("ui_slow")
+	p.waitLoaded(apiURL+"/ui/queue", "the slow execution running on the queue page", `document.getElementById("queue").innerText + " " + document.getElementById("running").innerText`,
+		func(s string) bool {
+			return strings.Contains(s, slowID) && strings.Contains(s, "running: 1 of at most")
+		})
 	p.screenshot("queue")
+	p.do(chromedp.Navigate(apiURL + "/ui/executions/" + slowID))
+	p.waitText("the slow execution's call", `document.getElementById("timeline").innerText`, "wait attempt 1")
+	p.do(chromedp.SendKeys(chromedp.CSS(`input[name="reason"]`), "changed my mind"), chromedp.Click(chromedp.CSS("#cancel")))
+	p.waitText("the cancel's notice", `(document.getElementById("notice") || {innerText: ""}).innerText`, "cancel requested")
+	releaseSlow()
+	p.waitText("cancelled, live", `document.getElementById("status").innerText`, "cancelled")
+
 	p.do(chromedp.Navigate(apiURL + "/ui/definitions"))
 	assert.Contains(t, eval[string](p, "document.body.innerText"), "ui_saga")
 	p.screenshot("definitions")
