@@ -165,8 +165,8 @@ func (p *page) screenshot(name string) string {
 // is dead-lettered; the pages show them live, the retry button starts run 2, the blob's
 // lineage links to its execution, a dead letter is redriven, the queue shows an execution
 // running and its page's cancel button cancels it. Screenshots go to
-// MEMMIE_UI_ARTIFACTS (a temporary folder by default); the execution page's is copied to
-// docs/ui-execution.png.
+// MEMMIE_UI_ARTIFACTS (a temporary folder by default); with MEMMIE_UI_UPDATE_DOCS=1 the
+// execution page's is written over the README's, docs/ui-execution.png.
 func TestWebUI(t *testing.T) {
 	ctx := browser(t)
 	artifacts := os.Getenv("MEMMIE_UI_ARTIFACTS")
@@ -302,10 +302,14 @@ func TestWebUI(t *testing.T) {
 	assert.Equal(t, "attempt:reserve:succeeded attempt:charge:succeeded attempt:ship:succeeded", eval[string](p, run2),
 		"run 2 runs again from the failed step and the compensated ones before it")
 	p.screenshot("execution")
-	// The README's: the top of the page (the whole one holds the raw history too).
+	// The README's: the top of the page (the whole one holds the raw history too), kept with
+	// the test's and, when asked, written over docs/ui-execution.png.
 	top, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
 	require.NoError(t, err)
-	require.NoError(t, os.WriteFile("../../docs/ui-execution.png", top, 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(artifacts, "execution-top.png"), top, 0o644))
+	if os.Getenv("MEMMIE_UI_UPDATE_DOCS") == "1" {
+		require.NoError(t, os.WriteFile("../../docs/ui-execution.png", top, 0o644))
+	}
 
 	// The blob: versions 1 and 2, the delta's lineage linked to its execution.
 	p.do(chromedp.Navigate(apiURL + "/ui/blobs/" + blobID))
