@@ -188,10 +188,20 @@ func TestRequeuedExecutionIsNeverDeadLettered(t *testing.T) {
 	assert.Zero(t, deadLetters(t, js), "nothing dead-lettered")
 }
 
-// appendMany stores events quickly (async publishes), for a long history.
+// appendMany stores events quickly (async publishes), for a long history. It waits for the
+// acks every window of publishes: with thousands outstanding, a loaded machine stalls the
+// publisher ("too many outstanding async published messages").
 func appendMany(t testing.TB, js jetstream.JetStream, data ...events.ExecutionData) {
 	t.Helper()
-	for _, d := range data {
+	const window = 256
+	for i, d := range data {
+		if i > 0 && i%window == 0 {
+			select {
+			case <-js.PublishAsyncComplete():
+			case <-time.After(time.Minute):
+				t.Fatal("async publishes did not complete")
+			}
+		}
 		ev := events.NewExecution(d, events.SourceCore, time.Now())
 		b, err := events.Marshal(ev)
 		require.NoError(t, err)
