@@ -38,7 +38,9 @@ func Connect(t testing.TB, srv *natsserver.Server) (*nats.Conn, jetstream.JetStr
 		t.Fatalf("connect to %s: %v", srv.ClientURL(), err)
 	}
 	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
+	// Tests store long histories with async publishes: room for all of them, so that a loaded
+	// machine never stalls the publisher (the default, 4,000 outstanding, did once in CI).
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(1<<16))
 	if err != nil {
 		t.Fatalf("jetstream: %v", err)
 	}
