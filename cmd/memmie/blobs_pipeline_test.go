@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -148,4 +149,13 @@ func TestBlobProcessingPipeline(t *testing.T) {
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	assert.Contains(t, string(body), `memmie_triggers_handler_execution_time_seconds_count{handler_name="triggers",success="true"} 3`)
+	// The one triggered execution's deltas, written on the blob still at the version it read,
+	// timed from the blob event's delta; and its calls, all answered 200.
+	for _, line := range []string{
+		"memmie_blob_event_to_last_delta_seconds_count 1",
+		"memmie_blob_outputs_unmeasured_total 0",
+		fmt.Sprintf("memmie_step_calls_total{service=%q,status_class=%q} %d", "studio", "2xx", len(got)),
+	} {
+		assert.True(t, strings.Contains(string(body), "\n"+line+"\n"), "/metrics has %s", line)
+	}
 }

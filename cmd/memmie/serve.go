@@ -25,6 +25,7 @@ import (
 	"github.com/memmie/memmie/definitions"
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/handlers/blobs"
 	"github.com/memmie/memmie/handlers/dispatcher"
 	"github.com/memmie/memmie/handlers/orchestrator"
 	"github.com/memmie/memmie/handlers/runner"
@@ -285,6 +286,8 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 	calls := metrics.NewCalls(caller)
 	// The durations of the executions this process's orchestrator ends.
 	durations := metrics.NewExecutions()
+	// The latency from a blob event to the last delta of each execution it triggered.
+	outputs := metrics.NewBlobOutputs()
 	// The trigger matcher's router registers its Watermill metrics here, served beside the
 	// engine's.
 	routers := prometheus.NewRegistry()
@@ -295,6 +298,7 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 		Streams:      streamOpts,
 		Dispatcher:   dispatcher.Config{MaxRunning: o.maxRunning},
 		Orchestrator: orchestrator.Config{Observer: durations},
+		Blobs:        blobs.Config{Observer: outputs},
 		Triggers: triggers.Config{Trigger: trigger.Config{MaxDerivationDepth: o.maxDerivationDepth},
 			Metrics: routers},
 		Cluster: engine.Cluster{ProcessID: o.processID},
@@ -314,7 +318,7 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 		}
 	}()
 
-	collectors := []prometheus.Collector{calls, durations}
+	collectors := []prometheus.Collector{calls, durations, outputs}
 	if vs != nil {
 		// The projections' lag and the executions by status, read at each scrape.
 		projs, err := metrics.NewProjections(metrics.ProjectionsConfig{JS: js, Runners: runners, Tables: vs})

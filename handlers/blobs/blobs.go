@@ -101,6 +101,18 @@ type Config struct {
 	// failed for a transient reason. Default to consume.DefaultRetryBackoff and
 	// consume.DefaultMaxRetryBackoff.
 	RetryBackoff, MaxRetryBackoff time.Duration
+	// Observer is told of each triggered execution whose deltas this process appended.
+	// Defaults to none.
+	Observer OutputObserver
+}
+
+// OutputObserver is told of the outputs the handler wrote. It is called on the outputs
+// consumer's worker once the appends are acknowledged, and must return at once.
+type OutputObserver interface {
+	// OutputWritten: the deltas of execution x, the last of them last, were appended on
+	// before, the blob's state they were applied to (shared, never modify it). Told once per
+	// delivery that appended deltas: a write cut short and resumed is told again, with the rest.
+	OutputWritten(x blob.Execution, before *blob.State, last events.Delta)
 }
 
 func (c *Config) defaults(js jetstream.JetStream) error {

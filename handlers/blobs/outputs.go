@@ -151,6 +151,9 @@ func (h *Handler) writeOutput(ctx context.Context, log *slog.Logger, d consume.D
 		if err == nil {
 			if len(res.Deltas) > 0 {
 				log.Debug("execution's deltas appended", "deltas", len(res.Deltas), "version", res.Deltas[len(res.Deltas)-1].Version)
+				if h.cfg.Observer != nil {
+					h.cfg.Observer.OutputWritten(x, &e.State, res.Deltas[len(res.Deltas)-1])
+				}
 			}
 			return res, consume.Outcome{}, true
 		} else if !errors.Is(err, stream.ErrConflict) {
