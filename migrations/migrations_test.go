@@ -122,3 +122,42 @@ func TestTablesHaveTheirColumns(t *testing.T) {
 		`SELECT indexdef FROM pg_indexes WHERE indexname = 'queued_executions_next'`).Scan(&index))
 	require.Contains(t, index, "(status, priority DESC, queued_at)")
 }
+
+// TestExecutionsListFiltersUseAnIndex: each filter of the executions list, with the cursor,
+// is read through an index in the list's order, not by a scan of the table.
+func TestExecutionsListFiltersUseAnIndex(t *testing.T) {
+	ctx := context.Background()
+	db := open(t, pgtest.EmptyURL(t))
+	_, err := migrations.Up(ctx, db)
+	require.NoError(t, err)
+	// Enough rows of each provider and blob that the order matters: a page is the first rows of
+	// the index, not a sort of all the rows that match.
+	_, err = db.ExecContext(ctx, `INSERT INTO executions (execution_id, workflow_id, workflow_revision, status, provider_id, blob_id, queued_at)
+		SELECT gen_random_uuid(), 'w' || (i % 10), 1, 'completed',
+			CASE WHEN i % 2 = 0 THEN 'p' || (i % 8) END, CASE WHEN i % 2 = 0 THEN 'b' || (i % 16) END,
+			now() - i * interval '1 second'
+		FROM generate_series(1, 20000) AS i`)
+	require.NoError(t, err)
+	_, err = db.ExecContext(ctx, "ANALYZE executions")
+	require.NoError(t, err)
+
+	for filter, index := range map[string]string{
+		"provider_id = 'p4'": "executions_provider",
+		"blob_id = 'b4'":     "executions_blob",
+	} {
+		for _, cursor := range []string{"", " AND (queued_at, execution_id) < (now(), gen_random_uuid())"} {
+			rows, err := db.QueryContext(ctx, `EXPLAIN SELECT * FROM executions WHERE `+filter+cursor+
+				` ORDER BY queued_at DESC, execution_id DESC LIMIT 51`)
+			require.NoError(t, err)
+			var plan string
+			for rows.Next() {
+				var line string
+				require.NoError(t, rows.Scan(&line))
+				plan += line + "\n"
+			}
+			require.NoError(t, rows.Err())
+			require.Contains(t, plan, "Index Scan using "+index+" ", "%s%s:\n%s", filter, cursor, plan)
+			require.NotContains(t, plan, "Sort", "%s%s: read in the index's order:\n%s", filter, cursor, plan)
+		}
+	}
+}
