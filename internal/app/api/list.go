@@ -45,7 +45,8 @@ func (a *API) listExecutions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	query := views.ExecutionQuery{Status: q.Get("status"), WorkflowID: q.Get("workflow_id"), Cursor: q.Get("cursor")}
+	query := views.ExecutionQuery{Status: q.Get("status"), WorkflowID: q.Get("workflow_id"),
+		ProviderID: q.Get("provider_id"), BlobID: q.Get("blob_id"), Cursor: q.Get("cursor")}
 	if query.Status != "" && !statuses[query.Status] {
 		a.fail(w, r, badRequest("status %q: want queued, running, compensating, retry_scheduled, completed, failed or cancelled", query.Status))
 		return

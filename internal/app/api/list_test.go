@@ -122,6 +122,9 @@ func TestListExecutions(t *testing.T) {
 		assert.Equal(t, []string{started[3], started[1]}, ids(t, do(t, srv, "GET", "/v1/executions?status=failed", "")))
 		assert.Equal(t, []string{started[4], started[2], started[0]}, ids(t, do(t, srv, "GET", "/v1/executions?workflow_id=ok", "")))
 		assert.Empty(t, ids(t, do(t, srv, "GET", "/v1/executions?workflow_id=ok&status=failed", "")))
+		// Started through the API, they have no provider and no blob.
+		assert.Empty(t, ids(t, do(t, srv, "GET", "/v1/executions?provider_id=notes", "")))
+		assert.Empty(t, ids(t, do(t, srv, "GET", "/v1/executions?blob_id=b1", "")))
 		assert.Empty(t, ids(t, do(t, srv, "GET", "/v1/executions?status=running", "")))
 		// A filter with a cursor: the page after the first failed one.
 		first := do(t, srv, "GET", "/v1/executions?status=failed&limit=1", "")
