@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
@@ -22,6 +23,7 @@ import (
 	"github.com/memmie/memmie/internal/jetstream/deadletter"
 	"github.com/memmie/memmie/internal/jetstream/partition"
 	"github.com/memmie/memmie/internal/jetstream/stream"
+	"github.com/memmie/memmie/internal/tracing"
 )
 
 // Name is the handler's dead-letter source, and the prefix of its partition consumers' names:
@@ -92,6 +94,9 @@ type Config struct {
 	Now func() time.Time
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Tracer records a span per blob event and per completed execution's deltas, and carries
+	// the trace context on the deltas and trigger requests. Defaults to off.
+	Tracer tracing.Tracer
 	// DeadLetter records events that can never be processed. Required.
 	DeadLetter *deadletter.Writer
 	// Hooks inject faults (tests only): faults.BlobsAppended (with the blob id),
@@ -326,6 +331,9 @@ func (h *Handler) OutputStats() consume.Stats {
 func (h *Handler) StoreStats() blobstore.Stats { return h.cfg.Store.Stats() }
 
 func (h *Handler) handle(ctx context.Context, d consume.Delivery) consume.Outcome {
+	// A client's traceparent makes the event part of its trace; without one it starts a trace.
+	ctx, span := h.cfg.Tracer.Start(ctx, "blob event", d.Msg.Headers())
+	defer span.End()
 	msgID := d.Msg.Headers().Get(jetstream.MsgIDHeader)
 	if msgID == "" {
 		// Stable across redeliveries; a re-publish without an id is another event.
@@ -338,6 +346,10 @@ func (h *Handler) handle(ctx context.Context, d consume.Delivery) consume.Outcom
 	ev, err := blob.Parse(blob.Message{Subject: subject, Body: d.Msg.Data(), MsgID: msgID})
 	if err != nil {
 		return consume.DeadLetter(err.Error())
+	}
+	if h.cfg.Tracer.On() {
+		span.SetAttributes(tracing.BlobID.String(ev.Data.BlobID), tracing.EventID.String(ev.ID),
+			attribute.String("memmie.kind", string(ev.Kind())))
 	}
 	log := h.log.With("blob_id", ev.Data.BlobID, "event_id", ev.ID, "kind", ev.Kind())
 	after, out, ok := h.record(ctx, log, ev)
@@ -371,23 +383,23 @@ func (h *Handler) record(ctx context.Context, log *slog.Logger, ev blob.Event) (
 			continue
 		case errors.As(err, &refusal):
 			// No earlier event of the blob is pending: its partition hands out one at a time.
-			log.Info("blob event refused", "reason", refusal.Reason, "err", err)
+			log.InfoContext(ctx, "blob event refused", "reason", refusal.Reason, "err", err)
 			return blob.State{}, consume.DeadLetter(err.Error()), false
 		case err != nil:
-			log.Error("decide failed", "err", err)
+			log.ErrorContext(ctx, "decide failed", "err", err)
 			return blob.State{}, consume.DeadLetter(err.Error()), false
 		case dec.Duplicate:
 			at, err := store.AtVersion(ctx, e, dec.Version, func(s *blob.State) int64 { return s.Version })
 			if err != nil {
 				return blob.State{}, loadOutcome(err), false
 			}
-			log.Debug("blob event recorded before", "version", dec.Version)
+			log.DebugContext(ctx, "blob event recorded before", "version", dec.Version)
 			return at, consume.Outcome{}, true
 		}
-		next, err := store.Append(ctx, e, dec.Delta)
+		next, err := store.AppendHeader(ctx, e, tracing.Inject(ctx, nil), dec.Delta)
 		switch {
 		case err == nil:
-			log.Debug("delta appended", "version", dec.Version, "type", dec.Delta.Type)
+			log.DebugContext(ctx, "delta appended", "version", dec.Version, "type", dec.Delta.Type)
 			return next.State, consume.Outcome{}, true
 		case !errors.Is(err, stream.ErrConflict):
 			return blob.State{}, consume.Retry(err, 0), false
@@ -395,7 +407,7 @@ func (h *Handler) record(ctx context.Context, log *slog.Logger, ev blob.Event) (
 			return blob.State{}, consume.Retry(fmt.Errorf("after %d conflicting appends: %w", attempt, err), 0), false
 		}
 		// Another writer appended first: catch up on its deltas and decide again.
-		log.Debug("append conflict; deciding again", "attempt", attempt)
+		log.DebugContext(ctx, "append conflict; deciding again", "attempt", attempt)
 		e, err = store.Fresh(ctx, id)
 		fresh = true
 	}
@@ -437,15 +449,15 @@ func (h *Handler) request(ctx context.Context, log *slog.Logger, ev blob.Event, 
 	if err != nil {
 		// Too large: the event data and the blob carry the content twice, as the input of
 		// the executions it would start does, which could not be queued either.
-		log.Warn("trigger request cannot be encoded: recorded, nothing started", "err", err)
+		log.WarnContext(ctx, "trigger request cannot be encoded: recorded, nothing started", "err", err)
 		return consume.DeadLetter("trigger request: " + err.Error())
 	}
 	msg := stream.Msg{Subject: subject, Data: data, ID: id,
-		Header: nats.Header{events.HeaderCorrelationID: []string{ev.ID}}}
+		Header: tracing.Inject(ctx, nats.Header{events.HeaderCorrelationID: []string{ev.ID}})}
 	if _, err := stream.Append(ctx, h.js, h.cfg.Triggers, []stream.Msg{msg}, stream.Expect{}); err != nil {
 		// The delta is written: the event comes back as a duplicate and asks again.
 		return consume.Retry(fmt.Errorf("request triggers of %s: %w", ev.ID, err), 0)
 	}
-	log.Debug("triggers requested", "version", after.Version)
+	log.DebugContext(ctx, "triggers requested", "version", after.Version)
 	return consume.Ack()
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/memmie/memmie/internal/jetstream/consume"
 	"github.com/memmie/memmie/internal/jetstream/inbox"
 	"github.com/memmie/memmie/internal/jetstream/stream"
+	"github.com/memmie/memmie/internal/tracing"
 )
 
 // OutputsFilter is the subject of the events the outputs consumer reads: every completed
@@ -30,6 +31,9 @@ const OutputsFilter = "memmie.executions.*.completed"
 // delivered again, or whose write was cut short, writes each delta once. An output that
 // cannot apply writes nothing and is recorded on the execution (events.DeltasRejected).
 func (h *Handler) handleOutput(ctx context.Context, d consume.Delivery) consume.Outcome {
+	// The completed event carries the trace of the blob event that triggered the execution.
+	ctx, span := h.cfg.Tracer.Start(ctx, "execution deltas", d.Msg.Headers())
+	defer span.End()
 	ev, err := events.Decode(d.Msg.Data())
 	if err != nil {
 		return consume.DeadLetter(err.Error())
@@ -59,6 +63,10 @@ func (h *Handler) handleOutput(ctx context.Context, d consume.Delivery) consume.
 		BaseVersion:      q.BaseVersion,
 		SourceEventID:    q.SourceEventID,
 		Output:           done.Output,
+	}
+	if h.cfg.Tracer.On() {
+		span.SetAttributes(tracing.BlobID.String(q.BlobID), tracing.ExecutionID.String(done.ExecutionID),
+			tracing.WorkflowID.String(q.WorkflowID))
 	}
 	log := h.log.With("blob_id", q.BlobID, "execution_id", done.ExecutionID, "workflow_id", q.WorkflowID)
 	res, out, ok := h.writeOutput(ctx, log, d, x, done.Run)
@@ -103,6 +111,7 @@ func (h *Handler) queued(ctx context.Context, executionID string) (*events.Execu
 // settles the event.
 func (h *Handler) writeOutput(ctx context.Context, log *slog.Logger, d consume.Delivery, x blob.Execution, run int) (res blob.Result, out consume.Outcome, ok bool) {
 	store := h.cfg.Store
+	hdr := tracing.Inject(ctx, nil)
 	e, err := store.Get(ctx, x.BlobID)
 	fresh, checked := false, false
 	for attempt := 1; ; attempt++ {
@@ -120,7 +129,7 @@ func (h *Handler) writeOutput(ctx context.Context, log *slog.Logger, d consume.D
 		case errors.As(err, &rejection):
 			return blob.Result{}, h.reject(ctx, log, x, run, e.State.Version, rejection), false
 		case err != nil:
-			log.Error("deltas of an execution", "err", err)
+			log.ErrorContext(ctx, "deltas of an execution", "err", err)
 			return blob.Result{}, consume.DeadLetter(err.Error()), false
 		}
 		if res.Written == 0 && len(res.Deltas) > 0 && !checked {
@@ -131,26 +140,26 @@ func (h *Handler) writeOutput(ctx context.Context, log *slog.Logger, d consume.D
 				return blob.Result{}, consume.Retry(err, 0), false
 			}
 			if rejected {
-				log.Info("execution output rejected before: nothing written")
+				log.InfoContext(ctx, "execution output rejected before: nothing written")
 				return blob.Result{}, consume.Ack(), false
 			}
 			checked = true
 		}
 		if res.Written > 0 {
-			log.Info("execution's deltas written before", "written", res.Written, "rest", len(res.Deltas))
+			log.InfoContext(ctx, "execution's deltas written before", "written", res.Written, "rest", len(res.Deltas))
 		}
 		// The first delta alone, then the rest as one chain: faults.BlobsOutputDeltaAppended
 		// sits between them (a write cut short), for one more append call per execution.
-		next, err := store.Append(ctx, e, res.Deltas[:min(1, len(res.Deltas))]...)
+		next, err := store.AppendHeader(ctx, e, hdr, res.Deltas[:min(1, len(res.Deltas))]...)
 		if err == nil && len(res.Deltas) > 1 {
 			if err := h.cfg.Hooks.At(ctx, faults.BlobsOutputDeltaAppended, x.ExecutionID); err != nil {
 				return blob.Result{}, consume.Abandon(), false
 			}
-			_, err = store.Append(ctx, next, res.Deltas[1:]...)
+			_, err = store.AppendHeader(ctx, next, hdr, res.Deltas[1:]...)
 		}
 		if err == nil {
 			if len(res.Deltas) > 0 {
-				log.Debug("execution's deltas appended", "deltas", len(res.Deltas), "version", res.Deltas[len(res.Deltas)-1].Version)
+				log.DebugContext(ctx, "execution's deltas appended", "deltas", len(res.Deltas), "version", res.Deltas[len(res.Deltas)-1].Version)
 				if h.cfg.Observer != nil {
 					h.cfg.Observer.OutputWritten(x, &e.State, res.Deltas[len(res.Deltas)-1])
 				}
@@ -177,7 +186,7 @@ const maxRejectionReason = 4 << 10
 // execution holds the reason, and clients see it on memmie.executions.<id>.deltas_rejected),
 // and a redrive could only be rejected again, or write on a blob that moved on.
 func (h *Handler) reject(ctx context.Context, log *slog.Logger, x blob.Execution, run int, version int64, r *blob.Rejection) consume.Outcome {
-	log.Warn("execution output rejected: no delta written", "item", r.Item, "reason", r.Reason, "version", version)
+	log.WarnContext(ctx, "execution output rejected: no delta written", "item", r.Item, "reason", r.Reason, "version", version)
 	reason := r.Reason
 	if len(reason) > maxRejectionReason {
 		reason = strings.ToValidUTF8(reason[:maxRejectionReason], "") + "…"
@@ -237,6 +246,7 @@ func (h *Handler) publishCreated(ctx context.Context, ev events.Event) error {
 	msg := nats.NewMsg(ev.Subject)
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
+	tracing.Inject(ctx, msg.Header)
 	if _, err := h.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(h.cfg.Blobs)); err != nil {
 		return fmt.Errorf("publish %s: %w", ev.Subject, err)
 	}

@@ -15,6 +15,9 @@ type entry struct {
 	seq uint64
 	// partition is the inbox partition of the execution's commands.
 	partition int
+	// traceparent is the trace context of the execution's queued event, which its later
+	// events carry on; empty without one, or with tracing off.
+	traceparent string
 }
 
 // cache is a least-recently-used map of execution states. The states it holds are never

@@ -10,7 +10,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
@@ -20,6 +23,7 @@ import (
 	"github.com/memmie/memmie/internal/jetstream/deadletter"
 	"github.com/memmie/memmie/internal/jetstream/partition"
 	"github.com/memmie/memmie/internal/jetstream/stream"
+	"github.com/memmie/memmie/internal/tracing"
 )
 
 // Name is the orchestrator's dead-letter source, and the prefix of its durable consumers'
@@ -96,6 +100,10 @@ type Config struct {
 	Now func() time.Time
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Tracer records a span per input of an execution whose queued event carries a trace
+	// context, and puts that trace on the events it appends (the runner's calls and the
+	// deltas join it). Defaults to off.
+	Tracer tracing.Tracer
 	// DeadLetter records inputs that can never be processed. Required.
 	DeadLetter *deadletter.Writer
 	// Hooks inject faults (tests only): faults.OrchestratorDecided and
@@ -326,7 +334,7 @@ func (o *Orchestrator) handle(ctx context.Context, d consume.Delivery) consume.O
 	}
 	log := inputLog{base: o.log, executionID: id, input: ev.Type, eventID: ev.ID, waited: now.Sub(d.Meta.Timestamp)}
 	for attempt := 1; ; attempt++ {
-		out, err := o.decide(ctx, log, partition, id, ev, now)
+		out, err := o.decide(ctx, log, partition, id, ev, d.Msg.Headers(), now)
 		if !errors.Is(err, stream.ErrConflict) {
 			return out
 		}
@@ -343,7 +351,7 @@ func (o *Orchestrator) handle(ctx context.Context, d consume.Delivery) consume.O
 
 // decide applies one input to the execution's state and appends it with the decisions taken
 // on it. It returns a stream.ErrConflict error when another writer appended first.
-func (o *Orchestrator) decide(ctx context.Context, log inputLog, partition int, id string, ev events.Event, now time.Time) (consume.Outcome, error) {
+func (o *Orchestrator) decide(ctx context.Context, log inputLog, partition int, id string, ev events.Event, inHdr nats.Header, now time.Time) (consume.Outcome, error) {
 	cur, cached := o.cache.get(id)
 	if cached {
 		o.hits.Add(1)
@@ -363,6 +371,19 @@ func (o *Orchestrator) decide(ctx context.Context, log inputLog, partition int, 
 	}
 	if cur.seq == 0 && ev.Type != events.TypeExecutionQueued {
 		return consume.DeadLetter(fmt.Sprintf("unknown execution %s", id)), nil
+	}
+	var hdr nats.Header // the trace context of the appended events
+	if o.cfg.Tracer.On() {
+		if cur.seq == 0 {
+			cur.traceparent = inHdr.Get(tracing.HeaderTraceparent) // the queued event itself
+		}
+		if cur.traceparent != "" {
+			var span trace.Span
+			ctx, span = o.cfg.Tracer.Start(ctx, "execution input", nats.Header{tracing.HeaderTraceparent: {cur.traceparent}},
+				trace.WithAttributes(tracing.ExecutionID.String(id), attribute.String("memmie.input", string(ev.Type))))
+			defer span.End()
+			hdr = tracing.Inject(ctx, nil)
+		}
 	}
 
 	next := cur.state.Clone()
@@ -394,7 +415,7 @@ func (o *Orchestrator) decide(ctx context.Context, log inputLog, partition int, 
 	isStale := next.StaleCount > stale
 	decisions, err := execution.Decide(next, in, now)
 	if err != nil {
-		log.logger().Error("decide failed", "err", err)
+		log.logger().ErrorContext(ctx, "decide failed", "err", err)
 		return consume.DeadLetter(err.Error()), nil
 	}
 	if isStale && len(decisions) == 0 {
@@ -415,13 +436,13 @@ func (o *Orchestrator) decide(ctx context.Context, log inputLog, partition int, 
 	if isStale {
 		// The input is recorded, but not every decision on it: an append cut short. Record
 		// the rest.
-		log.logger().Info("completing the decisions of an input recorded earlier", "decisions", len(decisions))
+		log.logger().InfoContext(ctx, "completing the decisions of an input recorded earlier", "decisions", len(decisions))
 		batch = decisions
 	}
 	msgs := make([]stream.Msg, 0, len(batch))
 	for _, e := range batch {
 		if e.ID == in.ID {
-			msgs = append(msgs, stream.Msg{Subject: e.Subject, Data: inData, ID: e.ID})
+			msgs = append(msgs, stream.Msg{Subject: e.Subject, Data: inData, ID: e.ID, Header: hdr})
 			continue
 		}
 		data := e.Encoding() // Decide encoded its decisions
@@ -433,10 +454,10 @@ func (o *Orchestrator) decide(ctx context.Context, log inputLog, partition int, 
 			e = e.WithEncoding(data)
 		}
 		if err := next.Apply(e); err != nil {
-			log.logger().Error("a decision does not apply to its own state", "decision", e.Type, "err", err)
+			log.logger().ErrorContext(ctx, "a decision does not apply to its own state", "decision", e.Type, "err", err)
 			return consume.DeadLetter(fmt.Sprintf("decision %s: %v", e.Type, err)), nil
 		}
-		msgs = append(msgs, stream.Msg{Subject: e.Subject, Data: data, ID: e.ID})
+		msgs = append(msgs, stream.Msg{Subject: e.Subject, Data: data, ID: e.ID, Header: hdr})
 	}
 	if err := o.cfg.Hooks.At(ctx, faults.OrchestratorDecided, id); err != nil {
 		return consume.Abandon(), nil
@@ -459,7 +480,7 @@ func (o *Orchestrator) decide(ctx context.Context, log inputLog, partition int, 
 		o.cache.remove(id)
 		return consume.Retry(err, 0), nil
 	}
-	o.cache.put(id, entry{state: next, seq: ack.LastSeq, partition: partition})
+	o.cache.put(id, entry{state: next, seq: ack.LastSeq, partition: partition, traceparent: cur.traceparent})
 	o.decided.Add(1)
 	if o.cfg.Observer != nil && slices.ContainsFunc(batch, ends) {
 		o.cfg.Observer.Ended(&next)
@@ -467,7 +488,7 @@ func (o *Orchestrator) decide(ctx context.Context, log inputLog, partition int, 
 	if next.HistoryWarning() && !cur.state.HistoryWarning() {
 		// Once per execution: the run stops when the history reaches its bounds.
 		h := next.History()
-		log.logger().Warn("execution history past half its bounds", "events", h.Events, "bytes", h.Bytes,
+		log.logger().WarnContext(ctx, "execution history past half its bounds", "events", h.Events, "bytes", h.Bytes,
 			"max_events", execution.MaxHistoryEvents, "max_bytes", execution.MaxHistoryBytes)
 	}
 	if err := o.cfg.Hooks.At(ctx, faults.OrchestratorAppended, id); err != nil {
@@ -478,7 +499,7 @@ func (o *Orchestrator) decide(ctx context.Context, log inputLog, partition int, 
 		for i, e := range decisions {
 			types[i] = string(e.Type)
 		}
-		log.logger().Debug("decided", "decisions", types, "seq", ack.LastSeq, "status", next.Status, "append", time.Since(appendStart))
+		log.logger().DebugContext(ctx, "decided", "decisions", types, "seq", ack.LastSeq, "status", next.Status, "append", time.Since(appendStart))
 	}
 	return consume.Ack(), nil
 }
@@ -573,7 +594,12 @@ func (o *Orchestrator) load(ctx context.Context, id string, input events.Type) (
 	if err != nil {
 		return entry{}, fmt.Errorf("%w of %s: %v", errUnreadable, id, err)
 	}
-	return entry{state: s, seq: msgs[len(msgs)-1].Sequence}, nil
+	e := entry{state: s, seq: msgs[len(msgs)-1].Sequence}
+	if o.cfg.Tracer.On() {
+		// The first event is the queued event, whose trace the execution's events carry on.
+		e.traceparent = msgs[0].Header.Get(tracing.HeaderTraceparent)
+	}
+	return e, nil
 }
 
 // Decode decodes the messages of an execution's history.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
@@ -18,6 +19,7 @@ import (
 	"github.com/memmie/memmie/internal/jetstream/deadletter"
 	"github.com/memmie/memmie/internal/jetstream/inbox"
 	"github.com/memmie/memmie/internal/services"
+	"github.com/memmie/memmie/internal/tracing"
 )
 
 // Name is the runner's durable consumer name and its dead-letter source.
@@ -84,6 +86,10 @@ type Config struct {
 	Now func() time.Time
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Tracer records a span per attempt, the child of the trace context its scheduled event
+	// carries; the Caller's HTTP client span is its child when the Caller is traced
+	// (services.Config.TracerProvider). Defaults to off.
+	Tracer tracing.Tracer
 	// DeadLetter records attempts that can never be made. Required.
 	DeadLetter *deadletter.Writer
 	// Hooks inject faults (tests only): faults.RunnerCalled and faults.RunnerReported.
@@ -199,6 +205,17 @@ func (r *Runner) handle(ctx context.Context, d consume.Delivery) consume.Outcome
 	if id, _, err := events.ParseExecutionSubject(d.Msg.Subject()); err != nil || id != req.ExecutionID {
 		return consume.DeadLetter(fmt.Sprintf("event of execution %q on subject %s", req.ExecutionID, d.Msg.Subject()))
 	}
+	if r.cfg.Tracer.On() {
+		name := "step attempt"
+		if req.Compensation {
+			name = "compensation attempt"
+		}
+		var span trace.Span
+		ctx, span = r.cfg.Tracer.Start(ctx, name, d.Msg.Headers(), trace.WithAttributes(
+			tracing.ExecutionID.String(req.ExecutionID), tracing.StepID.String(req.StepID),
+			tracing.Attempt.Int(req.Attempt), tracing.Service.String(req.Request.Service)))
+		defer span.End()
+	}
 	log := r.log.With("execution_id", req.ExecutionID, "step_id", req.StepID, "attempt", req.Attempt,
 		"run", req.Run, "compensation", req.Compensation, "service", req.Request.Service)
 
@@ -209,7 +226,7 @@ func (r *Runner) handle(ctx context.Context, d consume.Delivery) consume.Outcome
 		if err := r.cfg.DeadLetter.Record(ctx, Name, d.Msg, reason); err != nil {
 			return consume.Retry(err, 0)
 		}
-		log.Error("attempt dead-lettered", "reason", reason)
+		log.ErrorContext(ctx, "attempt dead-lettered", "reason", reason)
 		return r.report(ctx, log, req, events.Response{ErrorKind: events.ErrorTimeout,
 			Error: "the runner gave up on the attempt: " + reason})
 	}
@@ -224,7 +241,7 @@ func (r *Runner) handle(ctx context.Context, d consume.Delivery) consume.Outcome
 		deadline := req.Deadline.Add(r.cfg.ClockSkew)
 		left := deadline.Sub(r.cfg.Now())
 		if left <= 0 {
-			log.Warn("attempt not called: its deadline has passed", "deadline", req.Deadline)
+			log.WarnContext(ctx, "attempt not called: its deadline has passed", "deadline", req.Deadline)
 			return r.report(ctx, log, req, events.Response{ErrorKind: events.ErrorTimeout, Error: execution.DeadlinePassed})
 		}
 		if timeout <= 0 || left < timeout {
@@ -254,7 +271,7 @@ func (r *Runner) handle(ctx context.Context, d consume.Delivery) consume.Outcome
 		return consume.Abandon()
 	}
 	resp := response(res)
-	log.Debug("attempt made", "status", resp.StatusCode, "error_kind", resp.ErrorKind, "duration_ms", resp.DurationMS)
+	log.DebugContext(ctx, "attempt made", "status", resp.StatusCode, "error_kind", resp.ErrorKind, "duration_ms", resp.DurationMS)
 	return r.report(ctx, log, req, resp)
 }
 
@@ -301,7 +318,7 @@ func (r *Runner) report(ctx context.Context, log *slog.Logger, req execution.Req
 	data, err := events.Marshal(ev)
 	if err != nil {
 		// Too large for an event: report that instead of the body.
-		log.Warn("report too large; reporting the size", "err", err)
+		log.WarnContext(ctx, "report too large; reporting the size", "err", err)
 		ev = req.Report(events.Response{StatusCode: resp.StatusCode, ErrorKind: events.ErrorTooLarge,
 			Error: "the response does not fit in an event: " + err.Error(), DurationMS: resp.DurationMS}, r.cfg.Now())
 		if data, err = events.Marshal(ev); err != nil {
@@ -314,7 +331,7 @@ func (r *Runner) report(ctx context.Context, log *slog.Logger, req execution.Req
 		if err == nil {
 			break
 		}
-		log.Warn("report not published; trying again", "err", err, "tries", tries, "in", wait)
+		log.WarnContext(ctx, "report not published; trying again", "err", err, "tries", tries, "in", wait)
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():

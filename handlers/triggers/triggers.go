@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/memmie/memmie/definitions"
 	"github.com/memmie/memmie/events"
@@ -29,6 +30,7 @@ import (
 	"github.com/memmie/memmie/internal/jetstream/consume"
 	"github.com/memmie/memmie/internal/jetstream/deadletter"
 	"github.com/memmie/memmie/internal/jetstream/stream"
+	"github.com/memmie/memmie/internal/tracing"
 )
 
 // Name is the matcher's durable consumer, its router handler and its dead-letter source.
@@ -106,6 +108,9 @@ type Config struct {
 	Metrics prometheus.Registerer
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Tracer records a span per trigger request, the child of the blob event's, and carries
+	// the trace context on the queued events. Defaults to off.
+	Tracer tracing.Tracer
 }
 
 func (c *Config) defaults() error {
@@ -355,9 +360,20 @@ func (m *Matcher) handle(msg *message.Message) ([]*message.Message, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errUnreadable, err)
 	}
+	ctx := msg.Context()
+	if m.cfg.Tracer.On() {
+		var hdr nats.Header
+		if tp := msg.Metadata.Get(keyTraceparent); tp != "" {
+			hdr = nats.Header{tracing.HeaderTraceparent: []string{tp}}
+		}
+		var span trace.Span
+		ctx, span = m.cfg.Tracer.Start(ctx, "trigger request", hdr,
+			trace.WithAttributes(tracing.BlobID.String(ev.Data.BlobID), tracing.EventID.String(ev.ID)))
+		defer span.End()
+	}
 	log := m.log.With("blob_id", ev.Data.BlobID, "event_id", ev.ID, "kind", ev.Kind())
 	if m.cfg.Trigger.PastBound(ev) {
-		log.Info("derived blob past the derivation bound: recorded, nothing started", "depth", ev.Data.DerivedFrom.Depth)
+		log.InfoContext(ctx, "derived blob past the derivation bound: recorded, nothing started", "depth", ev.Data.DerivedFrom.Depth)
 		return nil, nil
 	}
 	if m.cfg.Providers == nil {
@@ -373,19 +389,22 @@ func (m *Matcher) handle(msg *message.Message) ([]*message.Message, error) {
 	)
 	for _, s := range starts {
 		sl := log.With("execution_id", s.ExecutionID, "workflow_id", s.WorkflowID, "provider_id", s.ProviderID)
-		q, err := m.cfg.Prepare(msg.Context(), s)
+		q, err := m.cfg.Prepare(ctx, s)
 		switch {
 		case err == nil:
 			om := message.NewMessage(q.ID, q.Data)
 			om.Metadata.Set(keySubject, q.Subject)
 			om.Metadata.Set(keyExecutionID, s.ExecutionID)
+			if tp := tracing.Inject(ctx, nil).Get(tracing.HeaderTraceparent); tp != "" {
+				om.Metadata.Set(keyTraceparent, tp)
+			}
 			out = append(out, om)
-			sl.Debug("triggered", "trigger", s.Trigger, "base_version", s.BaseVersion)
+			sl.DebugContext(ctx, "triggered", "trigger", s.Trigger, "base_version", s.BaseVersion)
 		case errors.Is(err, ErrSkipped):
 			m.n.skipped.Add(1)
-			sl.Debug("trigger skipped", "err", err)
+			sl.DebugContext(ctx, "trigger skipped", "err", err)
 		case errors.Is(err, ErrUnstartable):
-			sl.Warn("triggered execution cannot start", "err", err)
+			sl.WarnContext(ctx, "triggered execution cannot start", "err", err)
 			refused = append(refused, fmt.Sprintf("start of workflow %s (provider %s): %v", s.WorkflowID, s.ProviderID, err))
 		default:
 			return nil, fmt.Errorf("prepare the start of workflow %s: %w", s.WorkflowID, err)
@@ -427,6 +446,9 @@ const (
 	keyDelivered   = "memmie_delivered"
 	keyUnreadable  = "memmie_unreadable"
 	keyExecutionID = "memmie_execution_id"
+	// keyTraceparent is the request's traceparent, on a request; the trigger span's, on a
+	// queued event.
+	keyTraceparent = "memmie_traceparent"
 )
 
 // unmarshaler turns a JetStream message into a Watermill message and never fails
@@ -457,6 +479,9 @@ func (unmarshaler) Unmarshal(jm jetstream.Msg) (*message.Message, error) {
 	if c := h.Get(events.HeaderCorrelationID); c != "" {
 		md.Set(middleware.CorrelationIDMetadataKey, c)
 	}
+	if tp := h[tracing.HeaderTraceparent]; len(tp) > 0 {
+		md[keyTraceparent] = tp[0]
+	}
 	msg := message.NewMessage(id, jm.Data())
 	msg.Metadata = md
 	return msg, nil
@@ -478,6 +503,13 @@ func (p *executions) Publish(topic string, msgs ...*message.Message) error {
 		q := stream.Msg{Subject: msg.Metadata.Get(keySubject), Data: msg.Payload, ID: msg.UUID}
 		if c := middleware.MessageCorrelationID(msg); c != "" {
 			q.Header = nats.Header{events.HeaderCorrelationID: []string{c}}
+		}
+		if tp := msg.Metadata.Get(keyTraceparent); tp != "" {
+			// The execution's history keeps the trace: its steps and deltas join it.
+			if q.Header == nil {
+				q.Header = nats.Header{}
+			}
+			q.Header[tracing.HeaderTraceparent] = []string{tp}
 		}
 		ack, err := stream.Append(msg.Context(), p.js, topic, []stream.Msg{q}, stream.Expect{FilterSubject: events.ExecutionFilter(id)})
 		switch {

@@ -96,7 +96,12 @@ func TestDependenciesPointOneWay(t *testing.T) {
 			pkgs: []string{module + "handlers/..."},
 			allowOwn: []string{module + "handlers", module + "events", module + "definitions", module + "internal/core",
 				module + "internal/jetstream", module + "internal/faults", module + "internal/services",
-				module + "internal/lifecycle"},
+				module + "internal/lifecycle", module + "internal/tracing"},
+		},
+		{
+			name:     "the tracing helper knows nothing of memmie",
+			pkgs:     []string{module + "internal/tracing"},
+			allowOwn: []string{module + "internal/tracing"},
 		},
 		{
 			// The schema and the local Postgres serve every layer above them.

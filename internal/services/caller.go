@@ -16,6 +16,10 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // ErrorKind says how a call failed. The empty kind is success.
@@ -78,6 +82,9 @@ type Config struct {
 	Now func() time.Time
 	// UserAgent is sent on every call. Defaults to DefaultUserAgent.
 	UserAgent string
+	// TracerProvider, when set, records a client span per call (otelhttp) and sends its W3C
+	// traceparent to the service. Defaults to none: no span, no traceparent.
+	TracerProvider trace.TracerProvider
 }
 
 // Caller calls registered services over HTTP. It is safe for concurrent use; one Caller
@@ -118,11 +125,16 @@ func NewCaller(cfg Config) (*Caller, error) {
 		ExpectContinueTimeout:  time.Second,
 		MaxResponseHeaderBytes: 64 << 10,
 	}
+	var rt http.RoundTripper = transport
+	if cfg.TracerProvider != nil {
+		rt = otelhttp.NewTransport(transport, otelhttp.WithTracerProvider(cfg.TracerProvider),
+			otelhttp.WithPropagators(propagation.TraceContext{}))
+	}
 	return &Caller{
 		cfg:       cfg,
 		transport: transport,
 		client: &http.Client{
-			Transport: transport,
+			Transport: rt,
 			// A workflow reaches only registered services: a redirect is returned as the
 			// response, never followed.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },

@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/memmie/memmie/definitions"
 	"github.com/memmie/memmie/events"
@@ -40,6 +41,7 @@ import (
 	"github.com/memmie/memmie/internal/lifecycle"
 	"github.com/memmie/memmie/internal/registry"
 	"github.com/memmie/memmie/internal/services"
+	"github.com/memmie/memmie/internal/tracing"
 )
 
 // Errors of the client methods. The API maps them to HTTP statuses.
@@ -107,6 +109,11 @@ type Config struct {
 	// engine's Start, up to the append, with the trigger's execution id. Its Trigger holds the
 	// derivation bound (memmie's --max-derivation-depth).
 	Triggers triggers.Config
+
+	// TracerProvider, when set, traces blob events through their triggers, executions, step
+	// calls and deltas (package tracing); a handler's own Tracer takes precedence. Defaults
+	// to none: tracing off, no trace headers written.
+	TracerProvider trace.TracerProvider
 
 	// Now is the clock. Defaults to time.Now.
 	Now func() time.Time
@@ -254,6 +261,7 @@ func (e *Engine) Open(ctx context.Context) error {
 	if !e.cfg.Handlers.NoRunner {
 		cfg := e.cfg.Runner
 		e.fill(&cfg.Logger, &cfg.Now, &cfg.Hooks)
+		e.trace(&cfg.Tracer)
 		if cfg.DeadLetter == nil {
 			cfg.DeadLetter = dl
 		}
@@ -265,7 +273,8 @@ func (e *Engine) Open(ctx context.Context) error {
 			if reg == nil {
 				reg, _ = services.NewRegistry()
 			}
-			c, err := services.NewCaller(services.Config{Registry: reg, MaxResponseBytes: runner.DefaultMaxResponseBytes})
+			c, err := services.NewCaller(services.Config{Registry: reg, MaxResponseBytes: runner.DefaultMaxResponseBytes,
+				TracerProvider: e.cfg.TracerProvider})
 			if err != nil {
 				return fail(err)
 			}
@@ -353,6 +362,7 @@ func (e *Engine) Open(ctx context.Context) error {
 func (e *Engine) openOrchestrator(ctx context.Context, g *lifecycle.Group, dl *deadletter.Writer) error {
 	cfg := e.cfg.Orchestrator
 	e.fill(&cfg.Logger, &cfg.Now, &cfg.Hooks)
+	e.trace(&cfg.Tracer)
 	if cfg.DeadLetter == nil {
 		cfg.DeadLetter = dl
 	}
@@ -447,6 +457,7 @@ func (e *Engine) openBlobs(ctx context.Context, g *lifecycle.Group, dl *deadlett
 		cfg.Now = func() time.Time { return now().Truncate(time.Microsecond) }
 	}
 	e.fill(&cfg.Logger, &cfg.Now, &cfg.Hooks)
+	e.trace(&cfg.Tracer)
 	if cfg.DeadLetter == nil {
 		cfg.DeadLetter = dl
 	}
@@ -509,6 +520,7 @@ func (e *Engine) activeProviders() []*definitions.Provider {
 func (e *Engine) openTriggers(ctx context.Context, g *lifecycle.Group, dl *deadletter.Writer) error {
 	cfg := e.cfg.Triggers
 	cfg.Logger = cmp.Or(cfg.Logger, e.cfg.Logger)
+	e.trace(&cfg.Tracer)
 	if cfg.DeadLetter == nil {
 		cfg.DeadLetter = dl
 	}
@@ -598,6 +610,13 @@ func (e *Engine) reset() {
 	if e.caller != nil {
 		e.caller.Close()
 		e.caller = nil
+	}
+}
+
+// trace fills an unset handler Tracer with the engine's.
+func (e *Engine) trace(t *tracing.Tracer) {
+	if !t.On() {
+		*t = tracing.New(e.cfg.TracerProvider)
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/memmie/memmie/events"
@@ -252,6 +253,11 @@ func Event(d events.Delta) (events.Event, error) {
 // conflict after some deltas) leaves a prefix of the deltas on the stream, each recorded by
 // its id: decide again on the fresh state.
 func (s *Store[S, P]) Append(ctx context.Context, e Entry[S], deltas ...events.Delta) (Entry[S], error) {
+	return s.AppendHeader(ctx, e, nil, deltas...)
+}
+
+// AppendHeader is Append with hdr (such as the trace context) on each delta's message.
+func (s *Store[S, P]) AppendHeader(ctx context.Context, e Entry[S], hdr nats.Header, deltas ...events.Delta) (Entry[S], error) {
 	if len(deltas) == 0 {
 		return e, nil
 	}
@@ -276,7 +282,7 @@ func (s *Store[S, P]) Append(ctx context.Context, e Entry[S], deltas ...events.D
 		if err != nil {
 			return Entry[S]{}, fmt.Errorf("append to blob %s: delta %s: %w", e.BlobID, d.ID, err)
 		}
-		msgs[i] = stream.Msg{Subject: subject, Data: data, ID: d.ID}
+		msgs[i] = stream.Msg{Subject: subject, Data: data, ID: d.ID, Header: hdr}
 	}
 	ack, err := stream.AppendChained(ctx, s.js, s.cfg.Stream, msgs, stream.Expect{FilterSubject: subject, LastSubjectSeq: e.Seq})
 	if err != nil {
