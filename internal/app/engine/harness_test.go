@@ -215,7 +215,8 @@ type call struct {
 }
 
 // memmieHeaders are the request headers the tests assert.
-var memmieHeaders = []string{"Content-Type", "Idempotency-Key", "X-Memmie-Execution-Id", "X-Memmie-Step-Id", "X-Memmie-Attempt"}
+var memmieHeaders = []string{"Content-Type", "Idempotency-Key", "X-Memmie-Execution-Id", "X-Memmie-Step-Id", "X-Memmie-Attempt",
+	"Traceparent"}
 
 // service is an httptest service that records its calls and answers with handle.
 type service struct {
