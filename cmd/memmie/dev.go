@@ -75,7 +75,7 @@ Workflows call the services of --services, and those named by environment variab
 MEMMIE_SERVICE_<NAME>_URL (which override the file's base_url of the same name).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := newLogger(cmd.ErrOrStderr(), o.logLevel)
+			log, err := newRuntimeLogger(cmd.ErrOrStderr(), o.logLevel, o.logFormat)
 			if err != nil {
 				return err
 			}

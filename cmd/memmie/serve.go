@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/memmie/memmie/definitions"
 	"github.com/memmie/memmie/events"
@@ -40,6 +42,7 @@ import (
 	"github.com/memmie/memmie/internal/jetstream/stream"
 	"github.com/memmie/memmie/internal/registry"
 	"github.com/memmie/memmie/internal/services"
+	"github.com/memmie/memmie/internal/tracing"
 	"github.com/memmie/memmie/projections"
 )
 
@@ -64,6 +67,11 @@ type runtimeOptions struct {
 	partitions         int
 	processID          string
 	logLevel           string
+	// logFormat is text or json.
+	logFormat string
+	// otelEndpoint is the OTLP/HTTP collector traces are sent to; none (tracing off) when
+	// empty and OTEL_EXPORTER_OTLP_ENDPOINT is unset.
+	otelEndpoint string
 	// natsUser and natsPassword authenticate the connection (the engine user of nats.conf).
 	natsUser     string
 	natsPassword string
@@ -132,6 +140,9 @@ func (o *runtimeOptions) addFlags(f *pflag.FlagSet, definitionsDefault, logLevel
 	f.StringVar(&o.processID, "process-id", "",
 		"name of this process among those sharing the work (default: host name and a random suffix); a process restarted with the same name takes its share back (at once after a clean stop, within about half the TTL after a crash); a second live process with the same name is refused")
 	f.StringVar(&o.logLevel, "log-level", logLevelDefault, "debug, info, warn or error")
+	f.StringVar(&o.logFormat, "log-format", "text", "text or json (one JSON object a line, with trace_id and span_id when traced)")
+	f.StringVar(&o.otelEndpoint, "otel-endpoint", "",
+		"OpenTelemetry collector (OTLP/HTTP) to send traces to, e.g. http://localhost:4318; defaults to $OTEL_EXPORTER_OTLP_ENDPOINT; tracing is off without either")
 	f.StringVar(&o.natsUser, "nats-user", "", "NATS user (e.g. the engine user of nats.conf)")
 	f.StringVar(&o.natsPassword, "nats-password", "", "password of --nats-user; on the command line every user of the machine sees it (ps): prefer --nats-password-file or the environment")
 	f.StringVar(&o.natsPasswordFile, "nats-password-file", "", "file holding the password of --nats-user (a final newline is ignored)")
@@ -162,7 +173,7 @@ Workflows call the services of --services, and those named by environment variab
 MEMMIE_SERVICE_<NAME>_URL (which override the file's base_url of the same name).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := newLogger(cmd.ErrOrStderr(), o.logLevel)
+			log, err := newRuntimeLogger(cmd.ErrOrStderr(), o.logLevel, o.logFormat)
 			if err != nil {
 				return err
 			}
@@ -277,8 +288,15 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 		}
 	}
 
+	// Tracing stops after the engine (the defers run in reverse), sending its last spans.
+	tp, stopTracing, err := startTracing(ctx, o, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	// The engine's own caller, with /metrics timing its calls.
-	caller, err := services.NewCaller(services.Config{Registry: svcs, MaxResponseBytes: runner.DefaultMaxResponseBytes})
+	caller, err := services.NewCaller(services.Config{Registry: svcs, MaxResponseBytes: runner.DefaultMaxResponseBytes,
+		TracerProvider: tp})
 	if err != nil {
 		return err
 	}
@@ -301,8 +319,9 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 		Blobs:        blobs.Config{Observer: outputs},
 		Triggers: triggers.Config{Trigger: trigger.Config{MaxDerivationDepth: o.maxDerivationDepth},
 			Metrics: routers},
-		Cluster: engine.Cluster{ProcessID: o.processID},
-		Logger:  log,
+		Cluster:        engine.Cluster{ProcessID: o.processID},
+		TracerProvider: tp,
+		Logger:         log,
 	})
 	if err != nil {
 		return err
@@ -494,9 +513,46 @@ func loadServices(file string) (*services.Registry, error) {
 }
 
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	return newRuntimeLogger(w, level, "text")
+}
+
+// newRuntimeLogger is a logger of --log-level and --log-format, whose records logged with a
+// traced context carry trace_id and span_id.
+func newRuntimeLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+	opts := &slog.HandlerOptions{Level: l}
+	var h slog.Handler
+	switch format {
+	case "text":
+		h = slog.NewTextHandler(w, opts)
+	case "json":
+		h = slog.NewJSONHandler(w, opts)
+	default:
+		return nil, fmt.Errorf("--log-format %q: want text or json", format)
+	}
+	return slog.New(tracing.NewLogHandler(h)), nil
+}
+
+// startTracing returns the tracer provider of --otel-endpoint (or OTEL_EXPORTER_OTLP_ENDPOINT)
+// and its shutdown, which sends the spans not yet sent; nil and a no-op without an endpoint.
+func startTracing(ctx context.Context, o runtimeOptions, log *slog.Logger) (trace.TracerProvider, func(), error) {
+	endpoint := cmp.Or(o.otelEndpoint, os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT"))
+	if endpoint == "" {
+		return nil, func() {}, nil
+	}
+	tp, err := tracing.Export(ctx, endpoint)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--otel-endpoint: %w", err)
+	}
+	log.Info("sending traces", "endpoint", endpoint)
+	return tp, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := tp.Shutdown(ctx); err != nil {
+			log.Warn("stop tracing", "err", err)
+		}
+	}, nil
 }

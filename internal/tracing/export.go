@@ -3,6 +3,8 @@ package tracing
 import (
 	"context"
 	"fmt"
+	"net/url"
+	"strings"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -10,10 +12,19 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 )
 
-// Export returns a tracer provider that sends spans to the OTLP/HTTP collector at endpoint
-// (such as http://localhost:4318), in batches. Shut it down on exit to send the last batch.
+// Export returns a tracer provider that sends spans to the OTLP/HTTP collector at endpoint, in
+// batches. endpoint is the collector's base URL (such as http://localhost:4318), as
+// OTEL_EXPORTER_OTLP_ENDPOINT is: spans go to its /v1/traces, unless it names that path
+// already. Shut the provider down on exit to send the last batch.
 func Export(ctx context.Context, endpoint string) (*sdktrace.TracerProvider, error) {
-	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(endpoint))
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, fmt.Errorf("otlp endpoint %q: want http(s)://host:port", endpoint)
+	}
+	if !strings.HasSuffix(u.Path, "/v1/traces") {
+		u = u.JoinPath("v1", "traces")
+	}
+	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(u.String()))
 	if err != nil {
 		return nil, fmt.Errorf("otlp exporter for %s: %w", endpoint, err)
 	}

@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -84,4 +87,25 @@ func TestLogHandlerAddsTraceIDs(t *testing.T) {
 	assert.Equal(t, "00f067aa0ba902b7", with["span_id"])
 	assert.Equal(t, "test", with["component"])
 	assert.NotContains(t, without, "trace_id")
+}
+
+func TestExportPostsToV1Traces(t *testing.T) {
+	for _, suffix := range []string{"", "/", "/v1/traces"} {
+		var paths []string
+		var mu sync.Mutex
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			paths = append(paths, r.Method+" "+r.URL.Path)
+			mu.Unlock()
+		}))
+		tp, err := tracing.Export(context.Background(), srv.URL+suffix)
+		require.NoError(t, err)
+		_, span := tp.Tracer("test").Start(context.Background(), "span")
+		span.End()
+		require.NoError(t, tp.Shutdown(context.Background()), "the shutdown sends the batch")
+		srv.Close()
+		assert.Equal(t, []string{"POST /v1/traces"}, paths, "endpoint %q", srv.URL+suffix)
+	}
+	_, err := tracing.Export(context.Background(), "localhost:4318")
+	assert.Error(t, err, "no scheme")
 }
