@@ -400,6 +400,9 @@ func (o *Orchestrator) decide(ctx context.Context, log inputLog, partition int, 
 		wf = q.WorkflowID
 	}
 	log.workflow = wf
+	if hdr != nil {
+		trace.SpanFromContext(ctx).SetAttributes(tracing.WorkflowID.String(wf))
+	}
 	// Encoded once: its length counts towards the history's bounds, and the bytes are
 	// appended below.
 	inData, err := events.Marshal(in)
