@@ -504,25 +504,27 @@ func (p *executions) Publish(topic string, msgs ...*message.Message) error {
 		if c := middleware.MessageCorrelationID(msg); c != "" {
 			q.Header = nats.Header{events.HeaderCorrelationID: []string{c}}
 		}
+		ctx := msg.Context()
 		if tp := msg.Metadata.Get(keyTraceparent); tp != "" {
 			// The execution's history keeps the trace: its steps and deltas join it.
 			if q.Header == nil {
 				q.Header = nats.Header{}
 			}
 			q.Header[tracing.HeaderTraceparent] = []string{tp}
+			ctx = tracing.Extract(ctx, q.Header) // for the log lines' trace id
 		}
 		ack, err := stream.Append(msg.Context(), p.js, topic, []stream.Msg{q}, stream.Expect{FilterSubject: events.ExecutionFilter(id)})
 		switch {
 		case errors.Is(err, stream.ErrConflict), err == nil && ack.Duplicate:
 			p.n.before.Add(1)
-			p.log.Debug("triggered execution started before", "execution_id", id)
+			p.log.DebugContext(ctx, "triggered execution started before", "execution_id", id)
 		case err != nil:
 			// The router nacks the request: it comes back after the backoff.
 			p.n.retried.Add(1)
 			return fmt.Errorf("queue execution %s: %w", id, err)
 		default:
 			p.n.started.Add(1)
-			p.log.Info("execution queued", "execution_id", id, "source", "triggers")
+			p.log.InfoContext(ctx, "execution queued", "execution_id", id, "source", "triggers")
 		}
 	}
 	return nil

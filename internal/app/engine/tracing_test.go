@@ -1,6 +1,8 @@
 package engine_test
 
 import (
+	"encoding/json"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/memmie/memmie/internal/core/execution"
 	"github.com/memmie/memmie/internal/core/trigger"
 	"github.com/memmie/memmie/internal/jetstream/stream"
+	"github.com/memmie/memmie/internal/logbuf"
 	"github.com/memmie/memmie/internal/tracing"
 )
 
@@ -35,7 +38,11 @@ func TestTraceFromBlobEventToDelta(t *testing.T) {
 	spans := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
 	t.Cleanup(func() { _ = tp.Shutdown(testContext(t)) })
-	h := newHarness(t, map[string]string{"svc": svc.URL}, func(c *engine.Config) { c.TracerProvider = tp })
+	var logs logbuf.Buffer
+	h := newHarness(t, map[string]string{"svc": svc.URL}, func(c *engine.Config) {
+		c.TracerProvider = tp
+		c.Logger = slog.New(tracing.NewLogHandler(slog.NewJSONHandler(&logs, nil)))
+	})
 	h.register(`
 provider:
   id: tracer
@@ -97,6 +104,17 @@ output_map:
 	for _, sp := range spans.GetSpans() {
 		assert.Equal(t, clientTraceID, sp.SpanContext.TraceID().String(), "span %q", sp.Name)
 	}
+
+	// The trigger's log line names the trace.
+	var queued map[string]any
+	for _, line := range strings.Split(logs.String(), "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "execution queued" {
+			queued = rec
+		}
+	}
+	require.NotNil(t, queued, "an execution queued line in:\n%s", logs.String())
+	assert.Equal(t, clientTraceID, queued["trace_id"])
 }
 
 // traceIDOf returns the trace id of a traceparent (version-traceid-spanid-flags).
