@@ -203,17 +203,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // where polling made one every 50 ms to 1 s (about eight in the two seconds held here).
 func TestRunWaitDoesNotPoll(t *testing.T) {
 	srv, svc := newRunAPI(t)
-	done := make(chan struct {
-		code     int
-		out, err string
-	}, 1)
-	go func() {
-		code, out, errOut := executeSplit(t, "run", "slow", "--api-url", srv.URL, "--wait", "--timeout", "30s")
-		done <- struct {
-			code     int
-			out, err string
-		}{code, out, errOut}
-	}()
+	done := runWaitInBackground(t, srv.URL)
 	waitFor(t, "asked for the execution", func() bool { return srv.gets.Load() >= 1 })
 	// The step is held for two seconds: the window in which a polling client asks again.
 	select {
@@ -240,17 +230,7 @@ func TestRunWaitPollsAnAPIThatDoesNotWait(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "workflows", "slow.yaml"), "id: slow\nsteps: [{id: wait, type: api_call, service: svc, endpoint: /slow}]\n")
 	code, out := execute(t, "apply", "--api-url", srv.URL, dir)
 	require.Equal(t, 0, code, out)
-	done := make(chan struct {
-		code     int
-		out, err string
-	}, 1)
-	go func() {
-		code, out, errOut := executeSplit(t, "run", "slow", "--api-url", srv.URL, "--wait", "--timeout", "30s")
-		done <- struct {
-			code     int
-			out, err string
-		}{code, out, errOut}
-	}()
+	done := runWaitInBackground(t, srv.URL)
 	waitFor(t, "polled", func() bool { return srv.gets.Load() >= 3 })
 	svc.Release()
 	r := <-done
@@ -262,17 +242,7 @@ func TestRunWaitPollsAnAPIThatDoesNotWait(t *testing.T) {
 func TestRunWaitReattachesAfterADroppedConnection(t *testing.T) {
 	srv, svc := newRunAPI(t)
 	srv.dropWaits.Store(3)
-	done := make(chan struct {
-		code     int
-		out, err string
-	}, 1)
-	go func() {
-		code, out, errOut := executeSplit(t, "run", "slow", "--api-url", srv.URL, "--wait", "--timeout", "30s")
-		done <- struct {
-			code     int
-			out, err string
-		}{code, out, errOut}
-	}()
+	done := runWaitInBackground(t, srv.URL)
 	waitFor(t, "attached after three drops", func() bool { return srv.gets.Load() >= 4 })
 	svc.Release()
 	r := <-done
@@ -283,4 +253,21 @@ func TestRunWaitReattachesAfterADroppedConnection(t *testing.T) {
 	code, _, errOut := executeSplit(t, "run", "blob_summary", "--api-url", srv.URL, "--input", blobInput, "--wait", "--timeout", "30s")
 	assert.Equal(t, 1, code)
 	assert.Contains(t, errOut, "10 failed requests in a row")
+}
+
+// runResult is what a command run by runWaitInBackground ended with.
+type runResult struct {
+	code     int
+	out, err string
+}
+
+// runWaitInBackground runs `memmie run slow --wait` against the API at url, and sends its
+// result once it ends.
+func runWaitInBackground(t *testing.T, url string) <-chan runResult {
+	done := make(chan runResult, 1)
+	go func() {
+		code, out, errOut := executeSplit(t, "run", "slow", "--api-url", url, "--wait", "--timeout", "30s")
+		done <- runResult{code, out, errOut}
+	}()
+	return done
 }
