@@ -68,6 +68,11 @@ var (
 	reconLoaded   = desc("reconciler_loaded_total", "Execution histories the reconciler read and folded.")
 	reconReissued = desc("reconciler_reissued_total", "Timers the reconciler fired again.")
 
+	trigStarted      = desc("triggers_started_total", "Executions the trigger matcher queued.")
+	trigBefore       = desc("triggers_started_before_total", "Starts the trigger matcher found queued already (a request handled again).")
+	trigSkipped      = desc("triggers_skipped_total", "Starts of workflows not registered or not active, skipped by the trigger matcher.")
+	trigDeadLettered = desc("triggers_dead_lettered_total", "Trigger requests the matcher could never process, recorded on the dead-letter stream.")
+
 	leader  = desc("dispatcher_leader", "1 while this process's dispatcher admits executions, 0 otherwise.")
 	members = desc("cluster_members", "Live processes sharing the work, as this process sees them.")
 	queued  = desc("dispatcher_queued_executions", "Executions queued, waiting for the dispatcher to start them (0 on a process that does not lead).")
@@ -78,7 +83,7 @@ var (
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{processInfo, decided, conflicts, cacheHits, cacheMisses, historyLoads, partitions,
 		handled, retried, deadLettered, panics, reconPasses, reconChecked, reconLoaded, reconReissued,
-		leader, members, queued, running} {
+		trigStarted, trigBefore, trigSkipped, trigDeadLettered, leader, members, queued, running} {
 		ch <- d
 	}
 }
@@ -113,6 +118,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(reconChecked, r.Checked)
 		counter(reconLoaded, r.Loaded)
 		counter(reconReissued, r.Reissued)
+	}
+	if tr := st.Triggers; tr != nil {
+		counter(trigStarted, tr.Started)
+		counter(trigBefore, tr.Before)
+		counter(trigSkipped, tr.Skipped)
+		counter(trigDeadLettered, tr.DeadLettered)
 	}
 	var lead float64
 	if st.Leader {

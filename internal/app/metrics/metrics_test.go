@@ -23,6 +23,7 @@ import (
 	"github.com/memmie/memmie/handlers/dispatcher"
 	"github.com/memmie/memmie/handlers/orchestrator"
 	"github.com/memmie/memmie/handlers/reconciler"
+	"github.com/memmie/memmie/handlers/triggers"
 	"github.com/memmie/memmie/internal/app/api"
 	"github.com/memmie/memmie/internal/app/engine"
 	"github.com/memmie/memmie/internal/app/metrics"
@@ -140,6 +141,7 @@ func TestMetricsReportTheStatsAsTheyAre(t *testing.T) {
 		Members:      []string{"p1", "p2"},
 		Leader:       true,
 		Reconciler:   &reconciler.Stats{Passes: 5, Reissued: 1},
+		Triggers:     &triggers.Stats{Started: 8, Before: 2, Skipped: 1, DeadLettered: 3},
 		Loops: map[string]consume.Stats{
 			"orchestrator": {Handled: 11, Retried: 1},
 			"runner":       {Handled: 6, DeadLettered: 2, Panics: 1},
@@ -168,6 +170,10 @@ func TestMetricsReportTheStatsAsTheyAre(t *testing.T) {
 		{"memmie_consume_panics_total", []string{"handler", "runner"}, 1},
 		{"memmie_reconciler_passes_total", nil, 5},
 		{"memmie_reconciler_reissued_total", nil, 1},
+		{"memmie_triggers_started_total", nil, 8},
+		{"memmie_triggers_started_before_total", nil, 2},
+		{"memmie_triggers_skipped_total", nil, 1},
+		{"memmie_triggers_dead_lettered_total", nil, 3},
 		{"memmie_dispatcher_leader", nil, 1},
 		{"memmie_cluster_members", nil, 2},
 		{"memmie_dispatcher_queued_executions", nil, 2},
