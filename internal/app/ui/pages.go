@@ -144,6 +144,15 @@ func listMark(page views.ExecutionPage) string {
 // Config.LivePoll, until the client goes. The first mark is the page's own (?mark=, what it
 // showed when it was rendered), so that a change between the page and its stream is told.
 func (u *UI) live(w http.ResponseWriter, r *http.Request, mark func(context.Context) (string, error)) {
+	select {
+	case u.streams <- struct{}{}:
+		defer func() { <-u.streams }()
+	default:
+		w.Header().Set("Retry-After", "5")
+		u.fail(w, r, http.StatusServiceUnavailable,
+			fmt.Errorf("%d live pages are open, the most at once (ui.Config.MaxLive)", u.cfg.MaxLive))
+		return
+	}
 	rc := http.NewResponseController(w)
 	// The server's deadlines are those of one request: a stream has none to read, and each
 	// write has its own.

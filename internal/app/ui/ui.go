@@ -54,6 +54,11 @@ type Config struct {
 	// LivePoll is how often a live page's server checks whether what it shows moved. Defaults
 	// to 1 s.
 	LivePoll time.Duration
+	// MaxLive bounds the live streams open at once (one per open live page, each a read of
+	// Postgres or of the stream every LivePoll): past it a page's stream is answered 503 and
+	// the page stays as rendered (the browser tries its stream again later). Defaults to
+	// DefaultMaxLive.
+	MaxLive int
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -61,12 +66,16 @@ type Config struct {
 // DefaultPageSize is Config.PageSize's default.
 const DefaultPageSize = 50
 
+// DefaultMaxLive is Config.MaxLive's default.
+const DefaultMaxLive = 100
+
 // UI is the web UI's handler, for the paths under Prefix.
 type UI struct {
-	cfg   Config
-	log   *slog.Logger
-	mux   *http.ServeMux
-	pages map[string]*template.Template
+	cfg     Config
+	log     *slog.Logger
+	mux     *http.ServeMux
+	pages   map[string]*template.Template
+	streams chan struct{} // a token per live stream open
 }
 
 // New returns the UI's handler.
@@ -76,10 +85,15 @@ func New(cfg Config) (*UI, error) {
 	}
 	cfg.PageSize = cmp.Or(cfg.PageSize, DefaultPageSize)
 	cfg.LivePoll = cmp.Or(cfg.LivePoll, time.Second)
+	cfg.MaxLive = cmp.Or(cfg.MaxLive, DefaultMaxLive)
+	if cfg.MaxLive < 0 {
+		return nil, fmt.Errorf("ui: MaxLive %d is negative", cfg.MaxLive)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	u := &UI{cfg: cfg, log: cfg.Logger.With("component", "ui"), mux: http.NewServeMux(), pages: map[string]*template.Template{}}
+	u := &UI{cfg: cfg, log: cfg.Logger.With("component", "ui"), mux: http.NewServeMux(), pages: map[string]*template.Template{},
+		streams: make(chan struct{}, cfg.MaxLive)}
 	base, err := template.New("layout.html").Funcs(funcs).ParseFS(files, "templates/layout.html")
 	if err != nil {
 		return nil, fmt.Errorf("ui: parse the layout: %w", err)

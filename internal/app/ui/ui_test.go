@@ -1,6 +1,8 @@
 package ui
 
 import (
+	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/memmie/memmie/internal/app/views"
 	"github.com/memmie/memmie/internal/natsserver/natstest"
+	"github.com/memmie/memmie/internal/pgtest"
 	"github.com/memmie/memmie/internal/registry"
 )
 
@@ -82,4 +85,47 @@ func TestTimeline(t *testing.T) {
 	assert.Equal(t, "backoff 300ms", backoff.Label)
 	assert.InDelta(t, 100*20.0/410, backoff.Left, 0.01)
 	assert.InDelta(t, 100*300.0/410, backoff.Width, 0.01)
+}
+
+// TestLiveStreamsAreBounded: past MaxLive open live streams, a page's stream is answered 503,
+// and a stream that ends (its page closed) frees its slot.
+func TestLiveStreamsAreBounded(t *testing.T) {
+	_, _, js := natstest.Run(t)
+	reg, err := registry.New(js, registry.Config{})
+	require.NoError(t, err)
+	u, err := New(Config{Registry: reg, Views: views.New(pgtest.New(t)), MaxLive: 1})
+	require.NoError(t, err)
+	srv := httptest.NewServer(u)
+	t.Cleanup(srv.Close)
+	open := func(ctx context.Context) *http.Response {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/ui/executions/live", nil)
+		require.NoError(t, err)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		return resp
+	}
+
+	ctx, closePage := context.WithCancel(context.Background())
+	defer closePage() // before the server's Close, which waits for its streams
+	first := open(ctx)
+	require.Equal(t, http.StatusOK, first.StatusCode)
+	// A stream let in would never end: its body is read only once it is refused.
+	refusedCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	second := open(refusedCtx)
+	require.Equal(t, http.StatusServiceUnavailable, second.StatusCode)
+	body, _ := io.ReadAll(second.Body)
+	second.Body.Close()
+	assert.Contains(t, string(body), "MaxLive")
+	assert.Equal(t, "5", second.Header.Get("Retry-After"))
+
+	closePage()
+	first.Body.Close()
+	require.Eventually(t, func() bool {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		resp := open(ctx)
+		defer resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 30*time.Second, 20*time.Millisecond, "the slot is freed")
 }
