@@ -179,13 +179,7 @@ func TestStreamsUpdateOnADevDataDir(t *testing.T) {
 	require.NoError(t, err)
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
-	require.NoError(t, stream.EnsureStreams(ctx, js, engine.StreamConfigs(streams.Options{})))
-	s, err := js.Stream(ctx, streams.Blobs)
-	require.NoError(t, err)
-	cfg := s.CachedInfo().Config
-	cfg.SubjectTransform = nil
-	_, err = js.UpdateStream(ctx, cfg)
-	require.NoError(t, err)
+	makeOldStreams(ctx, t, js)
 	_, err = js.Publish(ctx, "memmie.blobs.b1.created", []byte(`{"blob_id": "b1"}`), jetstream.WithMsgID("old-1"))
 	require.NoError(t, err)
 	cons, err := js.CreateConsumer(ctx, streams.Blobs, jetstream.ConsumerConfig{Durable: "blobs",
@@ -243,13 +237,7 @@ func TestStreamsUpdateOnADevDataDir(t *testing.T) {
 		require.NoError(t, err)
 		js, err := jetstream.New(nc)
 		require.NoError(t, err)
-		require.NoError(t, stream.EnsureStreams(ctx, js, engine.StreamConfigs(streams.Options{})))
-		s, err := js.Stream(ctx, streams.Blobs)
-		require.NoError(t, err)
-		cfg := s.CachedInfo().Config
-		cfg.SubjectTransform = nil
-		_, err = js.UpdateStream(ctx, cfg)
-		require.NoError(t, err)
+		makeOldStreams(ctx, t, js)
 		nc.Close()
 		srv.Shutdown()
 
@@ -272,4 +260,17 @@ func TestStreamsUpdateOnADevDataDir(t *testing.T) {
 		assert.Equal(t, 1, code, c.args)
 		assert.Contains(t, errOut, c.want, c.args)
 	}
+}
+
+// makeOldStreams creates the engine's streams as an older memmie left them: MEMMIE_BLOBS
+// without its partitions.
+func makeOldStreams(ctx context.Context, t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	require.NoError(t, stream.EnsureStreams(ctx, js, engine.StreamConfigs(streams.Options{})))
+	s, err := js.Stream(ctx, streams.Blobs)
+	require.NoError(t, err)
+	cfg := s.CachedInfo().Config
+	cfg.SubjectTransform = nil
+	_, err = js.UpdateStream(ctx, cfg)
+	require.NoError(t, err)
 }

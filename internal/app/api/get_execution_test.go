@@ -56,11 +56,15 @@ func newDetailStack(t *testing.T, svc *httptest.Server, withProjections bool) *d
 
 // startW puts workflow w, one call of svc's /x, and starts an execution of it on the projected
 // API; it returns the execution's id.
-func (s *detailStack) startW(t *testing.T) string {
+func (s *detailStack) startW(t *testing.T) string { return startW(t, s.projected) }
+
+// startW puts workflow w, one call of svc's /x, on the API at srv and starts an execution of
+// it; it returns the execution's id.
+func startW(t *testing.T, srv *httptest.Server) string {
 	t.Helper()
-	r := do(t, s.projected, "PUT", "/v1/workflows/w", "id: w\nsteps: [{id: call, type: api_call, service: svc, endpoint: /x}]\n")
+	r := do(t, srv, "PUT", "/v1/workflows/w", "id: w\nsteps: [{id: call, type: api_call, service: svc, endpoint: /x}]\n")
 	require.Equal(t, http.StatusOK, r.Status, r.Raw)
-	r = do(t, s.projected, "POST", "/v1/executions", `{"workflow_id": "w"}`)
+	r = do(t, srv, "POST", "/v1/executions", `{"workflow_id": "w"}`)
 	require.Equal(t, http.StatusAccepted, r.Status, r.Raw)
 	return r.Body["execution_id"].(string)
 }
@@ -69,7 +73,13 @@ func (s *detailStack) startW(t *testing.T) string {
 // body.
 func getExecution(t *testing.T, srv *httptest.Server, id string) (int, string, map[string]any) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(testContext(t), http.MethodGet, srv.URL+"/v1/executions/"+id, nil)
+	return getJSON(t, srv, "/v1/executions/"+id, api.SourceHeader)
+}
+
+// getJSON GETs path and returns the status, the header named and the decoded body.
+func getJSON(t *testing.T, srv *httptest.Server, path, header string) (int, string, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(testContext(t), http.MethodGet, srv.URL+path, nil)
 	require.NoError(t, err)
 	resp, err := srv.Client().Do(req)
 	require.NoError(t, err)
@@ -78,7 +88,7 @@ func getExecution(t *testing.T, srv *httptest.Server, id string) (int, string, m
 	require.NoError(t, err)
 	var body map[string]any
 	require.NoError(t, json.Unmarshal(b, &body), "%s", b)
-	return resp.StatusCode, resp.Header.Get(api.SourceHeader), body
+	return resp.StatusCode, resp.Header.Get(header), body
 }
 
 // waitForExecution polls GET until the answer satisfies ok, and returns it.

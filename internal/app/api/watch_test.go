@@ -61,28 +61,12 @@ func newFollowStack(t *testing.T, svc *httptest.Server, cfg api.Config) *followS
 }
 
 // start registers workflow w, one call of svc, and starts an execution of it.
-func (s *followStack) start(t *testing.T) string {
-	t.Helper()
-	r := do(t, s.srv, "PUT", "/v1/workflows/w", "id: w\nsteps: [{id: call, type: api_call, service: svc, endpoint: /x}]\n")
-	require.Equal(t, http.StatusOK, r.Status, r.Raw)
-	r = do(t, s.srv, "POST", "/v1/executions", `{"workflow_id": "w"}`)
-	require.Equal(t, http.StatusAccepted, r.Status, r.Raw)
-	return r.Body["execution_id"].(string)
-}
+func (s *followStack) start(t *testing.T) string { return startW(t, s.srv) }
 
 // getWait GETs path and returns the status, the Memmie-Ended header and the decoded body.
 func getWait(t *testing.T, srv *httptest.Server, path string) (int, string, map[string]any) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(testContext(t), http.MethodGet, srv.URL+path, nil)
-	require.NoError(t, err)
-	resp, err := srv.Client().Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	var body map[string]any
-	require.NoError(t, json.Unmarshal(b, &body), "%s", b)
-	return resp.StatusCode, resp.Header.Get(api.EndedHeader), body
+	return getJSON(t, srv, path, api.EndedHeader)
 }
 
 // GET /v1/executions/{id}?wait= answers when the execution ends, or when the wait runs out,
