@@ -36,8 +36,18 @@
 // last append returned) holds each execution's state. A miss reads the last event first: an
 // execution whose last event is its queued event needs no history load, and an input to an
 // execution that has ended is dropped without one (but a retry of a failed one, and the
-// rejection of a completed one's deltas). Commands of one execution are processed one
-// at a time, in order; commands of different executions in parallel. The workflow a queued
+// rejection of a completed one's deltas). A miss reads nothing when the process appended the
+// execution's queued event itself and said so (Seed): its first input starts from that event,
+// trusted as a cached state is (the append expects its sequence; an input that conflicts, does
+// not apply or is stale against it is decided again on the history read from the stream).
+// Commands of one execution are processed one at a time, in order; commands of different
+// executions in parallel.
+//
+// Record takes an input made in the same process, a step report of the runner there, when the
+// execution's partition is consumed here: it is decided as a command is, under the same
+// per-execution lock, and Record returns once it is appended, so that the runner acknowledges
+// its attempt only then. Otherwise (another process's partition, a partition being given up,
+// a stop, an append that fails) the input goes to the inbox, as it would without Record. The workflow a queued
 // event pins is compiled once per revision and shared by that revision's executions (a
 // bounded LRU, Config.WorkflowCache).
 //

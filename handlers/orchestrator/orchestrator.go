@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -67,6 +68,9 @@ type Config struct {
 	Workers int
 	// CacheSize bounds the execution states held in memory. Defaults to DefaultCacheSize.
 	CacheSize int
+	// Seeds bounds the queued events held for the first inputs of their executions (Seed).
+	// Defaults to DefaultSeeds.
+	Seeds int
 	// WorkflowCache bounds the compiled workflow revisions held in memory, which the
 	// executions of a revision share rather than each compiling its own. Defaults to
 	// DefaultWorkflowCache.
@@ -135,6 +139,7 @@ func (c *Config) defaults() error {
 	c.Workers = cmp.Or(c.Workers, DefaultWorkers)
 	c.CacheSize = cmp.Or(c.CacheSize, DefaultCacheSize)
 	c.WorkflowCache = cmp.Or(c.WorkflowCache, DefaultWorkflowCache)
+	c.Seeds = cmp.Or(c.Seeds, DefaultSeeds)
 	c.AckWait = cmp.Or(c.AckWait, DefaultAckWait)
 	c.MaxAckPending = cmp.Or(c.MaxAckPending, DefaultMaxAckPending)
 	c.MaxConflicts = cmp.Or(c.MaxConflicts, DefaultMaxConflicts)
@@ -152,6 +157,8 @@ func (c *Config) defaults() error {
 		return fmt.Errorf("orchestrator: CacheSize %d is negative", c.CacheSize)
 	case c.WorkflowCache < 0:
 		return fmt.Errorf("orchestrator: WorkflowCache %d is negative", c.WorkflowCache)
+	case c.Seeds < 0:
+		return fmt.Errorf("orchestrator: Seeds %d is negative", c.Seeds)
 	case c.AckWait < time.Second:
 		return fmt.Errorf("orchestrator: AckWait %s is under a second", c.AckWait)
 	case c.MaxAckPending < c.Workers:
@@ -181,8 +188,14 @@ type Orchestrator struct {
 	compiled *compiled
 	loop     *consume.Loop
 	parts    *partition.Set
+	// locks serialize the inputs of one execution (see lock).
+	locks [lockStripes]sync.Mutex
+	// local are the partitions Record and Seed take; stopping turns both away.
+	local    localParts
+	stopping atomic.Bool
+	seeds    seeds
 
-	decided, conflicts, hits, misses, loads atomic.Uint64
+	decided, conflicts, hits, misses, loads, seeded, handedOver atomic.Uint64
 }
 
 // New checks cfg and returns an orchestrator. Start starts it.
@@ -196,6 +209,8 @@ func New(js jetstream.JetStream, cfg Config) (*Orchestrator, error) {
 		log:      cfg.Logger.With("component", Name),
 		cache:    newCache(cfg.CacheSize),
 		compiled: newCompiled(cfg.WorkflowCache),
+		local:    localParts{on: make([]bool, cfg.Partitions)},
+		seeds:    seeds{size: cfg.Seeds, items: map[string]seed{}},
 	}
 	loop, err := consume.New(js, consume.Config{
 		Name:    Name,
@@ -225,8 +240,11 @@ func New(js jetstream.JetStream, cfg Config) (*Orchestrator, error) {
 		Partitions: cfg.Partitions,
 		// Another process advances these executions now: should the partition come back,
 		// their states are read again rather than found stale by a conflict.
-		OnRemoved: o.cache.removePartition,
-		Logger:    o.log,
+		OnRemoved: func(p int) {
+			o.cache.removePartition(p)
+			o.seeds.removePartition(p)
+		},
+		Logger: o.log,
 	})
 	if err != nil {
 		return nil, err
@@ -235,13 +253,22 @@ func New(js jetstream.JetStream, cfg Config) (*Orchestrator, error) {
 }
 
 // Start starts the workers. They get commands once Assign gives them partitions.
-func (o *Orchestrator) Start(ctx context.Context) error { return o.loop.Start(ctx) }
+func (o *Orchestrator) Start(ctx context.Context) error {
+	o.stopping.Store(false)
+	return o.loop.Start(ctx)
+}
 
 // Stop stops consuming; inputs in progress finish (see consume.Loop.Stop). Then it unpins its
 // partitions, so that the processes that take them over get their commands at once.
 // An Assign in progress is cut short and waited for before the partitions stop (see
 // partition.Set.Stop).
-func (o *Orchestrator) Stop(ctx context.Context) error { return o.parts.Stop(ctx) }
+// Record and Seed turn inputs away from the start of Stop; Stop waits for the Records in
+// progress.
+func (o *Orchestrator) Stop(ctx context.Context) error {
+	o.stopping.Store(true)
+	o.local.set(func(on []bool) { clear(on) })
+	return o.parts.Stop(ctx)
+}
 
 // ConsumerName returns the durable name of a partition's consumer.
 func (o *Orchestrator) ConsumerName(partition int) string { return o.parts.ConsumerName(partition) }
@@ -271,8 +298,28 @@ func (o *Orchestrator) consumerConfig(partition int) jetstream.ConsumerConfig {
 // engine calls it whenever the live processes change (see package lease). Calls are
 // serialized; a partition that fails to start is left out, and the next call tries again (see
 // partition.Set.Assign).
+//
+// Record takes the inputs of a partition while it is consumed here: a partition given up is
+// taken off before it is drained (Records in progress on it are waited for), one taken up once
+// its consumer runs.
 func (o *Orchestrator) Assign(ctx context.Context, partitions []int) error {
-	return o.parts.Assign(ctx, partitions)
+	o.local.set(func(on []bool) {
+		for p := range on {
+			on[p] = on[p] && slices.Contains(partitions, p)
+		}
+	})
+	err := o.parts.Assign(ctx, partitions)
+	now := o.parts.Partitions()
+	o.local.set(func(on []bool) {
+		clear(on)
+		if o.stopping.Load() {
+			return
+		}
+		for _, p := range now {
+			on[p] = true
+		}
+	})
+	return err
 }
 
 // Stats counts what an orchestrator did since it was created.
@@ -289,6 +336,12 @@ type Stats struct {
 	// HistoryLoads counts the reads of a whole history (a miss on an execution past its
 	// queued event).
 	HistoryLoads uint64 `json:"history_loads"`
+	// Seeded counts the misses whose state was the queued event this process had appended
+	// (Seed), with no read of the stream; they count as misses too.
+	Seeded uint64 `json:"seeded"`
+	// HandedOver counts the inputs made in this process (step reports) that Record took
+	// without the inbox: recorded, or found stale.
+	HandedOver uint64 `json:"handed_over"`
 	// Partitions are the inbox partitions consumed now.
 	Partitions []int `json:"partitions"`
 }
@@ -305,6 +358,8 @@ func (o *Orchestrator) Stats() Stats {
 		CacheHits:    o.hits.Load(),
 		CacheMisses:  o.misses.Load(),
 		HistoryLoads: o.loads.Load(),
+		Seeded:       o.seeded.Load(),
+		HandedOver:   o.handedOver.Load(),
 		Partitions:   o.parts.Partitions(),
 	}
 }
@@ -333,8 +388,51 @@ func (o *Orchestrator) handle(ctx context.Context, d consume.Delivery) consume.O
 		return consume.Hold(t.DueAt.Sub(now))
 	}
 	log := inputLog{base: o.log, executionID: id, input: ev.Type, eventID: ev.ID, waited: now.Sub(d.Meta.Timestamp)}
+	return o.run(ctx, log, partition, id, ev, d.Msg.Headers(), now).consume()
+}
+
+// outcomeKind is what deciding on one input came to.
+type outcomeKind int
+
+const (
+	recorded     outcomeKind = iota // appended with its decisions
+	dropped                         // stale: nothing to record
+	deadLettered                    // can never be processed
+	retried                         // failed for a reason that passes
+	abandoned                       // an injected crash
+)
+
+// outcome is what deciding on one input came to: handle makes it the consume loop's
+// outcome, Record an error.
+type outcome struct {
+	kind   outcomeKind
+	reason string // deadLettered
+	err    error  // retried
+}
+
+func (out outcome) consume() consume.Outcome {
+	switch out.kind {
+	case deadLettered:
+		return consume.DeadLetter(out.reason)
+	case retried:
+		return consume.Retry(out.err, 0)
+	case abandoned:
+		return consume.Abandon()
+	}
+	return consume.Ack()
+}
+
+func deadLetter(reason string) outcome { return outcome{kind: deadLettered, reason: reason} }
+func retry(err error) outcome          { return outcome{kind: retried, err: err} }
+
+// run decides on one input under its execution's lock, deciding again on the reloaded
+// history while another writer appends first, up to Config.MaxConflicts times.
+func (o *Orchestrator) run(ctx context.Context, log inputLog, partition int, id string, ev events.Event, inHdr nats.Header, now time.Time) outcome {
+	mu := o.lock(id)
+	mu.Lock()
+	defer mu.Unlock()
 	for attempt := 1; ; attempt++ {
-		out, err := o.decide(ctx, log, partition, id, ev, d.Msg.Headers(), now)
+		out, err := o.decide(ctx, log, partition, id, ev, inHdr, now)
 		if !errors.Is(err, stream.ErrConflict) {
 			return out
 		}
@@ -342,35 +440,50 @@ func (o *Orchestrator) handle(ctx context.Context, d consume.Delivery) consume.O
 		o.conflicts.Add(1)
 		o.cache.remove(id)
 		if attempt >= o.cfg.MaxConflicts {
-			return consume.Retry(fmt.Errorf("after %d conflicting appends: %w", attempt, err), 0)
+			return retry(fmt.Errorf("after %d conflicting appends: %w", attempt, err))
 		}
 		log.debug(ctx, "append conflict; deciding again", "attempt", attempt)
 		now = o.cfg.Now()
 	}
 }
 
+// errSeedMoved: a seeded state (Seed) is not the execution's; read the history.
+var errSeedMoved = fmt.Errorf("the queued event is not the execution's last: %w", stream.ErrConflict)
+
 // decide applies one input to the execution's state and appends it with the decisions taken
 // on it. It returns a stream.ErrConflict error when another writer appended first.
-func (o *Orchestrator) decide(ctx context.Context, log inputLog, partition int, id string, ev events.Event, inHdr nats.Header, now time.Time) (consume.Outcome, error) {
+func (o *Orchestrator) decide(ctx context.Context, log inputLog, partition int, id string, ev events.Event, inHdr nats.Header, now time.Time) (outcome, error) {
 	cur, cached := o.cache.get(id)
+	seeded := false
 	if cached {
 		o.hits.Add(1)
 	} else {
 		o.misses.Add(1)
+		if sd, ok := o.seeds.take(id); ok {
+			var err error
+			if cur, err = o.fromSeed(id, sd); err == nil {
+				seeded = true
+				o.seeded.Add(1)
+			} else {
+				log.logger().WarnContext(ctx, "seed dropped; reading the history", "err", err)
+			}
+		}
+	}
+	if !cached && !seeded {
 		var err error
 		cur, err = o.load(ctx, id, ev.Type)
 		switch {
 		case errors.Is(err, errStale):
 			log.debug(ctx, "input dropped: the execution has ended")
-			return consume.Ack(), nil
+			return outcome{kind: dropped}, nil
 		case errors.Is(err, errUnreadable):
-			return consume.DeadLetter(err.Error()), nil
+			return deadLetter(err.Error()), nil
 		case err != nil:
-			return consume.Retry(err, 0), nil
+			return retry(err), nil
 		}
 	}
 	if cur.seq == 0 && ev.Type != events.TypeExecutionQueued {
-		return consume.DeadLetter(fmt.Sprintf("unknown execution %s", id)), nil
+		return deadLetter(fmt.Sprintf("unknown execution %s", id)), nil
 	}
 	var hdr nats.Header // the trace context of the appended events
 	if o.cfg.Tracer.On() {
@@ -407,33 +520,42 @@ func (o *Orchestrator) decide(ctx context.Context, log inputLog, partition int, 
 	// appended below.
 	inData, err := events.Marshal(in)
 	if err != nil {
-		return consume.DeadLetter(err.Error()), nil
+		return deadLetter(err.Error()), nil
 	}
 	in = in.WithEncodedSize(len(inData))
 	stale := next.StaleCount
 	if err := next.Apply(in); err != nil {
+		if seeded {
+			return outcome{}, errSeedMoved
+		}
 		o.cache.remove(id)
-		return consume.DeadLetter(err.Error()), nil
+		return deadLetter(err.Error()), nil
 	}
 	isStale := next.StaleCount > stale
 	decisions, err := execution.Decide(next, in, now)
 	if err != nil {
+		if seeded {
+			return outcome{}, errSeedMoved
+		}
 		log.logger().ErrorContext(ctx, "decide failed", "err", err)
-		return consume.DeadLetter(err.Error()), nil
+		return deadLetter(err.Error()), nil
 	}
 	if isStale && len(decisions) == 0 {
 		// A duplicate or late input (a report after a timeout, a timer of a past attempt, a
 		// second cancel): the state already has what it means. Nothing to record, provided the
 		// cached state is the stream's: another writer may have moved the execution on.
-		if cached {
+		switch {
+		case seeded:
+			return outcome{}, errSeedMoved
+		case cached:
 			if fresh, err := o.fresh(ctx, id, cur.seq); err != nil {
-				return consume.Retry(err, 0), nil
+				return retry(err), nil
 			} else if !fresh {
-				return consume.Outcome{}, fmt.Errorf("execution %s moved on: %w", id, stream.ErrConflict)
+				return outcome{}, fmt.Errorf("execution %s moved on: %w", id, stream.ErrConflict)
 			}
 		}
 		log.debug(ctx, "stale input dropped", "reason", next.Stale[len(next.Stale)-1].Reason)
-		return consume.Ack(), nil
+		return outcome{kind: dropped}, nil
 	}
 	batch := append([]events.Event{in}, decisions...)
 	if isStale {
@@ -452,18 +574,18 @@ func (o *Orchestrator) decide(ctx context.Context, log inputLog, partition int, 
 		if data == nil {
 			var err error
 			if data, err = events.Marshal(e); err != nil {
-				return consume.DeadLetter(err.Error()), nil
+				return deadLetter(err.Error()), nil
 			}
 			e = e.WithEncoding(data)
 		}
 		if err := next.Apply(e); err != nil {
 			log.logger().ErrorContext(ctx, "a decision does not apply to its own state", "decision", e.Type, "err", err)
-			return consume.DeadLetter(fmt.Sprintf("decision %s: %v", e.Type, err)), nil
+			return deadLetter(fmt.Sprintf("decision %s: %v", e.Type, err)), nil
 		}
 		msgs = append(msgs, stream.Msg{Subject: e.Subject, Data: data, ID: e.ID, Header: hdr})
 	}
 	if err := o.cfg.Hooks.At(ctx, faults.OrchestratorDecided, id); err != nil {
-		return consume.Abandon(), nil
+		return outcome{kind: abandoned}, nil
 	}
 	appendStart := time.Now()
 	appendFn := stream.AppendChained
@@ -476,14 +598,17 @@ func (o *Orchestrator) decide(ctx context.Context, log inputLog, partition int, 
 	})
 	if err != nil {
 		if errors.Is(err, stream.ErrConflict) {
-			return consume.Outcome{}, err
+			return outcome{}, err
 		}
 		// The outcome is unknown (a timeout may have landed): forget the state, so that the
 		// next try starts from the stream.
 		o.cache.remove(id)
-		return consume.Retry(err, 0), nil
+		return retry(err), nil
 	}
 	o.cache.put(id, entry{state: next, seq: ack.LastSeq, partition: partition, traceparent: cur.traceparent})
+	if !seeded {
+		o.seeds.drop(id) // one Seed left behind, should there be one
+	}
 	o.decided.Add(1)
 	if o.cfg.Observer != nil && slices.ContainsFunc(batch, ends) {
 		o.cfg.Observer.Ended(&next)
@@ -495,7 +620,7 @@ func (o *Orchestrator) decide(ctx context.Context, log inputLog, partition int, 
 			"max_events", execution.MaxHistoryEvents, "max_bytes", execution.MaxHistoryBytes)
 	}
 	if err := o.cfg.Hooks.At(ctx, faults.OrchestratorAppended, id); err != nil {
-		return consume.Abandon(), nil
+		return outcome{kind: abandoned}, nil
 	}
 	if log.base.Enabled(ctx, slog.LevelDebug) {
 		types := make([]string, len(decisions))
@@ -504,7 +629,7 @@ func (o *Orchestrator) decide(ctx context.Context, log inputLog, partition int, 
 		}
 		log.logger().DebugContext(ctx, "decided", "decisions", types, "seq", ack.LastSeq, "status", next.Status, "append", time.Since(appendStart))
 	}
-	return consume.Ack(), nil
+	return outcome{kind: recorded}, nil
 }
 
 // inputLog logs about one input. Its logger is built only when a line is written: most inputs
@@ -589,6 +714,11 @@ func (o *Orchestrator) load(ctx context.Context, id string, input events.Type) (
 			return entry{}, fmt.Errorf("load execution %s: %w", id, err)
 		}
 	}
+	return o.entryOf(id, msgs)
+}
+
+// entryOf folds the messages of an execution's history, first to last.
+func (o *Orchestrator) entryOf(id string, msgs []jetstream.RawStreamMsg) (entry, error) {
 	history, err := Decode(msgs)
 	if err != nil {
 		return entry{}, fmt.Errorf("%w of %s: %v", errUnreadable, id, err)

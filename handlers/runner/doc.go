@@ -3,8 +3,10 @@
 // by the attempt's resolved request through the services registry (sending the step's
 // Idempotency-Key and X-Memmie-Execution-Id), and sends what happened — status, duration, and
 // the decoded body or the kind of error — as a step.reported or compensation.reported command
-// to the execution's inbox. It never decides whether a failure is final: the orchestrator
-// does.
+// to the execution's inbox. When the execution's orchestrator runs in the same process
+// (Config.Local), the report is handed to it instead, and the attempt is acknowledged once the
+// report is appended to the history; a report it does not take goes to the inbox. It never
+// decides whether a failure is final: the orchestrator does.
 //
 //	r, err := runner.New(js, runner.Config{Caller: caller, DeadLetter: dl})
 //	err = r.Start(ctx)

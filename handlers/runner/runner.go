@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -42,10 +43,24 @@ type Caller interface {
 	Call(ctx context.Context, req services.Request) services.Result
 }
 
+// Local records a report in this process, where the execution's orchestrator runs here
+// (*orchestrator.Orchestrator is one). Record returns nil once the report is recorded in the
+// execution's history (appended, or found stale); any other error sends the report to the
+// inbox instead, but one wrapping faults.ErrCrash, an injected crash, which abandons the
+// attempt.
+type Local interface {
+	Record(ctx context.Context, executionID string, data []byte) error
+}
+
 // Config configures a Runner.
 type Config struct {
 	// Caller calls the services. Required.
 	Caller Caller
+	// Local, when set, takes the reports of the executions whose orchestrator runs in this
+	// process, so that they skip the inbox: the attempt is acknowledged once Local has
+	// recorded its report. A report Local does not take goes to the inbox. Defaults to none:
+	// every report goes to the inbox.
+	Local Local
 	// Executions is the stream of execution events. Defaults to streams.Executions.
 	Executions string
 	// Durable is the consumer's name. Defaults to Name.
@@ -136,6 +151,8 @@ type Runner struct {
 	cfg  Config
 	log  *slog.Logger
 	loop *consume.Loop
+
+	handedOver, published atomic.Uint64
 }
 
 // New checks cfg and returns a runner. Start starts it.
@@ -186,6 +203,19 @@ func (r *Runner) Stop(ctx context.Context) error { return r.loop.Stop(ctx) }
 
 // Stats returns the counters of the runner's consume loop.
 func (r *Runner) Stats() consume.Stats { return r.loop.Stats() }
+
+// Reports counts the reports a runner sent, by the way they went.
+type Reports struct {
+	// HandedOver counts the reports Config.Local recorded.
+	HandedOver uint64 `json:"handed_over"`
+	// Published counts the reports published to the inbox.
+	Published uint64 `json:"published"`
+}
+
+// Reports returns how the runner's reports went.
+func (r *Runner) Reports() Reports {
+	return Reports{HandedOver: r.handedOver.Load(), Published: r.published.Load()}
+}
 
 func (r *Runner) handle(ctx context.Context, d consume.Delivery) consume.Outcome {
 	ev, err := events.Decode(d.Msg.Data())
@@ -308,11 +338,14 @@ func response(res services.Result) events.Response {
 	return resp
 }
 
-// report publishes the attempt's report to the execution's inbox. Its id is the report's
-// event id, the same for every delivery of the attempt, so a report sent twice is kept once.
-// A publish that fails is tried again in place, with a capped backoff, for as long as it
-// takes (the loop keeps the message in progress meanwhile): handing the attempt back would
-// make the call again and use up a delivery. Only a stop ends the wait, and hands it back.
+// report hands the attempt's report to the execution's orchestrator when it runs in this
+// process (Config.Local), or else publishes it to the execution's inbox. Either way the
+// attempt is acknowledged only once the report is durable: appended to the history, or
+// stored on the inbox. Its id is the report's event id, the same for every delivery of the
+// attempt, so a report sent twice is kept once. A publish that fails is tried again in place,
+// with a capped backoff, for as long as it takes (the loop keeps the message in progress
+// meanwhile): handing the attempt back would make the call again and use up a delivery. Only
+// a stop ends the wait, and hands it back.
 func (r *Runner) report(ctx context.Context, log *slog.Logger, req execution.Request, resp events.Response) consume.Outcome {
 	ev := req.Report(resp, r.cfg.Now())
 	data, err := events.Marshal(ev)
@@ -323,6 +356,18 @@ func (r *Runner) report(ctx context.Context, log *slog.Logger, req execution.Req
 			Error: "the response does not fit in an event: " + err.Error(), DurationMS: resp.DurationMS}, r.cfg.Now())
 		if data, err = events.Marshal(ev); err != nil {
 			return consume.DeadLetter(err.Error())
+		}
+	}
+	if r.cfg.Local != nil {
+		err := r.cfg.Local.Record(ctx, req.ExecutionID, data)
+		switch {
+		case err == nil:
+			r.handedOver.Add(1)
+			return r.reported(ctx, req)
+		case errors.Is(err, faults.ErrCrash):
+			return consume.Abandon()
+		default: // not this process's execution, or not recorded here: the inbox's
+			log.DebugContext(ctx, "report not recorded in this process; publishing it", "err", err)
 		}
 	}
 	wait := r.cfg.RetryBackoff
@@ -339,6 +384,12 @@ func (r *Runner) report(ctx context.Context, log *slog.Logger, req execution.Req
 		}
 		wait = min(2*wait, r.cfg.MaxRetryBackoff)
 	}
+	r.published.Add(1)
+	return r.reported(ctx, req)
+}
+
+// reported acknowledges an attempt whose report is durable.
+func (r *Runner) reported(ctx context.Context, req execution.Request) consume.Outcome {
 	if err := r.cfg.Hooks.At(ctx, faults.RunnerReported, req.ExecutionID); err != nil {
 		return consume.Abandon()
 	}

@@ -33,7 +33,8 @@ const (
 	OrchestratorAppended Point = "orchestrator.appended"
 	// RunnerCalled: the runner made the HTTP call and has not reported it.
 	RunnerCalled Point = "runner.called"
-	// RunnerReported: the report is on the inbox; the scheduled attempt is not acknowledged.
+	// RunnerReported: the report is on the inbox, or recorded by the orchestrator in the
+	// process; the scheduled attempt is not acknowledged.
 	RunnerReported Point = "runner.reported"
 	// TimersSet: the timer is scheduled or fired; the event that asked for it is not
 	// acknowledged.

@@ -17,7 +17,11 @@
 // event yet: the same idempotency key (whose UUIDv5 is the execution id) gives the same
 // execution, and is refused with other parameters (IdempotencyConflictError). An input that
 // breaks the input schema is refused before anything is appended (InputError). Everything that happens to an execution afterwards is a command on its inbox
-// (see package inbox), turned into events by the orchestrator. Execution and History read the
+// (see package inbox), turned into events by the orchestrator; but a step report of an
+// execution whose partition this process consumes, which the runner hands to the
+// orchestrator here (runner.Config.Local). A queued event Start appended is told to the
+// orchestrator here too (Orchestrator.Seed), so that the execution's first input needs no
+// read of the stream. Execution and History read the
 // execution's history from the stream and fold it; HistoryPage reads one page of it.
 //
 // Any number of engines (memmie serve processes) may run against one NATS; they share the

@@ -167,6 +167,9 @@ type Engine struct {
 	assignDone   chan struct{}
 	// assignKick asks the assign loop to assign the partitions again.
 	assignKick chan struct{}
+	// seeder is the orchestrator while it runs, which Start tells of the queued events it
+	// appends.
+	seeder atomic.Pointer[orchestrator.Orchestrator]
 	// blobsAssigned is the blobs handler while it runs, which the assign loop gives the
 	// orchestrator's partitions too (MEMMIE_BLOBS is partitioned as the inbox is).
 	blobsAssigned atomic.Pointer[blobs.Handler]
@@ -267,6 +270,11 @@ func (e *Engine) Open(ctx context.Context) error {
 		}
 		if cfg.Caller == nil {
 			cfg.Caller = e.cfg.Caller
+		}
+		if cfg.Local == nil && e.orchestrator != nil {
+			// The reports of the executions whose partitions this process consumes are
+			// recorded here, without the inbox.
+			cfg.Local = e.orchestrator
 		}
 		if cfg.Caller == nil {
 			reg := e.cfg.Services
@@ -401,11 +409,13 @@ func (e *Engine) openOrchestrator(ctx context.Context, g *lifecycle.Group, dl *d
 			if err := o.Assign(ctx, e.partitions()); err != nil {
 				e.log.Warn("assign partitions; trying again", "err", err)
 			}
+			e.seeder.Store(o)
 			e.assignStop, e.assignDone = make(chan struct{}), make(chan struct{})
 			go e.assignLoop(o, m, kick, e.assignStop, e.assignDone)
 			return nil
 		},
 		OnStop: func(ctx context.Context) error {
+			e.seeder.Store(nil)
 			e.stopAssigning()
 			err := o.Stop(ctx)
 			e.closed = o.Stats()
@@ -605,6 +615,7 @@ func (e *Engine) reset() {
 	e.reconciler, e.reconLease = nil, nil
 	e.blobs, e.triggers = nil, nil
 	e.blobsAssigned.Store(nil)
+	e.seeder.Store(nil)
 	e.assignKick = nil
 	e.parts = nil
 	if e.caller != nil {
@@ -753,6 +764,9 @@ type Stats struct {
 	BlobPartitions []int `json:"blob_partitions,omitempty"`
 	// Triggers counts the trigger matcher's requests and starts, when it runs.
 	Triggers *triggers.Stats `json:"triggers,omitempty"`
+	// Reports counts the runner's reports recorded in this process and those published to
+	// the inbox, when the runner runs.
+	Reports *runner.Reports `json:"reports,omitempty"`
 }
 
 // Stats returns the process's counters and roles. Counters count from Open; once the engine
@@ -780,6 +794,8 @@ func (e *Engine) Stats() Stats {
 	}
 	if e.runner != nil {
 		st.Loops[runner.Name] = e.runner.Stats()
+		rs := e.runner.Reports()
+		st.Reports = &rs
 	}
 	if e.timers != nil {
 		st.Loops[timers.Name] = e.timers.Stats()
@@ -840,8 +856,8 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (executionID strin
 	id := ev.Data.(*events.ExecutionQueued).ExecutionID
 	// The queued event starts the history: it is appended only when the execution has no
 	// event yet. A second start with the same key finds its own event there.
-	ack, err := stream.Append(ctx, e.js, streams.Executions, []stream.Msg{{Subject: ev.Subject, Data: data, ID: ev.ID}},
-		stream.Expect{FilterSubject: events.ExecutionFilter(id)})
+	msg := stream.Msg{Subject: ev.Subject, Data: data, ID: ev.ID}
+	ack, err := stream.Append(ctx, e.js, streams.Executions, []stream.Msg{msg}, stream.Expect{FilterSubject: events.ExecutionFilter(id)})
 	switch {
 	case (errors.Is(err, stream.ErrConflict) || err == nil && ack.Duplicate) && req.ExecutionID != "":
 		return id, false, nil // a trigger's execution, started before
@@ -853,6 +869,11 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (executionID strin
 		return id, false, nil
 	case err != nil:
 		return "", false, fmt.Errorf("start %s: %w", req.WorkflowID, err)
+	}
+	if o := e.seeder.Load(); o != nil {
+		// The history is this one event, as of the append: the orchestrator, when it
+		// advances the execution, starts from it rather than from a read of the stream.
+		o.Seed(id, msg, ack.LastSeq)
 	}
 	q := ev.Data.(*events.ExecutionQueued)
 	e.log.Info("execution queued", "execution_id", id, "workflow_id", q.WorkflowID, "workflow_revision", q.WorkflowRevision,

@@ -56,10 +56,12 @@ func TestObserverIsToldOfEachEndOnce(t *testing.T) {
 	second, _, err := client.eng.Start(testContext(t), engine.StartRequest{WorkflowID: "two_steps", Input: []byte(`{"n": 2}`)})
 	require.NoError(t, err)
 	c.waitEnded(2, waitFor)
-	// The second execution's three commands, and the report the crash left unacknowledged,
-	// delivered again and found recorded.
+	// The second execution's three inputs (its start from the inbox, its reports handed over
+	// by the runner in the process), and the report of the attempt the crash left
+	// unacknowledged, made again and found recorded.
 	require.Eventually(t, func() bool {
-		return again.eng.Stats().Loops["orchestrator"].Handled >= 4
+		st := again.eng.Stats()
+		return st.Loops["orchestrator"].Handled+st.Orchestrator.HandedOver >= 4
 	}, waitFor, 10*time.Millisecond, "the restarted orchestrator handles the redelivered report")
 	assert.Equal(t, []execution.Status{execution.StatusCompleted}, obs.of(second))
 	assert.Equal(t, []execution.Status{execution.StatusCompleted}, obs.of(id), "not told again")
