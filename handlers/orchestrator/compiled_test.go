@@ -3,7 +3,6 @@ package orchestrator
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -17,10 +16,8 @@ import (
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/internal/core/execution"
-	"github.com/memmie/memmie/internal/jetstream/deadletter"
 	"github.com/memmie/memmie/internal/jetstream/inbox"
 	"github.com/memmie/memmie/internal/jetstream/stream"
-	"github.com/memmie/memmie/internal/natsserver/natstest"
 )
 
 // queuedOf returns the queued event of an execution of the given workflow revision.
@@ -82,24 +79,13 @@ func TestCompiledOncePerRevision(t *testing.T) {
 // follow take the compiled workflow, and a new revision is compiled.
 func TestOrchestratorCompilesOncePerRevision(t *testing.T) {
 	ctx := context.Background()
-	_, _, js := natstest.Run(t)
-	opts := streams.Options{Storage: jetstream.MemoryStorage}
-	require.NoError(t, stream.EnsureStreams(ctx, js, append(streams.Configs(opts), streams.InboxConfig(opts))))
-	o, err := New(js, Config{DeadLetter: deadletter.NewWriter(js, deadletter.Config{}),
-		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))})
-	require.NoError(t, err)
 	var compiles atomic.Int64
-	o.compiled.compile = func(q *events.ExecutionQueued) (*execution.Pinned, error) {
-		compiles.Add(1)
-		return execution.Compile(q)
-	}
-	require.NoError(t, o.Start(ctx))
-	t.Cleanup(func() { _ = o.Stop(context.Background()) })
-	all := make([]int, streams.InboxPartitions(opts))
-	for i := range all {
-		all[i] = i
-	}
-	require.NoError(t, o.Assign(ctx, all))
+	js, _, _ := localSetup(t, func(o *Orchestrator) {
+		o.compiled.compile = func(q *events.ExecutionQueued) (*execution.Pinned, error) {
+			compiles.Add(1)
+			return execution.Compile(q)
+		}
+	})
 
 	const wf = "id: wf\nsteps:\n  - {id: a, type: transform, input_map: {x: 1}}\n"
 	run := func(n, revision int) {

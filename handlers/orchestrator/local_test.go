@@ -56,16 +56,20 @@ func TestPartitionOfIsTheServers(t *testing.T) {
 	}
 }
 
-// localSetup starts an orchestrator on every partition of a memory store.
-func localSetup(t *testing.T) (jetstream.JetStream, *Orchestrator, []int) {
+// localSetup starts an orchestrator on every partition of a memory store; before, when set,
+// is called on it before it starts.
+func localSetup(t *testing.T, before func(*Orchestrator)) (jetstream.JetStream, *Orchestrator, []int) {
 	t.Helper()
 	ctx := context.Background()
 	_, _, js := natstest.Run(t)
 	opts := streams.Options{Storage: jetstream.MemoryStorage}
 	require.NoError(t, stream.EnsureStreams(ctx, js, append(streams.Configs(opts), streams.InboxConfig(opts))))
 	o, err := New(js, Config{DeadLetter: deadletter.NewWriter(js, deadletter.Config{}),
-		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))})
+		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	require.NoError(t, err)
+	if before != nil {
+		before(o)
+	}
 	require.NoError(t, o.Start(ctx))
 	t.Cleanup(func() { _ = o.Stop(context.Background()) })
 	all := make([]int, streams.InboxPartitions(opts))
@@ -125,7 +129,7 @@ func start(t *testing.T, js jetstream.JetStream, id string) {
 // A seeded execution's first input is decided without a read of the stream, and its report,
 // handed over with Record, is recorded without the inbox.
 func TestSeedAndRecord(t *testing.T) {
-	js, o, _ := localSetup(t)
+	js, o, _ := localSetup(t, nil)
 	id := uuid.NewString()
 	msg, seq := queue(t, js, id)
 	o.Seed(id, msg, seq)
@@ -150,7 +154,7 @@ func TestSeedAndRecord(t *testing.T) {
 // apply, and is decided again on the history read from the stream. Nothing is dead-lettered or
 // dropped on the seed's word.
 func TestStaleSeedIsReadAgain(t *testing.T) {
-	js, o, _ := localSetup(t)
+	js, o, _ := localSetup(t, nil)
 	ctx := context.Background()
 
 	t.Run("the history moved on", func(t *testing.T) {
@@ -182,7 +186,7 @@ func TestStaleSeedIsReadAgain(t *testing.T) {
 // Record takes only the inputs of the partitions the orchestrator consumes, and none once it
 // stops: the caller sends those to the inbox.
 func TestRecordOnlyLocalPartitions(t *testing.T) {
-	js, o, all := localSetup(t)
+	js, o, all := localSetup(t, nil)
 	ctx := context.Background()
 	id := uuid.NewString()
 	p := o.partitionOf(id)
