@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -26,12 +27,32 @@ import (
 // inbox commands and 1 timer (its run's deadline, purged at its end; attempts' deadlines are
 // the runner's). The messages stored per execution on MEMMIE_INBOX and MEMMIE_EXECUTIONS are
 // reported too ("stored": stream sequences used; "held": still stored at the end).
-func BenchmarkExecutions3Steps(b *testing.B) {
+func BenchmarkExecutions3Steps(b *testing.B) { benchExecutions3Steps(b) }
+
+// BenchmarkReportPath runs BenchmarkExecutions3Steps with the runner's reports published to
+// the inbox, as before the hand-over, and handed over to the orchestrator in the process, one
+// after the other in the same run (go test -bench ReportPath -count 5): the comparison of the
+// two on one machine at one time.
+func BenchmarkReportPath(b *testing.B) {
+	b.Run("inbox", func(b *testing.B) {
+		benchExecutions3Steps(b, func(c *engine.Config) { c.Runner.Local = inboxOnly{} })
+	})
+	b.Run("in-process", func(b *testing.B) { benchExecutions3Steps(b) })
+}
+
+// inboxOnly takes no report: the runner publishes every one to the inbox.
+type inboxOnly struct{}
+
+func (inboxOnly) Record(context.Context, string, []byte) error {
+	return errors.New("reports go to the inbox")
+}
+
+func benchExecutions3Steps(b *testing.B, opts ...option) {
 	svc := newService(b, reply(200, map[string]any{"ok": true}))
-	h := newHarness(b, map[string]string{"svc": svc.URL}, func(c *engine.Config) {
+	h := newHarness(b, map[string]string{"svc": svc.URL}, append([]option{func(c *engine.Config) {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 		c.Dispatcher.MaxRunning = 1000
-	})
+	}}, opts...)...)
 	h.register(`
 id: three_steps
 steps:
