@@ -45,15 +45,8 @@ func skipper(p Projection) func(subject string) bool {
 	}
 	const prefix = "memmie.executions."
 	skip := map[string]bool{} // by subject tail, as ExecutionSubject makes them
-	for _, t := range events.Types() {
-		if !t.IsExecution() {
-			continue
-		}
-		subject, err := events.ExecutionSubject("x", t)
-		if err != nil || !strings.HasPrefix(subject, prefix+"x.") {
-			continue
-		}
-		skip[strings.TrimPrefix(subject, prefix+"x.")] = !tp.folds(t)
+	for t, tail := range executionTails() {
+		skip[tail] = !tp.folds(t)
 	}
 	return func(subject string) bool {
 		rest, ok := strings.CutPrefix(subject, prefix)
@@ -63,6 +56,52 @@ func skipper(p Projection) func(subject string) bool {
 		i := strings.IndexByte(rest, '.')
 		return i > 0 && skip[rest[i+1:]]
 	}
+}
+
+// executionTails are the subject tails of the execution event types (step.scheduled for
+// memmie.execution.step.scheduled), by type.
+func executionTails() map[events.Type]string {
+	const prefix = "memmie.executions.x."
+	out := map[events.Type]string{}
+	for _, t := range events.Types() {
+		if !t.IsExecution() {
+			continue
+		}
+		if subject, err := events.ExecutionSubject("x", t); err == nil && strings.HasPrefix(subject, prefix) {
+			out[t] = strings.TrimPrefix(subject, prefix)
+		}
+	}
+	return out
+}
+
+// replayFilter is the subject filter of a replay of p, "" for the whole stream: for a typed
+// projection whose folded types' tails all have the same number of tokens n (one for the
+// executions and queued_executions projections, two for execution_steps),
+// memmie.executions.<id> and n tokens. The server passes over the other subjects without
+// delivering them: tails of other lengths, of types p does not fold, or no type at all (a
+// message on those the live runner dead-letters; the replay does not read it). One filter:
+// the server's file store walks a consumer of several filters far more slowly (measured:
+// three filters took 70 times one's time over 12,000 messages of 1,000 executions).
+func replayFilter(p Projection) string {
+	tp, ok := p.(typed)
+	if !ok {
+		return ""
+	}
+	tokens := 0
+	for t, tail := range executionTails() {
+		if !tp.folds(t) {
+			continue
+		}
+		n := strings.Count(tail, ".") + 1
+		if tokens != 0 && n != tokens {
+			return ""
+		}
+		tokens = n
+	}
+	if tokens == 0 {
+		return ""
+	}
+	return "memmie.executions.*" + strings.Repeat(".*", tokens)
 }
 
 // rowsOf holds folded rows by key, in the order they were made.

@@ -73,3 +73,27 @@ func TestSkipper(t *testing.T) {
 		}
 	}
 }
+
+func TestReplayFilter(t *testing.T) {
+	for _, tc := range []struct {
+		p    Projection
+		want string
+	}{
+		{&Executions{}, "memmie.executions.*.*"},
+		{&Queued{}, "memmie.executions.*.*"},
+		{&Steps{}, "memmie.executions.*.*.*"},
+		{struct{ Projection }{&Executions{}}, ""}, // no typed: the whole stream
+		{mixed{}, ""}, // tails of one and two tokens: the whole stream
+	} {
+		if got := replayFilter(tc.p); got != tc.want {
+			t.Errorf("%T: filter %q, want %q", tc.p, got, tc.want)
+		}
+	}
+}
+
+// mixed folds execution.completed and step.succeeded.
+type mixed struct{ Projection }
+
+func (mixed) folds(t events.Type) bool {
+	return t == events.TypeExecutionCompleted || t == events.TypeStepSucceeded
+}

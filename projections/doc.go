@@ -29,8 +29,10 @@
 //   - It replays the stream as it was when it began. The projections of this package, blobs
 //     apart, fold the whole replay in memory (the same folds as Apply: the tables hold one row per execution or
 //     attempt, and so does the memory, until the replay ends), decoding on every CPU and passing
-//     over undecoded the event types they do not fold, and write it with COPY into the fresh
-//     tables before making their indexes. Another projection (blobs: its documents are the
+//     over undecoded the event types they do not fold (the server does not even deliver those
+//     whose subjects have another number of tokens: one consumer filter), and write it with
+//     COPY into the fresh tables before making their indexes, with the build's checkpoint in
+//     the same transaction. Another projection (blobs: its documents are the
 //     size of the blobs), or a replay with a row Postgres refuses (which must be
 //     dead-lettered), goes in batches through Apply, as a Runner does.
 //   - It catches up the tail written meanwhile, in batches through Apply, until it is within
@@ -45,8 +47,10 @@
 //     finds the checkpoint moved and starts again from it, so that no statement of it runs
 //     against a table the swap dropped and no event is applied twice.
 //   - One rebuild of a projection at a time: a second one, in any process, fails with
-//     ErrRebuildRunning (an advisory lock). A rebuild that dies leaves its schema, which the next
-//     rebuild of the projection drops; the live tables are untouched until the swap commits.
+//     ErrRebuildRunning (an advisory lock). A rebuild that dies or is cancelled, at any point,
+//     leaves the live tables and checkpoint untouched until the swap commits, and its schema,
+//     which the next rebuild of the projection drops: that one starts again from the first
+//     message (TestRebuildInterruptedRestarts).
 //
 // The fresh tables are owned by the rebuilding role and do not carry the live tables' grants.
 package projections

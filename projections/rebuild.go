@@ -170,14 +170,15 @@ func Rebuild(ctx context.Context, p Projection, cfg RebuildConfig) (RebuildResul
 
 	// The replay: the stream as it is now.
 	replayed := time.Now()
-	target, err := lastSeq(ctx, cfg.JS, p.Stream())
+	target, held, err := streamEnd(ctx, cfg.JS, p.Stream())
 	if err != nil {
 		return res, fmt.Errorf("rebuild %s: %w", p.Name(), err)
 	}
 	var last uint64
 	bf, fast := p.(bulkFolder)
 	if fast {
-		last, err = r.replayBulk(ctx, conn, bf.newBulk(), target, &res.Events)
+		last, err = r.replayBulk(ctx, conn, bf.newBulk(), target)
+		res.Events = held // read, or passed over unread
 		if err != nil && !refused(err) {
 			return res, fmt.Errorf("rebuild %s: replay: %w", p.Name(), err)
 		}
@@ -357,11 +358,11 @@ type replayItem struct {
 // goroutines as there are CPUs, folds it in stream order into f and writes f's rows with the
 // build's checkpoint, and returns the checkpoint. The fresh tables must be empty and, for
 // COPY's speed, without their indexes.
-func (r *Runner) replayBulk(ctx context.Context, conn *pgx.Conn, f bulkFold, target uint64, read *int) (uint64, error) {
+func (r *Runner) replayBulk(ctx context.Context, conn *pgx.Conn, f bulkFold, target uint64) (uint64, error) {
 	var last uint64
 	if target > 0 {
 		var err error
-		if last, err = r.foldStream(ctx, f, target, read); err != nil {
+		if last, err = r.foldStream(ctx, f, target); err != nil {
 			return 0, err
 		}
 	}
@@ -384,19 +385,29 @@ func (r *Runner) replayBulk(ctx context.Context, conn *pgx.Conn, f bulkFold, tar
 }
 
 // foldStream folds the stream up to target into f and returns the last sequence folded. A
-// message that does not decode is dead-lettered.
-func (r *Runner) foldStream(ctx context.Context, f bulkFold, target uint64, read *int) (uint64, error) {
+// message that does not decode is dead-lettered. The server passes over the subjects that name
+// no type f's projection folds (see replayFilter), and the reader, undecoded, over the
+// subjects of the types it does not fold (see skipper): decoding and delivering them is most of
+// a replay's time. The reader's last message is the one at target, or the last one that
+// matches the filters (none matches after it: its NumPending is 0).
+func (r *Runner) foldStream(ctx context.Context, f bulkFold, target uint64) (uint64, error) {
 	const chunkSize = 256
-	cons, err := r.cfg.JS.OrderedConsumer(ctx, r.p.Stream(), jetstream.OrderedConsumerConfig{
-		DeliverPolicy:     jetstream.DeliverAllPolicy,
-		InactiveThreshold: time.Minute,
-	})
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy, InactiveThreshold: time.Minute}
+	if f := replayFilter(r.p); f != "" {
+		cfg.FilterSubjects = []string{f}
+	}
+	cons, err := r.cfg.JS.OrderedConsumer(ctx, r.p.Stream(), cfg)
 	if err != nil {
 		return 0, fmt.Errorf("consume %s: %w", r.p.Stream(), err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(8 * chunkSize))
+	it, err := cons.Messages(jetstream.PullMaxMessages(replayPull))
 	if err != nil {
 		return 0, fmt.Errorf("consume %s: %w", r.p.Stream(), err)
+	}
+	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
+		it.Stop() // nothing matches: the replay passes over the whole stream
+		deleteConsumer(ctx, r.cfg.JS, r.p.Stream(), cons)
+		return target, nil
 	}
 	workers := runtime.GOMAXPROCS(0)
 	skips := skipper(r.p)
@@ -405,17 +416,14 @@ func (r *Runner) foldStream(ctx context.Context, f bulkFold, target uint64, read
 		ordered = make(chan *replayChunk, 2*workers)
 		failed  = make(chan error, 1)
 		quit    = make(chan struct{})
+		reached bool // by the reader, before it closes ordered
 		wg      sync.WaitGroup
 	)
 	defer func() {
 		close(quit)
 		it.Stop()
 		wg.Wait()
-		if info := cons.CachedInfo(); info != nil {
-			delCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-			_ = r.cfg.JS.DeleteConsumer(delCtx, r.p.Stream(), info.Name)
-			cancel()
-		}
+		deleteConsumer(ctx, r.cfg.JS, r.p.Stream(), cons)
 	}()
 	wg.Go(func() { // the reader
 		defer close(work)
@@ -434,9 +442,14 @@ func (r *Runner) foldStream(ctx context.Context, f bulkFold, target uint64, read
 					}
 					return
 				}
+				if md.Sequence.Stream > target {
+					end = true // written since the replay began: the tail's
+					break
+				}
 				c.items = append(c.items, replayItem{item: item{msg: m, seq: md.Sequence.Stream}})
-				end = md.Sequence.Stream >= target
+				end = md.Sequence.Stream == target || md.NumPending == 0
 			}
+			reached = end
 			for _, ch := range []chan *replayChunk{ordered, work} {
 				select {
 				case ch <- c:
@@ -462,13 +475,15 @@ func (r *Runner) foldStream(ctx context.Context, f bulkFold, target uint64, read
 
 	var last uint64
 	for c := range ordered {
+		if len(c.items) == 0 {
+			continue
+		}
 		select {
 		case <-c.done:
 		case <-ctx.Done():
 			return last, ctx.Err()
 		}
 		for _, m := range c.items {
-			*read++
 			last = m.seq
 			if m.skip {
 				continue
@@ -487,19 +502,39 @@ func (r *Runner) foldStream(ctx context.Context, f bulkFold, target uint64, read
 		return last, err
 	default:
 	}
-	if last < target {
+	if !reached {
 		return last, fmt.Errorf("consume %s: ended at %d, before %d", r.p.Stream(), last, target)
 	}
-	return last, nil
+	// Past the last message that matches, up to target, none names a type f folds.
+	return target, nil
+}
+
+// replayPull is how many messages a replay's reader asks the server for at a time.
+const replayPull = 8192
+
+// deleteConsumer deletes cons, which would otherwise linger until its inactivity threshold.
+func deleteConsumer(ctx context.Context, js jetstream.JetStream, stream string, cons jetstream.Consumer) {
+	if info := cons.CachedInfo(); info != nil {
+		delCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		_ = js.DeleteConsumer(delCtx, stream, info.Name)
+		cancel()
+	}
 }
 
 // lastSeq is the stream's last sequence.
 func lastSeq(ctx context.Context, js jetstream.JetStream, name string) (uint64, error) {
+	last, _, err := streamEnd(ctx, js, name)
+	return last, err
+}
+
+// streamEnd is the stream's last sequence and how many messages it holds up to it.
+func streamEnd(ctx context.Context, js jetstream.JetStream, name string) (last uint64, msgs int, err error) {
 	s, err := js.Stream(ctx, name)
 	if err != nil {
-		return 0, fmt.Errorf("read the stream %s: %w", name, err)
+		return 0, 0, fmt.Errorf("read the stream %s: %w", name, err)
 	}
-	return s.CachedInfo().State.LastSeq, nil
+	st := s.CachedInfo().State
+	return st.LastSeq, int(st.Msgs), nil
 }
 
 // catchUp writes batches from msgs after the checkpoint last until it reaches target, a

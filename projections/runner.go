@@ -215,13 +215,8 @@ func (r *Runner) consume(ctx context.Context, from uint64) (msgs <-chan item, fa
 		it.Stop()
 		for range out { // let the reader see the stop
 		}
-		// The next session starts a consumer of its own; this one would linger until its
-		// inactivity threshold.
-		if info := cons.CachedInfo(); info != nil {
-			delCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-			_ = r.cfg.JS.DeleteConsumer(delCtx, r.p.Stream(), info.Name)
-			cancel()
-		}
+		// The next session starts a consumer of its own.
+		deleteConsumer(ctx, r.cfg.JS, r.p.Stream(), cons)
 	}
 	return out, failed, stop, nil
 }
