@@ -346,7 +346,7 @@ func runRuntime(ctx context.Context, out io.Writer, log *slog.Logger, nc *nats.C
 		}
 		collectors = append(collectors, projs)
 	}
-	cfg := api.Config{Registry: reg, Engine: eng, JetStream: js, Logger: log, Token: o.apiToken,
+	cfg := api.Config{Registry: reg, Engine: eng, JetStream: js, Logger: log, Token: o.apiToken, TracerProvider: tp,
 		Metrics:  metrics.Handler(prometheus.Gatherers{metrics.NewRegistry(eng, collectors...), routers}),
 		Redriver: deadletter.NewWriter(js, deadletter.Config{})}
 	if vs != nil {

@@ -2,6 +2,7 @@ package tracing
 
 import (
 	"context"
+	"net/http"
 
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/propagation"
@@ -56,6 +57,15 @@ func Extract(ctx context.Context, hdr nats.Header) context.Context {
 		return ctx
 	}
 	return propagator.Extract(ctx, Carrier(hdr))
+}
+
+// ExtractHTTP returns ctx with the remote span context of an HTTP request's traceparent, or
+// ctx itself when it has none.
+func ExtractHTTP(ctx context.Context, hdr http.Header) context.Context {
+	if hdr.Get(HeaderTraceparent) == "" {
+		return ctx
+	}
+	return propagator.Extract(ctx, propagation.HeaderCarrier(hdr))
 }
 
 // Inject sets the traceparent (and tracestate) of ctx's span on hdr, allocating hdr when nil,

@@ -17,11 +17,13 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/memmie/memmie/definitions"
 	"github.com/memmie/memmie/internal/app/engine"
 	"github.com/memmie/memmie/internal/core/execution"
 	"github.com/memmie/memmie/internal/registry"
+	"github.com/memmie/memmie/internal/tracing"
 )
 
 // Engine is what the API needs of the engine; *engine.Engine is one.
@@ -88,6 +90,12 @@ type Config struct {
 	// happens, so that a client gone is noticed and proxies keep the stream. Defaults to
 	// DefaultHeartbeat.
 	Heartbeat time.Duration
+	// TracerProvider, when set, records a span for each start (POST /v1/executions), the
+	// child of the request's traceparent when it has one, and the engine puts that span's
+	// trace context on the queued event, so that the execution's spans, its HTTP calls and
+	// its deltas join the caller's trace. Pass the engine's (engine.Config.TracerProvider).
+	// Defaults to none: no span, and a request's traceparent is not read.
+	TracerProvider trace.TracerProvider
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -105,6 +113,8 @@ type API struct {
 	cfg Config
 	log *slog.Logger
 	mux *http.ServeMux
+	// tracer is off without Config.TracerProvider.
+	tracer tracing.Tracer
 	// states and watchers are nil without Config.JetStream.
 	states   *states
 	watchers watchers
@@ -138,7 +148,7 @@ func New(cfg Config) (*API, error) {
 	case cfg.Heartbeat < 0:
 		return nil, fmt.Errorf("api: Config.Heartbeat %s is negative", cfg.Heartbeat)
 	}
-	a := &API{cfg: cfg, log: cfg.Logger.With("component", "api"), mux: http.NewServeMux()}
+	a := &API{cfg: cfg, log: cfg.Logger.With("component", "api"), mux: http.NewServeMux(), tracer: tracing.New(cfg.TracerProvider)}
 	if cfg.JetStream != nil {
 		a.states = newStates(cfg.JetStream, cfg.CacheSize)
 		a.watchers = make(watchers, cfg.MaxWatchers)

@@ -92,6 +92,13 @@ func serveAPI(t *testing.T, cfg api.Config) *httptest.Server {
 // the test ends.
 func startEngine(t *testing.T, svc *httptest.Server, d dispatcher.Config) (jetstream.JetStream, *registry.Registry, *engine.Engine) {
 	t.Helper()
+	return startEngineWith(t, svc, d, nil)
+}
+
+// startEngineWith is startEngine with the engine's config changed by with, when not nil.
+func startEngineWith(t *testing.T, svc *httptest.Server, d dispatcher.Config, with func(*engine.Config)) (jetstream.JetStream,
+	*registry.Registry, *engine.Engine) {
+	t.Helper()
 	_, _, js := natstest.Run(t)
 	var list []services.Service
 	if svc != nil {
@@ -102,8 +109,12 @@ func startEngine(t *testing.T, svc *httptest.Server, d dispatcher.Config) (jetst
 	svcs, err := services.NewRegistry(list...)
 	require.NoError(t, err)
 	reg := startRegistry(t, js)
-	eng, err := engine.New(js, engine.Config{Definitions: reg, Services: svcs, Logger: testLogger(t),
-		Streams: streams.Options{Storage: jetstream.MemoryStorage}, Dispatcher: d})
+	cfg := engine.Config{Definitions: reg, Services: svcs, Logger: testLogger(t),
+		Streams: streams.Options{Storage: jetstream.MemoryStorage}, Dispatcher: d}
+	if with != nil {
+		with(&cfg)
+	}
+	eng, err := engine.New(js, cfg)
 	require.NoError(t, err)
 	require.NoError(t, eng.Open(testContext(t)))
 	t.Cleanup(func() {

@@ -12,11 +12,15 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/memmie/memmie/definitions"
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/internal/app/engine"
 	"github.com/memmie/memmie/internal/app/views"
 	"github.com/memmie/memmie/internal/core/execution"
+	"github.com/memmie/memmie/internal/tracing"
 )
 
 // StartRequest is the body of POST /v1/executions.
@@ -121,17 +125,29 @@ func (a *API) startExecution(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	id, created, err := eng.Start(r.Context(), engine.StartRequest{
+	ctx := r.Context()
+	if a.tracer.On() {
+		// The engine puts this span's trace context on the queued event: the execution's
+		// spans are its children, in the caller's trace when the request has a traceparent.
+		var span trace.Span
+		ctx, span = a.tracer.Start(tracing.ExtractHTTP(ctx, r.Header), "execution start", nil,
+			trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(tracing.WorkflowID.String(req.WorkflowID)))
+		defer span.End()
+	}
+	id, created, err := eng.Start(ctx, engine.StartRequest{
 		WorkflowID:     req.WorkflowID,
 		Input:          req.Input,
 		Priority:       req.Priority,
 		IdempotencyKey: req.IdempotencyKey,
 		MaxRetries:     req.MaxRetries,
 	})
+	span := trace.SpanFromContext(ctx) // a no-op one when the tracer is off
 	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
 		a.fail(w, r, err)
 		return
 	}
+	span.SetAttributes(tracing.ExecutionID.String(id))
 	writeJSON(w, http.StatusAccepted, StartResponse{ExecutionID: id, Created: created})
 }
 

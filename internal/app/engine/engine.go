@@ -855,8 +855,9 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (executionID strin
 	}
 	id := ev.Data.(*events.ExecutionQueued).ExecutionID
 	// The queued event starts the history: it is appended only when the execution has no
-	// event yet. A second start with the same key finds its own event there.
-	msg := stream.Msg{Subject: ev.Subject, Data: data, ID: ev.ID}
+	// event yet. A second start with the same key finds its own event there. It carries the
+	// trace context of ctx's span (an API request's), which the execution's spans join.
+	msg := stream.Msg{Subject: ev.Subject, Data: data, ID: ev.ID, Header: tracing.Inject(ctx, nil)}
 	ack, err := stream.Append(ctx, e.js, streams.Executions, []stream.Msg{msg}, stream.Expect{FilterSubject: events.ExecutionFilter(id)})
 	switch {
 	case (errors.Is(err, stream.ErrConflict) || err == nil && ack.Duplicate) && req.ExecutionID != "":
