@@ -13,13 +13,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
 	"github.com/memmie/memmie/internal/faults"
 	"github.com/memmie/memmie/internal/jetstream/deadletter"
-	"github.com/memmie/memmie/internal/jetstream/inbox"
 	"github.com/memmie/memmie/internal/jetstream/stream"
 	"github.com/memmie/memmie/internal/lifecycle"
 )
@@ -711,28 +711,97 @@ func (d *Dispatcher) admit() {
 	}
 	d.mu.Unlock()
 
+	for len(starts) > 0 {
+		n := min(len(starts), sendWindow)
+		if !d.send(starts[:n], now) {
+			return
+		}
+		starts = starts[n:]
+	}
+}
+
+// sendWindow bounds the starts in flight at once, well under the client's limit of pending
+// async publishes (which the engine's other handlers share).
+const sendWindow = 256
+
+// send publishes the starts of one admission round, pipelined: each start goes out as an
+// async publish, with its id as Nats-Msg-Id and expecting the inbox stream, as a sync
+// publish would; then it waits for the acks. Each start is sent within the lease's validity
+// (the fence is checked before each one). A start whose publish fails, whose ack is an error
+// or does not come in time goes back to the queue, to be sent again: until its ack, it
+// counts as running (admitted) but is not taken as sent. It returns false when the round
+// must stop: the lease ran out, the dispatcher stops, or a fault hook crashed it.
+func (d *Dispatcher) send(starts []start, now time.Time) bool {
+	// The acks are awaited until the first start's fence: a later one only extends it.
+	var ctx context.Context
+	futures := make([]jetstream.PubAckFuture, len(starts))
+	lost := false
 	for i, s := range starts {
 		if err := d.cfg.Hooks.At(d.ctx, faults.DispatcherAdmitted, s.e.id); err != nil {
-			return
+			return false
 		}
-		ctx, cancel, ok := d.fenced()
+		until, ok := d.fence()
 		if !ok {
-			// The lease ran out meanwhile: the next leader admits the rest from its own view
-			// (it counts the starts already sent: they are in the inbox).
-			d.log.Info("lease lost while admitting; leaving the rest to the next leader", "not_sent", len(starts)-i)
-			d.requeue(starts[i:])
-			return
+			d.leaveToNextLeader(starts[i:])
+			starts, lost = starts[:i], true
+			break
 		}
-		ev := events.NewExecution(&events.ExecutionStarted{ExecutionID: s.e.id, Run: s.run}, events.SourceDispatcher, now)
-		err := inbox.Publish(ctx, d.js, ev)
-		cancel()
-		if err == nil {
-			d.log.Debug("execution admitted", "execution_id", s.e.id, "run", s.run)
+		if ctx == nil {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithDeadline(d.ctx, until)
+			defer cancel()
+		}
+		f, err := d.publishStart(s, now)
+		if err != nil {
+			d.log.Warn("send start; back to the queue", "execution_id", s.e.id, "err", err)
+			d.requeue([]start{s})
 			continue
 		}
-		d.log.Warn("send start; back to the queue", "execution_id", s.e.id, "err", err)
-		d.requeue([]start{s})
+		futures[i] = f
 	}
+	if ctx == nil {
+		return false
+	}
+	for i, f := range futures[:len(starts)] {
+		if f == nil {
+			continue
+		}
+		select {
+		case <-f.Ok():
+			d.log.Debug("execution admitted", "execution_id", starts[i].e.id, "run", starts[i].run)
+			continue
+		case err := <-f.Err():
+			d.log.Warn("send start; back to the queue", "execution_id", starts[i].e.id, "err", err)
+		case <-ctx.Done():
+			d.log.Warn("send start: no ack in time; back to the queue", "execution_id", starts[i].e.id, "err", ctx.Err())
+		}
+		d.requeue(starts[i : i+1])
+	}
+	return !lost && ctx.Err() == nil
+}
+
+// leaveToNextLeader puts starts not sent back in the queue when the lease ran out meanwhile:
+// the next leader admits the rest from its own view (it counts the starts already sent: they
+// are in the inbox).
+func (d *Dispatcher) leaveToNextLeader(starts []start) {
+	d.log.Info("lease lost while admitting; leaving the rest to the next leader", "not_sent", len(starts))
+	d.requeue(starts)
+}
+
+// publishStart sends a start command to the execution's inbox as an async publish.
+func (d *Dispatcher) publishStart(s start, now time.Time) (jetstream.PubAckFuture, error) {
+	ev := events.NewExecution(&events.ExecutionStarted{ExecutionID: s.e.id, Run: s.run}, events.SourceDispatcher, now)
+	data, err := events.Marshal(ev)
+	if err != nil {
+		return nil, err
+	}
+	if err := events.ValidToken(s.e.id); err != nil {
+		return nil, fmt.Errorf("start of %q: execution id: %w", s.e.id, err)
+	}
+	msg := nats.NewMsg(events.InboxSubject(s.e.id))
+	msg.Data = data
+	msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
+	return d.js.PublishMsgAsync(msg, jetstream.WithExpectStream(streams.Inbox))
 }
 
 // start is one start command to send: an admitted execution and its run.
@@ -753,26 +822,24 @@ func (d *Dispatcher) requeue(starts []start) {
 	}
 }
 
-// publishTimeout bounds a publish of a dispatcher without a Leader.
+// publishTimeout bounds the publishes of a round of a dispatcher without a Leader.
 const publishTimeout = 10 * time.Second
 
-// fenced returns the context of one publish of a start. A leader's ends when its lease's
-// validity does, which is before any other process can take the lease: so a leader whose
-// lease lapsed (renewals failed, a pause) does not admit past it, when the next leader may
-// already count what is in the inbox. ok is false when the lease is not held, or when the
+// fence returns until when this dispatcher may publish starts. A leader's ends when its
+// lease's validity does, which is before any other process can take the lease: so a leader
+// whose lease lapsed (renewals failed, a pause) does not admit past it, when the next leader
+// may already count what is in the inbox. ok is false when the lease is not held, or when the
 // connection is down: a publish then would wait in the client's reconnect buffer and leave
 // after the lease ended.
-func (d *Dispatcher) fenced() (ctx context.Context, cancel context.CancelFunc, ok bool) {
+func (d *Dispatcher) fence() (until time.Time, ok bool) {
 	if d.cfg.Leader == nil {
-		ctx, cancel = context.WithTimeout(d.ctx, publishTimeout)
-		return ctx, cancel, true
+		return time.Now().Add(publishTimeout), true
 	}
-	until := d.cfg.Leader.ValidUntil()
+	until = d.cfg.Leader.ValidUntil()
 	if !d.cfg.Leader.Held() || !time.Now().Before(until) || !d.js.Conn().IsConnected() {
-		return nil, nil, false
+		return time.Time{}, false
 	}
-	ctx, cancel = context.WithDeadline(d.ctx, until)
-	return ctx, cancel, true
+	return until, true
 }
 
 func containsExec(list []*exec, e *exec) bool {

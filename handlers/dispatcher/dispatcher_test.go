@@ -2,6 +2,7 @@ package dispatcher_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -65,13 +66,21 @@ func startDispatcher(t testing.TB, js jetstream.JetStream, cfg dispatcher.Config
 	return d
 }
 
-// inboxStarts returns the start commands waiting in the inbox, by execution.
+// inboxStarts returns the start commands waiting in the inbox, by execution. (The inbox is a
+// work queue: it is read message by message, not by a consumer.)
 func inboxStarts(t testing.TB, js jetstream.JetStream) map[string]int {
 	t.Helper()
-	msgs, err := stream.Load(testContext(t), js, streams.Inbox, streams.SubjectInboxPartitions)
+	s, err := js.Stream(testContext(t), streams.Inbox)
+	require.NoError(t, err)
+	info, err := s.Info(testContext(t))
 	require.NoError(t, err)
 	out := map[string]int{}
-	for _, m := range msgs {
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(testContext(t), seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		require.NoError(t, err)
 		ev, err := events.Decode(m.Data)
 		require.NoError(t, err)
 		if st, ok := ev.Data.(*events.ExecutionStarted); ok {
@@ -332,4 +341,26 @@ func TestTakeOverReadsOnlyTheStartsItNeeds(t *testing.T) {
 	assert.Equal(t, running+2, d.Running(), "the last leader's starts count")
 	assert.Equal(t, []string{"q3/0"}, queueIDs(d))
 	assert.Equal(t, 2, d.InboxRead(), "only the commands of the queued executions are read")
+}
+
+// TestStartWithoutAckIsSentAgain: the starts of a round are sent together and their acks
+// awaited; a start whose ack fails (here the inbox is gone) goes back to the queue and is
+// sent again until it is stored: none is lost.
+func TestStartWithoutAckIsSentAgain(t *testing.T) {
+	js := setup(t)
+	require.NoError(t, js.DeleteStream(testContext(t), streams.Inbox))
+	d := startDispatcher(t, js, dispatcher.Config{MaxRunning: 10})
+	appendEvents(t, js,
+		&events.ExecutionQueued{ExecutionID: "e1", WorkflowID: "wf"},
+		&events.ExecutionQueued{ExecutionID: "e2", WorkflowID: "wf", Priority: 5},
+		&events.ExecutionQueued{ExecutionID: "e3", WorkflowID: "wf"})
+	require.Eventually(t, func() bool { return len(d.Queue()) == 3 }, waitFor, time.Millisecond,
+		"the starts not acknowledged are queued again")
+
+	require.NoError(t, stream.EnsureStreams(testContext(t), js, []jetstream.StreamConfig{streams.InboxConfig(streams.Options{})}))
+	require.Eventually(t, func() bool { return len(inboxStarts(t, js)) == 3 }, waitFor, 10*time.Millisecond,
+		"every start is sent again, and stored")
+	assert.Equal(t, map[string]int{"e1": 1, "e2": 1, "e3": 1}, inboxStarts(t, js))
+	assert.Equal(t, 3, d.Running())
+	assert.Empty(t, d.Queue())
 }

@@ -24,9 +24,12 @@
 // history. It counts the executions running in the whole system, so one dispatcher admits at a
 // time for MaxRunning to hold across processes: with Config.Leader set (the engine passes the
 // dispatcher's lease, see package lease), only the leader admits, and the others follow the
-// stream, ready to take over. Each start is published within the lease's validity (a context
-// deadline at Leader.ValidUntil, and no publish while disconnected), so a leader whose lease
-// lapsed does not admit past it. A new leader first reads the start commands still waiting in
+// stream, ready to take over. The starts of one admission round are pipelined: sent as async
+// publishes (each with its id as Nats-Msg-Id, expecting the inbox stream), then their acks
+// awaited; a start whose publish or ack fails goes back to the queue and is sent again,
+// counting as running meanwhile. Each start is published within the lease's validity (the
+// lease is checked before each one, the acks are awaited until Leader.ValidUntil, and nothing
+// is published while disconnected), so a leader whose lease lapsed does not admit past it. A new leader first reads the start commands still waiting in
 // the inbox for the executions queued in its view — executions the last leader admitted that
 // have not started — and counts them as running.
 package dispatcher
