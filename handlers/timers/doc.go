@@ -21,7 +21,12 @@
 //     early is held by the orchestrator until due.
 //
 // Both survive a restart of every process and of the server: the held message and the
-// schedule are in the server's store. When an execution ends, its deadline's schedule is
-// purged. A timer that fires for an attempt that is no longer current is ignored by the
-// core; an attempt timeout timer set by an older version is recorded as it always was.
+// schedule are in the server's store. A run's deadline, far off (an hour by default) while
+// nearly every run ends within a second, is not scheduled at once: the started event is held
+// for ScheduleAfter, and then the deadline is scheduled only if the run has not ended (read
+// from the last of the execution's own events). So a run that ends in time stores no
+// schedule and needs no purge, and the handler does not read the ends of executions; the
+// schedule of a longer run fires at its deadline into a state that ignores it. A timer that
+// fires for an attempt or a run that is no longer current is ignored by the core; an attempt
+// timeout timer set by an older version is recorded as it always was.
 package timers

@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -19,6 +19,7 @@ import (
 	"github.com/memmie/memmie/internal/jetstream/consume"
 	"github.com/memmie/memmie/internal/jetstream/deadletter"
 	"github.com/memmie/memmie/internal/jetstream/inbox"
+	"github.com/memmie/memmie/internal/jetstream/stream"
 )
 
 // Name is the timers handler's durable consumer name and its dead-letter source.
@@ -49,7 +50,9 @@ type Config struct {
 	// due and counts a delivery. One due later becomes a JetStream message schedule: no slot
 	// held however long it waits, but whole seconds only (it is rounded up, and the
 	// orchestrator holds one that fires early). Retry backoffs are mostly short; execution
-	// deadlines (an hour by default) are long. Defaults to DefaultScheduleAfter.
+	// deadlines (an hour by default) are long. A run's deadline further off than that is
+	// scheduled only if the run is still running ScheduleAfter after its start: its started
+	// event is held until then. Defaults to DefaultScheduleAfter.
 	ScheduleAfter time.Duration
 	// Workers is how many timer events are handled at once. Defaults to DefaultWorkers.
 	Workers int
@@ -58,8 +61,9 @@ type Config struct {
 	// events are taken up. Defaults to DefaultAckWait.
 	AckWait time.Duration
 	// MaxAckPending bounds the timers held with NakWithDelay at once (those due within
-	// ScheduleAfter), plus those being handled. When it is reached, new timer events wait.
-	// Defaults to DefaultMaxAckPending.
+	// ScheduleAfter, and the started events of the runs of the last ScheduleAfter), plus those
+	// being handled. When it is reached, new timer events wait: at the defaults, past 2,000
+	// runs started per second. Defaults to DefaultMaxAckPending.
 	MaxAckPending int
 	// Now is the clock. Defaults to time.Now.
 	Now func() time.Time
@@ -69,8 +73,8 @@ type Config struct {
 	DeadLetter *deadletter.Writer
 	// Hooks inject faults (tests only): faults.TimersSet. Defaults to none.
 	Hooks faults.Hook
-	// RetryBackoff and MaxRetryBackoff pace the retries of a timer that could not be fired,
-	// scheduled or purged (an unavailable inbox): it is retried for as long as that lasts.
+	// RetryBackoff and MaxRetryBackoff pace the retries of a timer that could not be fired
+	// or scheduled (an unavailable inbox): it is retried for as long as that lasts.
 	// Default to consume.DefaultRetryBackoff and consume.DefaultMaxRetryBackoff.
 	RetryBackoff, MaxRetryBackoff time.Duration
 }
@@ -108,23 +112,19 @@ type Timers struct {
 	cfg  Config
 	log  *slog.Logger
 	loop *consume.Loop
-
-	mu    sync.Mutex
-	inbox jetstream.Stream
 }
 
-// Filters are the subjects of the events the handler reads: those that set a timer, and the
-// ends of executions (whose schedules are purged). step.scheduled and
-// compensation.scheduled are not among them: an attempt's deadline is enforced by the runner
-// that holds it.
+// Filters are the subjects of the events the handler reads: those that set a timer.
+// step.scheduled and compensation.scheduled are not among them: an attempt's deadline is
+// enforced by the runner that holds it. Nor are the ends of executions: a run's deadline is
+// scheduled only for a run still running ScheduleAfter after its start (see handle), so an
+// end has no schedule to purge in the common case, and a later one fires into a state that
+// ignores it.
 var Filters = []string{
 	"memmie.executions.*.step.retry_scheduled",
 	"memmie.executions.*.compensation.retry_scheduled",
 	"memmie.executions.*.started",
 	"memmie.executions.*.retry_scheduled",
-	"memmie.executions.*.completed",
-	"memmie.executions.*.failed",
-	"memmie.executions.*.cancelled",
 }
 
 // New checks cfg and returns a timers handler. Start starts it.
@@ -218,21 +218,30 @@ func (t *Timers) handle(ctx context.Context, d consume.Delivery) consume.Outcome
 		return consume.DeadLetter(fmt.Sprintf("event of execution %q on subject %s", id, d.Msg.Subject()))
 	}
 	log := t.log.With("execution_id", id, "event", ev.Type)
-	if end, ok := runEnd(ev); ok {
-		// The run's deadline is moot: drop its schedule rather than let it fire. (Retry
-		// timers still fire, into a state that ignores them; they are short.)
-		if err := t.purge(ctx, id, end); err != nil {
-			return consume.Retry(err, 0)
-		}
-		return consume.Ack()
-	}
 	timer, ok := TimerOf(ev)
 	if !ok {
 		if ev.Type.IsExecution() {
-			log.Warn("event asks for no timer")
+			// An end of a run, delivered under an older version's filter, among others.
+			log.Debug("event asks for no timer")
 			return consume.Ack()
 		}
 		return consume.DeadLetter(fmt.Sprintf("%s is not an execution event", ev.Type))
+	}
+	if timer.Kind == events.TimerExecutionDeadline && timer.At.Sub(ev.Time) > t.cfg.ScheduleAfter {
+		// Nearly every run ends long before its deadline (an hour by default). Its schedule
+		// would be stored and purged again; instead the started event waits ScheduleAfter on
+		// the consumer, and a run that has ended by then needs no deadline.
+		if hold := ev.Time.Add(t.cfg.ScheduleAfter).Sub(t.cfg.Now()); hold > 0 {
+			return consume.Hold(hold)
+		}
+		over, err := t.runOver(ctx, id, timer.Ref.Run)
+		if err != nil {
+			return consume.Retry(err, 0)
+		}
+		if over {
+			log.Debug("run ended before its deadline was scheduled", "run", timer.Ref.Run)
+			return consume.Ack()
+		}
 	}
 	fire := execution.Fire(id, timer.Kind, timer.Ref, timer.At)
 	log = log.With("timer", timer.Kind, "step_id", timer.Ref.StepID, "attempt", timer.Ref.Attempt, "due", timer.At)
@@ -291,42 +300,34 @@ func (t *Timers) schedule(ctx context.Context, fire events.Event, at time.Time) 
 	return nil
 }
 
-// runEnd returns the run that an event ends, if it ends one for good.
-func runEnd(ev events.Event) (run int, ok bool) {
+// runOver reports whether run has ended, from the last of the execution's own events
+// (memmie.executions.<id>.*, not its steps'): an end of that run or a later one, or a later
+// run's start. Anything else, a stale answer of a lagging replica among them, counts as
+// running: the deadline is then scheduled, and fires into a state that ignores it if the run
+// has ended meanwhile.
+func (t *Timers) runOver(ctx context.Context, id string, run int) (bool, error) {
+	subject := strings.TrimSuffix(events.SubjectExecutions, ">") + id + ".*"
+	m, err := stream.LastBySubject(ctx, t.js, t.cfg.Executions, subject)
+	if err != nil {
+		return false, fmt.Errorf("has run %d of %s ended: %w", run, id, err)
+	}
+	ev, err := events.Decode(m.Data)
+	if err != nil {
+		return false, nil
+	}
 	switch d := ev.Data.(type) {
 	case *events.ExecutionCompleted:
-		return d.Run, true
+		return d.Run >= run, nil
 	case *events.ExecutionFailed:
-		return d.Run, true
+		return d.Run >= run, nil
 	case *events.ExecutionCancelled:
-		return d.Run, true
+		return d.Run >= run, nil
+	case *events.ExecutionRetryScheduled:
+		return d.Run >= run, nil
+	case *events.ExecutionRequeued:
+		return d.Run > run, nil
+	case *events.ExecutionStarted:
+		return d.Run > run, nil
 	}
-	return 0, false
-}
-
-// purge deletes the deadline schedule of a run that has ended. The subject is literal: a
-// purge by wildcard makes the server scan the stream's subjects, which costs more than letting
-// the schedule fire.
-func (t *Timers) purge(ctx context.Context, id string, run int) error {
-	fire := execution.Fire(id, events.TimerExecutionDeadline, events.AttemptRef{Run: run}, time.Time{})
-	subject, err := streams.TimerScheduleSubject(id, fire.ID)
-	if err != nil {
-		return err
-	}
-	t.mu.Lock()
-	s := t.inbox
-	t.mu.Unlock()
-	if s == nil {
-		var err error
-		if s, err = t.js.Stream(ctx, streams.Inbox); err != nil {
-			return fmt.Errorf("purge timers of %s: %w", id, err)
-		}
-		t.mu.Lock()
-		t.inbox = s
-		t.mu.Unlock()
-	}
-	if err := s.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
-		return fmt.Errorf("purge timers of %s: %w", id, err)
-	}
-	return nil
+	return false, nil
 }
