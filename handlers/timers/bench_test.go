@@ -53,7 +53,7 @@ func BenchmarkRunDeadlines(b *testing.B) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	b.StopTimer()
-	b.ReportMetric((processCPU() - cpu0).Seconds()*1e3/float64(b.N), "cpu-ms/run")
+	b.ReportMetric((processCPU()-cpu0).Seconds()*1e3/float64(b.N), "cpu-ms/run")
 	after, err := inbox.Info(testContext(b))
 	require.NoError(b, err)
 	b.ReportMetric(float64(after.State.LastSeq-before.State.LastSeq)/float64(b.N), "inbox-stored/run")
