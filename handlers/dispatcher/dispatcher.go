@@ -15,6 +15,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
@@ -22,6 +25,7 @@ import (
 	"github.com/memmie/memmie/internal/jetstream/deadletter"
 	"github.com/memmie/memmie/internal/jetstream/stream"
 	"github.com/memmie/memmie/internal/lifecycle"
+	"github.com/memmie/memmie/internal/tracing"
 )
 
 // Name is the dispatcher's dead-letter source.
@@ -66,6 +70,10 @@ type Config struct {
 	Now func() time.Time
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Tracer records a span per start sent (dispatcher.start) for an execution whose queue
+	// event carries a trace context (its traceparent header), joined to that trace; the start
+	// command carries the span's. Defaults to off.
+	Tracer tracing.Tracer
 	// DeadLetter records queue events that cannot be read. Required.
 	DeadLetter *deadletter.Writer
 }
@@ -140,6 +148,9 @@ type exec struct {
 	// resolving is true while the priority of a requeued run is read (resolvePriority): it
 	// is queued, but not in the heap yet.
 	resolving bool
+	// traceparent is the trace context of its last queue event, and workflow its workflow,
+	// when tracing is on.
+	traceparent, workflow string
 }
 
 // Entry is one queued execution, for a view of the queue.
@@ -367,6 +378,9 @@ func (d *Dispatcher) apply(msg jetstream.Msg) {
 	if id := d.applyEvent(ev, md.Sequence.Stream); id != "" {
 		go d.resolvePriority(id)
 	}
+	if d.cfg.Tracer.On() {
+		d.traceOf(ev, msg.Headers())
+	}
 	d.signal()
 }
 
@@ -384,6 +398,25 @@ func (d *Dispatcher) poison(msg jetstream.Msg, err error) {
 			d.log.Error("dead-letter failed", "subject", m.Subject, "err", err)
 		}
 	}()
+}
+
+// traceOf keeps the trace context of a queue event, for the span of the start it leads to;
+// d.mu is held.
+func (d *Dispatcher) traceOf(ev events.Event, hdr nats.Header) {
+	e := d.execs[ev.ExecutionID()]
+	if e == nil {
+		return
+	}
+	switch x := ev.Data.(type) {
+	case *events.ExecutionQueued:
+		e.workflow = x.WorkflowID
+	case *events.ExecutionRequeued:
+	default:
+		return
+	}
+	if tp := tracing.Carrier(hdr).Get(tracing.HeaderTraceparent); tp != "" {
+		e.traceparent = tp
+	}
 }
 
 // resolvePriority reads the priority of a requeued execution from its queued event, until it
@@ -707,7 +740,7 @@ func (d *Dispatcher) admit() {
 	}
 	starts := make([]start, len(send))
 	for i, e := range send {
-		starts[i] = start{e, e.run}
+		starts[i] = start{e: e, run: e.run, traceparent: e.traceparent, workflow: e.workflow}
 	}
 	d.mu.Unlock()
 
@@ -735,6 +768,17 @@ func (d *Dispatcher) send(starts []start, now time.Time) bool {
 	// The acks are awaited until the first start's fence: a later one only extends it.
 	var ctx context.Context
 	futures := make([]jetstream.PubAckFuture, len(starts))
+	var spans []trace.Span // when tracing
+	if d.cfg.Tracer.On() {
+		spans = make([]trace.Span, len(starts))
+		defer func() {
+			for _, span := range spans {
+				if span != nil {
+					span.End() // not awaited: the round stopped
+				}
+			}
+		}()
+	}
 	lost := false
 	for i, s := range starts {
 		if err := d.cfg.Hooks.At(d.ctx, faults.DispatcherAdmitted, s.e.id); err != nil {
@@ -751,10 +795,18 @@ func (d *Dispatcher) send(starts []start, now time.Time) bool {
 			ctx, cancel = context.WithDeadline(d.ctx, until)
 			defer cancel()
 		}
-		f, err := d.publishStart(s, now)
+		var hdr nats.Header
+		if spans != nil && s.traceparent != "" {
+			var sctx context.Context
+			sctx, spans[i] = d.cfg.Tracer.Start(d.ctx, "dispatcher.start", nats.Header{tracing.HeaderTraceparent: {s.traceparent}},
+				trace.WithAttributes(tracing.ExecutionID.String(s.e.id), tracing.WorkflowID.String(s.workflow), attribute.Int("memmie.run", s.run)))
+			hdr = tracing.Inject(sctx, nil)
+		}
+		f, err := d.publishStart(s, now, hdr)
 		if err != nil {
 			d.log.Warn("send start; back to the queue", "execution_id", s.e.id, "err", err)
 			d.requeue([]start{s})
+			endSpan(spans, i, err)
 			continue
 		}
 		futures[i] = f
@@ -766,16 +818,20 @@ func (d *Dispatcher) send(starts []start, now time.Time) bool {
 		if f == nil {
 			continue
 		}
+		var err error
 		select {
 		case <-f.Ok():
 			d.log.Debug("execution admitted", "execution_id", starts[i].e.id, "run", starts[i].run)
+			endSpan(spans, i, nil)
 			continue
-		case err := <-f.Err():
+		case err = <-f.Err():
 			d.log.Warn("send start; back to the queue", "execution_id", starts[i].e.id, "err", err)
 		case <-ctx.Done():
-			d.log.Warn("send start: no ack in time; back to the queue", "execution_id", starts[i].e.id, "err", ctx.Err())
+			err = ctx.Err()
+			d.log.Warn("send start: no ack in time; back to the queue", "execution_id", starts[i].e.id, "err", err)
 		}
 		d.requeue(starts[i : i+1])
+		endSpan(spans, i, err)
 	}
 	return !lost && ctx.Err() == nil
 }
@@ -788,8 +844,22 @@ func (d *Dispatcher) leaveToNextLeader(starts []start) {
 	d.requeue(starts)
 }
 
-// publishStart sends a start command to the execution's inbox as an async publish.
-func (d *Dispatcher) publishStart(s start, now time.Time) (jetstream.PubAckFuture, error) {
+// endSpan ends the span of the i-th start, if any, with its error.
+func endSpan(spans []trace.Span, i int, err error) {
+	if spans == nil || spans[i] == nil {
+		return
+	}
+	if err != nil {
+		spans[i].RecordError(err)
+		spans[i].SetStatus(codes.Error, "start not sent")
+	}
+	spans[i].End()
+	spans[i] = nil
+}
+
+// publishStart sends a start command to the execution's inbox as an async publish, with the
+// extra headers hdr (a trace context), if any.
+func (d *Dispatcher) publishStart(s start, now time.Time, hdr nats.Header) (jetstream.PubAckFuture, error) {
 	ev := events.NewExecution(&events.ExecutionStarted{ExecutionID: s.e.id, Run: s.run}, events.SourceDispatcher, now)
 	data, err := events.Marshal(ev)
 	if err != nil {
@@ -800,14 +870,17 @@ func (d *Dispatcher) publishStart(s start, now time.Time) (jetstream.PubAckFutur
 	}
 	msg := nats.NewMsg(events.InboxSubject(s.e.id))
 	msg.Data = data
+	msg.Header = tracing.Copy(msg.Header, hdr)
 	msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
 	return d.js.PublishMsgAsync(msg, jetstream.WithExpectStream(streams.Inbox))
 }
 
-// start is one start command to send: an admitted execution and its run.
+// start is one start command to send: an admitted execution and its run (and, when tracing,
+// the trace context and workflow of its queue event).
 type start struct {
-	e   *exec
-	run int
+	e                     *exec
+	run                   int
+	traceparent, workflow string
 }
 
 // requeue puts admitted executions whose start was not sent back in the queue.

@@ -12,6 +12,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
@@ -21,6 +23,7 @@ import (
 	"github.com/memmie/memmie/internal/jetstream/inbox"
 	"github.com/memmie/memmie/internal/jetstream/stream"
 	"github.com/memmie/memmie/internal/natsserver/natstest"
+	"github.com/memmie/memmie/internal/tracing"
 )
 
 const waitFor = 20 * time.Second
@@ -363,4 +366,40 @@ func TestStartWithoutAckIsSentAgain(t *testing.T) {
 	assert.Equal(t, map[string]int{"e1": 1, "e2": 1, "e3": 1}, inboxStarts(t, js))
 	assert.Equal(t, 3, d.Running())
 	assert.Empty(t, d.Queue())
+}
+
+// TestStartSpanJoinsTheQueuedTrace: with a tracer, the start of an execution whose queued
+// event carries a traceparent is a dispatcher.start span in that trace, with the execution's
+// attributes, and the start command carries the span's context; an execution queued without
+// one has no span.
+func TestStartSpanJoinsTheQueuedTrace(t *testing.T) {
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	js := setup(t)
+	spans := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	startDispatcher(t, js, dispatcher.Config{Tracer: tracing.New(tp)})
+
+	ev := events.NewExecution(&events.ExecutionQueued{ExecutionID: "traced", WorkflowID: "wf"}, events.SourceCore, time.Now())
+	b, err := events.Marshal(ev)
+	require.NoError(t, err)
+	_, err = stream.Append(testContext(t), js, streams.Executions, []stream.Msg{{Subject: "memmie.executions.traced.queued", Data: b, ID: ev.ID,
+		Header: nats.Header{tracing.HeaderTraceparent: {"00-" + traceID + "-00f067aa0ba902b7-01"}}}}, stream.Expect{})
+	require.NoError(t, err)
+	appendEvents(t, js, &events.ExecutionQueued{ExecutionID: "untraced", WorkflowID: "wf"})
+	require.Eventually(t, func() bool { return len(inboxStarts(t, js)) == 2 }, waitFor, 10*time.Millisecond)
+
+	got := spans.GetSpans()
+	require.Len(t, got, 1, "one span: the traced execution's start")
+	span := got[0]
+	assert.Equal(t, "dispatcher.start", span.Name)
+	assert.Equal(t, traceID, span.SpanContext.TraceID().String())
+	assert.Equal(t, "00f067aa0ba902b7", span.Parent.SpanID().String())
+	assert.Contains(t, span.Attributes, tracing.ExecutionID.String("traced"))
+	assert.Contains(t, span.Attributes, tracing.WorkflowID.String("wf"))
+
+	m, err := stream.LastBySubject(testContext(t), js, streams.Inbox, "memmie.inbox.*.traced")
+	require.NoError(t, err)
+	assert.Equal(t, "00-"+traceID+"-"+span.SpanContext.SpanID().String()+"-01", m.Header.Get(tracing.HeaderTraceparent),
+		"the start command carries the span's context")
 }

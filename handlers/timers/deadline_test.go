@@ -84,14 +84,20 @@ func (f *fixture) start(t testing.TB, cfg timers.Config) *timers.Timers {
 func (f *fixture) append(t testing.TB, data ...events.ExecutionData) {
 	t.Helper()
 	for _, d := range data {
-		ev := events.NewExecution(d, events.SourceCore, time.Now())
-		b, err := events.Marshal(ev)
-		require.NoError(t, err)
-		subject, err := events.ExecutionSubject(ev.ExecutionID(), ev.Type)
-		require.NoError(t, err)
-		_, err = stream.Append(testContext(t), f.js, streams.Executions, []stream.Msg{{Subject: subject, Data: b, ID: ev.ID}}, stream.Expect{})
-		require.NoError(t, err)
+		f.appendWith(t, nil, d)
 	}
+}
+
+// appendWith stores an execution event with the headers hdr.
+func (f *fixture) appendWith(t testing.TB, hdr nats.Header, d events.ExecutionData) {
+	t.Helper()
+	ev := events.NewExecution(d, events.SourceCore, time.Now())
+	b, err := events.Marshal(ev)
+	require.NoError(t, err)
+	subject, err := events.ExecutionSubject(ev.ExecutionID(), ev.Type)
+	require.NoError(t, err)
+	_, err = stream.Append(testContext(t), f.js, streams.Executions, []stream.Msg{{Subject: subject, Data: b, ID: ev.ID, Header: hdr}}, stream.Expect{})
+	require.NoError(t, err)
 }
 
 // consumer returns the timers consumer's state.

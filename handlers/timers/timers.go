@@ -11,6 +11,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
@@ -20,6 +23,7 @@ import (
 	"github.com/memmie/memmie/internal/jetstream/deadletter"
 	"github.com/memmie/memmie/internal/jetstream/inbox"
 	"github.com/memmie/memmie/internal/jetstream/stream"
+	"github.com/memmie/memmie/internal/tracing"
 )
 
 // Name is the timers handler's durable consumer name and its dead-letter source.
@@ -69,6 +73,10 @@ type Config struct {
 	Now func() time.Time
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Tracer records a span when a timer is fired (timer.fire) or scheduled (timer.schedule),
+	// joined to the trace context of the event that set it (the execution's trace, which the
+	// orchestrator's events carry when its queued event had one). Defaults to off.
+	Tracer tracing.Tracer
 	// DeadLetter records timer events that can never be handled. Required.
 	DeadLetter *deadletter.Writer
 	// Hooks inject faults (tests only): faults.TimersSet. Defaults to none.
@@ -248,7 +256,10 @@ func (t *Timers) handle(ctx context.Context, d consume.Delivery) consume.Outcome
 	wait := timer.At.Sub(t.cfg.Now())
 	switch {
 	case wait <= 0:
-		if err := inbox.Publish(ctx, t.js, fire); err != nil {
+		sctx, span := t.span(ctx, "timer.fire", d, id, timer)
+		err := inbox.Publish(sctx, t.js, fire)
+		endSpan(span, err)
+		if err != nil {
 			return consume.Retry(err, 0)
 		}
 		if err := t.cfg.Hooks.At(ctx, faults.TimersSet, id); err != nil {
@@ -259,7 +270,10 @@ func (t *Timers) handle(ctx context.Context, d consume.Delivery) consume.Outcome
 	case wait <= t.cfg.ScheduleAfter:
 		return consume.Hold(wait)
 	}
-	if err := t.schedule(ctx, fire, timer.At); err != nil {
+	sctx, span := t.span(ctx, "timer.schedule", d, id, timer)
+	err = t.schedule(sctx, fire, timer.At)
+	endSpan(span, err)
+	if err != nil {
 		return consume.Retry(err, 0)
 	}
 	if err := t.cfg.Hooks.At(ctx, faults.TimersSet, id); err != nil {
@@ -267,6 +281,36 @@ func (t *Timers) handle(ctx context.Context, d consume.Delivery) consume.Outcome
 	}
 	log.Debug("timer scheduled")
 	return consume.Ack()
+}
+
+// span starts the span of a timer's fire or schedule when tracing is on and the event that
+// set it carries a trace context; else it returns ctx and nil.
+func (t *Timers) span(ctx context.Context, name string, d consume.Delivery, id string, timer Timer) (context.Context, trace.Span) {
+	if !t.cfg.Tracer.On() {
+		return ctx, nil
+	}
+	hdr := d.Msg.Headers()
+	if len(hdr[tracing.HeaderTraceparent]) == 0 {
+		return ctx, nil
+	}
+	attrs := []attribute.KeyValue{tracing.ExecutionID.String(id), attribute.String("memmie.timer", string(timer.Kind)),
+		attribute.Int("memmie.run", timer.Ref.Run)}
+	if timer.Ref.StepID != "" {
+		attrs = append(attrs, tracing.StepID.String(timer.Ref.StepID), tracing.Attempt.Int(timer.Ref.Attempt))
+	}
+	return t.cfg.Tracer.Start(ctx, name, hdr, trace.WithAttributes(attrs...))
+}
+
+// endSpan ends span, if any, with the error of what it recorded.
+func endSpan(span trace.Span, err error) {
+	if span == nil {
+		return
+	}
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "timer not set")
+	}
+	span.End()
 }
 
 // schedule stores the timer as a message schedule that the server publishes to the

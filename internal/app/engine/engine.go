@@ -300,6 +300,7 @@ func (e *Engine) Open(ctx context.Context) error {
 	if !e.cfg.Handlers.NoTimers {
 		cfg := e.cfg.Timers
 		e.fill(&cfg.Logger, &cfg.Now, &cfg.Hooks)
+		e.trace(&cfg.Tracer)
 		if cfg.DeadLetter == nil {
 			cfg.DeadLetter = dl
 		}
@@ -325,6 +326,7 @@ func (e *Engine) Open(ctx context.Context) error {
 	if !e.cfg.Handlers.NoDispatcher {
 		cfg := e.cfg.Dispatcher
 		e.fill(&cfg.Logger, &cfg.Now, &cfg.Hooks)
+		e.trace(&cfg.Tracer)
 		if cfg.DeadLetter == nil {
 			cfg.DeadLetter = dl
 		}
