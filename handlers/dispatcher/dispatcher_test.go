@@ -2,7 +2,6 @@ package dispatcher_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -69,21 +68,11 @@ func startDispatcher(t testing.TB, js jetstream.JetStream, cfg dispatcher.Config
 	return d
 }
 
-// inboxStarts returns the start commands waiting in the inbox, by execution. (The inbox is a
-// work queue: it is read message by message, not by a consumer.)
+// inboxStarts returns the start commands waiting in the inbox, by execution.
 func inboxStarts(t testing.TB, js jetstream.JetStream) map[string]int {
 	t.Helper()
-	s, err := js.Stream(testContext(t), streams.Inbox)
-	require.NoError(t, err)
-	info, err := s.Info(testContext(t))
-	require.NoError(t, err)
 	out := map[string]int{}
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(testContext(t), seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		require.NoError(t, err)
+	for _, m := range natstest.Messages(t, js, streams.Inbox) {
 		ev, err := events.Decode(m.Data)
 		require.NoError(t, err)
 		if st, ok := ev.Data.(*events.ExecutionStarted); ok {

@@ -2,7 +2,6 @@ package timers_test
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -113,17 +112,8 @@ func (f *fixture) consumer(t testing.TB) *jetstream.ConsumerInfo {
 // fired returns the timer.fired commands in the inbox, by execution, and when each was stored.
 func (f *fixture) fired(t testing.TB) map[string]time.Time {
 	t.Helper()
-	s, err := f.js.Stream(testContext(t), streams.Inbox)
-	require.NoError(t, err)
-	info, err := s.Info(testContext(t))
-	require.NoError(t, err)
 	out := map[string]time.Time{}
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(testContext(t), seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		require.NoError(t, err)
+	for _, m := range natstest.Messages(t, f.js, streams.Inbox) {
 		ev, err := events.Decode(m.Data)
 		require.NoError(t, err)
 		if _, ok := ev.Data.(*events.TimerFired); ok && strings.HasPrefix(m.Subject, "memmie.inbox.") {

@@ -7,6 +7,8 @@
 package natstest
 
 import (
+	"context"
+	"errors"
 	"os"
 	"testing"
 	"time"
@@ -90,4 +92,32 @@ func start(t testing.TB, cfg natsserver.Config) *natsserver.Server {
 	}
 	t.Cleanup(srv.Shutdown)
 	return srv
+}
+
+// Messages returns every message stored in stream, read one by one by sequence: a work-queue
+// stream (the inbox) takes no consumer that does not ack, which a read by consumer would be.
+func Messages(t testing.TB, js jetstream.JetStream, stream string) []*jetstream.RawStreamMsg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatalf("stream %s: %v", stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatalf("stream %s: %v", stream, err)
+	}
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue // deleted: taken up, or purged
+		}
+		if err != nil {
+			t.Fatalf("message %d of %s: %v", seq, stream, err)
+		}
+		out = append(out, m)
+	}
+	return out
 }
