@@ -79,7 +79,9 @@ type Config struct {
 	Tracer tracing.Tracer
 	// DeadLetter records timer events that can never be handled. Required.
 	DeadLetter *deadletter.Writer
-	// Hooks inject faults (tests only): faults.TimersSet. Defaults to none.
+	// Hooks inject faults (tests only): faults.TimersSet, once a timer event's timer is set,
+	// or found not needed (the run ended), and before the event is acknowledged. Defaults
+	// to none.
 	Hooks faults.Hook
 	// RetryBackoff and MaxRetryBackoff pace the retries of a timer that could not be fired
 	// or scheduled (an unavailable inbox): it is retried for as long as that lasts.
@@ -247,6 +249,10 @@ func (t *Timers) handle(ctx context.Context, d consume.Delivery) consume.Outcome
 			return consume.Retry(err, 0)
 		}
 		if over {
+			// No timer needed: done, as a timer set is (the fault hook's point alike).
+			if err := t.cfg.Hooks.At(ctx, faults.TimersSet, id); err != nil {
+				return consume.Abandon()
+			}
 			log.Debug("run ended before its deadline was scheduled", "run", timer.Ref.Run)
 			return consume.Ack()
 		}
