@@ -52,6 +52,13 @@ answers every call at once, and measures, in one run:
   - peak RSS and heap, CPU seconds per 1,000 executions, bytes allocated and stored per
     execution.
 
+A saturation run of two minutes or more is also reported minute by minute: executions/s,
+CPU seconds per 1,000 executions, the largest heap and RSS, and the last minute over the
+first, so that a long run (--duration 10m) says whether throughput and memory hold. The
+JSON has the heap and RSS every 10 s as well. --profile-dir keeps a CPU profile of every
+--profile-every of it and a heap profile at the end of each, to compare its start with its
+end (go tool pprof -diff_base).
+
 Progress goes to stderr, the table (or the JSON of --json) to stdout. The defaults take 3
 to 5 minutes: longer on a busy machine, where the drain of the queue and the latency runs
 at loads beyond what it sustains last longer. The saturation run stops starting executions
@@ -74,6 +81,9 @@ It asserts nothing: the figures are what this machine did, with whatever else ra
 				return err
 			}
 			cfg.Skip = skip
+			if cpuProfile != "" && cfg.ProfileDir != "" {
+				return errors.New("--cpu-profile and --profile-dir exclude each other (one CPU profile at a time)")
+			}
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
@@ -200,6 +210,8 @@ It asserts nothing: the figures are what this machine did, with whatever else ra
 	f.StringVar(&out, "out", "", "also write the report as JSON to this file")
 	f.StringVar(&cpuProfile, "cpu-profile", "", "write the CPU profile of the saturation run (and its drain) to this file (go tool pprof)")
 	f.StringVar(&allocs, "alloc-profile", "", "write the allocations profile at the end of the saturation run to this file (go tool pprof; it counts from the start of the process, the ceilings included)")
+	f.StringVar(&cfg.ProfileDir, "profile-dir", "", "write a CPU profile of every --profile-every of the saturation run and its drain, and a heap profile at the end of each, into this folder (go tool pprof; not with --cpu-profile)")
+	f.DurationVar(&cfg.ProfileEvery, "profile-every", bench.DefaultProfileEvery, "the span of each --profile-dir profile")
 	f.StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
 	return cmd
 }

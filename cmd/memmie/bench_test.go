@@ -18,9 +18,10 @@ import (
 // there and was measured (a rate above zero, ordered percentiles, a lag sampled), so that a
 // phase that silently measures nothing fails. It asserts no speed.
 func TestBenchMeasuresEveryFigure(t *testing.T) {
-	out := filepath.Join(t.TempDir(), "bench.json")
+	out, profiles := filepath.Join(t.TempDir(), "bench.json"), t.TempDir()
 	code, stdout, stderr := executeSplit(t, "bench", "--json", "--duration", "5s", "--executions", "200", "--loads", "50",
-		"--latency-duration", "2s", "--serial", "20", "--ceiling-duration", "300ms", "--out", out)
+		"--latency-duration", "2s", "--serial", "20", "--ceiling-duration", "300ms", "--out", out,
+		"--profile-dir", profiles, "--profile-every", "2s")
 	require.Equal(t, 0, code, "stderr:\n%s", stderr)
 	var rep map[string]any
 	require.NoError(t, json.Unmarshal([]byte(stdout), &rep), stdout)
@@ -83,9 +84,32 @@ func TestBenchMeasuresEveryFigure(t *testing.T) {
 	positive("projections.rebuild_vs_copy")
 
 	for _, f := range []string{"peak_rss_bytes", "peak_heap_bytes", "cpu_seconds_per_1000_executions", "alloc_bytes_per_execution",
-		"stored_bytes_per_execution"} {
+		"stored_bytes_per_execution", "peak_sampled_rss_bytes"} {
 		positive("resources." + f)
 	}
+	memory, ok := lookup(rep, "resources.memory").([]any)
+	require.True(t, ok, "resources.memory is a list")
+	require.NotEmpty(t, memory)
+	assert.Greater(t, memory[0].(map[string]any)["rss_bytes"], 0.0, "the resident set is sampled")
+
+	// A CPU profile of every 2 s of the saturation run and its drain, and a heap profile at
+	// the end of each, none empty.
+	var cpu, heap int
+	entries, err := os.ReadDir(profiles)
+	require.NoError(t, err)
+	for _, e := range entries {
+		info, err := e.Info()
+		require.NoError(t, err)
+		assert.Positive(t, info.Size(), e.Name())
+		switch {
+		case strings.HasPrefix(e.Name(), "cpu-"):
+			cpu++
+		case strings.HasPrefix(e.Name(), "heap-"):
+			heap++
+		}
+	}
+	assert.GreaterOrEqual(t, cpu, 3, "5 s and its drain in spans of 2 s")
+	assert.Equal(t, cpu, heap, "a heap profile at the end of each span")
 }
 
 // TestBenchTable: without --json the report is a table, with --skip leaving parts out.
@@ -109,6 +133,7 @@ func TestBenchRefusesBadFlags(t *testing.T) {
 		{"--loads 0", "--loads"},
 		{"--skip nothing", `unknown part "nothing"`},
 		{"--steps 51", "Steps 51"},
+		{"--cpu-profile cpu.pb.gz --profile-dir profiles", "exclude each other"},
 	} {
 		code, _, stderr := executeSplit(t, append([]string{"bench"}, strings.Fields(tc.args)...)...)
 		assert.Equal(t, 1, code, tc.args)

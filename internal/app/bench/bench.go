@@ -51,6 +51,7 @@ const (
 	DefaultSerial          = 200
 	DefaultCeiling         = 2 * time.Second
 	DefaultConcurrency     = 32
+	DefaultProfileEvery    = time.Minute
 	// MaxSteps bounds Config.Steps.
 	MaxSteps = 50
 )
@@ -108,6 +109,13 @@ type Config struct {
 	// AllocProfile the allocations profile at its end, which counts from the start of the
 	// process (pprof's formats). Default to none.
 	CPUProfile, AllocProfile io.Writer
+	// ProfileDir, when set, receives a CPU profile of every ProfileEvery of the saturation run
+	// and its drain (cpu-<from>s.pb.gz) and a heap profile at the end of each
+	// (heap-<at>s.pb.gz), to compare the start of a long run with its end. It excludes
+	// CPUProfile. Defaults to none.
+	ProfileDir string
+	// ProfileEvery is the span of ProfileDir's profiles. Defaults to DefaultProfileEvery.
+	ProfileEvery time.Duration
 
 	// Progress receives a line per phase, and every few seconds of the long ones. Defaults
 	// to none.
@@ -122,8 +130,10 @@ type Config struct {
 // bad flags before it starts the servers.
 func (c *Config) Validate() error {
 	switch {
-	case c.Duration < 0, c.LatencyDuration < 0, c.Ceiling < 0, c.ProgressEvery < 0:
+	case c.Duration < 0, c.LatencyDuration < 0, c.Ceiling < 0, c.ProgressEvery < 0, c.ProfileEvery < 0:
 		return errors.New("bench: durations must not be negative")
+	case c.ProfileDir != "" && c.CPUProfile != nil:
+		return errors.New("bench: Config.ProfileDir and CPUProfile exclude each other (one CPU profile at a time)")
 	case c.Executions < 0:
 		return fmt.Errorf("bench: Config.Executions %d is negative", c.Executions)
 	case c.Steps < 0 || c.Steps > MaxSteps:
@@ -167,6 +177,7 @@ func (c *Config) defaults() error {
 	c.Concurrency = cmp.Or(c.Concurrency, DefaultConcurrency)
 	c.Streams.Partitions = cmp.Or(c.Streams.Partitions, streams.DefaultPartitions)
 	c.ProgressEvery = cmp.Or(c.ProgressEvery, 5*time.Second)
+	c.ProfileEvery = cmp.Or(c.ProfileEvery, DefaultProfileEvery)
 	if c.Progress == nil {
 		c.Progress = io.Discard
 	}

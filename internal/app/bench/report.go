@@ -100,6 +100,13 @@ type Saturation struct {
 	QueuedAtEnd        int64   `json:"queued_at_end"`
 	// DrainSeconds is how long the executions still queued at the end took to end.
 	DrainSeconds float64 `json:"drain_seconds"`
+	// Minutes are the sustained run's whole minutes, when there are two or more: whether
+	// throughput and memory hold over a long run. LastOverFirstMinute is the last minute's
+	// executions/s over the first's, HeapLastOverFirstMinute its largest heap over the
+	// first's.
+	Minutes                 []Window `json:"minutes,omitempty"`
+	LastOverFirstMinute     float64  `json:"last_over_first_minute,omitempty"`
+	HeapLastOverFirstMinute float64  `json:"heap_last_over_first_minute,omitempty"`
 }
 
 // Window is the throughput over a span of the saturation run.
@@ -112,6 +119,21 @@ type Window struct {
 	// over the async publish ceiling.
 	StoredMsgsPerS float64 `json:"stored_msgs_per_s"`
 	AsyncRatio     float64 `json:"async_ratio,omitempty"`
+	// CPUSecondsPer1000 is this process's CPU over the executions that ended in the span:
+	// unlike the rates, it hardly moves when other work shares the machine. MaxHeapBytes and
+	// MaxRSSBytes are the largest heap and resident set sampled in the span.
+	CPUSecondsPer1000 float64 `json:"cpu_seconds_per_1000_executions,omitempty"`
+	MaxHeapBytes      uint64  `json:"max_heap_bytes"`
+	MaxRSSBytes       uint64  `json:"max_rss_bytes"`
+}
+
+// MemorySample is the heap and the resident set at a time of the saturation run (seconds
+// from its start), and the executions ended by then.
+type MemorySample struct {
+	AtSeconds float64 `json:"at_seconds"`
+	HeapBytes uint64  `json:"heap_bytes"`
+	RSSBytes  uint64  `json:"rss_bytes"`
+	Ended     int64   `json:"ended"`
 }
 
 // Latency is how long one thing takes, alone and under a fixed offered load.
@@ -163,6 +185,11 @@ type Resources struct {
 	AllocBytesPerExecution float64 `json:"alloc_bytes_per_execution"`
 	// StoredBytesPerExecution is what the streams grew by, over the executions.
 	StoredBytesPerExecution float64 `json:"stored_bytes_per_execution"`
+	// PeakSampledRSSBytes is the largest resident set sampled during the saturation run and
+	// its drain (PeakRSSBytes may come from another part), and Memory the heap and resident
+	// set every 10 s of it.
+	PeakSampledRSSBytes uint64         `json:"peak_sampled_rss_bytes"`
+	Memory              []MemorySample `json:"memory,omitempty"`
 }
 
 // WriteTable writes the report as a table.
@@ -201,6 +228,14 @@ func (r *Report) WriteTable(w io.Writer) error {
 			}
 			t.row(v.name, fmt.Sprintf("%s executions/s, %s steps/s, %s stored msgs/s%s",
 				rate(v.w.ExecutionsPerS, ""), rate(v.w.StepsPerS, ""), rate(v.w.StoredMsgsPerS, ""), ratio))
+		}
+		if len(x.Minutes) > 0 {
+			for i, m := range x.Minutes {
+				t.row(fmt.Sprintf("minute %d", i+1), fmt.Sprintf("%s executions/s, %.2f CPU s per 1,000, heap max %s, RSS max %s",
+					rate(m.ExecutionsPerS, ""), m.CPUSecondsPer1000, mib(m.MaxHeapBytes), mib(m.MaxRSSBytes)))
+			}
+			t.row("last minute over the first", fmt.Sprintf("%.2f of its executions/s, %.2f of its heap", x.LastOverFirstMinute,
+				x.HeapLastOverFirstMinute))
 		}
 		stopped := "its end"
 		if x.FeedStoppedSeconds > 0 {
@@ -242,7 +277,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	if x := r.Resources; x != nil {
 		t.line("resources (this process: engine, embedded NATS, load; not Postgres)")
-		t.row("peak RSS / peak heap", fmt.Sprintf("%s / %s", mib(x.PeakRSSBytes), mib(x.PeakHeapBytes)))
+		t.row("peak RSS / peak heap", fmt.Sprintf("%s / %s (RSS sampled during saturation: %s)", mib(x.PeakRSSBytes),
+			mib(x.PeakHeapBytes), mib(x.PeakSampledRSSBytes)))
 		t.row("CPU per 1,000 executions", fmt.Sprintf("%.2f s", x.CPUSecondsPer1000))
 		t.row("allocated per execution", fmt.Sprintf("%.1f KB", x.AllocBytesPerExecution/1000))
 		t.row("stored per execution", fmt.Sprintf("%.1f KB", x.StoredBytesPerExecution/1000))

@@ -52,3 +52,48 @@ func TestWriteTableAlignsItsRows(t *testing.T) {
 	require.Len(t, col, 2, b.String())
 	assert.Equal(t, col["123,456 msgs/s"], col["1,000 rows/s"], "values in one column:\n%s", b.String())
 }
+
+// TestSustainedRunByMinute: a run of three minutes and a few seconds has three whole minutes,
+// each with its own rate, CPU per execution and largest heap, and memory samples every 10 s.
+func TestSustainedRunByMinute(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 20, 0, 0, 0, time.UTC)
+	r := &saturationRun{cfg: Config{Steps: 3, Duration: 3 * time.Minute}}
+	var ended int64
+	cpu := 0.0
+	for i := 0; i <= 185; i++ {
+		perS := int64(10)
+		if i > 120 {
+			perS = 9 // the third minute is slower
+		}
+		if i > 0 {
+			ended += perS
+			cpu += float64(perS) * 0.005
+		}
+		r.samples = append(r.samples, sample{at: t0.Add(time.Duration(i) * time.Second), ended: ended, cpu: cpu,
+			heap: uint64(100+i) << 20, rss: uint64(200+i) << 20})
+	}
+	r.end = len(r.samples) - 1
+
+	mins := r.minutes(0)
+	require.Len(t, mins, 3, "the 5 s past the third minute are no minute")
+	for i, m := range mins {
+		assert.InDelta(t, float64(60*i), m.FromSeconds, 0.001)
+		assert.InDelta(t, float64(60*(i+1)), m.ToSeconds, 0.001)
+		assert.InDelta(t, 5.0, m.CPUSecondsPer1000, 1e-9, "minute %d", i+1)
+		assert.Equal(t, uint64(100+60*(i+1))<<20, m.MaxHeapBytes, "minute %d", i+1)
+		assert.Equal(t, uint64(200+60*(i+1))<<20, m.MaxRSSBytes, "minute %d", i+1)
+	}
+	assert.InDelta(t, 10.0, mins[0].ExecutionsPerS, 1e-9)
+	assert.InDelta(t, 9.0, mins[2].ExecutionsPerS, 1e-9)
+
+	sat, res := r.report(nil)
+	assert.InDelta(t, 0.9, sat.LastOverFirstMinute, 1e-9)
+	assert.InDelta(t, float64(280)/160, sat.HeapLastOverFirstMinute, 1e-9)
+	require.Len(t, res.Memory, 20, "every 10 s from 0 to 180, and the last sample")
+	assert.Equal(t, MemorySample{AtSeconds: 10, HeapBytes: 110 << 20, RSSBytes: 210 << 20, Ended: 100}, res.Memory[1])
+	assert.Equal(t, 185.0, res.Memory[len(res.Memory)-1].AtSeconds)
+	assert.Equal(t, uint64(385)<<20, res.PeakSampledRSSBytes)
+
+	r.samples, r.end = r.samples[:100], 99
+	assert.Nil(t, r.minutes(0), "under two minutes: no minutes")
+}

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"math"
 	"runtime/pprof"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,7 @@ type sample struct {
 	bytes     uint64 // their bytes
 	cpu       float64
 	heap      uint64
+	rss       uint64
 	allocated uint64
 	lag       float64
 	lagKnown  bool
@@ -45,8 +47,9 @@ type saturationRun struct {
 	samples []sample // from the start, the end of the sustained run at index end
 	end     int
 	drained time.Time
-	// feedStopped is when the run stopped starting executions, zero when it never did
-	// before its end; queuedAtEnd is what was queued or running at its end.
+	// feedStopped is when the run began to queue fewer than cfg.Executions, so as to drain
+	// soon after its end, zero when it never did; queuedAtEnd is what was queued or running
+	// at its end.
 	feedStopped time.Time
 	queuedAtEnd int64
 	started     int64
@@ -58,7 +61,7 @@ type saturationRun struct {
 }
 
 func (b *bench) sample(ctx context.Context) (sample, error) {
-	s := sample{at: time.Now(), ended: b.ends.ended64(), cpu: cpuSeconds()}
+	s := sample{at: time.Now(), ended: b.ends.ended64(), cpu: cpuSeconds(), rss: rss()}
 	s.heap, s.allocated = heap()
 	for _, name := range b.names {
 		st, err := b.js.Stream(ctx, name)
@@ -96,9 +99,11 @@ func (b *bench) saturation(ctx context.Context) (*saturationRun, error) {
 	feedCtx, stopFeeding := context.WithCancel(ctx)
 	var (
 		started  atomic.Int64
+		limit    atomic.Int64 // of executions queued or running
 		wg       sync.WaitGroup
 		startErr atomic.Pointer[error]
 	)
+	limit.Store(int64(cfg.Executions))
 	defer func() { stopFeeding(); wg.Wait() }() // no start outlives the run, on failures too
 	b.progress("saturation", "%d-step workflow, %d executions queued at once, for %s", cfg.Steps, cfg.Executions, cfg.Duration)
 	if cfg.CPUProfile != nil {
@@ -112,6 +117,13 @@ func (b *bench) saturation(ctx context.Context) (*saturationRun, error) {
 		return nil, err
 	}
 	run.samples = append(run.samples, first)
+	var prof *profiler
+	if cfg.ProfileDir != "" {
+		if prof, err = startProfiles(cfg.ProfileDir, cfg.ProfileEvery, first.at); err != nil {
+			return nil, err
+		}
+		defer func() { _ = prof.stop(time.Now()) }() // on failures; stopping twice is harmless
+	}
 	for g := range starters {
 		wg.Go(func() {
 			for i := g; ; i += starters {
@@ -119,6 +131,13 @@ func (b *bench) saturation(ctx context.Context) (*saturationRun, error) {
 				case slots <- struct{}{}:
 				case <-feedCtx.Done():
 					return
+				}
+				// Near the end the queue shrinks to what lasts the rest of the run (limit).
+				for started.Load()-(b.ends.ended64()-base) >= limit.Load() && feedCtx.Err() == nil {
+					select {
+					case <-feedCtx.Done():
+					case <-time.After(20 * time.Millisecond):
+					}
 				}
 				if feedCtx.Err() != nil {
 					release()
@@ -160,6 +179,11 @@ func (b *bench) saturation(ctx context.Context) (*saturationRun, error) {
 		}
 		run.samples = append(run.samples, s)
 		run.peakHeap = max(run.peakHeap, s.heap)
+		if prof != nil {
+			if err := prof.tick(s.at); err != nil {
+				return s, err
+			}
+		}
 		if s.lagKnown {
 			run.maxLag = max(run.maxLag, s.lag)
 			run.lagSamples++
@@ -195,17 +219,20 @@ func (b *bench) saturation(ctx context.Context) (*saturationRun, error) {
 		if !time.Now().Before(endAt) {
 			break
 		}
-		// Once what is queued lasts the rest of the run at the rate of the last rateOver
-		// seconds, and drainTail more, no more starts: the run stays saturated to its end
-		// and its drain is short.
-		if run.feedStopped.IsZero() && started.Load() >= int64(cfg.Executions) && len(run.samples) > rateOver {
+		// Once cfg.Executions have been queued, the queue is kept at what lasts the rest of the
+		// run at the rate of the last rateOver seconds, and drainTail more, when that is
+		// less: the run stays saturated to its end and its drain is short. The limit follows
+		// the rate, up as well as down, so that a long run is fed to its end.
+		if started.Load() >= int64(cfg.Executions) && len(run.samples) > rateOver {
 			prev := run.samples[max(0, len(run.samples)-1-rateOver)]
 			r := float64(s.ended-prev.ended) / s.at.Sub(prev.at).Seconds()
-			outstanding := float64(started.Load() - (s.ended - base))
-			if r > 0 && outstanding >= r*(endAt.Sub(s.at)+drainTail).Seconds() {
-				stopFeeding()
-				run.feedStopped = s.at
-				b.progress("saturation", "%.0f queued last the rest of the run at %s executions/s: no more starts", outstanding, rate(r, ""))
+			if r > 0 {
+				lasts := int64(math.Ceil(r * (endAt.Sub(s.at) + drainTail).Seconds()))
+				limit.Store(min(int64(cfg.Executions), lasts))
+				if lasts < int64(cfg.Executions) && run.feedStopped.IsZero() {
+					run.feedStopped = s.at
+					b.progress("saturation", "from now on at most %d queued, what lasts the rest of the run at %s executions/s", lasts, rate(r, ""))
+				}
 			}
 		}
 	}
@@ -238,6 +265,11 @@ func (b *bench) saturation(ctx context.Context) (*saturationRun, error) {
 	if cfg.CPUProfile != nil {
 		pprof.StopCPUProfile()
 	}
+	if prof != nil {
+		if err := prof.stop(run.drained); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.AllocProfile != nil {
 		if err := pprof.Lookup("allocs").WriteTo(cfg.AllocProfile, 0); err != nil {
 			return nil, fmt.Errorf("bench: write the allocations profile: %w", err)
@@ -268,7 +300,52 @@ func (r *saturationRun) window(from, to int, async float64) Window {
 	if async > 0 {
 		w.AsyncRatio = w.StoredMsgsPerS / async
 	}
+	if n := z.ended - a.ended; n > 0 {
+		w.CPUSecondsPer1000 = (z.cpu - a.cpu) / float64(n) * 1000
+	}
+	for _, s := range r.samples[from+1 : to+1] {
+		w.MaxHeapBytes, w.MaxRSSBytes = max(w.MaxHeapBytes, s.heap), max(w.MaxRSSBytes, s.rss)
+	}
 	return w
+}
+
+// minutes are the sustained run's whole minutes, when it lasts two or more.
+func (r *saturationRun) minutes(async float64) []Window {
+	var out []Window
+	from := 0
+	for m := 1; ; m++ {
+		to := from
+		for to < r.end && r.samples[to+1].at.Sub(r.samples[0].at) <= time.Duration(m)*time.Minute {
+			to++
+		}
+		if to == from || r.samples[to].at.Sub(r.samples[0].at) < time.Duration(m)*time.Minute-2*time.Second {
+			break // not a whole minute
+		}
+		out = append(out, r.window(from, to, async))
+		from = to
+	}
+	if len(out) < 2 {
+		return nil
+	}
+	return out
+}
+
+// memoryEvery is the spacing of the report's memory samples.
+const memoryEvery = 10 * time.Second
+
+// memory samples the heap and the resident set every memoryEvery of the run and its drain.
+func (r *saturationRun) memory() []MemorySample {
+	var out []MemorySample
+	next := time.Duration(0)
+	for i, s := range r.samples {
+		at := s.at.Sub(r.samples[0].at)
+		if at < next && i != len(r.samples)-1 {
+			continue
+		}
+		out = append(out, MemorySample{AtSeconds: at.Seconds(), HeapBytes: s.heap, RSSBytes: s.rss, Ended: s.ended - r.samples[0].ended})
+		next = at.Truncate(memoryEvery) + memoryEvery
+	}
+	return out
 }
 
 // firstWithin is the index of the last sample of the sustained run taken within d of its
@@ -306,9 +383,21 @@ func (r *saturationRun) report(c *Ceilings) (*Saturation, *Resources) {
 	if !r.feedStopped.IsZero() {
 		s.FeedStoppedSeconds = r.feedStopped.Sub(r.samples[0].at).Seconds()
 	}
+	if s.Minutes = r.minutes(async); len(s.Minutes) > 0 {
+		first, last := s.Minutes[0], s.Minutes[len(s.Minutes)-1]
+		if first.ExecutionsPerS > 0 {
+			s.LastOverFirstMinute = last.ExecutionsPerS / first.ExecutionsPerS
+		}
+		if first.MaxHeapBytes > 0 {
+			s.HeapLastOverFirstMinute = float64(last.MaxHeapBytes) / float64(first.MaxHeapBytes)
+		}
+	}
 
 	a, z := r.samples[0], r.samples[len(r.samples)-1]
-	res := &Resources{PeakHeapBytes: r.peakHeap}
+	res := &Resources{PeakHeapBytes: r.peakHeap, Memory: r.memory()}
+	for _, s := range r.samples {
+		res.PeakSampledRSSBytes = max(res.PeakSampledRSSBytes, s.rss)
+	}
 	if n := float64(z.ended - a.ended); n > 0 {
 		res.CPUSecondsPer1000 = (z.cpu - a.cpu) / n * 1000
 		res.AllocBytesPerExecution = float64(z.allocated-a.allocated) / n
