@@ -20,9 +20,14 @@ type entry struct {
 	traceparent string
 }
 
-// cache is a least-recently-used map of execution states. The states it holds are never
-// changed: the orchestrator clones one, applies to the clone, and puts the clone back once the
-// append succeeded.
+// cache is a least-recently-used map of the states of executions that have not ended. The
+// states it holds are never changed: the orchestrator clones one, applies to the clone, and
+// puts the clone back once the append succeeded.
+//
+// An ended execution is not kept: almost every later input is stale, which load tells from
+// the last event alone, and a retry of a failed one reads its history once. Kept, ended
+// executions would fill the cache under sustained load (one per execution that ends) and
+// push out the running ones that the next input needs.
 type cache struct {
 	mu    sync.Mutex
 	size  int
@@ -50,7 +55,12 @@ func (c *cache) get(id string) (entry, bool) {
 	return el.Value.(*item).e, true
 }
 
+// put holds e as the state of id; an ended execution's state is dropped instead.
 func (c *cache) put(id string, e entry) {
+	if e.state.Status.Terminal() {
+		c.remove(id)
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.items[id]; ok {

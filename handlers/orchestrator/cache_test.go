@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+
+	"github.com/memmie/memmie/internal/core/execution"
 )
 
 func TestCache(t *testing.T) {
@@ -32,4 +34,23 @@ func TestCache(t *testing.T) {
 	assert.Equal(t, 1, c.len())
 	c.remove("d")
 	assert.Zero(t, c.len())
+}
+
+func TestCacheDropsEndedExecutions(t *testing.T) {
+	c := newCache(3)
+	running := entry{seq: 1}
+	running.state.Status = execution.StatusRunning
+	c.put("a", running)
+	c.put("b", running)
+	for _, s := range []execution.Status{execution.StatusCompleted, execution.StatusFailed, execution.StatusCancelled} {
+		ended := entry{seq: 2}
+		ended.state.Status = s
+		c.put("a", ended)
+		_, ok := c.get("a")
+		assert.False(t, ok, "an execution %s is not kept", s)
+		c.put("a", running)
+	}
+	_, ok := c.get("b")
+	assert.True(t, ok, "the running one stays")
+	assert.Equal(t, 2, c.len())
 }
