@@ -106,6 +106,15 @@ type open struct {
 	// event, there is nothing to look at.
 	seq        uint64
 	quietUntil time.Time
+	// last is its last event that follow read: what check looks at first, without a read.
+	last lastEvent
+}
+
+// lastEvent is an execution's last event as follow read it.
+type lastEvent struct {
+	seq  uint64
+	typ  events.Type
+	time time.Time
 }
 
 // Reconciler re-issues the timers that executions wait for and that never fired (see the
@@ -225,8 +234,13 @@ func (r *Reconciler) Pass(ctx context.Context) (PassStats, error) {
 // It reads them with an ordered consumer, deleted when done: a pass costs the new lifecycle
 // events, not the executions that ended before.
 func (r *Reconciler) follow(ctx context.Context) (int, error) {
+	// Every event, headers only, and the lifecycle ones picked out here: the server walks a
+	// stream-wide filter linearly, whereas a filter of several subjects read from behind
+	// costs it a walk of every subject of the block per message delivered (nats-server 2.15,
+	// msgBlock.firstMatchingMulti): seconds of CPU a pass under sustained load.
 	cons, err := r.js.OrderedConsumer(ctx, r.cfg.Executions, jetstream.OrderedConsumerConfig{
-		FilterSubjects:    Lifecycle,
+		FilterSubjects:    []string{events.SubjectExecutions},
+		HeadersOnly:       true,
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       r.cursor + 1,
 		InactiveThreshold: time.Minute,
@@ -259,17 +273,22 @@ func (r *Reconciler) follow(ctx context.Context) (int, error) {
 		if err != nil {
 			return n, fmt.Errorf("reconciler: follow %s: %w", r.cfg.Executions, err)
 		}
-		n++
 		r.cursor = md.Sequence.Stream
 		if id, tail, err := events.ParseExecutionSubject(msg.Subject()); err == nil {
-			switch t, _ := events.TypeOfTail(tail); t {
+			t, _ := events.TypeOfTail(tail)
+			switch t {
 			case events.TypeExecutionQueued, events.TypeExecutionRequeued:
+				n++
 				if r.open[id] == nil {
 					r.open[id] = &open{}
 				}
-			default:
+			case events.TypeExecutionCompleted, events.TypeExecutionFailed, events.TypeExecutionCancelled:
 				// Ended. A failed one that is retried comes back with requeued.
+				n++
 				delete(r.open, id)
+			}
+			if o := r.open[id]; o != nil {
+				o.last = lastEvent{seq: md.Sequence.Stream, typ: t, time: md.Timestamp}
 			}
 		}
 		if md.NumPending == 0 {
@@ -278,37 +297,23 @@ func (r *Reconciler) follow(ctx context.Context) (int, error) {
 	}
 }
 
-// check looks at one execution, from the cheapest reads to the dearest: its last event, the
+// check looks at one execution, from the cheapest reads to the dearest: its last event as
+// follow read it (no read: a pass over many queued executions costs no read each), the
 // commands waiting for it in the inbox, and only then its history.
 func (r *Reconciler) check(ctx context.Context, id string, ps *PassStats) error {
 	o := r.open[id]
 	ps.Checked++
 	r.checked.Add(1)
-	last, err := stream.LastBySubject(ctx, r.js, r.cfg.Executions, events.ExecutionFilter(id))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		delete(r.open, id) // its history is gone (deleted by an operator)
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	now := r.cfg.Now()
-	_, tail, err := events.ParseExecutionSubject(last.Subject)
-	if err != nil {
-		return err
-	}
-	switch t, _ := events.TypeOfTail(tail); t {
-	case events.TypeExecutionCompleted, events.TypeExecutionFailed, events.TypeExecutionCancelled:
-		// Ended since follow read; the next pass forgets it.
-		return nil
+	now, last := r.cfg.Now(), o.last
+	switch last.typ {
 	case events.TypeExecutionQueued, events.TypeExecutionRequeued:
 		// Waiting for the dispatcher, which sends a lost start again (its ResendAfter).
 		return nil
 	}
 	switch {
-	case now.Sub(last.Time) < r.cfg.Grace:
+	case now.Sub(last.time) < r.cfg.Grace:
 		return nil // it moves
-	case last.Sequence == o.seq && now.Before(o.quietUntil):
+	case last.seq <= o.seq && now.Before(o.quietUntil):
 		return nil // nothing new, and nothing overdue yet
 	}
 	waiting, err := r.commandWaits(ctx, id)
@@ -326,6 +331,10 @@ func (r *Reconciler) check(ctx context.Context, id string, ps *PassStats) error 
 	msgs, err := stream.Load(ctx, r.js, r.cfg.Executions, events.ExecutionFilter(id))
 	if err != nil {
 		return err
+	}
+	if len(msgs) == 0 {
+		delete(r.open, id) // its history is gone (deleted by an operator)
+		return nil
 	}
 	history := make([]events.Event, 0, len(msgs))
 	for _, m := range msgs {
