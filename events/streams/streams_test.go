@@ -14,6 +14,7 @@ import (
 
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
+	"github.com/memmie/memmie/internal/jetstream/stream"
 	"github.com/memmie/memmie/internal/natsserver/natstest"
 )
 
@@ -31,7 +32,11 @@ func TestConfigsChooseEveryLimit(t *testing.T) {
 		assert.EqualValues(t, -1, cfg.MaxMsgsPerSubject, cfg.Name)
 		assert.EqualValues(t, streams.MaxMsgSize, cfg.MaxMsgSize, cfg.Name)
 		assert.Greater(t, int(cfg.MaxMsgSize), events.MaxEventSize, "an event and its headers fit in a message")
-		assert.Equal(t, streams.DuplicateWindow, cfg.Duplicates, cfg.Name)
+		window := streams.DuplicateWindow
+		if cfg.Name == streams.Executions || cfg.Name == streams.Deltas || cfg.Name == streams.Definitions {
+			window = streams.HistoryDuplicateWindow // every append expects the last sequence
+		}
+		assert.Equal(t, window, cfg.Duplicates, cfg.Name)
 		assert.True(t, cfg.AllowDirect, cfg.Name)
 		assert.Equal(t, 1, cfg.Replicas, cfg.Name)
 	}
@@ -139,4 +144,73 @@ func TestServerAcceptsConfigs(t *testing.T) {
 		assert.Equal(t, last+2, ok.Seq, string(reply.Data))
 		assert.Equal(t, 2, ok.Count, string(reply.Data))
 	})
+}
+
+// TestHistoryAppendRetriedPastTheWindow: on the executions stream as configured, but with its
+// duplicate window cut to 200 ms, an append retried once the window has passed is still
+// recognised as its own and stored once: the expectation refuses it, not the window (see
+// HistoryDuplicateWindow).
+func TestHistoryAppendRetriedPastTheWindow(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		n    int
+		fn   func(context.Context, jetstream.JetStream, string, []stream.Msg, stream.Expect) (stream.Ack, error)
+	}{
+		{"one event", 1, stream.Append},
+		{"an atomic batch", 3, stream.Append},
+		{"a chain", 3, stream.AppendChained},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, js := natstest.Run(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			cfg, err := streams.Config(streams.Executions, streams.Options{Storage: jetstream.MemoryStorage})
+			require.NoError(t, err)
+			cfg.Duplicates = 200 * time.Millisecond
+			_, err = js.CreateStream(ctx, cfg)
+			require.NoError(t, err)
+
+			const ex = "e1"
+			var msgs []stream.Msg
+			for i := range tc.n {
+				ev := events.NewExecution(&events.ExecutionQueued{ExecutionID: ex, WorkflowID: "wf", Workflow: json.RawMessage(`{}`)},
+					events.SourceAPI, time.Now().UTC())
+				subject := ev.Subject
+				if i > 0 {
+					subject = "memmie.executions." + ex + ".step.scheduled"
+				}
+				b, err := events.Marshal(ev)
+				require.NoError(t, err)
+				msgs = append(msgs, stream.Msg{Subject: subject, Data: b, ID: ev.ID + "-" + strconv.Itoa(i)})
+			}
+			expect := stream.Expect{FilterSubject: events.ExecutionFilter(ex)}
+			ack, err := tc.fn(ctx, js, streams.Executions, msgs, expect)
+			require.NoError(t, err)
+			require.False(t, ack.Duplicate)
+
+			// The window has passed once an id published again is stored again.
+			probe := nats.NewMsg("memmie.executions.probe.queued")
+			probe.Header.Set(jetstream.MsgIDHeader, "probe")
+			_, err = js.PublishMsg(ctx, probe)
+			require.NoError(t, err)
+			require.Eventually(t, func() bool {
+				pa, err := js.PublishMsg(ctx, probe)
+				return err == nil && !pa.Duplicate
+			}, 10*time.Second, 50*time.Millisecond, "the window passes")
+
+			// The ack was "lost": the writer sends the very same append again.
+			retry, err := tc.fn(ctx, js, streams.Executions, msgs, expect)
+			require.NoError(t, err)
+			assert.Equal(t, stream.Ack{Stream: streams.Executions, LastSeq: ack.LastSeq, Duplicate: true}, retry)
+			s, err := js.Stream(ctx, streams.Executions)
+			require.NoError(t, err)
+			info, err := s.Info(ctx, jetstream.WithSubjectFilter(events.ExecutionFilter(ex)))
+			require.NoError(t, err)
+			var stored uint64
+			for _, n := range info.State.Subjects {
+				stored += n
+			}
+			assert.Equal(t, uint64(tc.n), stored, "stored once")
+		})
+	}
 }
