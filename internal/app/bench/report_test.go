@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -93,6 +94,12 @@ func TestSustainedRunByMinute(t *testing.T) {
 	assert.Equal(t, MemorySample{AtSeconds: 10, HeapBytes: 110 << 20, RSSBytes: 210 << 20, Ended: 100}, res.Memory[1])
 	assert.Equal(t, 185.0, res.Memory[len(res.Memory)-1].AtSeconds)
 	assert.Equal(t, uint64(385)<<20, res.PeakSampledRSSBytes)
+
+	// Late samples: the one before the end is 5 s short of the third minute, the end 1 s past it.
+	late := append(slices.Clone(r.samples[:176]), r.samples[181])
+	late[len(late)-1].at = t0.Add(181 * time.Second)
+	r.samples, r.end = late, len(late)-1
+	require.Len(t, r.minutes(0), 3, "the end sample closes the last minute")
 
 	r.samples, r.end = r.samples[:100], 99
 	assert.Nil(t, r.minutes(0), "under two minutes: no minutes")

@@ -309,16 +309,24 @@ func (r *saturationRun) window(from, to int, async float64) Window {
 	return w
 }
 
-// minutes are the sustained run's whole minutes, when it lasts two or more.
+// minutes are the sustained run's whole minutes, when it lasts two or more. A minute ends at
+// its last sample, or at the run's end sample when that comes within minuteSlack after it
+// (samples come late on a busy machine), and is whole when it reaches minuteSlack before it.
 func (r *saturationRun) minutes(async float64) []Window {
+	const minuteSlack = 2 * time.Second
 	var out []Window
 	from := 0
 	for m := 1; ; m++ {
+		end := time.Duration(m) * time.Minute
 		to := from
-		for to < r.end && r.samples[to+1].at.Sub(r.samples[0].at) <= time.Duration(m)*time.Minute {
+		for to < r.end {
+			at := r.samples[to+1].at.Sub(r.samples[0].at)
+			if at > end && (to+1 < r.end || at > end+minuteSlack) {
+				break
+			}
 			to++
 		}
-		if to == from || r.samples[to].at.Sub(r.samples[0].at) < time.Duration(m)*time.Minute-2*time.Second {
+		if to == from || r.samples[to].at.Sub(r.samples[0].at) < end-minuteSlack {
 			break // not a whole minute
 		}
 		out = append(out, r.window(from, to, async))
