@@ -64,9 +64,13 @@ var (
 	panics       = desc("consume_panics_total", "Handler panics.", "handler")
 
 	reconPasses   = desc("reconciler_passes_total", "Passes of the reconciler over the executions that have not ended.")
-	reconChecked  = desc("reconciler_checked_total", "Executions the reconciler looked at (a read of their last event).")
+	reconChecked  = desc("reconciler_checked_total", "Executions the reconciler looked at.")
 	reconLoaded   = desc("reconciler_loaded_total", "Execution histories the reconciler read and folded.")
 	reconReissued = desc("reconciler_reissued_total", "Timers the reconciler fired again.")
+
+	seeded     = desc("orchestrator_seeded_total", "First inputs decided on the queued event this process appended, without a read of the history.")
+	handedOver = desc("orchestrator_handed_over_total", "Step reports of this process's runner recorded in the process, without the inbox.")
+	reports    = desc("runner_reports_total", "The runner's step reports, by path: recorded in the process (local) or published to the inbox (inbox).", "path")
 
 	trigStarted      = desc("triggers_started_total", "Executions the trigger matcher queued.")
 	trigBefore       = desc("triggers_started_before_total", "Starts the trigger matcher found queued already (a request handled again).")
@@ -83,7 +87,7 @@ var (
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{processInfo, decided, conflicts, cacheHits, cacheMisses, historyLoads, partitions,
 		handled, retried, deadLettered, panics, reconPasses, reconChecked, reconLoaded, reconReissued,
-		trigStarted, trigBefore, trigSkipped, trigDeadLettered, leader, members, queued, running} {
+		seeded, handedOver, reports, trigStarted, trigBefore, trigSkipped, trigDeadLettered, leader, members, queued, running} {
 		ch <- d
 	}
 }
@@ -107,6 +111,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(cacheMisses, o.CacheMisses)
 	counter(historyLoads, o.HistoryLoads)
 	gauge(partitions, float64(len(o.Partitions)))
+	counter(seeded, o.Seeded)
+	counter(handedOver, o.HandedOver)
+	if r := st.Reports; r != nil {
+		counter(reports, r.HandedOver, "local")
+		counter(reports, r.Published, "inbox")
+	}
 	for name, l := range st.Loops {
 		counter(handled, l.Handled, name)
 		counter(retried, l.Retried, name)

@@ -23,6 +23,7 @@ import (
 	"github.com/memmie/memmie/handlers/dispatcher"
 	"github.com/memmie/memmie/handlers/orchestrator"
 	"github.com/memmie/memmie/handlers/reconciler"
+	"github.com/memmie/memmie/handlers/runner"
 	"github.com/memmie/memmie/handlers/triggers"
 	"github.com/memmie/memmie/internal/app/api"
 	"github.com/memmie/memmie/internal/app/engine"
@@ -137,7 +138,8 @@ func (f fixed) Queue() ([]dispatcher.Entry, int) {
 func TestMetricsReportTheStatsAsTheyAre(t *testing.T) {
 	src := fixed{engine.Stats{
 		ProcessID:    "p1",
-		Orchestrator: orchestrator.Stats{Decided: 9, Conflicts: 2, CacheHits: 7, CacheMisses: 4, HistoryLoads: 1, Partitions: []int{0, 3}},
+		Orchestrator: orchestrator.Stats{Decided: 9, Conflicts: 2, CacheHits: 7, CacheMisses: 4, HistoryLoads: 1, Seeded: 6, HandedOver: 5, Partitions: []int{0, 3}},
+		Reports:      &runner.Reports{HandedOver: 5, Published: 2},
 		Members:      []string{"p1", "p2"},
 		Leader:       true,
 		Reconciler:   &reconciler.Stats{Passes: 5, Reissued: 1},
@@ -163,6 +165,10 @@ func TestMetricsReportTheStatsAsTheyAre(t *testing.T) {
 		{"memmie_orchestrator_cache_misses_total", nil, 4},
 		{"memmie_orchestrator_history_loads_total", nil, 1},
 		{"memmie_orchestrator_partitions", nil, 2},
+		{"memmie_orchestrator_seeded_total", nil, 6},
+		{"memmie_orchestrator_handed_over_total", nil, 5},
+		{"memmie_runner_reports_total", []string{"path", "local"}, 5},
+		{"memmie_runner_reports_total", []string{"path", "inbox"}, 2},
 		{"memmie_consume_handled_total", []string{"handler", "orchestrator"}, 11},
 		{"memmie_consume_retried_total", []string{"handler", "orchestrator"}, 1},
 		{"memmie_consume_handled_total", []string{"handler", "runner"}, 6},
