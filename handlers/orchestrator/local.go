@@ -83,6 +83,11 @@ func (o *Orchestrator) Record(ctx context.Context, executionID string, data []by
 	if p >= len(o.local.on) || !o.local.on[p] {
 		return ErrNotLocal
 	}
+	if o.waiting.has(executionID) {
+		// An input of the execution (a cancel, say) waits on the inbox to be tried again:
+		// behind it, as the inbox would have it, not ahead of it.
+		return fmt.Errorf("%w: an input of the execution waits on the inbox", ErrNotLocal)
+	}
 	ev, err := events.Decode(data)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errRefused, err)
@@ -213,4 +218,48 @@ func (s *seeds) drop(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.items, id)
+}
+
+// waiting are the inbox inputs that were handed back to be tried again (a failed append),
+// by execution and inbox sequence, until a delivery of theirs is settled. Record sends the
+// reports of such an execution to the inbox, behind them, so that a report made here never
+// overtakes a command accepted before it (a cancel during an outage of the executions stream).
+type waiting struct {
+	mu    sync.Mutex
+	items map[string]map[uint64]struct{}
+}
+
+// set marks (on) or clears the inbox input at seq of an execution.
+func (w *waiting) set(id string, seq uint64, on bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	seqs := w.items[id]
+	switch {
+	case on && seqs == nil:
+		w.items[id] = map[uint64]struct{}{seq: {}}
+	case on:
+		seqs[seq] = struct{}{}
+	case seqs != nil:
+		delete(seqs, seq)
+		if len(seqs) == 0 {
+			delete(w.items, id)
+		}
+	}
+}
+
+func (w *waiting) has(id string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.items[id]) > 0
+}
+
+// removePartition forgets the inputs of a partition given up: another process takes them.
+func (w *waiting) removePartition(p int, partitionOf func(string) int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for id := range w.items {
+		if partitionOf(id) == p {
+			delete(w.items, id)
+		}
+	}
 }

@@ -209,3 +209,26 @@ func TestRecordOnlyLocalPartitions(t *testing.T) {
 	assert.Zero(t, o.Stats().Seeded+o.Stats().HandedOver)
 	assert.Empty(t, o.seeds.items, "no seed of a partition consumed elsewhere")
 }
+
+func TestWaitingInputsHoldBackRecord(t *testing.T) {
+	w := waiting{items: map[string]map[uint64]struct{}{}}
+	w.set("a", 7, true)
+	w.set("a", 9, true)
+	w.set("b", 3, true)
+	if !w.has("a") || !w.has("b") || w.has("c") {
+		t.Fatalf("waiting = %v", w.items)
+	}
+	w.set("a", 7, false) // settled on a later delivery
+	if !w.has("a") {
+		t.Fatal("a still has the input at 9 waiting")
+	}
+	w.set("a", 9, false)
+	w.set("c", 1, false) // an input settled at once leaves nothing behind
+	if w.has("a") || len(w.items) != 1 {
+		t.Fatalf("waiting = %v, want only b", w.items)
+	}
+	w.removePartition(0, func(string) int { return 0 })
+	if len(w.items) != 0 {
+		t.Fatalf("waiting = %v after its partition was given up", w.items)
+	}
+}

@@ -194,6 +194,9 @@ type Orchestrator struct {
 	local    localParts
 	stopping atomic.Bool
 	seeds    seeds
+	// waiting are the inbox inputs handed back to be tried again, by execution: Record
+	// turns away that execution's reports until they are settled (see waiting).
+	waiting waiting
 
 	decided, conflicts, hits, misses, loads, seeded, handedOver atomic.Uint64
 }
@@ -211,6 +214,7 @@ func New(js jetstream.JetStream, cfg Config) (*Orchestrator, error) {
 		compiled: newCompiled(cfg.WorkflowCache),
 		local:    localParts{on: make([]bool, cfg.Partitions)},
 		seeds:    seeds{size: cfg.Seeds, items: map[string]seed{}},
+		waiting:  waiting{items: map[string]map[uint64]struct{}{}},
 	}
 	loop, err := consume.New(js, consume.Config{
 		Name:    Name,
@@ -243,6 +247,7 @@ func New(js jetstream.JetStream, cfg Config) (*Orchestrator, error) {
 		OnRemoved: func(p int) {
 			o.cache.removePartition(p)
 			o.seeds.removePartition(p)
+			o.waiting.removePartition(p, o.partitionOf)
 		},
 		Logger: o.log,
 	})
@@ -388,7 +393,11 @@ func (o *Orchestrator) handle(ctx context.Context, d consume.Delivery) consume.O
 		return consume.Hold(t.DueAt.Sub(now))
 	}
 	log := inputLog{base: o.log, executionID: id, input: ev.Type, eventID: ev.ID, waited: now.Sub(d.Meta.Timestamp)}
-	return o.run(ctx, log, partition, id, ev, d.Msg.Headers(), now).consume()
+	out := o.run(ctx, log, partition, id, ev, d.Msg.Headers(), now)
+	// An input handed back waits on the inbox, and the reports of the same execution made
+	// here must not overtake it through Record.
+	o.waiting.set(id, d.Meta.Sequence.Stream, out.kind == retried || out.kind == abandoned)
+	return out.consume()
 }
 
 // outcomeKind is what deciding on one input came to.
