@@ -11,7 +11,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/events/streams"
@@ -19,6 +23,7 @@ import (
 	"github.com/memmie/memmie/internal/jetstream/inbox"
 	"github.com/memmie/memmie/internal/jetstream/stream"
 	"github.com/memmie/memmie/internal/lifecycle"
+	"github.com/memmie/memmie/internal/tracing"
 )
 
 // Name is the reconciler's component name and the role of its lease.
@@ -58,6 +63,9 @@ type Config struct {
 	Now func() time.Time
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Tracer records a span (reconciler.reissue) for each timer re-issued, joined to the
+	// trace of the execution's queued event when it carries one. Defaults to off.
+	Tracer tracing.Tracer
 }
 
 func (c *Config) defaults() error {
@@ -361,7 +369,7 @@ func (r *Reconciler) check(ctx context.Context, id string, ps *PassStats) error 
 			}
 			continue
 		}
-		if err := r.reissue(ctx, tm.Fire); err != nil {
+		if err := r.traced(ctx, msgs[0].Header, s.WorkflowID, tm.Fire); err != nil {
 			return err
 		}
 		ps.Reissued++
@@ -427,6 +435,28 @@ func (r *Reconciler) reissue(ctx context.Context, fire events.Event) error {
 		return fmt.Errorf("re-issue timer %s: %w", fire.ID, err)
 	}
 	return nil
+}
+
+// traced re-issues fire in a reconciler.reissue span of the trace of hdr (the execution's
+// queued event), when tracing is on and hdr carries one.
+func (r *Reconciler) traced(ctx context.Context, hdr nats.Header, workflowID string, fire events.Event) error {
+	if !r.cfg.Tracer.On() || len(hdr[tracing.HeaderTraceparent]) == 0 {
+		return r.reissue(ctx, fire)
+	}
+	d := fire.Data.(*events.TimerFired)
+	attrs := []attribute.KeyValue{tracing.ExecutionID.String(fire.ExecutionID()), tracing.WorkflowID.String(workflowID),
+		attribute.String("memmie.timer", string(d.Kind)), attribute.Int("memmie.run", d.Run)}
+	if d.StepID != "" {
+		attrs = append(attrs, tracing.StepID.String(d.StepID), tracing.Attempt.Int(d.Attempt))
+	}
+	ctx, span := r.cfg.Tracer.Start(ctx, "reconciler.reissue", hdr, trace.WithAttributes(attrs...))
+	defer span.End()
+	err := r.reissue(ctx, fire)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "timer not re-issued")
+	}
+	return err
 }
 
 // MsgID is the Nats-Msg-Id of a command the reconciler re-issues, for the event id.

@@ -588,6 +588,7 @@ func (e *Engine) prepareTriggered(_ context.Context, s trigger.Start) (stream.Ms
 func (e *Engine) openReconciler(ctx context.Context, g *lifecycle.Group) error {
 	cfg := e.cfg.Reconciler
 	cfg.Logger = cmp.Or(cfg.Logger, e.cfg.Logger)
+	e.trace(&cfg.Tracer)
 	if cfg.Now == nil {
 		cfg.Now = e.cfg.Now
 	}
