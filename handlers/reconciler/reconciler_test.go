@@ -105,13 +105,22 @@ func (b *builder) report(status int, at time.Time) *builder {
 }
 
 // appendTo stores the history on the executions stream.
-func (b *builder) appendTo(ctx context.Context, js jetstream.JetStream) {
+func (b *builder) appendTo(ctx context.Context, js jetstream.JetStream) { b.appendWith(ctx, js, nil) }
+
+// appendWith stores the history on the executions stream, with first's headers on its first
+// event (a trace context, say).
+func (b *builder) appendWith(ctx context.Context, js jetstream.JetStream, first nats.Header) {
 	b.t.Helper()
-	for _, ev := range b.history {
+	for i, ev := range b.history {
 		data, err := events.Marshal(ev)
 		require.NoError(b.t, err)
 		msg := nats.NewMsg(ev.Subject)
 		msg.Data = data
+		if i == 0 {
+			for k, v := range first {
+				msg.Header[k] = v
+			}
+		}
 		msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
 		_, err = js.PublishMsg(ctx, msg)
 		require.NoError(b.t, err)

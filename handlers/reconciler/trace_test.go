@@ -7,13 +7,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
-	"github.com/memmie/memmie/events"
 	"github.com/memmie/memmie/handlers/reconciler"
 	"github.com/memmie/memmie/internal/tracing"
 )
@@ -26,21 +24,9 @@ func TestReissueSpanJoinsTheExecutionTrace(t *testing.T) {
 	ctx := testContext(t)
 	js := setup(t)
 	t0 := time.Now().Add(-time.Minute).UTC()
-	for _, id := range []string{"traced", "untraced"} {
-		b := newBuilder(t, id, fmt.Sprintf(workflowYAML, 1), t0).start(t0)
-		for i, ev := range b.history {
-			data, err := events.Marshal(ev)
-			require.NoError(t, err)
-			msg := nats.NewMsg(ev.Subject)
-			msg.Data = data
-			msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
-			if i == 0 && id == "traced" {
-				msg.Header.Set(tracing.HeaderTraceparent, "00-"+traceID+"-00f067aa0ba902b7-01")
-			}
-			_, err = js.PublishMsg(ctx, msg)
-			require.NoError(t, err)
-		}
-	}
+	newBuilder(t, "traced", fmt.Sprintf(workflowYAML, 1), t0).start(t0).
+		appendWith(ctx, js, nats.Header{tracing.HeaderTraceparent: {"00-" + traceID + "-00f067aa0ba902b7-01"}})
+	newBuilder(t, "untraced", fmt.Sprintf(workflowYAML, 1), t0).start(t0).appendTo(ctx, js)
 
 	spans := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
