@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // runAs returns the credential initdb and postgres run with: nil (this process's user), or
@@ -105,6 +106,7 @@ func searchable(fi fs.FileInfo, cred *syscall.Credential) bool {
 // its owner and refuses to start, and after a restart pids are soon reused. A lock of a live
 // postgres is left for postgres to judge.
 func removeStaleLocks(dataDir, socketDir string, port int) error {
+	const lockWait = 5 * time.Second
 	for _, lock := range []string{
 		filepath.Join(dataDir, "postmaster.pid"),
 		filepath.Join(socketDir, ".s.PGSQL."+strconv.Itoa(port)+".lock"),
@@ -115,6 +117,11 @@ func removeStaleLocks(dataDir, socketDir string, port int) error {
 		}
 		if err != nil {
 			return fmt.Errorf("read %s: %w", lock, err)
+		}
+		// A server whose starter was killed dies with it (internal/childproc), but not
+		// at once: give it a moment before judging its lock.
+		for deadline := time.Now().Add(lockWait); maybePostgres(pid) && time.Now().Before(deadline); {
+			time.Sleep(50 * time.Millisecond)
 		}
 		if !maybePostgres(pid) {
 			if err := os.Remove(lock); err != nil && !errors.Is(err, fs.ErrNotExist) {
